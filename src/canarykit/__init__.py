@@ -1,0 +1,184 @@
+"""canarykit: canary deployments as a library.
+
+Move a small share of traffic to a new version, compare it with the old one, widen the
+share step by step while it is healthy, and roll back at once when it is not::
+
+    import canarykit
+    from canarykit.deciders import Bound, threshold
+
+    plan = canarykit.linear(10, 20, hold=120, analysis_interval=30, final_bake=300)
+    outcome = await canarykit.run_rollout(
+        plan,
+        router=my_router,
+        metrics=my_metrics,
+        decider=threshold(Bound(metric="error_rate", max=0.02)),
+    )
+
+The public API is re-exported here; the modules behind it are private.
+"""
+
+from ._errors import CanaryError as CanaryError
+from ._errors import ClockStalled as ClockStalled
+from ._errors import ConfigError as ConfigError
+from ._errors import DeciderError as DeciderError
+from ._errors import InvalidTransition as InvalidTransition
+from ._errors import MetricsError as MetricsError
+from ._errors import NoDataError as NoDataError
+from ._errors import RouterError as RouterError
+from ._errors import UnsupportedPlanError as UnsupportedPlanError
+from ._events import AnalysisError as AnalysisError
+from ._events import CommandReceived as CommandReceived
+from ._events import PhaseChanged as PhaseChanged
+from ._events import RolloutEvent as RolloutEvent
+from ._events import RolloutOutcome as RolloutOutcome
+from ._events import RouterFailure as RouterFailure
+from ._events import SplitConfirmed as SplitConfirmed
+from ._events import TimelineEntry as TimelineEntry
+from ._events import VerdictReached as VerdictReached
+from ._histogram import LatencyHistogram as LatencyHistogram
+from ._machine import Abort as Abort
+from ._machine import AnalysisKind as AnalysisKind
+from ._machine import ApplyFailed as ApplyFailed
+from ._machine import ApplySplit as ApplySplit
+from ._machine import CollectWindow as CollectWindow
+from ._machine import Finish as Finish
+from ._machine import Phase as Phase
+from ._machine import Promote as Promote
+from ._machine import PromoteFull as PromoteFull
+from ._machine import RequestPause as RequestPause
+from ._machine import Resume as Resume
+from ._machine import Retry as Retry
+from ._machine import RolloutMachine as RolloutMachine
+from ._machine import RolloutState as RolloutState
+from ._machine import SplitApplied as SplitApplied
+from ._machine import Start as Start
+from ._machine import Tick as Tick
+from ._machine import Wait as Wait
+from ._machine import WindowFailed as WindowFailed
+from ._machine import WindowJudged as WindowJudged
+from ._machine import next_action as next_action
+from ._machine import transition as transition
+from ._machine import transition_table as transition_table
+from ._observe import Arm as Arm
+from ._observe import ArmStats as ArmStats
+from ._observe import Observation as Observation
+from ._observe import Window as Window
+from ._plan import Analyze as Analyze
+from ._plan import Pause as Pause
+from ._plan import Plan as Plan
+from ._plan import SetHeaderRoutes as SetHeaderRoutes
+from ._plan import SetMirror as SetMirror
+from ._plan import SetWeight as SetWeight
+from ._plan import Step as Step
+from ._plan import WaitForPromotion as WaitForPromotion
+from ._plan import exponential as exponential
+from ._plan import from_weights as from_weights
+from ._plan import linear as linear
+from ._protocols import Clock as Clock
+from ._protocols import Decider as Decider
+from ._protocols import MetricsSource as MetricsSource
+from ._protocols import RouterCapabilities as RouterCapabilities
+from ._protocols import StateStore as StateStore
+from ._protocols import SystemClock as SystemClock
+from ._protocols import TrafficRouter as TrafficRouter
+from ._runner import Listener as Listener
+from ._runner import Rollout as Rollout
+from ._runner import run_rollout as run_rollout
+from ._split import HeaderMatch as HeaderMatch
+from ._split import HeaderRoute as HeaderRoute
+from ._split import TrafficSplit as TrafficSplit
+from ._stores import MemoryStore as MemoryStore
+from ._verdict import Judgement as Judgement
+from ._verdict import MetricVerdict as MetricVerdict
+from ._verdict import Verdict as Verdict
+from ._verdict import VerdictKind as VerdictKind
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Abort",
+    "AnalysisError",
+    "AnalysisKind",
+    "Analyze",
+    "ApplyFailed",
+    "ApplySplit",
+    "Arm",
+    "ArmStats",
+    "CanaryError",
+    "Clock",
+    "ClockStalled",
+    "CollectWindow",
+    "CommandReceived",
+    "ConfigError",
+    "Decider",
+    "DeciderError",
+    "Finish",
+    "HeaderMatch",
+    "HeaderRoute",
+    "InvalidTransition",
+    "Judgement",
+    "LatencyHistogram",
+    "Listener",
+    "MemoryStore",
+    "MetricVerdict",
+    "MetricsError",
+    "MetricsSource",
+    "NoDataError",
+    "Observation",
+    "Pause",
+    "Phase",
+    "PhaseChanged",
+    "Plan",
+    "Promote",
+    "PromoteFull",
+    "RequestPause",
+    "Resume",
+    "Retry",
+    "Rollout",
+    "RolloutEvent",
+    "RolloutMachine",
+    "RolloutOutcome",
+    "RolloutState",
+    "RouterCapabilities",
+    "RouterError",
+    "RouterFailure",
+    "SetHeaderRoutes",
+    "SetMirror",
+    "SetWeight",
+    "SplitApplied",
+    "SplitConfirmed",
+    "Start",
+    "StateStore",
+    "Step",
+    "SystemClock",
+    "Tick",
+    "TimelineEntry",
+    "TrafficRouter",
+    "TrafficSplit",
+    "UnsupportedPlanError",
+    "Verdict",
+    "VerdictKind",
+    "VerdictReached",
+    "Wait",
+    "WaitForPromotion",
+    "Window",
+    "WindowFailed",
+    "WindowJudged",
+    "exponential",
+    "from_weights",
+    "linear",
+    "next_action",
+    "run_rollout",
+    "transition",
+    "transition_table",
+]
+
+# Public names say they live in `canarykit`, not in the private module that defines them.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("canarykit._"):
+        try:
+            _obj.__module__ = "canarykit"
+        except (AttributeError, TypeError):  # aliases such as unions do not take it
+            pass
+del _name, _obj

@@ -1,0 +1,214 @@
+"""What a running rollout reports: typed events for listeners, a compact timeline, an outcome.
+
+Listeners get the full events (a `VerdictReached` carries its observation). The outcome's
+timeline keeps one small `TimelineEntry` per event instead, so a long rollout's memory
+stays flat however large its observations are.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import attrs
+
+from ._machine import AnalysisKind, Phase, RolloutState
+from ._observe import Observation
+from ._split import TrafficSplit
+from ._verdict import Verdict
+
+__all__ = [
+    "AnalysisError",
+    "CommandReceived",
+    "PhaseChanged",
+    "RolloutEvent",
+    "RolloutOutcome",
+    "RouterFailure",
+    "SplitConfirmed",
+    "TimelineEntry",
+    "VerdictReached",
+]
+
+
+@attrs.frozen(kw_only=True)
+class PhaseChanged:
+    """The rollout moved from `old` to `new` (e.g. progressing -> rolling_back), and why."""
+
+    time: float
+    old: Phase
+    new: Phase
+    step: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class SplitConfirmed:
+    """The router confirmed that `split` is in force."""
+
+    time: float
+    split: TrafficSplit
+
+
+@attrs.frozen(kw_only=True)
+class VerdictReached:
+    """A decider judged the window [start, end) of an analysis."""
+
+    time: float
+    kind: AnalysisKind
+    start: float
+    end: float
+    verdict: Verdict
+    observation: Observation
+
+
+@attrs.frozen(kw_only=True)
+class AnalysisError:
+    """A window could not be collected or judged; `reason` says why."""
+
+    time: float
+    kind: AnalysisKind
+    end: float
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class RouterFailure:
+    """An attempt to apply `split` failed (`attempt` counts from 1)."""
+
+    time: float
+    split: TrafficSplit
+    attempt: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class CommandReceived:
+    """An operator command (`promote`, `pause`, `abort`, ...) arrived; `accepted` says if taken."""
+
+    time: float
+    command: str
+    reason: str = ""
+    accepted: bool = True
+
+
+RolloutEvent: TypeAlias = (
+    PhaseChanged | SplitConfirmed | VerdictReached | AnalysisError | RouterFailure | CommandReceived
+)
+
+
+@attrs.frozen(kw_only=True)
+class TimelineEntry:
+    """One line of a rollout's history, small enough to keep for every window.
+
+    `kind` is "phase", "split", "verdict", "error" or "command". Verdict entries carry each
+    arm's error rate and p99 latency (seconds) for the window.
+    """
+
+    time: float
+    kind: str
+    phase: Phase
+    step: int | None
+    canary_percent: float
+    reason: str = ""
+    verdict: Verdict | None = None
+    stable_error_rate: float | None = None
+    canary_error_rate: float | None = None
+    stable_p99: float | None = None
+    canary_p99: float | None = None
+
+    @classmethod
+    def for_event(cls, event: RolloutEvent, state: RolloutState) -> TimelineEntry:
+        """The timeline entry recording `event`, given the state just after it."""
+        confirmed = state.confirmed
+        percent = 0.0 if confirmed is None else confirmed.canary_percent
+        common: dict[str, Any] = {
+            "time": event.time,
+            "phase": state.phase,
+            "step": state.step,
+            "canary_percent": percent,
+        }
+        if isinstance(event, PhaseChanged):
+            return cls(kind="phase", reason=event.reason, **common)
+        if isinstance(event, SplitConfirmed):
+            common["canary_percent"] = event.split.canary_percent
+            return cls(kind="split", reason=_describe_split(event.split), **common)
+        if isinstance(event, VerdictReached):
+            obs = event.observation
+            return cls(
+                kind="verdict",
+                reason=f"{event.kind.value}: {event.verdict.reason}",
+                verdict=event.verdict,
+                stable_error_rate=obs.stable.error_rate,
+                canary_error_rate=obs.canary.error_rate,
+                stable_p99=obs.stable.p99,
+                canary_p99=obs.canary.p99,
+                **common,
+            )
+        if isinstance(event, AnalysisError):
+            return cls(kind="error", reason=f"{event.kind.value}: {event.reason}", **common)
+        if isinstance(event, RouterFailure):
+            reason = f"router attempt {event.attempt} failed: {event.reason}"
+            return cls(kind="error", reason=reason, **common)
+        text = f"{event.command} {event.reason}".strip()
+        if not event.accepted:
+            text = f"{event.command} refused: {event.reason}"
+        return cls(kind="command", reason=text, **common)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        data = attrs.asdict(self, recurse=False)
+        data["phase"] = self.phase.value
+        data["verdict"] = None if self.verdict is None else self.verdict.to_json()
+        return data
+
+
+def _describe_split(split: TrafficSplit) -> str:
+    parts = [f"canary {split.canary_percent:g}%"]
+    parts += [f"{r.header} {r.match.value} {r.value!r} -> canary" for r in split.header_routes]
+    if split.mirror_percent:
+        parts.append(f"mirror {split.mirror_percent:g}%")
+    return ", ".join(parts)
+
+
+@attrs.frozen(kw_only=True)
+class RolloutOutcome:
+    """How a rollout ended: its phase, why, the split in force, and what happened on the way.
+
+    `phase` is SUCCEEDED, ROLLED_BACK or ABORTED, or PAUSED (or another live phase) when
+    the run stopped before the end; `split` is then where traffic was left, as the
+    router last confirmed it (None if it never confirmed anything).
+    """
+
+    phase: Phase
+    reason: str
+    split: TrafficSplit | None
+    started_at: float | None
+    finished_at: float
+    timeline: tuple[TimelineEntry, ...]
+    state: RolloutState
+
+    @property
+    def promoted(self) -> bool:
+        """True when the canary was promoted."""
+        return self.phase is Phase.SUCCEEDED
+
+    @property
+    def rolled_back(self) -> bool:
+        """True when traffic went back to stable, by a failed check or an abort."""
+        return self.phase in (Phase.ROLLED_BACK, Phase.ABORTED)
+
+    @property
+    def verdicts(self) -> tuple[TimelineEntry, ...]:
+        """The timeline's verdict entries."""
+        return tuple(e for e in self.timeline if e.kind == "verdict")
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "phase": self.phase.value,
+            "reason": self.reason,
+            "split": None if self.split is None else self.split.to_json(),
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "timeline": [entry.to_json() for entry in self.timeline],
+            "state": self.state.to_json(),
+        }

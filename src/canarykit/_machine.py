@@ -1,0 +1,825 @@
+"""The rollout state machine: pure, table-driven, no I/O and no clock.
+
+How this works. A rollout is a `Plan` and a `RolloutState`. Events come in, each carrying
+the time `now` (the machine never reads a clock): the rollout started, the router
+confirmed a split or failed, a window was judged or could not be collected, time
+passed, or an operator asked for something. `transition(plan, state, event)` returns the
+next state; `next_action(plan, state, now)` says what the driver should do now: apply a
+split, collect a window, wait until a time, or finish.
+
+The rules:
+
+- `_TRANSITIONS` lists, for every phase, the events it accepts and the phases each may
+  lead to. An event a phase does not accept raises `InvalidTransition` naming both, and
+  nothing changes. The state diagram in the docs is drawn from this table.
+- The state keeps the split the plan wants (`target`) apart from the split the router
+  last confirmed (`confirmed`). Whenever they differ the next action is to apply the
+  target, in every non-terminal phase, so a confirmation that arrives late (say, after
+  an abort) is recorded and then corrected, never lost.
+- Rolling back is applying the stable-only split; promoting is applying 100% with header
+  routes and mirroring removed. Only the router's confirmation ends either.
+- Background analysis windows run from the first traffic shift until promotion, during
+  pauses too, so a regression is caught while paused. An `Analyze` step runs windows of
+  its own while progressing. A failed verdict rolls back; an inconclusive one pauses.
+- Step timers stop while paused: a pause keeps what was left of a step's hold time.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import attrs
+
+from ._errors import CanaryError, InvalidTransition
+from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
+from ._split import FULL_CANARY, STABLE_ONLY, TrafficSplit
+from ._verdict import Verdict, VerdictKind
+
+__all__ = [
+    "Abort",
+    "AnalysisKind",
+    "ApplyFailed",
+    "ApplySplit",
+    "CollectWindow",
+    "Finish",
+    "Phase",
+    "Promote",
+    "PromoteFull",
+    "RequestPause",
+    "Resume",
+    "Retry",
+    "RolloutMachine",
+    "RolloutState",
+    "SplitApplied",
+    "Start",
+    "Tick",
+    "Wait",
+    "WindowFailed",
+    "WindowJudged",
+    "next_action",
+    "transition",
+]
+
+STATE_SCHEMA_VERSION = 1
+
+
+class Phase(enum.Enum):
+    """Where a rollout is. SUCCEEDED, ROLLED_BACK and ABORTED are terminal."""
+
+    PENDING = "pending"
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    PROMOTING = "promoting"
+    SUCCEEDED = "succeeded"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+    def __repr__(self) -> str:
+        return f"Phase.{self.name}"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for SUCCEEDED, ROLLED_BACK and ABORTED."""
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED})
+
+
+class AnalysisKind(enum.Enum):
+    """Which analysis a window belongs to: the plan's background one or an `Analyze` step."""
+
+    BACKGROUND = "background"
+    STEP = "step"
+
+    def __repr__(self) -> str:
+        return f"AnalysisKind.{self.name}"
+
+
+# ---------------------------------------------------------------------------- events
+
+
+@attrs.frozen
+class Start:
+    """Begin the rollout. `current` is the split the router reported before we started."""
+
+    now: float
+    current: TrafficSplit = STABLE_ONLY
+
+
+@attrs.frozen
+class SplitApplied:
+    """The router confirmed that `split` is in force."""
+
+    now: float
+    split: TrafficSplit
+
+
+@attrs.frozen
+class ApplyFailed:
+    """The router could not apply `split` (after the driver's retries)."""
+
+    now: float
+    split: TrafficSplit
+    reason: str
+
+
+@attrs.frozen
+class WindowJudged:
+    """A decider judged the window ending at `end`; `decider_state` is its new state."""
+
+    now: float
+    kind: AnalysisKind
+    end: float
+    verdict: Verdict
+    decider_state: Any = None
+
+
+@attrs.frozen
+class WindowFailed:
+    """The window ending at `end` could not be collected or judged."""
+
+    now: float
+    kind: AnalysisKind
+    end: float
+    reason: str
+
+
+@attrs.frozen
+class Tick:
+    """Time has passed: step holds and pause limits that ran out take effect."""
+
+    now: float
+
+
+@attrs.frozen
+class Promote:
+    """Operator: finish the current step now and go on to the next one."""
+
+    now: float
+
+
+@attrs.frozen
+class PromoteFull:
+    """Operator: skip the remaining steps and promote."""
+
+    now: float
+
+
+@attrs.frozen
+class RequestPause:
+    """Operator: hold the rollout where it is (analysis keeps watching)."""
+
+    now: float
+    reason: str = "paused by operator"
+
+
+@attrs.frozen
+class Resume:
+    """Operator: carry on from a pause."""
+
+    now: float
+
+
+@attrs.frozen
+class Abort:
+    """Operator: roll back to stable and end as ABORTED."""
+
+    now: float
+    reason: str = "aborted by operator"
+
+
+@attrs.frozen
+class Retry:
+    """Operator: start an aborted or rolled-back rollout again from its first step."""
+
+    now: float
+
+
+Event: TypeAlias = (
+    Start
+    | SplitApplied
+    | ApplyFailed
+    | WindowJudged
+    | WindowFailed
+    | Tick
+    | Promote
+    | PromoteFull
+    | RequestPause
+    | Resume
+    | Abort
+    | Retry
+)
+
+OPERATOR_EVENTS: tuple[type[Any], ...] = (
+    Promote,
+    PromoteFull,
+    RequestPause,
+    Resume,
+    Abort,
+    Retry,
+)
+
+# ---------------------------------------------------------------------------- actions
+
+
+@attrs.frozen
+class ApplySplit:
+    """Ask the router to put `split` in force, then report `SplitApplied` or `ApplyFailed`."""
+
+    split: TrafficSplit
+
+
+@attrs.frozen
+class CollectWindow:
+    """Collect and judge the window [start, end), then report `WindowJudged`/`WindowFailed`."""
+
+    kind: AnalysisKind
+    start: float
+    end: float
+    decider_state: Any = None
+
+
+@attrs.frozen
+class Wait:
+    """Sleep until `until` (maybe `math.inf`) or an operator command, then report `Tick`."""
+
+    until: float
+
+
+@attrs.frozen
+class Finish:
+    """The rollout has ended in `phase`."""
+
+    phase: Phase
+    reason: str
+
+
+Action: TypeAlias = ApplySplit | CollectWindow | Wait | Finish
+
+# ---------------------------------------------------------------------------- state
+
+_P = Phase
+# For each phase: the events it accepts and the phases each can lead to. Anything not
+# listed is an invalid transition. The docs' state diagram is generated from this table.
+_TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
+    _P.PENDING: {
+        Start: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        Abort: frozenset({_P.ABORTED}),
+    },
+    _P.PROGRESSING: {
+        SplitApplied: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        ApplyFailed: frozenset({_P.ROLLING_BACK}),
+        WindowJudged: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
+        WindowFailed: frozenset({_P.PROGRESSING, _P.ROLLING_BACK}),
+        Tick: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        Promote: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        PromoteFull: frozenset({_P.PROMOTING}),
+        RequestPause: frozenset({_P.PAUSED}),
+        Abort: frozenset({_P.ROLLING_BACK}),
+    },
+    _P.PAUSED: {
+        SplitApplied: frozenset({_P.PAUSED}),
+        ApplyFailed: frozenset({_P.ROLLING_BACK, _P.PAUSED}),
+        WindowJudged: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
+        WindowFailed: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
+        Tick: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
+        Promote: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        PromoteFull: frozenset({_P.PROMOTING}),
+        RequestPause: frozenset({_P.PAUSED}),
+        Resume: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
+        Abort: frozenset({_P.ROLLING_BACK}),
+    },
+    _P.PROMOTING: {
+        SplitApplied: frozenset({_P.PROMOTING, _P.SUCCEEDED}),
+        ApplyFailed: frozenset({_P.ROLLING_BACK}),
+        WindowJudged: frozenset({_P.PROMOTING}),
+        WindowFailed: frozenset({_P.PROMOTING}),
+        Tick: frozenset({_P.PROMOTING}),
+        Abort: frozenset({_P.ROLLING_BACK}),
+    },
+    _P.ROLLING_BACK: {
+        SplitApplied: frozenset({_P.ROLLING_BACK, _P.ROLLED_BACK, _P.ABORTED}),
+        ApplyFailed: frozenset({_P.PAUSED}),
+        WindowJudged: frozenset({_P.ROLLING_BACK}),
+        WindowFailed: frozenset({_P.ROLLING_BACK}),
+        Tick: frozenset({_P.ROLLING_BACK}),
+        Abort: frozenset({_P.ROLLING_BACK}),
+    },
+    _P.SUCCEEDED: {},
+    _P.ROLLED_BACK: {Retry: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING})},
+    _P.ABORTED: {Retry: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING})},
+}
+
+
+def transition_table() -> dict[Phase, dict[str, frozenset[Phase]]]:
+    """The transition table by event name, for documentation and diagrams."""
+    return {
+        phase: {event.__name__: targets for event, targets in row.items()}
+        for phase, row in _TRANSITIONS.items()
+    }
+
+
+def _json_split(split: TrafficSplit | None) -> dict[str, Any] | None:
+    return None if split is None else split.to_json()
+
+
+def _split_from(data: dict[str, Any] | None) -> TrafficSplit | None:
+    return None if data is None else TrafficSplit.from_json(data)
+
+
+@attrs.frozen(kw_only=True)
+class RolloutState:
+    """Everything the machine knows about one rollout; plain data, round-trips through JSON.
+
+    The fields most readers want: `phase`, `step` (index of the current step; equal to the
+    number of steps once they are all done), `target` (the split the plan wants now),
+    `confirmed` (the split the router last confirmed; None when unknown) and `reason`.
+    """
+
+    phase: Phase = Phase.PENDING
+    step: int = 0
+    step_entered: bool = False
+    step_deadline: float | None = None
+    step_windows: int = 0
+    step_window_start: float | None = None
+    step_decider_state: Any = None
+    hold_remaining: float | None = None
+    target: TrafficSplit = STABLE_ONLY
+    confirmed: TrafficSplit | None = None
+    window_start: float | None = None
+    decider_state: Any = None
+    last_verdict: VerdictKind | None = None
+    consecutive_errors: int = 0
+    paused_at: float | None = None
+    pause_reason: str | None = None
+    rollback_pending: bool = False
+    aborting: bool = False
+    reason: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True once the rollout has ended (succeeded, rolled back or aborted)."""
+        return self.phase.is_terminal
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for JSON, with a schema version."""
+        data = attrs.asdict(self, recurse=False)
+        data["phase"] = self.phase.value
+        data["target"] = self.target.to_json()
+        data["confirmed"] = _json_split(self.confirmed)
+        data["last_verdict"] = None if self.last_verdict is None else self.last_verdict.value
+        data["schema"] = STATE_SCHEMA_VERSION
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RolloutState:
+        """Inverse of `to_json`; refuses state saved under another schema version."""
+        data = dict(data)
+        schema = data.pop("schema", None)
+        if schema != STATE_SCHEMA_VERSION:
+            raise CanaryError(
+                f"saved rollout state has schema version {schema!r}; this canarykit "
+                f"reads version {STATE_SCHEMA_VERSION}"
+            )
+        data["phase"] = Phase(data["phase"])
+        data["target"] = TrafficSplit.from_json(data["target"])
+        data["confirmed"] = _split_from(data["confirmed"])
+        verdict = data["last_verdict"]
+        data["last_verdict"] = None if verdict is None else VerdictKind(verdict)
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+_evolve = attrs.evolve
+
+
+def _needs_windows(plan: Plan, state: RolloutState) -> bool:
+    return plan.analysis_interval is not None and state.window_start is not None
+
+
+def _background_end(plan: Plan, state: RolloutState) -> float:
+    assert plan.analysis_interval is not None and state.window_start is not None
+    return state.window_start + plan.analysis_interval
+
+
+def _enter_pause(state: RolloutState, now: float, reason: str) -> RolloutState:
+    remaining = None
+    if state.step_deadline is not None:
+        remaining = max(0.0, state.step_deadline - now)
+    return _evolve(
+        state,
+        phase=Phase.PAUSED,
+        paused_at=now,
+        pause_reason=reason,
+        reason=reason,
+        hold_remaining=remaining,
+        step_deadline=None,
+    )
+
+
+def _rollback(state: RolloutState, now: float, reason: str, *, abort: bool) -> RolloutState:
+    return _evolve(
+        state,
+        phase=Phase.ROLLING_BACK,
+        target=STABLE_ONLY,
+        reason=reason,
+        aborting=abort or state.aborting,
+        rollback_pending=False,
+        paused_at=None,
+        pause_reason=None,
+    )
+
+
+def _promote(state: RolloutState, now: float, reason: str) -> RolloutState:
+    return _evolve(
+        state,
+        phase=Phase.PROMOTING,
+        target=FULL_CANARY,
+        reason=reason,
+        step_deadline=None,
+        paused_at=None,
+        pause_reason=None,
+    )
+
+
+def _next_step(state: RolloutState) -> RolloutState:
+    return _evolve(
+        state,
+        step=state.step + 1,
+        step_entered=False,
+        step_deadline=None,
+        step_windows=0,
+        step_window_start=None,
+        step_decider_state=None,
+        hold_remaining=None,
+    )
+
+
+def _settle(plan: Plan, state: RolloutState, now: float) -> RolloutState:
+    """Enter and complete steps for as long as they are done at `now`."""
+    while state.phase is Phase.PROGRESSING:
+        if state.step >= len(plan.steps):
+            if plan.analysis_interval is not None and plan.require_pass:
+                if state.last_verdict is not VerdictKind.PASS:
+                    last = "none yet" if state.last_verdict is None else state.last_verdict.value
+                    return _enter_pause(
+                        state, now, f"analysis has not passed before promotion (last: {last})"
+                    )
+            return _promote(state, now, "all steps completed")
+        step = plan.steps[state.step]
+        if not state.step_entered:
+            state = _enter_step(state, step, now)
+            if state.phase is not Phase.PROGRESSING:
+                return state
+        if isinstance(step, (SetWeight, SetHeaderRoutes, SetMirror)):
+            if state.confirmed != state.target:
+                return state
+        elif isinstance(step, Pause):
+            assert state.step_deadline is not None
+            if now < state.step_deadline:
+                return state
+        else:  # Analyze completes on its verdicts; WaitForPromotion on an operator.
+            return state
+        state = _next_step(state)
+    return state
+
+
+def _enter_step(state: RolloutState, step: Any, now: float) -> RolloutState:
+    state = _evolve(state, step_entered=True)
+    if isinstance(step, SetWeight):
+        return _evolve(state, target=_evolve(state.target, canary_percent=step.percent))
+    if isinstance(step, SetHeaderRoutes):
+        return _evolve(state, target=_evolve(state.target, header_routes=step.routes))
+    if isinstance(step, SetMirror):
+        return _evolve(state, target=_evolve(state.target, mirror_percent=step.percent))
+    if isinstance(step, Pause):
+        return _evolve(state, step_deadline=now + step.seconds)
+    if isinstance(step, Analyze):
+        return _evolve(state, step_window_start=now, step_windows=0, step_decider_state=None)
+    assert isinstance(step, WaitForPromotion)
+    return _enter_pause(state, now, "waiting for promotion")
+
+
+# ---------------------------------------------------------------------------- handlers
+
+
+def _on_start(plan: Plan, state: RolloutState, event: Start) -> RolloutState:
+    state = _evolve(
+        state,
+        phase=Phase.PROGRESSING,
+        started_at=event.now,
+        confirmed=event.current,
+        target=STABLE_ONLY,
+        reason="started",
+    )
+    if not event.current.is_stable_only:
+        # Whatever a previous attempt left behind, the plan starts from stable.
+        state = _evolve(state, reason="started (router was not at stable)")
+    return _settle(plan, state, event.now)
+
+
+def _on_split_applied(plan: Plan, state: RolloutState, event: SplitApplied) -> RolloutState:
+    state = _evolve(state, confirmed=event.split)
+    now = event.now
+    if (
+        plan.analysis_interval is not None
+        and state.window_start is None
+        and not event.split.is_stable_only
+        and state.phase in (Phase.PROGRESSING, Phase.PAUSED)
+    ):
+        state = _evolve(state, window_start=now)  # the first traffic shift
+    if state.phase is Phase.PROMOTING and event.split == state.target:
+        return _evolve(state, phase=Phase.SUCCEEDED, finished_at=now, reason="promoted")
+    if state.phase is Phase.ROLLING_BACK and event.split == state.target:
+        phase = Phase.ABORTED if state.aborting else Phase.ROLLED_BACK
+        return _evolve(state, phase=phase, finished_at=now)
+    if state.phase is Phase.PROGRESSING:
+        return _settle(plan, state, now)
+    return state
+
+
+def _on_apply_failed(plan: Plan, state: RolloutState, event: ApplyFailed) -> RolloutState:
+    if state.phase is Phase.ROLLING_BACK:
+        where = "unknown" if state.confirmed is None else f"{state.confirmed.canary_percent:g}%"
+        reason = f"rollback failed ({event.reason}); canary traffic last confirmed at {where}"
+        # Hold what the router last confirmed: retrying at once would spin. An operator's
+        # resume or abort, or the next failed verdict, tries the rollback again.
+        paused = _enter_pause(state, event.now, reason)
+        return _evolve(paused, target=state.confirmed or state.target, rollback_pending=True)
+    if state.phase is Phase.PAUSED and state.rollback_pending:
+        return state
+    return _rollback(state, event.now, f"router failed: {event.reason}", abort=False)
+
+
+def _advance_window(plan: Plan, state: RolloutState, event: WindowJudged | WindowFailed) -> Any:
+    if event.kind is AnalysisKind.BACKGROUND:
+        assert plan.analysis_interval is not None
+        # Keep the cadence; after a long stall the next window starts where this one ended.
+        return _evolve(state, window_start=event.end)
+    return _evolve(state, step_window_start=event.end)
+
+
+def _on_window_judged(plan: Plan, state: RolloutState, event: WindowJudged) -> RolloutState:
+    if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+        return state  # the verdict came too late to matter
+    state = _evolve(_advance_window(plan, state, event), consecutive_errors=0)
+    verdict = event.verdict
+    now = event.now
+    if event.kind is AnalysisKind.BACKGROUND:
+        state = _evolve(state, decider_state=event.decider_state, last_verdict=verdict.kind)
+        if verdict.kind is VerdictKind.FAIL:
+            return _rollback(state, now, f"analysis failed: {verdict.reason}", abort=False)
+        if verdict.kind is VerdictKind.INCONCLUSIVE and state.phase is Phase.PROGRESSING:
+            return _enter_pause(state, now, f"analysis inconclusive: {verdict.reason}")
+        if state.phase is Phase.PROGRESSING:
+            return _settle(plan, state, now)
+        return state
+    # An Analyze step's own window.
+    if state.phase is not Phase.PROGRESSING or not _in_analyze_step(plan, state):
+        return state
+    step = plan.steps[state.step]
+    assert isinstance(step, Analyze)
+    state = _evolve(
+        state, step_decider_state=event.decider_state, step_windows=state.step_windows + 1
+    )
+    if verdict.kind is VerdictKind.FAIL:
+        return _rollback(state, now, f"step analysis failed: {verdict.reason}", abort=False)
+    if verdict.kind is VerdictKind.INCONCLUSIVE:
+        return _enter_pause(state, now, f"step analysis inconclusive: {verdict.reason}")
+    if state.step_windows < step.windows:
+        return state
+    if verdict.kind is VerdictKind.PASS:
+        return _settle(plan, _next_step(state), now)
+    return _enter_pause(state, now, f"step analysis did not pass: {verdict.reason}")
+
+
+def _in_analyze_step(plan: Plan, state: RolloutState) -> bool:
+    return (
+        state.step < len(plan.steps)
+        and state.step_entered
+        and isinstance(plan.steps[state.step], Analyze)
+    )
+
+
+def _on_window_failed(plan: Plan, state: RolloutState, event: WindowFailed) -> RolloutState:
+    if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+        return state
+    state = _advance_window(plan, state, event)
+    errors = state.consecutive_errors + 1
+    state = _evolve(state, consecutive_errors=errors)
+    if errors >= plan.consecutive_error_limit:
+        reason = f"{errors} analysis errors in a row, the last: {event.reason}"
+        return _rollback(state, event.now, reason, abort=False)
+    return state
+
+
+def _on_tick(plan: Plan, state: RolloutState, event: Tick) -> RolloutState:
+    now = event.now
+    if state.phase is Phase.PROGRESSING:
+        return _settle(plan, state, now)
+    if state.phase is Phase.PAUSED and plan.pause_limit is not None:
+        assert state.paused_at is not None
+        if now >= state.paused_at + plan.pause_limit and not state.rollback_pending:
+            reason = f"paused for longer than the pause limit ({plan.pause_limit:g} s)"
+            return _rollback(state, now, f"{reason}: {state.pause_reason}", abort=False)
+    return state
+
+
+def _unpause(plan: Plan, state: RolloutState, now: float) -> RolloutState:
+    deadline = None if state.hold_remaining is None else now + state.hold_remaining
+    window_start = state.step_window_start
+    if _in_analyze_step(plan, state):
+        window_start = now  # the step's windows start again from here
+    return _evolve(
+        state,
+        phase=Phase.PROGRESSING,
+        paused_at=None,
+        pause_reason=None,
+        hold_remaining=None,
+        step_deadline=deadline,
+        step_window_start=window_start,
+        reason="resumed",
+    )
+
+
+def _on_promote(plan: Plan, state: RolloutState, event: Promote) -> RolloutState:
+    if state.rollback_pending:
+        return state  # nothing to promote while a rollback is outstanding
+    if state.phase is Phase.PAUSED:
+        state = _unpause(plan, state, event.now)
+    if state.step < len(plan.steps):
+        if not state.step_entered:
+            state = _enter_step(state, plan.steps[state.step], event.now)
+            state = _evolve(state, phase=Phase.PROGRESSING)
+        # A traffic step's change stays; promoting only stops waiting for its confirmation.
+        state = _next_step(state)
+    state = _evolve(state, reason="promoted by operator")
+    if state.step >= len(plan.steps):
+        return _promote(state, event.now, "promoted by operator")
+    return _settle(plan, state, event.now)
+
+
+def _on_promote_full(plan: Plan, state: RolloutState, event: PromoteFull) -> RolloutState:
+    if state.rollback_pending:
+        return state
+    return _promote(state, event.now, "fully promoted by operator")
+
+
+def _on_pause(plan: Plan, state: RolloutState, event: RequestPause) -> RolloutState:
+    if state.phase is Phase.PAUSED:
+        return _evolve(state, pause_reason=event.reason, reason=event.reason)
+    return _enter_pause(state, event.now, event.reason)
+
+
+def _on_resume(plan: Plan, state: RolloutState, event: Resume) -> RolloutState:
+    if state.rollback_pending:
+        return _rollback(state, event.now, f"retrying rollback: {state.reason}", abort=False)
+    if state.step < len(plan.steps) and isinstance(plan.steps[state.step], WaitForPromotion):
+        return _on_promote(plan, state, Promote(event.now))
+    state = _unpause(plan, state, event.now)
+    return _settle(plan, state, event.now)
+
+
+def _on_abort(plan: Plan, state: RolloutState, event: Abort) -> RolloutState:
+    if state.phase is Phase.PENDING:
+        return _evolve(
+            state, phase=Phase.ABORTED, reason=event.reason, finished_at=event.now, aborting=True
+        )
+    return _rollback(state, event.now, event.reason, abort=True)
+
+
+def _on_retry(plan: Plan, state: RolloutState, event: Retry) -> RolloutState:
+    fresh = RolloutState(phase=Phase.PROGRESSING, started_at=event.now, reason="retried")
+    fresh = _evolve(fresh, confirmed=state.confirmed)
+    return _settle(plan, fresh, event.now)
+
+
+_HANDLERS: dict[type[Any], Callable[[Plan, RolloutState, Any], RolloutState]] = {
+    Start: _on_start,
+    SplitApplied: _on_split_applied,
+    ApplyFailed: _on_apply_failed,
+    WindowJudged: _on_window_judged,
+    WindowFailed: _on_window_failed,
+    Tick: _on_tick,
+    Promote: _on_promote,
+    PromoteFull: _on_promote_full,
+    RequestPause: _on_pause,
+    Resume: _on_resume,
+    Abort: _on_abort,
+    Retry: _on_retry,
+}
+
+
+# ---------------------------------------------------------------------------- API
+
+
+def transition(plan: Plan, state: RolloutState, event: Event) -> RolloutState:
+    """The state after `event`; raises `InvalidTransition` (state unchanged) if not allowed.
+
+    >>> from canarykit import Plan, SetWeight
+    >>> plan = Plan(steps=[SetWeight(10)])
+    >>> state = transition(plan, RolloutState(), Start(now=0.0))
+    >>> state.phase, state.target.canary_percent
+    (Phase.PROGRESSING, 10.0)
+    """
+    allowed = _TRANSITIONS[state.phase].get(type(event))
+    if allowed is None:
+        raise InvalidTransition(
+            f"{type(event).__name__} is not allowed while the rollout is "
+            f"{state.phase.value} (it accepts: "
+            f"{', '.join(e.__name__ for e in _TRANSITIONS[state.phase]) or 'nothing'})"
+        ) from None
+    new = _HANDLERS[type(event)](plan, state, event)
+    if new.phase not in allowed:  # pragma: no cover - a bug in a handler, not user error
+        raise AssertionError(f"{state.phase} --{type(event).__name__}--> {new.phase} not in table")
+    return new
+
+
+def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
+    """What the driver should do next, at time `now`.
+
+    Order of precedence: finish a terminal rollout; apply the target split when the
+    router has not confirmed it (or when promoting or rolling back); collect a window
+    that has ended; otherwise wait.
+    """
+    phase = state.phase
+    if phase.is_terminal:
+        return Finish(phase=phase, reason=state.reason)
+    if phase is Phase.PENDING:
+        return Wait(until=math.inf)
+    if state.target != state.confirmed or phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+        # Promotion and rollback always end with a fresh apply (and read-back), even when
+        # the router already reports that split: only a confirmation ends them.
+        return ApplySplit(split=state.target)
+    until = math.inf
+    if phase is Phase.PROGRESSING and _in_analyze_step(plan, state):
+        step = plan.steps[state.step]
+        assert isinstance(step, Analyze) and state.step_window_start is not None
+        end = state.step_window_start + step.interval
+        if now >= end:
+            return CollectWindow(
+                kind=AnalysisKind.STEP,
+                start=state.step_window_start,
+                end=end,
+                decider_state=state.step_decider_state,
+            )
+        until = end
+    if phase in (Phase.PROGRESSING, Phase.PAUSED) and _needs_windows(plan, state):
+        end = _background_end(plan, state)
+        if now >= end:
+            assert state.window_start is not None
+            return CollectWindow(
+                kind=AnalysisKind.BACKGROUND,
+                start=state.window_start,
+                end=end,
+                decider_state=state.decider_state,
+            )
+        until = min(until, end)
+    if phase is Phase.PROGRESSING and state.step_deadline is not None:
+        until = min(until, state.step_deadline)
+    if (
+        phase is Phase.PAUSED
+        and plan.pause_limit is not None
+        and state.paused_at is not None
+        and not state.rollback_pending
+    ):
+        until = min(until, state.paused_at + plan.pause_limit)
+    return Wait(until=until)
+
+
+class RolloutMachine:
+    """A plan and its current state, with `handle(event)` and `next_action(now)`.
+
+    A thin convenience over the pure functions `transition` and `next_action`:
+
+    >>> from canarykit import Plan, SetWeight, TrafficSplit
+    >>> machine = RolloutMachine(Plan(steps=[SetWeight(10)]))
+    >>> machine.handle(Start(now=0.0))
+    >>> machine.next_action(0.0)
+    ApplySplit(split=TrafficSplit(canary_percent=10.0, header_routes=(), mirror_percent=0.0))
+    """
+
+    __slots__ = ("plan", "state")
+
+    def __init__(self, plan: Plan, state: RolloutState | None = None) -> None:
+        self.plan = plan
+        self.state = RolloutState() if state is None else state
+
+    def handle(self, event: Event) -> None:
+        """Apply `event`; raises `InvalidTransition` and changes nothing if not allowed."""
+        self.state = transition(self.plan, self.state, event)
+
+    def next_action(self, now: float) -> Action:
+        """What to do next at `now` (see `next_action`)."""
+        return next_action(self.plan, self.state, now)
+
+    def __repr__(self) -> str:
+        return f"<RolloutMachine {self.state.phase.value} at step {self.state.step}>"

@@ -1,0 +1,294 @@
+"""Plans: the steps of a rollout, as immutable values that validate on construction.
+
+A plan is a tuple of steps run in order, plus how often the background analysis looks
+at the canary. Background analysis runs from the first traffic shift to the end of the
+last step (the final bake included), so a regression is caught during a pause too. An
+`Analyze` step adds an inline analysis of its own that must pass before the plan goes on.
+When the last step is done the rollout is promoted: all traffic to the canary, header
+routes and mirroring removed.
+
+Generators build the usual shapes: `linear` (the seed's ``CanaryConfig``, but ending
+exactly at 100), `from_weights` (Flagger's ``stepWeights``), `exponential` (AWS
+AppConfig's growth factor), each with an optional final bake at 100%.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias
+
+import attrs
+
+from ._errors import ConfigError
+from ._protocols import Decider, RouterCapabilities
+from ._split import HeaderRoute, check_percent
+
+__all__ = [
+    "Analyze",
+    "Pause",
+    "Plan",
+    "SetHeaderRoutes",
+    "SetMirror",
+    "SetWeight",
+    "Step",
+    "WaitForPromotion",
+    "exponential",
+    "from_weights",
+    "linear",
+]
+
+
+def to_seconds(field: str, value: Any, *, allow_zero: bool = False) -> float:
+    """A duration (seconds as a number, or a `timedelta`) as float seconds, or ConfigError."""
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, value, "must be a number of seconds or a timedelta")
+    seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ConfigError(field, value, "must be finite")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(field, value, "must be >= 0" if allow_zero else "must be > 0")
+    return seconds
+
+
+def _seconds(field: str, *, allow_zero: bool = False) -> Any:
+    return attrs.field(converter=lambda v: to_seconds(field, v, allow_zero=allow_zero))
+
+
+@attrs.frozen
+class SetWeight:
+    """Send `percent` of traffic to the canary, any value in (0, 100], e.g. ``SetWeight(0.5)``."""
+
+    percent: float = attrs.field(converter=lambda v: check_percent("percent", v, allow_zero=False))
+
+
+@attrs.frozen
+class Pause:
+    """Hold the current split for `seconds` while the background analysis keeps watching."""
+
+    seconds: float = _seconds("seconds")
+
+
+@attrs.frozen
+class WaitForPromotion:
+    """Pause until an operator promotes (Argo's ``pause: {}``)."""
+
+
+@attrs.frozen
+class Analyze:
+    """Inline analysis: judge a window every `interval` for `seconds`; it must pass to go on.
+
+    A failed window rolls back at once. If the verdict after the last window is not a
+    pass (inconclusive, or still not enough data), the rollout pauses for an operator.
+    `decider` overrides the rollout's decider for this step; each `Analyze` step starts
+    from a fresh decider state.
+    """
+
+    seconds: float = _seconds("seconds")
+    interval: float = _seconds("interval")
+    decider: Decider | None = attrs.field(default=None, kw_only=True, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.interval > self.seconds:
+            raise ConfigError("interval", self.interval, f"must be <= seconds ({self.seconds})")
+        if self.decider is not None and not isinstance(self.decider, Decider):
+            raise ConfigError("decider", self.decider, "must implement the Decider protocol")
+
+    @property
+    def windows(self) -> int:
+        """How many windows the step judges: ``ceil(seconds / interval)``."""
+        return math.ceil(self.seconds / self.interval - 1e-9)
+
+
+@attrs.frozen
+class SetHeaderRoutes:
+    """Send requests matching any of `routes` to the canary; an empty tuple removes them."""
+
+    routes: tuple[HeaderRoute, ...] = attrs.field(converter=tuple)
+
+    def __attrs_post_init__(self) -> None:
+        for index, route in enumerate(self.routes):
+            if not isinstance(route, HeaderRoute):
+                raise ConfigError(f"routes[{index}]", route, "must be a HeaderRoute")
+
+
+@attrs.frozen
+class SetMirror:
+    """Copy `percent` of traffic to the canary (responses discarded); 0 stops mirroring."""
+
+    percent: float = attrs.field(converter=lambda v: check_percent("percent", v))
+
+
+Step: TypeAlias = SetWeight | Pause | WaitForPromotion | Analyze | SetHeaderRoutes | SetMirror
+_STEP_TYPES = (SetWeight, Pause, WaitForPromotion, Analyze, SetHeaderRoutes, SetMirror)
+
+
+def _steps(value: Any) -> tuple[Step, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError("steps", value, "must be a sequence of steps")
+    return tuple(value)
+
+
+def _optional_seconds(field: str) -> Any:
+    return attrs.field(
+        default=None,
+        converter=lambda v: None if v is None else to_seconds(field, v),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    """The steps of a rollout and how it is watched.
+
+    - `steps`: run in order; after the last one the rollout is promoted.
+    - `analysis_interval`: seconds between background analysis windows, from the first
+      traffic shift to promotion; None turns background analysis off.
+    - `require_pass`: promote only if the last background verdict was a pass (no data is
+      never a silent pass); otherwise the rollout pauses for an operator.
+    - `consecutive_error_limit`: metrics or decider errors in a row before rolling back
+      (Argo's ``consecutiveErrorLimit``, 4).
+    - `pause_limit`: seconds a rollout may stay paused before it rolls back; None waits
+      for an operator for ever, as Argo does.
+
+    >>> Plan(steps=[SetWeight(10), Pause(300)]).steps
+    (SetWeight(percent=10.0), Pause(seconds=300.0))
+    """
+
+    steps: tuple[Step, ...] = attrs.field(converter=_steps)
+    analysis_interval: float | None = _optional_seconds("analysis_interval")
+    require_pass: bool = True
+    consecutive_error_limit: int = 4
+    pause_limit: float | None = _optional_seconds("pause_limit")
+
+    def __attrs_post_init__(self) -> None:
+        if not self.steps:
+            raise ConfigError("steps", self.steps, "must hold at least one step")
+        for index, step in enumerate(self.steps):
+            if not isinstance(step, _STEP_TYPES):
+                raise ConfigError(f"steps[{index}]", step, "is not a step")
+        if not isinstance(self.require_pass, bool):
+            raise ConfigError("require_pass", self.require_pass, "must be true or false")
+        limit = self.consecutive_error_limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ConfigError("consecutive_error_limit", limit, "must be an integer >= 1")
+
+    def requirements(self) -> RouterCapabilities:
+        """The router capabilities this plan needs (weights always: rollback sets 0%)."""
+        return RouterCapabilities(
+            weights=True,
+            header_routes=any(isinstance(s, SetHeaderRoutes) and s.routes for s in self.steps),
+            mirroring=any(isinstance(s, SetMirror) and s.percent > 0 for s in self.steps),
+            read_back=False,
+        )
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        """The canary percents the plan sets, in order."""
+        return tuple(s.percent for s in self.steps if isinstance(s, SetWeight))
+
+    @property
+    def nominal_seconds(self) -> float:
+        """How long the plan takes when nothing pauses it: its pauses and analyses added up."""
+        return sum(s.seconds for s in self.steps if isinstance(s, (Pause, Analyze)))
+
+
+def from_weights(
+    weights: Sequence[float],
+    *,
+    hold: float | datetime.timedelta,
+    final_bake: float | datetime.timedelta = 0,
+    analysis_interval: float | datetime.timedelta | None = None,
+    **plan_options: Any,
+) -> Plan:
+    """A plan through an explicit list of weights (Flagger's ``stepWeights``).
+
+    Each weight below 100 is held for `hold` seconds. With a `final_bake`, the plan then
+    sets 100% and holds it that long, during which a regression still rolls back.
+
+    >>> from_weights([5, 25, 50], hold=60).steps[:3]
+    (SetWeight(percent=5.0), Pause(seconds=60.0), SetWeight(percent=25.0))
+    """
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or not weights:
+        raise ConfigError("weights", weights, "must be a non-empty list of percents")
+    checked = [check_percent(f"weights[{i}]", w, allow_zero=False) for i, w in enumerate(weights)]
+    for index in range(1, len(checked)):
+        if checked[index] <= checked[index - 1]:
+            raise ConfigError(f"weights[{index}]", weights[index], "must be above the one before")
+    hold_seconds = to_seconds("hold", hold, allow_zero=True)
+    bake = to_seconds("final_bake", final_bake, allow_zero=True)
+    steps: list[Step] = []
+    for weight in checked:
+        steps.append(SetWeight(weight))
+        if weight < 100 and hold_seconds > 0:
+            steps.append(Pause(hold_seconds))
+    if bake > 0:
+        if checked[-1] < 100:
+            steps.append(SetWeight(100))
+        steps.append(Pause(bake))
+    return Plan(steps=steps, analysis_interval=analysis_interval, **plan_options)
+
+
+def linear(
+    initial: float,
+    step: float,
+    *,
+    hold: float | datetime.timedelta,
+    final_bake: float | datetime.timedelta = 0,
+    analysis_interval: float | datetime.timedelta | None = None,
+    **plan_options: Any,
+) -> Plan:
+    """`initial`, then `step` more each time, ending exactly at 100 (the seed's ``CanaryConfig``).
+
+    The last step is shortened when `step` does not divide the rest, so the plan never
+    overshoots or stops short of 100:
+
+    >>> linear(10, 40, hold=60).weights
+    (10.0, 50.0, 90.0, 100.0)
+    """
+    start = check_percent("initial", initial, allow_zero=False)
+    increment = check_percent("step", step, allow_zero=False)
+    weights = [start]
+    while weights[-1] < 100:
+        # Round to the micro-percent so 0.1-sized steps do not drift (0.30000000000000004).
+        weights.append(min(100.0, round(weights[-1] + increment, 6)))
+    return from_weights(
+        weights,
+        hold=hold,
+        final_bake=final_bake,
+        analysis_interval=analysis_interval,
+        **plan_options,
+    )
+
+
+def exponential(
+    initial: float,
+    factor: float,
+    *,
+    hold: float | datetime.timedelta,
+    final_bake: float | datetime.timedelta = 0,
+    analysis_interval: float | datetime.timedelta | None = None,
+    **plan_options: Any,
+) -> Plan:
+    """`initial`, multiplied by `factor` each step, capped at 100 (AWS AppConfig's growth).
+
+    >>> exponential(1, 2, hold=60).weights
+    (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 100.0)
+    """
+    start = check_percent("initial", initial, allow_zero=False)
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
+        raise ConfigError("factor", factor, "must be a number > 1")
+    if not math.isfinite(factor):
+        raise ConfigError("factor", factor, "must be finite")
+    weights = [start]
+    while weights[-1] < 100:
+        weights.append(min(100.0, round(weights[-1] * factor, 6)))
+    return from_weights(
+        weights,
+        hold=hold,
+        final_bake=final_bake,
+        analysis_interval=analysis_interval,
+        **plan_options,
+    )

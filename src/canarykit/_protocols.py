@@ -1,0 +1,157 @@
+"""The interfaces a rollout is assembled from.
+
+Everything the runner talks to is a `typing.Protocol`, so a team's own load balancer,
+metrics system or judge plugs in without inheriting from anything:
+
+- `TrafficRouter`: applies a `TrafficSplit`, reads the current one back where it can, and
+  declares what it supports in `capabilities`.
+- `MetricsSource`: collects an `Observation` (both arms) for a `Window`.
+- `Decider`: folds observations into a `Verdict`; pure and synchronous, or async.
+- `Clock`: `now()` and `sleep_until()`; `SystemClock` here, a virtual one in
+  `canarykit.testing`.
+- `StateStore`: saves and loads a rollout's state as JSON-able data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import Any, Protocol, runtime_checkable
+
+import anyio
+import attrs
+
+from ._observe import Observation, Window
+from ._split import TrafficSplit
+from ._verdict import Judgement
+
+__all__ = [
+    "Clock",
+    "Decider",
+    "MetricsSource",
+    "RouterCapabilities",
+    "StateStore",
+    "SystemClock",
+    "TrafficRouter",
+]
+
+
+@attrs.frozen(kw_only=True)
+class RouterCapabilities:
+    """What a traffic router can do. A plan needing more is refused before traffic moves.
+
+    - `weights`: it can send a percentage of traffic to the canary.
+    - `header_routes`: it can send requests matching a header rule to the canary.
+    - `mirroring`: it can copy a percentage of traffic to the canary.
+    - `read_back`: `read()` reports the split actually in force, so the runner can verify.
+    """
+
+    weights: bool = True
+    header_routes: bool = False
+    mirroring: bool = False
+    read_back: bool = False
+
+    def missing(self, needed: RouterCapabilities) -> list[str]:
+        """Names of the capabilities in `needed` that this router lacks."""
+        return [
+            name
+            for name in ("weights", "header_routes", "mirroring", "read_back")
+            if getattr(needed, name) and not getattr(self, name)
+        ]
+
+
+@runtime_checkable
+class TrafficRouter(Protocol):
+    """Moves traffic between the stable and the canary version.
+
+    `apply` must be idempotent: the runner may apply the same split again after a timeout
+    or a restart. It raises on failure (any exception; the runner wraps it in
+    `RouterError`). `read` returns the split in force, or None when the router cannot tell.
+    """
+
+    @property
+    def capabilities(self) -> RouterCapabilities:
+        """What this router supports."""
+        ...
+
+    async def apply(self, split: TrafficSplit) -> None:
+        """Make `split` the one in force; return only once it is."""
+        ...
+
+    async def read(self) -> TrafficSplit | None:
+        """The split in force, or None if this router cannot read it back."""
+        ...
+
+
+@runtime_checkable
+class MetricsSource(Protocol):
+    """Collects what both arms did during a window."""
+
+    async def collect(self, window: Window) -> Observation:
+        """An observation of both arms for `window`; raise `NoDataError` when there is none."""
+        ...
+
+
+@runtime_checkable
+class Decider(Protocol):
+    """Judges the canary, one window at a time, as a fold over observations.
+
+    `initial_state()` gives the state before any window (JSON-able data: failure counts,
+    running sums). `judge(state, observation)` returns a `Judgement` (the verdict and the
+    next state), or an awaitable of one for deciders that ask a person or a remote service.
+    A pure decider is a plain synchronous function of its inputs, testable without an
+    event loop.
+    """
+
+    def initial_state(self) -> Any:
+        """The state before the first window."""
+        ...
+
+    def judge(self, state: Any, observation: Observation) -> Judgement | Awaitable[Judgement]:
+        """The verdict after one more window, and the state to pass next time."""
+        ...
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Where a rollout's time comes from. Deadlines are absolute, in the clock's seconds."""
+
+    def now(self) -> float:
+        """The current time in seconds."""
+        ...
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Return once `now() >= deadline`; `deadline` may be `math.inf` (until cancelled)."""
+        ...
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Keeps a rollout's saved state, by key, as JSON-able data."""
+
+    async def save(self, key: str, data: dict[str, Any]) -> None:
+        """Store `data` under `key`, replacing what was there."""
+        ...
+
+    async def load(self, key: str) -> dict[str, Any] | None:
+        """The data stored under `key`, or None."""
+        ...
+
+
+class SystemClock:
+    """Wall-clock time (`time.time()`), so saved deadlines mean the same in a new process."""
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Sleep until the wall clock reaches `deadline`."""
+        if deadline == float("inf"):
+            await anyio.sleep_forever()
+        # Re-check after waking: the wall clock can be stepped while we sleep.
+        while (remaining := deadline - time.time()) > 0:
+            await anyio.sleep(remaining)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"

@@ -1,0 +1,170 @@
+"""Traffic splits: what a router is asked to do, as immutable values."""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from typing import Any
+
+import attrs
+
+from ._errors import ConfigError
+
+__all__ = ["HeaderMatch", "HeaderRoute", "TrafficSplit"]
+
+# Header names are HTTP tokens (RFC 9110). Refusing anything else keeps a name from
+# smuggling a newline, quote or brace into a load balancer's config.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_FORBIDDEN_IN_VALUE = ("\n", "\r", "\x00")
+
+
+def check_percent(field: str, value: Any, *, allow_zero: bool = True) -> float:
+    """Return `value` as a float percent in [0, 100] (or (0, 100]), or raise ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, value, "must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(field, value, "must be finite")
+    low_ok = number >= 0 if allow_zero else number > 0
+    if not low_ok or number > 100:
+        bounds = "[0, 100]" if allow_zero else "(0, 100]"
+        raise ConfigError(field, value, f"must be in {bounds}")
+    return number
+
+
+class HeaderMatch(enum.Enum):
+    """How a header route compares a request header with its value."""
+
+    EXACT = "exact"
+    PREFIX = "prefix"
+    REGEX = "regex"
+
+    def __repr__(self) -> str:
+        return f"HeaderMatch.{self.name}"
+
+
+def _to_match(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return HeaderMatch(value)
+        except ValueError:
+            return value  # the validator names the field
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class HeaderRoute:
+    """Send requests whose header matches to the canary, whatever the weights say.
+
+    The seed's example, every Chrome user to the canary:
+
+    >>> HeaderRoute(header="User-Agent", value=".*Chrome.*", match="regex")
+    HeaderRoute(header='User-Agent', value='.*Chrome.*', match=HeaderMatch.REGEX)
+    """
+
+    header: str
+    value: str
+    match: HeaderMatch = attrs.field(default=HeaderMatch.EXACT, converter=_to_match)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.header, str) or not _HEADER_NAME.match(self.header):
+            raise ConfigError("header_route.header", self.header, "must be an HTTP header name")
+        if not isinstance(self.value, str) or not self.value:
+            raise ConfigError("header_route.value", self.value, "must be a non-empty string")
+        if any(bad in self.value for bad in _FORBIDDEN_IN_VALUE):
+            raise ConfigError("header_route.value", self.value, "must not hold a line break or NUL")
+        if not isinstance(self.match, HeaderMatch):
+            raise ConfigError(
+                "header_route.match", self.match, "must be one of 'exact', 'prefix', 'regex'"
+            )
+        if self.match is HeaderMatch.REGEX:
+            try:
+                re.compile(self.value)
+            except re.error as exc:
+                raise ConfigError(
+                    "header_route.value", self.value, f"is not a regular expression ({exc})"
+                ) from None
+
+    def matches(self, header_value: str | None) -> bool:
+        """Whether a request carrying `header_value` in this header goes to the canary."""
+        if header_value is None:
+            return False
+        if self.match is HeaderMatch.EXACT:
+            return header_value == self.value
+        if self.match is HeaderMatch.PREFIX:
+            return header_value.startswith(self.value)
+        return re.fullmatch(self.value, header_value) is not None
+
+    def to_json(self) -> dict[str, str]:
+        """Plain data for JSON."""
+        return {"header": self.header, "value": self.value, "match": self.match.value}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> HeaderRoute:
+        """Inverse of `to_json`."""
+        return cls(header=data["header"], value=data["value"], match=data["match"])
+
+
+def _percent(field: str) -> Any:
+    def validate(_inst: Any, _attr: Any, value: Any) -> None:
+        check_percent(field, value)
+
+    return validate
+
+
+@attrs.frozen(kw_only=True)
+class TrafficSplit:
+    """Where traffic goes: a canary percent, header routes to the canary, and a mirrored percent.
+
+    >>> TrafficSplit(canary_percent=0.5).stable_percent
+    99.5
+    """
+
+    canary_percent: float = attrs.field(default=0.0, validator=_percent("canary_percent"))
+    header_routes: tuple[HeaderRoute, ...] = attrs.field(default=(), converter=tuple)
+    mirror_percent: float = attrs.field(default=0.0, validator=_percent("mirror_percent"))
+
+    def __attrs_post_init__(self) -> None:
+        for index, route in enumerate(self.header_routes):
+            if not isinstance(route, HeaderRoute):
+                raise ConfigError(f"header_routes[{index}]", route, "must be a HeaderRoute")
+        # Normalise ints to floats so that 10 and 10.0 compare and serialise alike.
+        object.__setattr__(self, "canary_percent", float(self.canary_percent))
+        object.__setattr__(self, "mirror_percent", float(self.mirror_percent))
+
+    @property
+    def stable_percent(self) -> float:
+        """The share of weighted traffic left on the stable version."""
+        return 100.0 - self.canary_percent
+
+    @property
+    def is_stable_only(self) -> bool:
+        """True when no request reaches the canary in any way: the rolled-back split."""
+        return self.canary_percent == 0 and not self.header_routes and self.mirror_percent == 0
+
+    @property
+    def is_full_canary(self) -> bool:
+        """True when all traffic goes to the canary and nothing else is managed: promoted."""
+        return self.canary_percent == 100 and not self.header_routes and self.mirror_percent == 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "canary_percent": self.canary_percent,
+            "header_routes": [route.to_json() for route in self.header_routes],
+            "mirror_percent": self.mirror_percent,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrafficSplit:
+        """Inverse of `to_json`."""
+        return cls(
+            canary_percent=data["canary_percent"],
+            header_routes=tuple(HeaderRoute.from_json(r) for r in data["header_routes"]),
+            mirror_percent=data["mirror_percent"],
+        )
+
+
+STABLE_ONLY = TrafficSplit()
+FULL_CANARY = TrafficSplit(canary_percent=100.0)

@@ -1,0 +1,136 @@
+"""Verdicts: what a decider says about the canary, with a readable reason per metric."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+__all__ = ["Judgement", "MetricVerdict", "Verdict", "VerdictKind"]
+
+
+class VerdictKind(enum.Enum):
+    """The four answers a decider can give, ordered from best to worst.
+
+    - PASS: the canary is healthy as far as the evidence goes.
+    - NOT_YET: too little data to say; the rollout carries on, nothing advances on it.
+    - INCONCLUSIVE: the data is there but does not settle the question; the rollout pauses.
+    - FAIL: the canary is worse; the rollout rolls back.
+    """
+
+    PASS = "pass"
+    NOT_YET = "not_yet"
+    INCONCLUSIVE = "inconclusive"
+    FAIL = "fail"
+
+    def __repr__(self) -> str:
+        return f"VerdictKind.{self.name}"
+
+    @property
+    def severity(self) -> int:
+        """0 for PASS up to 3 for FAIL: `a & b` keeps the higher, `a | b` the lower."""
+        return _SEVERITY[self]
+
+    @staticmethod
+    def worst(kinds: Iterable[VerdictKind]) -> VerdictKind:
+        """The most severe of `kinds` (PASS when there are none)."""
+        return max(kinds, key=_SEVERITY.__getitem__, default=VerdictKind.PASS)
+
+    @staticmethod
+    def best(kinds: Iterable[VerdictKind]) -> VerdictKind:
+        """The least severe of `kinds` (FAIL when there are none)."""
+        return min(kinds, key=_SEVERITY.__getitem__, default=VerdictKind.FAIL)
+
+
+_SEVERITY = {kind: index for index, kind in enumerate(VerdictKind)}
+
+
+@attrs.frozen(kw_only=True)
+class MetricVerdict:
+    """One metric's verdict and why, e.g. ``error_rate: fail (canary 5.1% > max 2%)``."""
+
+    metric: str
+    kind: VerdictKind
+    reason: str
+    value: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.metric}: {self.kind.value} ({self.reason})"
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "metric": self.metric,
+            "kind": self.kind.value,
+            "reason": self.reason,
+            "value": self.value,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MetricVerdict:
+        """Inverse of `to_json`."""
+        return cls(
+            metric=data["metric"],
+            kind=VerdictKind(data["kind"]),
+            reason=data["reason"],
+            value=data["value"],
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Verdict:
+    """A decider's answer for one window: a kind, a summary and the per-metric verdicts.
+
+    >>> v = Verdict.from_metrics([MetricVerdict(metric="p99", kind=VerdictKind.PASS, reason="ok")])
+    >>> v.kind
+    VerdictKind.PASS
+    """
+
+    kind: VerdictKind
+    reason: str
+    metrics: tuple[MetricVerdict, ...] = attrs.field(default=(), converter=tuple)
+
+    @classmethod
+    def from_metrics(cls, metrics: Iterable[MetricVerdict], *, reason: str = "") -> Verdict:
+        """The worst of the metric verdicts, with their reasons joined unless `reason` is given."""
+        metrics = tuple(metrics)
+        if not metrics:
+            return cls(kind=VerdictKind.NOT_YET, reason=reason or "no metrics were judged")
+        kind = VerdictKind.worst(m.kind for m in metrics)
+        if not reason:
+            reason = "; ".join(str(m) for m in metrics if m.kind is kind)
+        return cls(kind=kind, reason=reason, metrics=metrics)
+
+    def __str__(self) -> str:
+        return f"{self.kind.value}: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "kind": self.kind.value,
+            "reason": self.reason,
+            "metrics": [m.to_json() for m in self.metrics],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Verdict:
+        """Inverse of `to_json`."""
+        return cls(
+            kind=VerdictKind(data["kind"]),
+            reason=data["reason"],
+            metrics=tuple(MetricVerdict.from_json(m) for m in data["metrics"]),
+        )
+
+
+@attrs.frozen
+class Judgement:
+    """What `Decider.judge` returns: the verdict and the decider's state for the next window.
+
+    A decider's state is plain JSON-able data (numbers, strings, lists, dicts) so that a
+    rollout can be saved and resumed with its failure counts and running statistics intact.
+    """
+
+    verdict: Verdict
+    state: Any = None

@@ -1,0 +1,48 @@
+"""What users import in their own tests: fakes, a virtual clock and a simulator.
+
+- `FakeRouter`: records every split; fails or hangs on the calls you name.
+- `ScriptedMetrics`: both arms' traffic, errors and latency as a seeded function of time,
+  arm and weight, with Poisson noise; `step_change` and `regression` script a change.
+- `VirtualClock`: time that jumps to the next deadline.
+- `simulate`: run a policy to its end in virtual time and get the outcome and timeline.
+
+>>> from canarykit import linear
+>>> from canarykit.deciders import Bound, threshold
+>>> from canarykit.testing import ScriptedMetrics, regression, simulate
+>>> sim = simulate(
+...     linear(10, 30, hold=120, analysis_interval=30),
+...     decider=threshold(Bound(metric="error_rate", max=0.02)),
+...     metrics=ScriptedMetrics(error_rate=regression(at=150, base=0.01, factor=5)),
+... )
+>>> sim.outcome.phase
+Phase.ROLLED_BACK
+"""
+
+from ._clock import VirtualClock as VirtualClock
+from ._router import FakeRouter as FakeRouter
+from ._router import RouterFault as RouterFault
+from ._scripted import SCENARIOS as SCENARIOS
+from ._scripted import ScriptedMetrics as ScriptedMetrics
+from ._scripted import regression as regression
+from ._scripted import step_change as step_change
+from ._simulate import Simulation as Simulation
+from ._simulate import simulate as simulate
+from ._simulate import simulate_async as simulate_async
+
+__all__ = [
+    "SCENARIOS",
+    "FakeRouter",
+    "RouterFault",
+    "ScriptedMetrics",
+    "Simulation",
+    "VirtualClock",
+    "regression",
+    "simulate",
+    "simulate_async",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("canarykit.testing."):
+        _obj.__module__ = "canarykit.testing"
+del _name, _obj
