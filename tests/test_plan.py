@@ -1,4 +1,5 @@
 import datetime
+import itertools
 
 import pytest
 from hypothesis import given
@@ -32,7 +33,7 @@ def test_linear_with_fractional_steps_does_not_drift():
 def test_linear_is_increasing_and_ends_at_100(initial, step):
     weights = ck.linear(initial, step, hold=1).weights
     assert weights[-1] == 100.0
-    assert all(a < b for a, b in zip(weights, weights[1:]))
+    assert all(a < b for a, b in itertools.pairwise(weights))
 
 
 def test_explicit_weights_with_final_bake_add_a_100_percent_step():
@@ -64,14 +65,20 @@ def test_half_a_percent_is_a_valid_weight():
         (lambda: ck.Plan(steps=[]), "steps"),
         (lambda: ck.Plan(steps=[ck.SetWeight(10), "pause"]), "steps[1]"),
         (lambda: ck.Plan(steps=[ck.SetWeight(10)], analysis_interval=0), "analysis_interval"),
-        (lambda: ck.Plan(steps=[ck.SetWeight(10)], consecutive_error_limit=0), "consecutive_error_limit"),
+        (
+            lambda: ck.Plan(steps=[ck.SetWeight(10)], consecutive_error_limit=0),
+            "consecutive_error_limit",
+        ),
         (lambda: ck.linear(10, 0, hold=60), "step"),
         (lambda: ck.linear(10, 10, hold=-5), "hold"),
         (lambda: ck.from_weights([10, 5], hold=60), "weights[1]"),
         (lambda: ck.from_weights([], hold=60), "weights"),
         (lambda: ck.exponential(1, 1, hold=60), "factor"),
         (lambda: ck.HeaderRoute(header="User Agent", value="x"), "header_route.header"),
-        (lambda: ck.HeaderRoute(header="User-Agent", value="(", match="regex"), "header_route.value"),
+        (
+            lambda: ck.HeaderRoute(header="User-Agent", value="(", match="regex"),
+            "header_route.value",
+        ),
         (lambda: ck.HeaderRoute(header="X", value="a\nb"), "header_route.value"),
         (lambda: ck.HeaderRoute(header="X", value="a", match="glob"), "header_route.match"),
         (lambda: presets.codedeploy("Canary10PercentSoon"), "name"),

@@ -103,7 +103,7 @@ async def test_broken_metrics_roll_back_after_the_consecutive_error_limit(anyio_
 
 async def test_router_failures_are_retried_with_backoff(anyio_backend):
     router = FakeRouter(fail_on={2, 3})  # call 1 reads the split; the first two applies fail
-    rollout, outcome = await run(router=router, metrics=ScriptedMetrics(), decider=ErrorRateLimit(0.05))
+    _, outcome = await run(router=router, metrics=ScriptedMetrics(), decider=ErrorRateLimit(0.05))
     assert outcome.phase is ck.Phase.SUCCEEDED
     failures = [e for e in outcome.timeline if e.kind == "error"]
     assert [e.time for e in failures] == [0.0, 1.0]  # backoff 1 s, then 2 s before the third try
@@ -112,7 +112,12 @@ async def test_router_failures_are_retried_with_backoff(anyio_backend):
 async def test_hung_router_call_is_bounded_by_the_call_timeout(anyio_backend):
     router = FakeRouter(hang_on={2})
     with anyio.fail_after(5):
-        _, outcome = await run(router=router, metrics=ScriptedMetrics(), decider=ErrorRateLimit(0.05), call_timeout=0.05)
+        _, outcome = await run(
+            router=router,
+            metrics=ScriptedMetrics(),
+            decider=ErrorRateLimit(0.05),
+            call_timeout=0.05,
+        )
     assert outcome.phase is ck.Phase.SUCCEEDED
     assert any("timed out after 0.05 s" in e.reason for e in outcome.timeline)
 
@@ -199,7 +204,9 @@ async def test_cancelling_the_runner_rolls_back_under_a_shield(anyio_backend):
 
 async def test_cancelling_with_leave_keeps_traffic_where_it_is(anyio_backend):
     router = FakeRouter()
-    rollout = ck.Rollout(ck.Plan(steps=[ck.SetWeight(25), ck.WaitForPromotion()]), router=router, on_cancel="leave")
+    rollout = ck.Rollout(
+        ck.Plan(steps=[ck.SetWeight(25), ck.WaitForPromotion()]), router=router, on_cancel="leave"
+    )
     with anyio.move_on_after(0.2):
         await rollout.run()
     assert rollout.phase is ck.Phase.PAUSED
@@ -222,7 +229,9 @@ async def test_unexpected_error_in_the_loop_rolls_back_and_propagates(anyio_back
     assert router.applied[-1].is_stable_only
 
 
-async def test_listeners_get_typed_events_and_their_errors_do_not_stop_the_rollout(anyio_backend, caplog):
+async def test_listeners_get_typed_events_and_their_errors_do_not_stop_the_rollout(
+    anyio_backend, caplog
+):
     seen = []
 
     def bad_listener(event):
@@ -230,7 +239,9 @@ async def test_listeners_get_typed_events_and_their_errors_do_not_stop_the_rollo
 
     caplog.set_level(logging.INFO, logger="canarykit")
     _, outcome = await run(
-        metrics=ScriptedMetrics(), decider=ErrorRateLimit(0.05), listeners=[seen.append, bad_listener]
+        metrics=ScriptedMetrics(),
+        decider=ErrorRateLimit(0.05),
+        listeners=[seen.append, bad_listener],
     )
     assert outcome.phase is ck.Phase.SUCCEEDED
     kinds = {type(e).__name__ for e in seen}
@@ -242,7 +253,9 @@ async def test_listeners_get_typed_events_and_their_errors_do_not_stop_the_rollo
 
 async def test_state_is_saved_after_every_change(anyio_backend):
     store = ck.MemoryStore()
-    _, outcome = await run(metrics=ScriptedMetrics(), decider=ErrorRateLimit(0.05), store=store, key="web")
+    _, outcome = await run(
+        metrics=ScriptedMetrics(), decider=ErrorRateLimit(0.05), store=store, key="web"
+    )
     saved = await store.load("web")
     assert ck.RolloutState.from_json(saved["state"]) == outcome.state
     assert store.saves > 10

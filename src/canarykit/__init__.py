@@ -74,6 +74,9 @@ from ._plan import WaitForPromotion as WaitForPromotion
 from ._plan import exponential as exponential
 from ._plan import from_weights as from_weights
 from ._plan import linear as linear
+from ._policy import Policy as Policy
+from ._policy import SimulationSettings as SimulationSettings
+from ._policy import load_policy as load_policy
 from ._protocols import Clock as Clock
 from ._protocols import Decider as Decider
 from ._protocols import MetricsSource as MetricsSource
@@ -129,6 +132,7 @@ __all__ = [
     "Phase",
     "PhaseChanged",
     "Plan",
+    "Policy",
     "Promote",
     "PromoteFull",
     "RequestPause",
@@ -145,6 +149,7 @@ __all__ = [
     "SetHeaderRoutes",
     "SetMirror",
     "SetWeight",
+    "SimulationSettings",
     "SplitApplied",
     "SplitConfirmed",
     "Start",
@@ -167,6 +172,7 @@ __all__ = [
     "exponential",
     "from_weights",
     "linear",
+    "load_policy",
     "next_action",
     "run_rollout",
     "transition",
@@ -177,8 +183,5 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if getattr(_obj, "__module__", "").startswith("canarykit._"):
-        try:
-            _obj.__module__ = "canarykit"
-        except (AttributeError, TypeError):  # aliases such as unions do not take it
-            pass
+        _obj.__module__ = "canarykit"
 del _name, _obj

@@ -467,12 +467,12 @@ def _settle(plan: Plan, state: RolloutState, now: float) -> RolloutState:
     """Enter and complete steps for as long as they are done at `now`."""
     while state.phase is Phase.PROGRESSING:
         if state.step >= len(plan.steps):
-            if plan.analysis_interval is not None and plan.require_pass:
-                if state.last_verdict is not VerdictKind.PASS:
-                    last = "none yet" if state.last_verdict is None else state.last_verdict.value
-                    return _enter_pause(
-                        state, now, f"analysis has not passed before promotion (last: {last})"
-                    )
+            passed = state.last_verdict is VerdictKind.PASS
+            if plan.analysis_interval is not None and plan.require_pass and not passed:
+                last = "none yet" if state.last_verdict is None else state.last_verdict.value
+                return _enter_pause(
+                    state, now, f"analysis has not passed before promotion (last: {last})"
+                )
             return _promote(state, now, "all steps completed")
         step = plan.steps[state.step]
         if not state.step_entered:
@@ -650,9 +650,16 @@ def _unpause(plan: Plan, state: RolloutState, now: float) -> RolloutState:
     )
 
 
-def _on_promote(plan: Plan, state: RolloutState, event: Promote) -> RolloutState:
+def _refuse_while_rollback_pending(state: RolloutState, event: Event) -> None:
     if state.rollback_pending:
-        return state  # nothing to promote while a rollback is outstanding
+        raise InvalidTransition(
+            f"{type(event).__name__} is not allowed while a failed rollback is pending "
+            "(resume or abort to try the rollback again)"
+        )
+
+
+def _on_promote(plan: Plan, state: RolloutState, event: Promote) -> RolloutState:
+    _refuse_while_rollback_pending(state, event)
     if state.phase is Phase.PAUSED:
         state = _unpause(plan, state, event.now)
     if state.step < len(plan.steps):
@@ -668,12 +675,13 @@ def _on_promote(plan: Plan, state: RolloutState, event: Promote) -> RolloutState
 
 
 def _on_promote_full(plan: Plan, state: RolloutState, event: PromoteFull) -> RolloutState:
-    if state.rollback_pending:
-        return state
+    _refuse_while_rollback_pending(state, event)
     return _promote(state, event.now, "fully promoted by operator")
 
 
 def _on_pause(plan: Plan, state: RolloutState, event: RequestPause) -> RolloutState:
+    if state.rollback_pending:
+        return state  # already held; keep saying why (the failed rollback)
     if state.phase is Phase.PAUSED:
         return _evolve(state, pause_reason=event.reason, reason=event.reason)
     return _enter_pause(state, event.now, event.reason)

@@ -54,15 +54,33 @@ def to_seconds(field: str, value: Any, *, allow_zero: bool = False) -> float:
     return seconds
 
 
-def _seconds(field: str, *, allow_zero: bool = False) -> Any:
-    return attrs.field(converter=lambda v: to_seconds(field, v, allow_zero=allow_zero))
+Duration: TypeAlias = float | datetime.timedelta
+
+
+def _seconds(field: str) -> Any:
+    def convert(value: Duration) -> float:
+        return to_seconds(field, value)
+
+    return attrs.field(converter=convert)
+
+
+def _weight(value: float) -> float:
+    return check_percent("percent", value, allow_zero=False)
+
+
+def _mirror(value: float) -> float:
+    return check_percent("percent", value)
+
+
+def _step_routes(value: Iterable[HeaderRoute]) -> tuple[HeaderRoute, ...]:
+    return tuple(value)
 
 
 @attrs.frozen
 class SetWeight:
     """Send `percent` of traffic to the canary, any value in (0, 100], e.g. ``SetWeight(0.5)``."""
 
-    percent: float = attrs.field(converter=lambda v: check_percent("percent", v, allow_zero=False))
+    percent: float = attrs.field(converter=_weight)
 
 
 @attrs.frozen
@@ -107,7 +125,7 @@ class Analyze:
 class SetHeaderRoutes:
     """Send requests matching any of `routes` to the canary; an empty tuple removes them."""
 
-    routes: tuple[HeaderRoute, ...] = attrs.field(converter=tuple)
+    routes: tuple[HeaderRoute, ...] = attrs.field(converter=_step_routes)
 
     def __attrs_post_init__(self) -> None:
         for index, route in enumerate(self.routes):
@@ -119,7 +137,7 @@ class SetHeaderRoutes:
 class SetMirror:
     """Copy `percent` of traffic to the canary (responses discarded); 0 stops mirroring."""
 
-    percent: float = attrs.field(converter=lambda v: check_percent("percent", v))
+    percent: float = attrs.field(converter=_mirror)
 
 
 Step: TypeAlias = SetWeight | Pause | WaitForPromotion | Analyze | SetHeaderRoutes | SetMirror
@@ -132,11 +150,12 @@ def _steps(value: Any) -> tuple[Step, ...]:
     return tuple(value)
 
 
-def _optional_seconds(field: str) -> Any:
-    return attrs.field(
-        default=None,
-        converter=lambda v: None if v is None else to_seconds(field, v),
-    )
+def _analysis_interval(value: Duration | None) -> float | None:
+    return None if value is None else to_seconds("analysis_interval", value)
+
+
+def _pause_limit(value: Duration | None) -> float | None:
+    return None if value is None else to_seconds("pause_limit", value)
 
 
 @attrs.frozen(kw_only=True)
@@ -158,10 +177,10 @@ class Plan:
     """
 
     steps: tuple[Step, ...] = attrs.field(converter=_steps)
-    analysis_interval: float | None = _optional_seconds("analysis_interval")
+    analysis_interval: float | None = attrs.field(default=None, converter=_analysis_interval)
     require_pass: bool = True
     consecutive_error_limit: int = 4
-    pause_limit: float | None = _optional_seconds("pause_limit")
+    pause_limit: float | None = attrs.field(default=None, converter=_pause_limit)
 
     def __attrs_post_init__(self) -> None:
         if not self.steps:
@@ -198,9 +217,9 @@ class Plan:
 def from_weights(
     weights: Sequence[float],
     *,
-    hold: float | datetime.timedelta,
-    final_bake: float | datetime.timedelta = 0,
-    analysis_interval: float | datetime.timedelta | None = None,
+    hold: Duration,
+    final_bake: Duration = 0,
+    analysis_interval: Duration | None = None,
     **plan_options: Any,
 ) -> Plan:
     """A plan through an explicit list of weights (Flagger's ``stepWeights``).
@@ -235,9 +254,9 @@ def linear(
     initial: float,
     step: float,
     *,
-    hold: float | datetime.timedelta,
-    final_bake: float | datetime.timedelta = 0,
-    analysis_interval: float | datetime.timedelta | None = None,
+    hold: Duration,
+    final_bake: Duration = 0,
+    analysis_interval: Duration | None = None,
     **plan_options: Any,
 ) -> Plan:
     """`initial`, then `step` more each time, ending exactly at 100 (the seed's ``CanaryConfig``).
@@ -267,9 +286,9 @@ def exponential(
     initial: float,
     factor: float,
     *,
-    hold: float | datetime.timedelta,
-    final_bake: float | datetime.timedelta = 0,
-    analysis_interval: float | datetime.timedelta | None = None,
+    hold: Duration,
+    final_bake: Duration = 0,
+    analysis_interval: Duration | None = None,
     **plan_options: Any,
 ) -> Plan:
     """`initial`, multiplied by `factor` each step, capped at 100 (AWS AppConfig's growth).

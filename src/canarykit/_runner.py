@@ -19,6 +19,7 @@ they bound a hung call in virtual time as well.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -242,9 +243,7 @@ class Rollout:
         try:
             self._handle(event, CommandReceived(time=event.now, command=name, reason=reason))
         except InvalidTransition as exc:  # nothing changed; record it and tell the caller
-            refused = CommandReceived(
-                time=event.now, command=name, reason=str(exc), accepted=False
-            )
+            refused = CommandReceived(time=event.now, command=name, reason=str(exc), accepted=False)
             self._emit(refused)
             raise
         if self._wake_scope is not None:
@@ -394,9 +393,7 @@ class Rollout:
                 observation=observation,
             )
         )
-        self._handle(
-            WindowJudged(now, action.kind, action.end, judgement.verdict, judgement.state)
-        )
+        self._handle(WindowJudged(now, action.kind, action.end, judgement.verdict, judgement.state))
 
     def _decider_for(self, kind: AnalysisKind) -> Decider:
         if kind is AnalysisKind.STEP:
@@ -434,10 +431,9 @@ class Rollout:
     async def _emergency_rollback(self, reason: str) -> None:
         with anyio.CancelScope(shield=True):
             if not self.phase.is_terminal:
-                try:
+                # A rollout still pending is simply aborted; anything else rolls back.
+                with contextlib.suppress(InvalidTransition):
                     self._handle(Abort(self.clock.now(), reason))
-                except InvalidTransition:
-                    pass
             while self.phase is Phase.ROLLING_BACK:
                 action = self._machine.next_action(self.clock.now())
                 if not isinstance(action, ApplySplit):

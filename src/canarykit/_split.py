@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -106,6 +107,10 @@ class HeaderRoute:
         return cls(header=data["header"], value=data["value"], match=data["match"])
 
 
+def _routes(value: Iterable[HeaderRoute]) -> tuple[HeaderRoute, ...]:
+    return tuple(value)
+
+
 def _percent(field: str) -> Any:
     def validate(_inst: Any, _attr: Any, value: Any) -> None:
         check_percent(field, value)
@@ -122,7 +127,7 @@ class TrafficSplit:
     """
 
     canary_percent: float = attrs.field(default=0.0, validator=_percent("canary_percent"))
-    header_routes: tuple[HeaderRoute, ...] = attrs.field(default=(), converter=tuple)
+    header_routes: tuple[HeaderRoute, ...] = attrs.field(default=(), converter=_routes)
     mirror_percent: float = attrs.field(default=0.0, validator=_percent("mirror_percent"))
 
     def __attrs_post_init__(self) -> None:

@@ -79,6 +79,10 @@ class MetricVerdict:
         )
 
 
+def _metric_verdicts(value: Iterable[MetricVerdict]) -> tuple[MetricVerdict, ...]:
+    return tuple(value)
+
+
 @attrs.frozen(kw_only=True)
 class Verdict:
     """A decider's answer for one window: a kind, a summary and the per-metric verdicts.
@@ -90,7 +94,7 @@ class Verdict:
 
     kind: VerdictKind
     reason: str
-    metrics: tuple[MetricVerdict, ...] = attrs.field(default=(), converter=tuple)
+    metrics: tuple[MetricVerdict, ...] = attrs.field(default=(), converter=_metric_verdicts)
 
     @classmethod
     def from_metrics(cls, metrics: Iterable[MetricVerdict], *, reason: str = "") -> Verdict:

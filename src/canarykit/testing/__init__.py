@@ -7,11 +7,11 @@
 - `simulate`: run a policy to its end in virtual time and get the outcome and timeline.
 
 >>> from canarykit import linear
->>> from canarykit.deciders import Bound, threshold
+>>> from canarykit.deciders import bound, threshold
 >>> from canarykit.testing import ScriptedMetrics, regression, simulate
 >>> sim = simulate(
 ...     linear(10, 30, hold=120, analysis_interval=30),
-...     decider=threshold(Bound(metric="error_rate", max=0.02)),
+...     decider=threshold(bound("error_rate", max=0.02)),
 ...     metrics=ScriptedMetrics(error_rate=regression(at=150, base=0.01, factor=5)),
 ... )
 >>> sim.outcome.phase
@@ -22,7 +22,10 @@ from ._clock import VirtualClock as VirtualClock
 from ._router import FakeRouter as FakeRouter
 from ._router import RouterFault as RouterFault
 from ._scripted import SCENARIOS as SCENARIOS
+from ._scripted import Rate as Rate
+from ._scripted import Regression as Regression
 from ._scripted import ScriptedMetrics as ScriptedMetrics
+from ._scripted import StepChange as StepChange
 from ._scripted import regression as regression
 from ._scripted import step_change as step_change
 from ._simulate import Simulation as Simulation
@@ -32,13 +35,17 @@ from ._simulate import simulate_async as simulate_async
 __all__ = [
     "SCENARIOS",
     "FakeRouter",
+    "Rate",
+    "Regression",
     "RouterFault",
     "ScriptedMetrics",
     "Simulation",
+    "StepChange",
     "VirtualClock",
     "regression",
     "simulate",
     "simulate_async",
+    "step_change",
 ]
 
 for _name in __all__:

@@ -1,11 +1,13 @@
 """A virtual clock that jumps to the next deadline, on asyncio and trio alike.
 
-How this works. Sleepers register a deadline in a heap. A sleeper then yields to the
-event loop a few times; if in that time no other task registered or woke a sleeper
-(the clock's `_version` did not change), every task using the clock is taken to be
-asleep, and time jumps to the earliest deadline, waking that sleeper (or running a
-callback scheduled with `call_at`). So a 3-hour plan runs in milliseconds, and tasks
-that share the clock still wake in deadline order.
+How this works. Sleepers register a deadline in a heap; every registration, wake-up and
+return bumps the clock's `_version`. Each sleeper yields to the event loop a few times
+and, if the version did not change meanwhile, votes that the clock is quiet. When every
+live sleeper has voted for the same version (so none is being woken, cancelled or is
+about to register again), every task using the clock is asleep: time jumps to the
+earliest deadline, waking that sleeper (or running a callback scheduled with
+`call_at`). So a 3-hour plan runs in milliseconds, and tasks that share the clock still
+wake in deadline order.
 
 Work that waits on real I/O is invisible to the clock: virtual time is for fakes.
 """
@@ -28,7 +30,7 @@ _QUIET_CHECKPOINTS = 2
 
 
 class _Entry:
-    __slots__ = ("callback", "deadline", "event", "live", "order")
+    __slots__ = ("callback", "deadline", "event", "live", "order", "voted")
 
     def __init__(
         self,
@@ -42,6 +44,7 @@ class _Entry:
         self.event = event
         self.callback = callback
         self.live = True
+        self.voted = -1  # the clock version this sleeper last voted quiet for
 
     def __lt__(self, other: _Entry) -> bool:
         return (self.deadline, self.order) < (other.deadline, other.order)
@@ -64,6 +67,9 @@ class VirtualClock:
         self._heap: list[_Entry] = []
         self._order = 0
         self._version = 0
+        self._sleepers = 0  # live sleepers, each of which must vote before time jumps
+        self._votes = 0  # quiet votes cast for the current version
+        self._votes_version = -1
 
     def now(self) -> float:
         """The current virtual time in seconds."""
@@ -86,17 +92,24 @@ class VirtualClock:
             return
         event = anyio.Event()
         entry = self._push(deadline, event, None)
+        self._sleepers += 1
         try:
             while not event.is_set():
                 version = self._version
                 for _ in range(_QUIET_CHECKPOINTS):
                     await anyio.lowlevel.checkpoint()
-                if event.is_set():
-                    break
-                if version == self._version:
+                if event.is_set() or version != self._version or entry.voted == version:
+                    continue
+                entry.voted = version
+                if self._votes_version != version:
+                    self._votes_version, self._votes = version, 0
+                self._votes += 1
+                if self._votes >= self._sleepers:
                     self._jump()
         finally:
             entry.live = False
+            self._sleepers -= 1
+            self._version += 1
 
     def _push(
         self, deadline: float, event: anyio.Event | None, callback: Callable[[], object] | None

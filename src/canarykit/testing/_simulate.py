@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 import contextlib
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -21,6 +22,8 @@ __all__ = ["Simulation", "simulate", "simulate_async"]
 
 # (time, command) or (time, command, reason): e.g. (600, "promote"), (900, "abort", "bad").
 ScheduledCommand = Sequence[Any]
+# How long after the plan could have ended a simulation without `until` gives up.
+DEFAULT_GRACE = 24 * 3600.0
 _COMMANDS = ("promote", "promote_full", "pause", "resume", "abort", "retry")
 
 
@@ -37,7 +40,9 @@ class Simulation:
         return self.outcome.timeline
 
 
-def _schedule(clock: VirtualClock, rollout: Rollout, commands: Iterable[ScheduledCommand]) -> None:
+def _schedule(clock: VirtualClock, rollout: Rollout, commands: Iterable[ScheduledCommand]) -> float:
+    """Schedule `commands` on `clock`; return the time of the last one."""
+    last = -math.inf
     for index, item in enumerate(commands):
         if not isinstance(item, Sequence) or isinstance(item, str) or len(item) not in (2, 3):
             raise ConfigError(f"commands[{index}]", item, "must be (time, command[, reason])")
@@ -53,6 +58,8 @@ def _schedule(clock: VirtualClock, rollout: Rollout, commands: Iterable[Schedule
                 method(*rest)
 
         clock.call_at(float(when), fire)
+        last = max(last, float(when))
+    return last
 
 
 async def simulate_async(
@@ -71,7 +78,12 @@ async def simulate_async(
     clock = VirtualClock(start) if clock is None else clock
     router = FakeRouter() if router is None else router
     rollout = Rollout(plan, router=router, metrics=metrics, decider=decider, clock=clock, **options)
-    _schedule(clock, rollout, commands)
+    last_command = _schedule(clock, rollout, commands)
+    if until is None:
+        # Background analysis keeps virtual time moving while a rollout waits for an
+        # operator who never comes; stop a day after everything scripted could be over.
+        until = max(clock.now(), last_command) + plan.nominal_seconds + DEFAULT_GRACE
+        until += plan.pause_limit or 0.0
     outcome = await rollout.run(stop_at=until)
     return Simulation(outcome=outcome, router=router)
 
@@ -92,14 +104,17 @@ def simulate(
 
     A plain function for plain tests: no event loop, clock or network needed. The router
     defaults to a `FakeRouter`; `commands` schedules operator commands at virtual times,
-    e.g. ``[(600, "promote"), (900, "abort", "looks wrong")]``; `until` stops a rollout
-    that has not ended by then (it reports where it was). Other keyword arguments go to
-    `Rollout`.
+    e.g. ``[(600, "promote"), (900, "abort", "looks wrong")]``. `until` stops a rollout
+    that has not ended by then, and the outcome reports where it was; by default that is
+    a day after the plan, its pause limit and the last command could all be over, so a
+    rollout waiting for an operator who never comes ends paused rather than running on.
+    Other keyword arguments go to `Rollout`.
 
     >>> from canarykit import linear
     >>> simulate(linear(25, 25, hold=60)).outcome.phase
     Phase.SUCCEEDED
     """
+
     async def main() -> Simulation:
         return await simulate_async(
             plan,

@@ -1,0 +1,79 @@
+"""A traffic router for your own load balancer, in about 20 lines.
+
+The router below drives a made-up nginx setup: it writes the ``upstream`` block with
+weights (90/10 becomes ``weight=9`` / ``weight=1``) into a file that nginx includes, and
+reads the weights back so canarykit can check that every change took effect. A real one
+would also run ``nginx -s reload`` after writing. Then a short plan runs against it, with
+scripted metrics in virtual time, so this script finishes in well under a second.
+
+Run it with ``python examples/custom_router.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from pathlib import Path
+
+import anyio
+
+import canarykit
+from canarykit.deciders import bound, threshold
+from canarykit.testing import ScriptedMetrics, simulate
+
+
+class NginxUpstreamRouter:
+    """Weights in an nginx ``upstream`` block: stable on app-v1, the canary on app-v2."""
+
+    capabilities = canarykit.RouterCapabilities(weights=True, read_back=True)
+
+    def __init__(self, path: Path) -> None:
+        self.path = anyio.Path(path)
+
+    async def apply(self, split: canarykit.TrafficSplit) -> None:
+        canary = round(split.canary_percent * 10)  # per mille, so 0.5% works too
+        divisor = math.gcd(1000, canary)  # 90/10 is written weight=9 / weight=1
+        servers = [("app-v1", (1000 - canary) // divisor), ("app-v2", canary // divisor)]
+        lines = [f"    server {host}:3000 weight={w};" for host, w in servers if w]
+        await self.path.write_text("upstream app {\n" + "\n".join(lines) + "\n}\n")
+        # A real router would now run: await anyio.run_process(["nginx", "-s", "reload"])
+
+    async def read(self) -> canarykit.TrafficSplit | None:
+        text = await self.path.read_text()
+        weights = dict(re.findall(r"server (app-v[12]):\S+ weight=(\d+);", text))
+        stable, canary = int(weights.get("app-v1", 0)), int(weights.get("app-v2", 0))
+        return canarykit.TrafficSplit(canary_percent=100 * canary / (stable + canary))
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "upstream.conf"
+        path.write_text("upstream app {\n    server app-v1:3000 weight=1;\n}\n")  # today
+        router = NginxUpstreamRouter(path)
+
+        def show(event: canarykit.RolloutEvent) -> None:
+            if isinstance(event, canarykit.SplitConfirmed):
+                print(f"t={event.time:>4.0f}s  canary at {event.split.canary_percent:g}%:")
+                print("        " + path.read_text().replace("\n", "\n        ").rstrip())
+
+        plan = canarykit.from_weights([10, 50], hold=120, final_bake=120, analysis_interval=30)
+        simulation = simulate(
+            plan,
+            router=router,
+            metrics=ScriptedMetrics(requests_per_second=1000, error_rate=0.01, seed=1),
+            decider=threshold(bound("error_rate", max=0.02)),
+            listeners=[show],
+        )
+        outcome = simulation.outcome
+        print(
+            f"outcome: {outcome.phase.value} after {outcome.finished_at:g} virtual seconds "
+            f"({outcome.reason}); {len(outcome.verdicts)} windows judged"
+        )
+        print("final upstream block:\n" + path.read_text())
+        if not outcome.promoted:
+            raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The ``canarykit`` command line: try a deploy policy against scripted traffic.
+
+::
+
+    canarykit simulate POLICY.toml [--scenario healthy|errors|latency] [--seed N] [--json]
+    canarykit --version
+
+``simulate`` loads the policy (`load_policy`), builds the scenario's scripted metrics
+(`canarykit.testing.SCENARIOS`, at the policy's ``[simulation] requests_per_second``),
+runs the rollout in virtual time (`canarykit.testing.simulate`) and prints the timeline,
+one line per entry, then the outcome. ``--json`` prints the same as one JSON object.
+
+Exit codes: 0 when the simulation ran, whatever its outcome (a rollback is a result, not
+an error); 2 for bad input (a bad policy file or bad arguments), with the message on
+stderr and no traceback; 1 when the simulation itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import attrs
+
+from . import __version__
+from ._errors import CanaryError, ConfigError
+from ._events import RolloutOutcome, TimelineEntry
+from ._policy import Policy, format_duration, load_policy
+from .deciders import format_value
+
+__all__ = ["main"]
+
+PROG = "canarykit"
+
+# A rollout that waits for a person (wait_for_promotion, or a pause without pause_limit)
+# would wait for ever; the simulation stops at this virtual time and reports where it was.
+DEFAULT_UNTIL = 24 * 3600.0
+
+_OUTCOME_WORDS = {
+    "succeeded": "promoted",
+    "rolled_back": "rolled back",
+    "aborted": "aborted",
+    "paused": "paused",
+}
+
+
+def _scenario_names() -> list[str]:
+    from .testing import SCENARIOS
+
+    return sorted(SCENARIOS)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Canary deployments as a library: try a deploy policy before it ships.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    simulate = commands.add_parser(
+        "simulate",
+        help="run a policy file against scripted traffic in virtual time",
+        description=(
+            "Run POLICY (a TOML policy file) against a scripted scenario in virtual time "
+            "and print the timeline and the outcome. Exit code 0 whatever the outcome."
+        ),
+    )
+    simulate.add_argument("policy", metavar="POLICY.toml", help="the policy file")
+    simulate.add_argument(
+        "--scenario",
+        default="healthy",
+        choices=_scenario_names(),
+        help="healthy (the default): both versions alike; errors: the canary's error rate "
+        "x5 from 5:00; latency: the canary's median latency x1.5 from 5:00",
+    )
+    simulate.add_argument(
+        "--seed", type=int, default=None, help="noise seed (default: [simulation] seed)"
+    )
+    simulate.add_argument(
+        "--requests-per-second",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="total traffic over both versions (default: [simulation] requests_per_second)",
+    )
+    simulate.add_argument(
+        "--until",
+        type=float,
+        default=DEFAULT_UNTIL,
+        metavar="SECONDS",
+        help="stop a rollout still running at this virtual time (default: 24 hours)",
+    )
+    simulate.add_argument(
+        "--json", action="store_true", help="print the outcome and timeline as one JSON object"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with `argv` (default: ``sys.argv[1:]``); return the exit code.
+
+    ``main(["simulate", "policy.toml", "--scenario", "errors"])`` prints the timeline and
+    returns 0 whatever the outcome; a bad policy prints ``canarykit: error: ...`` to
+    stderr and returns 2.
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return _simulate(args, sys.stdout)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except CanaryError as exc:
+        print(f"{PROG}: error: the simulation failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _simulate(args: argparse.Namespace, out: TextIO) -> int:
+    from .testing import SCENARIOS, simulate
+
+    policy = load_policy(args.policy)
+    seed = policy.simulation.seed if args.seed is None else args.seed
+    rate = policy.simulation.requests_per_second
+    if args.requests_per_second is not None:
+        rate = args.requests_per_second
+        if not (math.isfinite(rate) and rate > 0):
+            raise ConfigError("--requests-per-second", rate, "must be a finite number > 0")
+    if not (math.isfinite(args.until) and args.until > 0):
+        raise ConfigError("--until", args.until, "must be a finite number of seconds > 0")
+    # The scenarios are defined at the default traffic; the policy may ask for another.
+    metrics = attrs.evolve(SCENARIOS[args.scenario](seed=seed), requests_per_second=rate)
+    result = simulate(policy.plan, decider=policy.decider, metrics=metrics, until=args.until)
+    outcome = result.outcome
+    settings = {
+        "policy": str(args.policy),
+        "scenario": args.scenario,
+        "seed": seed,
+        "requests_per_second": rate,
+    }
+    if args.json:
+        data: dict[str, Any] = {"simulation": settings, **outcome.to_json()}
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    else:
+        _print_report(policy, settings, outcome, out)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# The text report
+
+
+def _clock(seconds: float) -> str:
+    """Virtual time as m:ss (minutes keep counting past an hour): 0:30, 15:00, 75:00."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
+def _percent(value: float) -> str:
+    return f"{value:g}%"
+
+
+def _pair(metric: str, stable: float | None, canary: float | None) -> str:
+    if stable is None and canary is None:
+        return ""
+    shown = ["-" if v is None else format_value(metric, v) for v in (stable, canary)]
+    return " / ".join(shown)
+
+
+def _event(entry: TimelineEntry) -> str:
+    if entry.kind == "verdict" and entry.verdict is not None:
+        return f"{entry.verdict.kind.value}: {entry.verdict.reason}"
+    return f"{entry.kind}: {entry.reason}" if entry.reason else entry.kind
+
+
+def _print_report(
+    policy: Policy, settings: dict[str, Any], outcome: RolloutOutcome, out: TextIO
+) -> None:
+    plan = policy.plan
+    weights = " -> ".join(_percent(w) for w in plan.weights) or "no weight steps"
+    analysis = (
+        "no background analysis"
+        if plan.analysis_interval is None
+        else f"analysis every {format_duration(plan.analysis_interval)}"
+    )
+    nominal = plan.nominal_seconds
+    length = f"{format_duration(nominal)} if nothing pauses it; " if nominal else ""
+    out.write(
+        f"policy    {settings['policy']}\n"
+        f"plan      canary {weights}; {length}{analysis}\n"
+        f"decider   {policy.decider}\n"
+        f"scenario  {settings['scenario']} (seed {settings['seed']}, "
+        f"{settings['requests_per_second']:g} requests/s)\n\n"
+    )
+    rows = [("time", "phase", "canary", "errors stable / canary", "p99 stable / canary", "event")]
+    for entry in outcome.timeline:
+        rows.append(
+            (
+                _clock(entry.time),
+                entry.phase.value,
+                _percent(entry.canary_percent),
+                _pair("error_rate", entry.stable_error_rate, entry.canary_error_rate),
+                _pair("p99", entry.stable_p99, entry.canary_p99),
+                _event(entry),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    for row in rows:
+        cells = [
+            row[0].rjust(widths[0]),
+            row[1].ljust(widths[1]),
+            row[2].rjust(widths[2]),
+            row[3].ljust(widths[3]),
+            row[4].ljust(widths[4]),
+            row[5],
+        ]
+        out.write("  ".join(cells).rstrip() + "\n")
+
+    word = _OUTCOME_WORDS.get(outcome.phase.value, outcome.phase.value.replace("_", " "))
+    started = outcome.started_at if outcome.started_at is not None else 0.0
+    took = format_duration(max(0.0, outcome.finished_at - started))
+    split = "unknown" if outcome.split is None else _percent(outcome.split.canary_percent)
+    why = "" if outcome.reason in ("", word) else f": {outcome.reason}"
+    out.write(
+        f"\noutcome   {word} at {_clock(outcome.finished_at)}{why}\n"
+        f"          {took} of virtual time; canary left at {split}\n"
+    )

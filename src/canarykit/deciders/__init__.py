@@ -1,0 +1,27 @@
+"""Deciders: judge the canary one window at a time (the `canarykit.Decider` protocol).
+
+- `ThresholdDecider` (`threshold`, `bound`): fixed inclusive bounds on one arm's metrics
+  with a budget of failed checks, like Flagger's ``thresholdRange`` and ``threshold``.
+
+>>> from canarykit.deciders import bound, threshold
+>>> decider = threshold(bound("error_rate", max=0.02), bound("p99", max=0.5), failure_limit=2)
+>>> decider.failure_limit
+2
+"""
+
+from __future__ import annotations
+
+from ._threshold import Bound as Bound
+from ._threshold import NoDataPolicy as NoDataPolicy
+from ._threshold import ThresholdDecider as ThresholdDecider
+from ._threshold import bound as bound
+from ._threshold import format_value as format_value
+from ._threshold import threshold as threshold
+
+__all__ = ["Bound", "NoDataPolicy", "ThresholdDecider", "bound", "format_value", "threshold"]
+
+# Public names report the module users import them from (as trio and httpx do), so
+# reprs, docs and error messages point at canarykit.deciders, not a private module.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name
