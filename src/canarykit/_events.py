@@ -169,7 +169,7 @@ def _describe_split(split: TrafficSplit) -> str:
     return ", ".join(parts)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, repr=False)
 class RolloutOutcome:
     """How a rollout ended: its phase, why, the split in force, and what happened on the way.
 
@@ -185,6 +185,13 @@ class RolloutOutcome:
     finished_at: float
     timeline: tuple[TimelineEntry, ...]
     state: RolloutState
+
+    def __repr__(self) -> str:
+        split = "unknown" if self.split is None else f"{self.split.canary_percent:g}%"
+        return (
+            f"<RolloutOutcome {self.phase.value} at {self.finished_at:g}: {self.reason!r}; "
+            f"canary {split}; {len(self.timeline)} timeline entries>"
+        )
 
     @property
     def promoted(self) -> bool:

@@ -315,14 +315,27 @@ class LatencyHistogram:
         counts = self.counts
         if not counts:
             return None
-        rank = q * sum(counts)
+        total = sum(counts)
+        rank = q * total
+        base = self.offset - MIN_INDEX
+        if q > 0.5:
+            # High quantiles (p95, p99: the common ones) are found sooner from the top.
+            # The answer is the same bucket: the first whose count reaches past `rank`.
+            above = 0
+            for k in range(len(counts) - 1, -1, -1):
+                count = counts[k]
+                below = total - above - count
+                if count and below < rank:
+                    fraction = (rank - below) / count
+                    return _LOWER[base + k] * math.exp(fraction * _LOG_WIDTH)
+                above += count
         below = 0
         for k, count in enumerate(counts):
             if count and below + count >= rank:
                 fraction = (rank - below) / count
-                return _LOWER[self.offset - MIN_INDEX + k] * math.exp(fraction * _LOG_WIDTH)
+                return _LOWER[base + k] * math.exp(fraction * _LOG_WIDTH)
             below += count
-        return _UPPER[self.offset - MIN_INDEX + len(counts) - 1]  # pragma: no cover (rounding)
+        return _UPPER[base + len(counts) - 1]  # pragma: no cover (rounding)
 
     def cdf(self, x: float) -> float:
         """Return the fraction of observations <= `x` seconds, log-linear inside x's bucket.

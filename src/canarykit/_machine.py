@@ -78,6 +78,10 @@ class Phase(enum.Enum):
     ROLLED_BACK = "rolled_back"
     ABORTED = "aborted"
 
+    # Members are singletons compared by identity; the C-level hash keeps the transition
+    # table's lookups cheap (Enum's own __hash__ is Python code, called on every event).
+    __hash__ = object.__hash__
+
     def __repr__(self) -> str:
         return f"Phase.{self.name}"
 
@@ -332,7 +336,7 @@ def _split_from(data: dict[str, Any] | None) -> TrafficSplit | None:
     return None if data is None else TrafficSplit.from_json(data)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, slots=False)
 class RolloutState:
     """Everything the machine knows about one rollout; plain data, round-trips through JSON.
 
@@ -398,7 +402,17 @@ class RolloutState:
 
 # ---------------------------------------------------------------------------- helpers
 
-_evolve = attrs.evolve
+
+def _evolve(state: RolloutState, **changes: Any) -> RolloutState:
+    """`attrs.evolve` without re-running `__init__`: the machine makes a few per event.
+
+    Safe because the machine only ever changes fields to values of their declared types.
+    """
+    new = object.__new__(RolloutState)
+    fields = new.__dict__
+    fields.update(state.__dict__)
+    fields.update(changes)
+    return new
 
 
 def _needs_windows(plan: Plan, state: RolloutState) -> bool:
@@ -495,11 +509,11 @@ def _settle(plan: Plan, state: RolloutState, now: float) -> RolloutState:
 def _enter_step(state: RolloutState, step: Any, now: float) -> RolloutState:
     state = _evolve(state, step_entered=True)
     if isinstance(step, SetWeight):
-        return _evolve(state, target=_evolve(state.target, canary_percent=step.percent))
+        return _evolve(state, target=attrs.evolve(state.target, canary_percent=step.percent))
     if isinstance(step, SetHeaderRoutes):
-        return _evolve(state, target=_evolve(state.target, header_routes=step.routes))
+        return _evolve(state, target=attrs.evolve(state.target, header_routes=step.routes))
     if isinstance(step, SetMirror):
-        return _evolve(state, target=_evolve(state.target, mirror_percent=step.percent))
+        return _evolve(state, target=attrs.evolve(state.target, mirror_percent=step.percent))
     if isinstance(step, Pause):
         return _evolve(state, step_deadline=now + step.seconds)
     if isinstance(step, Analyze):

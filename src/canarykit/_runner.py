@@ -190,6 +190,7 @@ class Rollout:
         self._machine = RolloutMachine(plan, state)
         self._timeline: list[TimelineEntry] = []
         self._wake_scope: anyio.CancelScope | None = None
+        self._interrupted = False  # set when a command cancels the wake scope
         self._running = False
 
     # ------------------------------------------------------------------ reading
@@ -247,6 +248,7 @@ class Rollout:
             self._emit(refused)
             raise
         if self._wake_scope is not None:
+            self._interrupted = True
             self._wake_scope.cancel()
 
     # ------------------------------------------------------------------ running
@@ -281,7 +283,8 @@ class Rollout:
             self._handle(Start(self.clock.now(), current))
         ticked_at = -math.inf
         while True:
-            await self._save()
+            if self._store is not None:
+                await self._save()
             now = self.clock.now()
             action = self._machine.next_action(now)
             if isinstance(action, Finish):
@@ -367,55 +370,60 @@ class Rollout:
     async def _collect(self, action: CollectWindow) -> None:
         split = self.state.confirmed or self.state.target
         window = Window(start=action.start, end=action.end, split=split)
-        decider = self._decider_for(action.kind)
-        with anyio.CancelScope() as scope:
-            # An operator command cancels a slow collection; the window is asked for again.
+        observation = await self._observe(window)
+        if observation is None:
+            return  # an operator command cut the collection short; it is asked for again
+        now = self.clock.now()
+        if isinstance(observation, Observation):
+            judged = await self._judge(action, observation)
+            if isinstance(judged, Judgement):
+                verdict = judged.verdict
+                self._emit(
+                    VerdictReached(
+                        time=now,
+                        kind=action.kind,
+                        start=action.start,
+                        end=action.end,
+                        verdict=verdict,
+                        observation=observation,
+                    )
+                )
+                self._handle(WindowJudged(now, action.kind, action.end, verdict, judged.state))
+                return
+            reason = judged
+        else:
+            reason = observation
+        self._emit(AnalysisError(time=now, kind=action.kind, end=action.end, reason=reason))
+        self._handle(WindowFailed(now, action.kind, action.end, reason))
+
+    async def _observe(self, window: Window) -> Observation | str | None:
+        """The observation for `window`, why there is none, or None if a command came first."""
+        assert self.metrics is not None
+        # One scope serves as the call timeout and as the operator's wake-up: a slow
+        # collection should not hold up an abort.
+        deadline = anyio.current_time() + self._call_timeout
+        self._interrupted = False
+        with anyio.CancelScope(deadline=deadline) as scope:
             self._wake_scope = scope
             try:
-                result = await self._observe_and_judge(window, decider, action.decider_state)
+                observation = await self.metrics.collect(window)
+                if not isinstance(observation, Observation):
+                    raise MetricsError(f"collect() returned {type(observation).__name__}")
+            except Exception as exc:
+                return f"metrics: {_describe(exc, self._call_timeout)}"
             finally:
                 self._wake_scope = None
         if scope.cancelled_caught:
-            return
-        now = self.clock.now()
-        if isinstance(result, str):
-            self._emit(AnalysisError(time=now, kind=action.kind, end=action.end, reason=result))
-            self._handle(WindowFailed(now, action.kind, action.end, result))
-            return
-        observation, judgement = result
-        self._emit(
-            VerdictReached(
-                time=now,
-                kind=action.kind,
-                start=action.start,
-                end=action.end,
-                verdict=judgement.verdict,
-                observation=observation,
-            )
-        )
-        self._handle(WindowJudged(now, action.kind, action.end, judgement.verdict, judgement.state))
+            if self._interrupted:
+                return None
+            return f"metrics: timed out after {self._call_timeout:g} s"
+        return observation
 
-    def _decider_for(self, kind: AnalysisKind) -> Decider:
-        if kind is AnalysisKind.STEP:
-            step = self.plan.steps[self.state.step]
-            if isinstance(step, Analyze) and step.decider is not None:
-                return step.decider
-        assert self.decider is not None
-        return self.decider
-
-    async def _observe_and_judge(
-        self, window: Window, decider: Decider, state: Any
-    ) -> tuple[Observation, Judgement] | str:
-        """The observation and judgement for `window`, or why there are none."""
-        assert self.metrics is not None
+    async def _judge(self, action: CollectWindow, observation: Observation) -> Judgement | str:
+        """The decider's judgement of `observation`, or why there is none."""
+        decider = self._decider_for(action.kind)
         try:
-            with anyio.fail_after(self._call_timeout):
-                observation = await self.metrics.collect(window)
-            if not isinstance(observation, Observation):
-                raise MetricsError(f"collect() returned {type(observation).__name__}")
-        except Exception as exc:
-            return f"metrics: {_describe(exc, self._call_timeout)}"
-        try:
+            state = action.decider_state
             if state is None:
                 state = decider.initial_state()
             judged = decider.judge(state, observation)
@@ -426,7 +434,15 @@ class Rollout:
                 raise DeciderError(f"judge() returned {type(judged).__name__}")
         except Exception as exc:
             return f"decider: {_describe(exc, self._decider_timeout)}"
-        return observation, judged
+        return judged
+
+    def _decider_for(self, kind: AnalysisKind) -> Decider:
+        if kind is AnalysisKind.STEP:
+            step = self.plan.steps[self.state.step]
+            if isinstance(step, Analyze) and step.decider is not None:
+                return step.decider
+        assert self.decider is not None
+        return self.decider
 
     async def _emergency_rollback(self, reason: str) -> None:
         with anyio.CancelScope(shield=True):

@@ -25,6 +25,8 @@ class VerdictKind(enum.Enum):
     INCONCLUSIVE = "inconclusive"
     FAIL = "fail"
 
+    __hash__ = object.__hash__  # identity, as for `Phase`: cheap severity lookups
+
     def __repr__(self) -> str:
         return f"VerdictKind.{self.name}"
 

@@ -323,9 +323,9 @@ class ThresholdDecider:
             reason = "no data for any metric, nothing judged"
         if ignored:
             reason = f"{reason}; no data, ignored: {', '.join(ignored)}"
-        # from_metrics keeps the metric verdicts; evolve sets the kind decided above (a
-        # final FAIL can come with passing metrics).
-        verdict = attrs.evolve(Verdict.from_metrics(judged, reason=reason), kind=kind)
+        # The kind decided above, not the worst metric's: a final FAIL can come with
+        # passing metrics.
+        verdict = Verdict(kind=kind, reason=reason, metrics=judged)
         return Judgement(verdict, {"failed_checks": failed})
 
     def _no_data(self, item: Bound) -> MetricVerdict | None:

@@ -25,7 +25,8 @@ from .._errors import ClockStalled
 
 __all__ = ["VirtualClock"]
 
-# How many times a sleeper yields before deciding that every other task is asleep.
+# How many times a sleeper yields before voting that every other task is asleep. Two,
+# because trio runs a task spawned during one scheduling batch only in the next one.
 _QUIET_CHECKPOINTS = 2
 
 
@@ -60,10 +61,16 @@ class VirtualClock:
     Schedule something at a virtual time with `call_at`, e.g. an operator's command:
     ``clock.call_at(600, rollout.promote)``. `sleep_until(math.inf)` with nothing else
     scheduled raises `ClockStalled`, since nothing could ever wake it.
+
+    With ``solo=True`` the caller promises that one task at a time sleeps on the clock
+    (everything else arrives through `call_at`): time then jumps without yielding to the
+    event loop first, which makes long simulations several times faster. `simulate`
+    uses such a clock.
     """
 
-    def __init__(self, start: float = 0.0) -> None:
+    def __init__(self, start: float = 0.0, *, solo: bool = False) -> None:
         self._now = float(start)
+        self._solo = solo
         self._heap: list[_Entry] = []
         self._order = 0
         self._version = 0
@@ -87,6 +94,9 @@ class VirtualClock:
 
     async def sleep_until(self, deadline: float) -> None:
         """Return once virtual time reaches `deadline`."""
+        if self._solo:
+            await self._sleep_alone(deadline)
+            return
         if deadline <= self._now:
             await anyio.lowlevel.checkpoint()
             return
@@ -110,6 +120,29 @@ class VirtualClock:
             entry.live = False
             self._sleepers -= 1
             self._version += 1
+
+    async def _sleep_alone(self, deadline: float) -> None:
+        if self._sleepers:
+            raise RuntimeError("a solo VirtualClock is being slept on by two tasks at once")
+        self._sleepers = 1
+        try:
+            # Nobody else sleeps here, so time can jump at once: run the callbacks due by
+            # `deadline` in order, yielding after each so that what it did (an operator's
+            # command cancelling this very sleep, say) takes effect at its own time.
+            while self._heap and self._heap[0].deadline <= deadline:
+                entry = heapq.heappop(self._heap)
+                if entry.live and entry.callback is not None:
+                    self._now = max(self._now, entry.deadline)
+                    entry.live = False
+                    entry.callback()
+                    await anyio.lowlevel.checkpoint()
+            if deadline == math.inf:
+                raise ClockStalled(
+                    f"waiting for ever at virtual time {self._now:g} with nothing scheduled"
+                )
+            self._now = max(self._now, deadline)
+        finally:
+            self._sleepers = 0
 
     def _push(
         self, deadline: float, event: anyio.Event | None, callback: Callable[[], object] | None

@@ -75,7 +75,8 @@ async def simulate_async(
     **options: Any,
 ) -> Simulation:
     """`simulate`, for callers already inside an event loop."""
-    clock = VirtualClock(start) if clock is None else clock
+    # Only the rollout sleeps on a clock made here; commands arrive through call_at.
+    clock = VirtualClock(start, solo=True) if clock is None else clock
     router = FakeRouter() if router is None else router
     rollout = Rollout(plan, router=router, metrics=metrics, decider=decider, clock=clock, **options)
     last_command = _schedule(clock, rollout, commands)
@@ -115,16 +116,23 @@ def simulate(
     Phase.SUCCEEDED
     """
 
-    async def main() -> Simulation:
-        return await simulate_async(
-            plan,
-            decider=decider,
-            metrics=metrics,
-            router=router,
-            commands=commands,
-            start=start,
-            until=until,
-            **options,
+    results: list[Simulation] = []
+
+    # The result travels outside the event loop's task: asyncio may repr a finished task,
+    # and with it the whole timeline.
+    async def main() -> None:
+        results.append(
+            await simulate_async(
+                plan,
+                decider=decider,
+                metrics=metrics,
+                router=router,
+                commands=commands,
+                start=start,
+                until=until,
+                **options,
+            )
         )
 
-    return anyio.run(main, backend=backend)
+    anyio.run(main, backend=backend)
+    return results[0]
