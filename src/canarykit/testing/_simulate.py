@@ -115,7 +115,6 @@ def simulate(
     >>> simulate(linear(25, 25, hold=60)).outcome.phase
     Phase.SUCCEEDED
     """
-
     results: list[Simulation] = []
 
     # The result travels outside the event loop's task: asyncio may repr a finished task,
