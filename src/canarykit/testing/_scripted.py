@@ -566,6 +566,7 @@ latency_sigma=0.25, gauges={}, seed=1)
 class StepChange:
     """A rate that is `before` everywhere except on `arm` from time `at` on, where it is `after`.
 
+    >>> from canarykit import Arm
     >>> rate = step_change(at=300.0, before=0.01, after=0.05)
     >>> rate(299.0, Arm.CANARY, 10.0), rate(300.0, Arm.CANARY, 10.0), rate(400.0, Arm.STABLE, 10.0)
     (0.01, 0.05, 0.01)
