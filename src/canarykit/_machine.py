@@ -594,6 +594,10 @@ def _on_window_judged(plan: Plan, state: RolloutState, event: WindowJudged) -> R
         if verdict.kind is VerdictKind.INCONCLUSIVE and state.phase is Phase.PROGRESSING:
             return _enter_pause(state, now, f"analysis inconclusive: {verdict.reason}")
         if state.phase is Phase.PROGRESSING:
+            if _passes_early(verdict) and _in_step(plan, state, Pause):
+                # The evidence already rules out a regression beyond the margin: the
+                # hold has done its job.
+                state = _evolve(_next_step(state), reason=f"early pass: {verdict.reason}")
             return _settle(plan, state, now)
         return state
     # An Analyze step's own window.
@@ -608,19 +612,27 @@ def _on_window_judged(plan: Plan, state: RolloutState, event: WindowJudged) -> R
         return _rollback(state, now, f"step analysis failed: {verdict.reason}", abort=False)
     if verdict.kind is VerdictKind.INCONCLUSIVE:
         return _enter_pause(state, now, f"step analysis inconclusive: {verdict.reason}")
-    if state.step_windows < step.windows:
+    if state.step_windows < step.windows and not _passes_early(verdict):
         return state
     if verdict.kind is VerdictKind.PASS:
         return _settle(plan, _next_step(state), now)
     return _enter_pause(state, now, f"step analysis did not pass: {verdict.reason}")
 
 
-def _in_analyze_step(plan: Plan, state: RolloutState) -> bool:
+def _in_step(plan: Plan, state: RolloutState, kind: type[Any]) -> bool:
     return (
         state.step < len(plan.steps)
         and state.step_entered
-        and isinstance(plan.steps[state.step], Analyze)
+        and isinstance(plan.steps[state.step], kind)
     )
+
+
+def _in_analyze_step(plan: Plan, state: RolloutState) -> bool:
+    return _in_step(plan, state, Analyze)
+
+
+def _passes_early(verdict: Verdict) -> bool:
+    return verdict.early_pass and verdict.kind is VerdictKind.PASS
 
 
 def _on_window_failed(plan: Plan, state: RolloutState, event: WindowFailed) -> RolloutState:

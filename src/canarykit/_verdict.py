@@ -89,6 +89,10 @@ def _metric_verdicts(value: Iterable[MetricVerdict]) -> tuple[MetricVerdict, ...
 class Verdict:
     """A decider's answer for one window: a kind, a summary and the per-metric verdicts.
 
+    `early_pass` (with PASS only) says the evidence already rules out a regression beyond
+    the decider's margin, so the current hold or inline analysis may end early; deciders
+    set it only when asked to (it is opt-in).
+
     >>> v = Verdict.from_metrics([MetricVerdict(metric="p99", kind=VerdictKind.PASS, reason="ok")])
     >>> v.kind
     VerdictKind.PASS
@@ -97,6 +101,7 @@ class Verdict:
     kind: VerdictKind
     reason: str
     metrics: tuple[MetricVerdict, ...] = attrs.field(default=(), converter=_metric_verdicts)
+    early_pass: bool = False
 
     @classmethod
     def from_metrics(cls, metrics: Iterable[MetricVerdict], *, reason: str = "") -> Verdict:
@@ -118,6 +123,7 @@ class Verdict:
             "kind": self.kind.value,
             "reason": self.reason,
             "metrics": [m.to_json() for m in self.metrics],
+            "early_pass": self.early_pass,
         }
 
     @classmethod
@@ -127,6 +133,7 @@ class Verdict:
             kind=VerdictKind(data["kind"]),
             reason=data["reason"],
             metrics=tuple(MetricVerdict.from_json(m) for m in data["metrics"]),
+            early_pass=data.get("early_pass", False),
         )
 
 

@@ -2,6 +2,8 @@
 
 - `ThresholdDecider` (`threshold`, `bound`): fixed inclusive bounds on one arm's metrics
   with a budget of failed checks, like Flagger's ``thresholdRange`` and ``threshold``.
+- `AllOf` / `AnyOf` (``a & b``, ``a | b``, `all_of`, `any_of`): the worst or the best of
+  several deciders' verdicts.
 
 >>> from canarykit.deciders import bound, threshold
 >>> decider = threshold(bound("error_rate", max=0.02), bound("p99", max=0.5), failure_limit=2)
@@ -11,6 +13,11 @@
 
 from __future__ import annotations
 
+from ._compose import AllOf as AllOf
+from ._compose import AnyOf as AnyOf
+from ._compose import Composable as Composable
+from ._compose import all_of as all_of
+from ._compose import any_of as any_of
 from ._threshold import Bound as Bound
 from ._threshold import NoDataPolicy as NoDataPolicy
 from ._threshold import ThresholdDecider as ThresholdDecider
@@ -18,7 +25,19 @@ from ._threshold import bound as bound
 from ._threshold import format_value as format_value
 from ._threshold import threshold as threshold
 
-__all__ = ["Bound", "NoDataPolicy", "ThresholdDecider", "bound", "format_value", "threshold"]
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "Bound",
+    "Composable",
+    "NoDataPolicy",
+    "ThresholdDecider",
+    "all_of",
+    "any_of",
+    "bound",
+    "format_value",
+    "threshold",
+]
 
 # Public names report the module users import them from (as trio and httpx do), so
 # reprs, docs and error messages point at canarykit.deciders, not a private module.

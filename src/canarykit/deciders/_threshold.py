@@ -41,6 +41,7 @@ import attrs
 from .._errors import ConfigError
 from .._observe import Arm, Observation
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
+from ._compose import Composable
 
 __all__ = ["Bound", "NoDataPolicy", "ThresholdDecider", "bound", "format_value", "threshold"]
 
@@ -236,7 +237,7 @@ def _failed_checks(state: Any) -> int:
 
 
 @attrs.frozen(kw_only=True)
-class ThresholdDecider:
+class ThresholdDecider(Composable):
     """Roll back after `failure_limit` windows that violate any of `bounds`.
 
     Pure and synchronous; its state is ``{"failed_checks": n}``.
