@@ -2,6 +2,10 @@
 
 - `ThresholdDecider` (`threshold`, `bound`): fixed inclusive bounds on one arm's metrics
   with a budget of failed checks, like Flagger's ``thresholdRange`` and ``threshold``.
+- `RelativeDecider` (`relative`, `compare`): canary against stable in the same window,
+  as a ratio or an absolute difference, in the direction that is bad.
+- `Limits` (`limited`): Argo's failure, consecutive-failure, inconclusive and
+  consecutive-success limits, and dry runs, around any decider.
 - `AllOf` / `AnyOf` (``a & b``, ``a | b``, `all_of`, `any_of`): the worst or the best of
   several deciders' verdicts.
 
@@ -18,6 +22,13 @@ from ._compose import AnyOf as AnyOf
 from ._compose import Composable as Composable
 from ._compose import all_of as all_of
 from ._compose import any_of as any_of
+from ._limits import Limits as Limits
+from ._limits import limited as limited
+from ._relative import Comparison as Comparison
+from ._relative import Direction as Direction
+from ._relative import RelativeDecider as RelativeDecider
+from ._relative import compare as compare
+from ._relative import relative as relative
 from ._threshold import Bound as Bound
 from ._threshold import NoDataPolicy as NoDataPolicy
 from ._threshold import ThresholdDecider as ThresholdDecider
@@ -29,13 +40,20 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "Bound",
+    "Comparison",
     "Composable",
+    "Direction",
+    "Limits",
     "NoDataPolicy",
+    "RelativeDecider",
     "ThresholdDecider",
     "all_of",
     "any_of",
     "bound",
+    "compare",
     "format_value",
+    "limited",
+    "relative",
     "threshold",
 ]
 
