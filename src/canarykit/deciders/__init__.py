@@ -6,6 +6,10 @@
   as a ratio or an absolute difference, in the direction that is bad.
 - `Limits` (`limited`): Argo's failure, consecutive-failure, inconclusive and
   consecutive-success limits, and dry runs, around any decider.
+- `KayentaJudge` (`kayenta`, `kayenta_metric`): Netflix's automated canary analysis:
+  Mann-Whitney with a Hodges-Lehmann interval per metric, Pass/High/Low/Nodata labels,
+  weighted group scores with marginal and pass thresholds, on a judging schedule;
+  `mann_whitney` and `hodges_lehmann` (on samples or on histograms) beneath it.
 - `AllOf` / `AnyOf` (``a & b``, ``a | b``, `all_of`, `any_of`): the worst or the best of
   several deciders' verdicts.
 
@@ -22,8 +26,22 @@ from ._compose import AnyOf as AnyOf
 from ._compose import Composable as Composable
 from ._compose import all_of as all_of
 from ._compose import any_of as any_of
+from ._kayenta import Classification as Classification
+from ._kayenta import KayentaJudge as KayentaJudge
+from ._kayenta import KayentaMetric as KayentaMetric
+from ._kayenta import KayentaScore as KayentaScore
+from ._kayenta import kayenta as kayenta
+from ._kayenta import kayenta_metric as kayenta_metric
+from ._kayenta import kayenta_score as kayenta_score
 from ._limits import Limits as Limits
 from ._limits import limited as limited
+from ._mannwhitney import MannWhitneyResult as MannWhitneyResult
+from ._mannwhitney import ShiftEstimate as ShiftEstimate
+from ._mannwhitney import bucket_ratio as bucket_ratio
+from ._mannwhitney import hodges_lehmann as hodges_lehmann
+from ._mannwhitney import hodges_lehmann_histograms as hodges_lehmann_histograms
+from ._mannwhitney import mann_whitney as mann_whitney
+from ._mannwhitney import mann_whitney_histograms as mann_whitney_histograms
 from ._relative import Comparison as Comparison
 from ._relative import Direction as Direction
 from ._relative import RelativeDecider as RelativeDecider
@@ -40,19 +58,33 @@ __all__ = [
     "AllOf",
     "AnyOf",
     "Bound",
+    "Classification",
     "Comparison",
     "Composable",
     "Direction",
+    "KayentaJudge",
+    "KayentaMetric",
+    "KayentaScore",
     "Limits",
+    "MannWhitneyResult",
     "NoDataPolicy",
     "RelativeDecider",
+    "ShiftEstimate",
     "ThresholdDecider",
     "all_of",
     "any_of",
     "bound",
+    "bucket_ratio",
     "compare",
     "format_value",
+    "hodges_lehmann",
+    "hodges_lehmann_histograms",
+    "kayenta",
+    "kayenta_metric",
+    "kayenta_score",
     "limited",
+    "mann_whitney",
+    "mann_whitney_histograms",
     "relative",
     "threshold",
 ]

@@ -1,0 +1,357 @@
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+
+import pytest
+
+from canarykit._errors import ConfigError
+from canarykit._histogram import LatencyHistogram
+from canarykit._observe import ArmStats, Observation
+from canarykit._protocols import Decider
+from canarykit._verdict import VerdictKind
+from canarykit.deciders._compose import AllOf
+from canarykit.deciders._kayenta import (
+    Classification,
+    KayentaJudge,
+    KayentaMetric,
+    kayenta,
+    kayenta_metric,
+    kayenta_score,
+)
+
+HIGHER = [0.050, 0.055, 0.060, 0.052, 0.058] * 12
+BASE = [0.010, 0.012, 0.011, 0.013, 0.009] * 12
+LOWER = [0.002, 0.003, 0.001, 0.002, 0.004] * 12
+
+
+def label(metric: KayentaMetric, canary: list[float], stable: list[float]) -> str:
+    return metric.classify(canary, stable).label
+
+
+# --- classification ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("direction", "canary", "expected"),
+    [
+        ("increase", HIGHER, "High"),
+        ("increase", LOWER, "Pass"),
+        ("decrease", LOWER, "Low"),
+        ("decrease", HIGHER, "Pass"),
+        ("either", HIGHER, "High"),
+        ("either", LOWER, "Low"),
+        ("either", BASE[::-1], "Pass"),
+    ],
+)
+def test_labels_follow_the_direction(direction, canary, expected):
+    assert label(kayenta_metric("error_rate", direction=direction), canary, BASE) == expected
+
+
+def test_effect_within_allowed_increase_passes():
+    # The canary is significantly higher, but by less than the allowed mean ratio.
+    metric = kayenta_metric("error_rate", direction="increase", allowed_increase=6.0)
+    found = metric.classify(HIGHER, BASE)
+    assert found.label == "Pass"
+    assert found.effect == pytest.approx(sum(HIGHER) / sum(BASE))
+
+
+def test_small_significant_shift_inside_the_tolerance_passes():
+    # The interval excludes 0 but its lower end is below tolerance x |estimate|.
+    rng = random.Random(1)
+    stable = [rng.gauss(10, 1) for _ in range(60)]
+    canary = [rng.gauss(10.8, 1) for _ in range(60)]
+    strict = kayenta_metric("cpu", direction="increase", tolerance=0.0).classify(canary, stable)
+    assert strict.label == "High"
+    assert strict.shift is not None
+    loose_tolerance = 0.99 * strict.shift.lower / strict.shift.estimate + 0.02
+    lenient = kayenta_metric("cpu", direction="increase", tolerance=loose_tolerance)
+    assert lenient.classify(canary, stable).label == "Pass"
+
+
+def test_no_data_labels():
+    assert label(kayenta_metric("cpu"), [], BASE) == "Nodata"
+    assert label(kayenta_metric("cpu", must_have_data=True), [None, None], BASE) == "NodataFailure"
+    critical = kayenta_metric("cpu", critical=True).classify([math.nan], BASE)
+    assert (critical.label, critical.critical_failure) == ("Nodata", True)
+    replaced = kayenta_metric("cpu", nan_strategy="replace").classify([], BASE)
+    assert replaced.label == "Pass"
+
+
+def test_identical_and_single_valued_data_pass():
+    assert label(kayenta_metric("cpu"), BASE[::-1], BASE) == "Pass"
+    assert label(kayenta_metric("cpu"), [0.0] * 10, [0.0] * 30) == "Pass"
+
+
+def test_critical_failure_needs_the_critical_ratio():
+    mild = kayenta_metric("error_rate", critical=True, critical_increase=10.0)
+    assert mild.classify(HIGHER, BASE).critical_failure is False
+    assert mild.classify(HIGHER, BASE).label == "High"
+    severe = kayenta_metric("error_rate", critical=True)
+    assert severe.classify(HIGHER, BASE).critical_failure is True
+
+
+def test_outliers_are_removed_by_three_iqr_and_kept_when_asked():
+    metric = kayenta_metric("cpu")
+    points = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02, 50.0]
+    assert 50.0 not in metric.clean(points)
+    assert 50.0 in kayenta_metric("cpu", outliers="keep").clean(points)
+    # A zero interquartile range removes nothing: rare errors are not outliers.
+    assert metric.clean([0.0] * 20 + [0.1]) == [0.0] * 20 + [0.1]
+
+
+def test_latency_histograms_are_classified_by_their_shift():
+    stable = LatencyHistogram.from_counts({-42: 300, -41: 400, -40: 300})
+    slower = LatencyHistogram.from_counts({-40: 30, -39: 40, -38: 30})
+    found = kayenta_metric("latency", direction="increase").classify_histograms(slower, stable)
+    assert found.label == "High"
+    assert "latency x1.189" in found.reason  # two buckets: 2 ** (2/8)
+    faster = kayenta_metric("latency", direction="increase").classify_histograms(stable, slower)
+    assert faster.label == "Pass"
+    none = kayenta_metric("latency").classify_histograms(None, stable)
+    assert none.label == "Nodata"
+
+
+def test_reason_reads_well():
+    reason = kayenta_metric("error_rate", direction="increase").classify(HIGHER, BASE).reason
+    assert reason.startswith("High: mean ratio 5.000 (allowed 1.00), shift +4.40% [+4.20%, +4.60%]")
+    assert "at 98%" in reason and "p<0.0001" in reason and "60 vs 60 points" in reason
+
+
+# --- scoring ----------------------------------------------------------------------------
+
+
+def result(name: str, found: str, *, group: str = "", critical: bool = False):
+    metric = KayentaMetric(metric=name, group=group or name)
+    return metric, Classification(metric=name, label=found, reason=found, critical_failure=critical)
+
+
+def test_group_score_is_the_share_of_passing_metrics():
+    score = kayenta_score(
+        [
+            result("a", "Pass", group="latency"),
+            result("b", "Pass", group="latency"),
+            result("c", "High", group="latency"),
+            result("d", "Pass", group="errors"),
+        ]
+    )
+    assert score.groups == {"latency": pytest.approx(200 / 3), "errors": 100.0}
+    assert score.score == pytest.approx(round((200 / 3 + 100) / 2, 2))
+    assert score.summary() == "score 83.33 (latency 66.67, errors 100)"
+
+
+def test_group_weights_follow_kayenta():
+    results = [result("a", "High", group="latency"), result("d", "Pass", group="errors")]
+    assert kayenta_score(results, group_weights={"latency": 25, "errors": 75}).score == 75.0
+    # Groups without a weight share what is left of 100.
+    assert kayenta_score(results, group_weights={"latency": 40}).score == 60.0
+    # Weights that do not add to 100 are normalised.
+    assert kayenta_score(results, group_weights={"latency": 1, "errors": 3}).score == 75.0
+
+
+def test_nodata_is_not_counted_unless_required():
+    score = kayenta_score(
+        [
+            result("a", "Pass", group="g"),
+            result("b", "Nodata", group="g"),
+            result("c", "Pass", group="h"),
+        ]
+    )
+    assert score.score == 100.0
+    required = kayenta_score(
+        [result("a", "Pass", group="g"), result("b", "NodataFailure", group="g")]
+    )
+    assert required.score == 50.0
+
+
+def test_critical_failure_scores_zero():
+    score = kayenta_score([result("a", "Pass"), result("b", "High", critical=True)])
+    assert score.score == 0.0
+    assert score.failure is not None and "critical" in score.failure
+
+
+def test_half_or_more_nodata_scores_zero():
+    results = [result("a", "Pass"), result("b", "Nodata")]
+    assert kayenta_score(results).score == 0.0
+    assert kayenta_score(results, nodata_fail_percent=None).score == 100.0
+
+
+# --- the decider ------------------------------------------------------------------------
+
+
+def observe(
+    i: int,
+    rng: random.Random,
+    *,
+    error_rate: float = 0.01,
+    slower: float = 1.0,
+    requests: int = 200,
+) -> Observation:
+    def arm(n: int, p: float, scale: float) -> ArmStats:
+        samples = [scale * rng.lognormvariate(-3, 0.4) for _ in range(n // 10)]
+        errors = sum(rng.random() < p for _ in range(n))
+        return ArmStats(requests=n, errors=errors, latency=LatencyHistogram.from_samples(samples))
+
+    return Observation(
+        start=10.0 * i,
+        end=10.0 * i + 10,
+        stable=arm(requests, 0.01, 1.0),
+        canary=arm(requests, error_rate, slower),
+    )
+
+
+JUDGE = kayenta(
+    kayenta_metric("error_rate", direction="increase", critical=True),
+    kayenta_metric("latency", direction="increase"),
+    judge_every=30,
+    min_points=20,
+)
+
+
+def run(judge: KayentaJudge, observations: list[Observation]):
+    state = judge.initial_state()
+    judgements = []
+    for observation in observations:
+        judgement = judge.judge(state, observation)
+        state = judgement.state
+        judgements.append(judgement)
+    return judgements
+
+
+def test_is_a_composable_decider():
+    assert isinstance(JUDGE, Decider)
+    assert isinstance(JUDGE & JUDGE, AllOf)
+
+
+def test_judges_only_on_schedule():
+    rng = random.Random(4)
+    judgements = run(JUDGE, [observe(i, rng) for i in range(61)])
+    kinds = [j.verdict.kind for j in judgements]
+    assert all(kind is VerdictKind.NOT_YET for kind in kinds[:29])
+    assert kinds[29] is VerdictKind.PASS
+    assert all(kind is VerdictKind.NOT_YET for kind in kinds[30:59])
+    assert kinds[59] is VerdictKind.PASS
+    assert judgements[10].verdict.reason == "next judgement after window 30 (now 11)"
+    assert judgements[40].verdict.reason.endswith("; last score 100")
+    summary = judgements[29].verdict.reason
+    assert summary == "score 100 (error_rate 100, latency 100); marginal 75, pass 95"
+    assert [m.metric for m in judgements[29].verdict.metrics] == ["error_rate", "latency"]
+
+
+def test_higher_error_rate_fails_critically():
+    rng = random.Random(5)
+    judgements = run(JUDGE, [observe(i, rng, error_rate=0.08) for i in range(30)])
+    verdict = judgements[-1].verdict
+    assert verdict.kind is VerdictKind.FAIL
+    assert verdict.reason.startswith("score 0 (error_rate 0, latency 100): critical failure")
+
+
+def test_slower_canary_is_inconclusive_or_fails_by_the_thresholds():
+    rng = random.Random(6)
+    observations = [observe(i, rng, slower=1.3) for i in range(30)]
+    verdict = run(JUDGE, observations)[-1].verdict
+    assert verdict.kind is VerdictKind.FAIL  # 50 <= 75
+    lenient = kayenta(*JUDGE.metrics, judge_every=30, min_points=20, marginal_threshold=40)
+    verdict = run(lenient, observations)[-1].verdict
+    assert verdict.kind is VerdictKind.INCONCLUSIVE  # 40 < 50 < 95
+    assert verdict.reason == "score 50 (error_rate 100, latency 0); marginal 40, pass 95"
+
+
+def test_judgement_waits_for_min_points():
+    judge = kayenta(kayenta_metric("error_rate", outliers="keep"), judge_every=5, min_points=8)
+    rng = random.Random(7)
+    judgements = run(judge, [observe(i, rng) for i in range(9)])
+    assert judgements[4].verdict.kind is VerdictKind.NOT_YET
+    assert "waiting for data: error_rate 5 of 8 points" in judgements[4].verdict.reason
+    assert judgements[7].verdict.kind is not VerdictKind.NOT_YET
+    assert judgements[8].verdict.kind is VerdictKind.NOT_YET  # next due at window 10
+
+
+def test_points_are_capped():
+    judge = kayenta(kayenta_metric("error_rate"), judge_every=100, min_points=2, max_points=5)
+    rng = random.Random(8)
+    state = run(judge, [observe(i, rng) for i in range(12)])[-1].state
+    assert len(state["points"]["error_rate"]["canary"]) == 5
+
+
+def test_state_survives_json_round_trip():
+    rng = random.Random(9)
+    observations = [observe(i, rng, slower=1.1) for i in range(30)]
+    state = JUDGE.initial_state()
+    for observation in observations[:-1]:
+        state = JUDGE.judge(state, observation).state
+    direct = JUDGE.judge(state, observations[-1])
+    resumed = JUDGE.judge(json.loads(json.dumps(state, allow_nan=False)), observations[-1])
+    assert resumed.verdict == direct.verdict
+    assert json.loads(json.dumps(resumed.state)) == json.loads(json.dumps(direct.state))
+
+
+def test_rejects_a_foreign_state():
+    with pytest.raises(ConfigError, match="state"):
+        JUDGE.judge({"failed_checks": 0}, observe(0, random.Random(0)))
+
+
+def test_a_three_hour_run_is_fast():
+    # 1,080 windows of 10 s, hourly judgements: the brief asks well under 50 ms; this
+    # test only guards against a gross regression on a loaded machine.
+    rng = random.Random(10)
+    observations = [observe(i, rng, requests=100) for i in range(1080)]
+    judge = kayenta(
+        kayenta_metric("error_rate", direction="increase"),
+        kayenta_metric("latency", direction="increase"),
+        judge_every=360,
+    )
+    state = judge.initial_state()
+    started = time.perf_counter()
+    for observation in observations:
+        state = judge.judge(state, observation).state
+    assert time.perf_counter() - started < 0.5
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"direction": "up"}, "direction"),
+        ({"allowed_increase": 0.9}, "allowed_increase"),
+        ({"allowed_decrease": 1.5}, "allowed_decrease"),
+        ({"critical_increase": -1.0}, "critical_increase"),
+        ({"nan_strategy": "zero"}, "nan_strategy"),
+        ({"outliers": "drop"}, "outliers"),
+        ({"confidence": 1.0}, "confidence"),
+        ({"tolerance": -0.1}, "tolerance"),
+        ({"critical": "yes"}, "critical"),
+    ],
+)
+def test_metric_errors_name_the_field(arguments, field):
+    with pytest.raises(ConfigError) as caught:
+        kayenta_metric("error_rate", **arguments)
+    assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        ({"judge_every": 0}, "judge_every"),
+        ({"min_points": 0}, "min_points"),
+        ({"max_points": 10, "min_points": 20}, "max_points"),
+        ({"marginal_threshold": 120}, "marginal_threshold"),
+        ({"pass_threshold": 50}, "pass_threshold"),
+        ({"group_weights": {"nope": 10}}, "group_weights['nope']"),
+        ({"group_weights": {"error_rate": -1}}, "group_weights['error_rate']"),
+        ({"nodata_fail_percent": 0}, "nodata_fail_percent"),
+    ],
+)
+def test_judge_errors_name_the_field(arguments, field):
+    with pytest.raises(ConfigError) as caught:
+        kayenta(kayenta_metric("error_rate"), **arguments)
+    assert caught.value.field == field
+
+
+def test_no_metrics_is_an_error():
+    with pytest.raises(ConfigError, match="metrics"):
+        kayenta()
