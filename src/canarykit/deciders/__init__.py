@@ -6,6 +6,10 @@
   as a ratio or an absolute difference, in the direction that is bad.
 - `Limits` (`limited`): Argo's failure, consecutive-failure, inconclusive and
   consecutive-success limits, and dry runs, around any decider.
+- `SequentialErrors` / `SequentialLatency` (`sequential_errors`, `sequential_latency`):
+  anytime-valid tests (Lindon & Malek's Poisson-process test for counts, Howard &
+  Ramdas's time-uniform bands for latency) that may be checked after every window;
+  `alpha` bounds the false-rollback probability per rollout per metric.
 - `KayentaJudge` (`kayenta`, `kayenta_metric`): Netflix's automated canary analysis:
   Mann-Whitney with a Hodges-Lehmann interval per metric, Pass/High/Low/Nodata labels,
   weighted group scores with marginal and pass thresholds, on a judging schedule;
@@ -47,6 +51,10 @@ from ._relative import Direction as Direction
 from ._relative import RelativeDecider as RelativeDecider
 from ._relative import compare as compare
 from ._relative import relative as relative
+from ._sequential import SequentialErrors as SequentialErrors
+from ._sequential import SequentialLatency as SequentialLatency
+from ._sequential import sequential_errors as sequential_errors
+from ._sequential import sequential_latency as sequential_latency
 from ._threshold import Bound as Bound
 from ._threshold import NoDataPolicy as NoDataPolicy
 from ._threshold import ThresholdDecider as ThresholdDecider
@@ -69,6 +77,8 @@ __all__ = [
     "MannWhitneyResult",
     "NoDataPolicy",
     "RelativeDecider",
+    "SequentialErrors",
+    "SequentialLatency",
     "ShiftEstimate",
     "ThresholdDecider",
     "all_of",
@@ -86,6 +96,8 @@ __all__ = [
     "mann_whitney",
     "mann_whitney_histograms",
     "relative",
+    "sequential_errors",
+    "sequential_latency",
     "threshold",
 ]
 
