@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import canarykit._policy as policy_module
 from canarykit._errors import ConfigError
 from canarykit._plan import (
     Analyze,
@@ -29,7 +31,21 @@ from canarykit._policy import (
     register_decider_kind,
 )
 from canarykit._split import HeaderMatch, HeaderRoute
-from canarykit.deciders import NoDataPolicy, ThresholdDecider, bound, threshold
+from canarykit.deciders import (
+    NoDataPolicy,
+    ThresholdDecider,
+    all_of,
+    any_of,
+    bound,
+    compare,
+    kayenta,
+    kayenta_metric,
+    limited,
+    relative,
+    sequential_errors,
+    sequential_latency,
+    threshold,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
 
@@ -323,7 +339,7 @@ def test_decider_registry_accepts_new_kinds() -> None:
         assert error.field == "decider.limit"
     finally:
         _DECIDER_KINDS.pop("tiny")
-    assert decider_kinds() == ("threshold",)
+    assert decider_kinds() == ("all", "any", "kayenta", "relative", "sequential", "threshold")
 
 
 def test_bad_kind_names_are_refused() -> None:
@@ -484,7 +500,7 @@ PLAN_OK = '[plan]\nshape = "codedeploy"\nname = "AllAtOnce"\nanalysis_interval =
     [
         ("", "decider", "decider: is required"),
         ("[decider]\nfailure_limit = 1", "decider.kind", "is required"),
-        ('[decider]\nkind = "magic"', "decider.kind", "must be 'threshold'"),
+        ('[decider]\nkind = "magic"', "decider.kind", "'sequential', 'threshold'"),
         ('[decider]\nkind = "threshold"', "decider.metrics", "is required"),
         ('[decider]\nkind = "threshold"\nmetrics = []', "decider.metrics", "at least one"),
         (
@@ -678,3 +694,701 @@ def test_unwritable_deciders_are_refused() -> None:
     policy = Policy(plan=Plan(steps=[SetWeight(100)]), decider=Opaque())
     with pytest.raises(ConfigError, match=r"^decider:"):
         policy.to_toml()
+
+
+# --- the other decider kinds ------------------------------------------------------------
+
+SEQUENTIAL_EXAMPLE = EXAMPLE.parent / "sequential_policy.toml"
+
+
+def load_decider(decider: str) -> Any:
+    return load_policy(PLAN_OK + textwrap.dedent(decider)).decider
+
+
+def round_trips(decider: Any) -> str:
+    policy = Policy(plan=linear(10, 45, hold=60, analysis_interval=10), decider=decider)
+    text = policy.to_toml()
+    assert load_policy(text) == policy
+    assert load_policy(text).to_toml() == text
+    return text
+
+
+def test_relative_decider_table() -> None:
+    decider = load_decider(
+        """
+        [decider]
+        kind = "relative"
+        no_data = "ignore"
+        [[decider.metrics]]
+        metric = "error_rate"
+        max_ratio = 1.5
+        max_increase = "0.5%"
+        min_difference = "0.1%"
+        min_requests = 100
+        direction = "increase"
+        [[decider.metrics]]
+        metric = "p99"
+        max_ratio = 1.2
+        max_increase = "20ms"
+        [[decider.metrics]]
+        metric = "throughput"
+        min_ratio = 0.8
+        max_decrease = 5
+        [[decider.metrics]]
+        metric = "cpu"
+        max_ratio = 1.3
+        min_ratio = 0.7
+        direction = "either"
+        """
+    )
+    assert decider == relative(
+        compare(
+            "error_rate",
+            max_ratio=1.5,
+            max_increase=0.005,
+            min_difference=0.001,
+            min_requests=100,
+        ),
+        compare("p99", max_ratio=1.2, max_increase=0.02),
+        compare("throughput", min_ratio=0.8, max_decrease=5),
+        compare("cpu", max_ratio=1.3, min_ratio=0.7),
+        no_data="ignore",
+    )
+    round_trips(decider)
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ("", sequential_errors(alpha=0.01)),
+        (
+            'latency_quantiles = ["p50", "p95", "p99.9"]',
+            all_of(
+                sequential_errors(alpha=0.01),
+                sequential_latency(alpha=0.01, quantiles=(0.5, 0.95, 0.999)),
+            ),
+        ),
+        (
+            "alpha = 0.05\nerrors = false\nlatency_quantiles = [0.5, 0.99]\n"
+            "latency_margin = 0.05\nmin_samples = 500",
+            sequential_latency(alpha=0.05, quantiles=(0.5, 0.99), margin=0.05, min_samples=500),
+        ),
+        (
+            "latency_quantiles = []\nmin_errors = 20\nearly_pass = true\nerror_margin = 0.1",
+            sequential_errors(alpha=0.01, min_errors=20, early_pass=True, margin=0.1),
+        ),
+        (
+            'latency_quantiles = ["p95"]\nearly_pass = true',
+            all_of(
+                sequential_errors(early_pass=True),
+                sequential_latency(quantiles=[0.95], early_pass=True),
+            ),
+        ),
+    ],
+)
+def test_sequential_decider_table(keys: str, expected: Any) -> None:
+    decider = load_decider(f'[decider]\nkind = "sequential"\n{keys}\n')
+    assert decider == expected
+    round_trips(decider)
+
+
+KAYENTA = """
+[decider]
+kind = "kayenta"
+judge_every = 30
+min_points = 20
+max_points = 100
+marginal = 60
+pass = 90.5
+nodata_fail_percent = false
+[decider.groups]
+errors = 70
+"latency ms" = 30
+[[decider.metrics]]
+metric = "error_rate"
+direction = "increase"
+allowed_increase = 1.1
+critical = true
+critical_increase = 1.5
+must_have_data = true
+group = "errors"
+[[decider.metrics]]
+metric = "latency"
+direction = "increase"
+allowed_decrease = 0.9
+critical_decrease = 0.5
+nan_strategy = "replace"
+outliers = "keep"
+group = "latency ms"
+confidence = 0.95
+tolerance = 0.1
+[[decider.metrics]]
+metric = "cpu"
+group = "errors"
+"""
+
+
+def test_kayenta_decider_table() -> None:
+    decider = load_decider(KAYENTA)
+    assert decider == kayenta(
+        kayenta_metric(
+            "error_rate",
+            direction="increase",
+            allowed_increase=1.1,
+            critical=True,
+            critical_increase=1.5,
+            must_have_data=True,
+            group="errors",
+        ),
+        kayenta_metric(
+            "latency",
+            direction="increase",
+            allowed_decrease=0.9,
+            critical_decrease=0.5,
+            nan_strategy="replace",
+            outliers="keep",
+            group="latency ms",
+            confidence=0.95,
+            tolerance=0.1,
+        ),
+        kayenta_metric("cpu", group="errors"),
+        group_weights={"errors": 70, "latency ms": 30},
+        judge_every=30,
+        min_points=20,
+        max_points=100,
+        marginal_threshold=60,
+        pass_threshold=90.5,
+        nodata_fail_percent=None,
+    )
+    text = round_trips(decider)
+    assert 'groups = {errors = 70.0, "latency ms" = 30.0}' in text
+
+
+def test_kayenta_defaults_and_inline_groups() -> None:
+    decider = load_decider(
+        '[decider]\nkind = "kayenta"\ngroups = {error_rate = 100}\n'
+        '[[decider.metrics]]\nmetric = "error_rate"\n'
+    )
+    assert decider == kayenta(kayenta_metric("error_rate"), group_weights={"error_rate": 100})
+    round_trips(decider)
+
+
+@pytest.mark.parametrize(
+    ("decider", "expected"),
+    [
+        (
+            '[decider]\nkind = "relative"\nfailure_limit = 3\nconsecutive_failures = 2\n'
+            "inconclusive_limit = 4\nconsecutive_success_limit = 5\ndry_run = true\n"
+            '[[decider.metrics]]\nmetric = "p99"\nmax_ratio = 1.2\n',
+            limited(
+                relative(compare("p99", max_ratio=1.2)),
+                failure_limit=3,
+                consecutive_failures=2,
+                inconclusive_limit=4,
+                consecutive_success_limit=5,
+                dry_run=True,
+            ),
+        ),
+        (
+            '[decider]\nkind = "relative"\nconsecutive_failures = 2\n'
+            '[[decider.metrics]]\nmetric = "p99"\nmax_ratio = 1.2\n',
+            limited(relative(compare("p99", max_ratio=1.2)), consecutive_failures=2),
+        ),
+        (
+            DECIDER.replace(
+                'kind = "threshold"',
+                'kind = "threshold"\nfailure_limit = 2\ndry_run = false\n'
+                "consecutive_success_limit = 2",
+            ),
+            limited(
+                threshold(bound("error_rate", max=0.02), failure_limit=2),
+                consecutive_success_limit=2,
+            ),
+        ),
+        (
+            '[decider]\nkind = "sequential"\nconsecutive_success_limit = 3\ndry_run = true\n',
+            limited(sequential_errors(), consecutive_success_limit=3, dry_run=True),
+        ),
+    ],
+)
+def test_limit_keys_wrap_the_decider(decider: str, expected: Any) -> None:
+    loaded = load_decider(decider)
+    assert loaded == expected
+    round_trips(loaded)
+
+
+def test_limits_around_kayenta_and_composites() -> None:
+    text = (
+        '[decider]\nkind = "kayenta"\njudge_every = 1\nconsecutive_failures = 3\n'
+        'failure_limit = 5\n[[decider.metrics]]\nmetric = "error_rate"\n'
+    )
+    decider = load_decider(text)
+    assert decider == limited(
+        kayenta(kayenta_metric("error_rate"), judge_every=1),
+        failure_limit=5,
+        consecutive_failures=3,
+    )
+    round_trips(decider)
+    composite = load_decider(
+        """
+        [decider]
+        kind = "any"
+        dry_run = true
+        inconclusive_limit = 2
+        [[decider.members]]
+        kind = "sequential"
+        [[decider.members]]
+        kind = "relative"
+        consecutive_failures = 2
+        [[decider.members.metrics]]
+        metric = "p99"
+        max_ratio = 1.2
+        """
+    )
+    assert composite == limited(
+        any_of(
+            sequential_errors(),
+            limited(relative(compare("p99", max_ratio=1.2)), consecutive_failures=2),
+        ),
+        inconclusive_limit=2,
+        dry_run=True,
+    )
+    round_trips(composite)
+
+
+def test_all_and_any_nest() -> None:
+    decider = load_decider(
+        """
+        [decider]
+        kind = "all"
+        [[decider.members]]
+        kind = "sequential"
+        latency_quantiles = ["p50"]
+        [[decider.members]]
+        kind = "any"
+        [[decider.members.members]]
+        kind = "threshold"
+        [[decider.members.members.metrics]]
+        metric = "error_rate"
+        max = "2%"
+        [[decider.members.members]]
+        kind = "relative"
+        [[decider.members.members.metrics]]
+        metric = "error_rate"
+        max_ratio = 2
+        """
+    )
+    # The sequential member is itself an all_of, which all_of flattens.
+    assert decider == all_of(
+        sequential_errors(),
+        sequential_latency(quantiles=[0.5]),
+        any_of(
+            threshold(bound("error_rate", max=0.02)),
+            relative(compare("error_rate", max_ratio=2)),
+        ),
+    )
+    round_trips(decider)
+
+
+@pytest.mark.parametrize(
+    "decider",
+    [
+        # Not one "sequential" table: written as "all" with two sequential members.
+        all_of(sequential_errors(alpha=0.01), sequential_latency(alpha=0.05)),
+        all_of(sequential_errors(early_pass=True), sequential_latency()),
+        all_of(sequential_latency(), sequential_errors()),
+        all_of(sequential_errors(), sequential_latency(), sequential_errors(alpha=0.2)),
+        any_of(sequential_errors(), sequential_latency()),
+        limited(all_of(sequential_errors(), sequential_latency()), consecutive_success_limit=2),
+        limited(threshold(bound("cpu", max=1)), dry_run=False),
+        limited(threshold(bound("cpu", max=1)), inconclusive_limit=3),
+        limited(kayenta(kayenta_metric("latency")), failure_limit=2, inconclusive_limit=2),
+        limited(sequential_latency(), dry_run=True),
+        threshold(bound("error_rate", max=0.02)) & relative(compare("p99", max_ratio=1.2)),
+    ],
+    ids=repr,
+)
+def test_more_deciders_round_trip(decider: Any) -> None:
+    round_trips(decider)
+
+
+@pytest.mark.parametrize(
+    ("decider", "field", "message"),
+    [
+        (
+            limited(threshold(bound("cpu", max=1)), failure_limit=3),
+            "decider.failure_limit",
+            "kind 'threshold'",
+        ),
+        (
+            limited(threshold(bound("cpu", max=1)), consecutive_failures=2),
+            "decider.consecutive_failures",
+            "FAIL is final",
+        ),
+        (
+            limited(limited(relative(compare("p99", max_ratio=2)))),
+            "decider",
+            "nests limited() in limited()",
+        ),
+        (sequential_errors(points=60), "decider.points", "cannot be written"),
+        (sequential_latency(interpolate=False), "decider.interpolate", "cannot be written"),
+        (sequential_errors(margin=0.3), "decider.error_margin", "without early_pass"),
+        (
+            limited(sequential_errors(), inconclusive_limit=2),
+            "decider.inconclusive_limit",
+            "never inconclusive",
+        ),
+        (
+            limited(kayenta(kayenta_metric("cpu")), consecutive_success_limit=2),
+            "decider.consecutive_success_limit",
+            "judge_every",
+        ),
+        (
+            all_of(relative(compare("p99", max_ratio=2)), sequential_errors(points=60)),
+            "decider.members[1].points",
+            "cannot be written",
+        ),
+        (
+            any_of(
+                threshold(bound("cpu", max=1)),
+                all_of(
+                    relative(compare("p99", max_ratio=2)),
+                    limited(sequential_errors(), failure_limit=2),
+                ),
+            ),
+            "decider.members[1].members[1].failure_limit",
+            "cannot be written for kind 'sequential'",
+        ),
+        (
+            limited(any_of(sequential_errors(), sequential_latency()), failure_limit=2),
+            "decider.failure_limit",
+            "member",
+        ),
+    ],
+)
+def test_unwritable_combinations_are_refused(decider: Any, field: str, message: str) -> None:
+    policy = Policy(plan=Plan(steps=[SetWeight(100)], analysis_interval=10), decider=decider)
+    with pytest.raises(ConfigError) as caught:
+        policy.to_toml()
+    assert caught.value.field == field
+    assert str(caught.value).startswith(field + ":")
+    assert message in str(caught.value)
+
+
+REL = '[decider]\nkind = "relative"\n[[decider.metrics]]\n'
+SEQ = '[decider]\nkind = "sequential"\n'
+KAY = '[decider]\nkind = "kayenta"\n'
+KAY_METRIC = '[[decider.metrics]]\nmetric = "error_rate"\n'
+MEMBER = '[[decider.members]]\nkind = "sequential"\n'
+
+
+@pytest.mark.parametrize(
+    ("decider", "field", "message"),
+    [
+        # relative
+        (REL + 'metric = "p99"', "decider.metrics[0]", "needs a limit: max_ratio"),
+        (REL + 'metric = "p99"\nmax_ratio = 0.5', "decider.metrics[0].max_ratio", ">= 1"),
+        (REL + 'metric = "p99"\nmax_ratio = "x"', "decider.metrics[0].max_ratio", "a number"),
+        (REL + 'metric = "p99"\nmin_ratio = 1.5', "decider.metrics[0].min_ratio", "(0, 1]"),
+        (
+            REL + 'metric = "error_rate"\nmax_increase = "5 pct"',
+            "decider.metrics[0].max_increase",
+            "percent like '2%'",
+        ),
+        (
+            REL + 'metric = "error_rate"\nmax_increase = 2',
+            "decider.metrics[0].max_increase",
+            "fraction in [0, 1]",
+        ),
+        (
+            REL + 'metric = "p99"\nmax_decrease = "soon"',
+            "decider.metrics[0].max_decrease",
+            "must be a duration",
+        ),
+        (
+            REL + 'metric = "p99"\nmax_ratio = 2\nmin_difference = -1',
+            "decider.metrics[0].min_difference",
+            ">= 0",
+        ),
+        (
+            REL + 'metric = "p99"\nmax_ratio = 2\ndirection = "up"',
+            "decider.metrics[0].direction",
+            "'increase', 'decrease', 'either'",
+        ),
+        (
+            REL + 'metric = "p99"\nmax_ratio = 2\ndirection = "decrease"',
+            "decider.metrics[0].max_ratio",
+            "direction is 'decrease'",
+        ),
+        (
+            REL + 'metric = "p99"\nmax_ratio = 2\ndirection = "either"',
+            "decider.metrics[0].min_ratio",
+            "needs a limit each way",
+        ),
+        (
+            REL + 'metric = "p99"\nmax_ratio = 2\nmin_requests = -1',
+            "decider.metrics[0].min_requests",
+            ">= 0",
+        ),
+        (
+            REL + 'metric = "p99"\nmax_ratio = 2\nmax = 1',
+            "decider.metrics[0].max",
+            "is a threshold key; kind 'relative' limits the change: max_ratio or max_increase",
+        ),
+        ('[decider]\nkind = "relative"', "decider.metrics", "is required"),
+        (
+            '[decider]\nkind = "relative"\nno_data = "skip"\n[[decider.metrics]]\n'
+            'metric = "p99"\nmax_ratio = 2',
+            "decider.no_data",
+            "'fail', 'inconclusive', 'ignore'",
+        ),
+        # sequential
+        (SEQ + "alpha = 0.7", "decider.alpha", "must be in (0, 0.5]"),
+        (SEQ + 'alpha = "1%"', "decider.alpha", "must be a number"),
+        (SEQ + "errors = 1", "decider.errors", "true or false"),
+        (SEQ + "errors = false", "decider.latency_quantiles", "is required when errors = false"),
+        (
+            SEQ + "errors = false\nlatency_quantiles = []",
+            "decider.latency_quantiles",
+            "is required",
+        ),
+        (SEQ + 'latency_quantiles = "p99"', "decider.latency_quantiles", "must be an array"),
+        (
+            SEQ + 'latency_quantiles = ["p50", "median"]',
+            "decider.latency_quantiles[1]",
+            "'p95'",
+        ),
+        (SEQ + "latency_quantiles = [0.5, 1.0]", "decider.latency_quantiles[1]", "(0, 1)"),
+        (SEQ + 'latency_quantiles = ["p100"]', "decider.latency_quantiles[0]", "(0, 1)"),
+        (SEQ + "latency_quantiles = [true]", "decider.latency_quantiles[0]", "(0, 1)"),
+        (SEQ + "latency_margin = 0.1", "decider.latency_margin", "only used with latency"),
+        (SEQ + "min_samples = 10", "decider.min_samples", "only used with latency_quantiles"),
+        (
+            SEQ + 'latency_quantiles = ["p50"]\nlatency_margin = -0.1',
+            "decider.latency_margin",
+            "must be in [0, 100]",
+        ),
+        (
+            SEQ + 'latency_quantiles = ["p50"]\nmin_samples = 0',
+            "decider.min_samples",
+            ">= 1",
+        ),
+        (
+            SEQ + 'errors = false\nlatency_quantiles = ["p50"]\nmin_errors = 3',
+            "decider.min_errors",
+            "only used with errors = true",
+        ),
+        (SEQ + "min_errors = -1", "decider.min_errors", ">= 0"),
+        (SEQ + "error_margin = 0.1", "decider.error_margin", "only used with early_pass"),
+        (
+            SEQ + "early_pass = true\nerror_margin = -1",
+            "decider.error_margin",
+            "must be in [0, 100]",
+        ),
+        (SEQ + "margin = 0.1", "decider.margin", "is not a known key"),
+        (SEQ + "failure_limit = 2", "decider.failure_limit", "FAIL is final"),
+        (SEQ + "consecutive_failures = 2", "decider.consecutive_failures", "FAIL is final"),
+        (SEQ + "inconclusive_limit = 2", "decider.inconclusive_limit", "never inconclusive"),
+        (SEQ + "consecutive_success_limit = 0", "decider.consecutive_success_limit", ">= 1"),
+        (SEQ + 'dry_run = "yes"', "decider.dry_run", "true or false"),
+        # kayenta
+        (KAY, "decider.metrics", "is required"),
+        (KAY + "judge_every = 0\n" + KAY_METRIC, "decider.judge_every", ">= 1"),
+        (KAY + "min_points = 1.5\n" + KAY_METRIC, "decider.min_points", "integer"),
+        (
+            KAY + "min_points = 50\nmax_points = 10\n" + KAY_METRIC,
+            "decider.max_points",
+            ">= min_points",
+        ),
+        (KAY + "marginal = 120\n" + KAY_METRIC, "decider.marginal", "[0, 100]"),
+        (KAY + "marginal = 80\npass = 70\n" + KAY_METRIC, "decider.pass", "must be in [marginal"),
+        (KAY + 'pass = "high"\n' + KAY_METRIC, "decider.pass", "must be a number"),
+        (KAY + "nodata_fail_percent = true\n" + KAY_METRIC, "decider.nodata_fail_percent", "false"),
+        (KAY + "nodata_fail_percent = 0\n" + KAY_METRIC, "decider.nodata_fail_percent", "(0, 100]"),
+        (KAY + "groups = 5\n" + KAY_METRIC, "decider.groups", "must be a table"),
+        (KAY + "groups = {error_rate = -1}\n" + KAY_METRIC, "decider.groups.error_rate", ">= 0"),
+        (KAY + 'groups = {error_rate = "x"}\n' + KAY_METRIC, "decider.groups.error_rate", "number"),
+        (KAY + "groups = {latency = 50}\n" + KAY_METRIC, "decider.groups.latency", "not a metric"),
+        (KAY + KAY_METRIC + 'direction = "up"', "decider.metrics[0].direction", "'either'"),
+        (
+            KAY + KAY_METRIC + "allowed_increase = 0.5",
+            "decider.metrics[0].allowed_increase",
+            ">= 1",
+        ),
+        (
+            KAY + KAY_METRIC + "allowed_decrease = 1.5",
+            "decider.metrics[0].allowed_decrease",
+            "(0, 1]",
+        ),
+        (KAY + KAY_METRIC + "critical = 1", "decider.metrics[0].critical", "true or false"),
+        (
+            KAY + KAY_METRIC + "critical_increase = 0",
+            "decider.metrics[0].critical_increase",
+            "> 0",
+        ),
+        (
+            KAY + KAY_METRIC + 'nan_strategy = "drop"',
+            "decider.metrics[0].nan_strategy",
+            "'remove', 'replace'",
+        ),
+        (KAY + KAY_METRIC + 'outliers = "trim"', "decider.metrics[0].outliers", "'keep'"),
+        (KAY + KAY_METRIC + 'group = ""', "decider.metrics[0].group", "non-empty"),
+        (KAY + KAY_METRIC + "confidence = 1", "decider.metrics[0].confidence", "(0, 1)"),
+        (KAY + KAY_METRIC + "tolerance = -1", "decider.metrics[0].tolerance", ">= 0"),
+        (KAY + KAY_METRIC + "weight = 1", "decider.metrics[0].weight", "is not a known key"),
+        (KAY + '[[decider.metrics]]\ngroup = "a"', "decider.metrics[0].metric", "is required"),
+        (
+            KAY + "consecutive_failures = 2\n" + KAY_METRIC,
+            "decider.consecutive_failures",
+            "judge_every",
+        ),
+        (
+            KAY + "consecutive_success_limit = 2\n" + KAY_METRIC,
+            "decider.consecutive_success_limit",
+            "judge_every",
+        ),
+        (KAY + "failure_limit = 0\n" + KAY_METRIC, "decider.failure_limit", ">= 1"),
+        # all / any
+        ('[decider]\nkind = "all"', "decider.members", "is required"),
+        ('[decider]\nkind = "all"\n' + MEMBER, "decider.members", "at least two"),
+        ('[decider]\nkind = "any"\nmembers = []', "decider.members", "at least one"),
+        ('[decider]\nkind = "all"\nmembers = 3', "decider.members", "array of tables"),
+        (
+            '[decider]\nkind = "all"\n' + MEMBER + "[[decider.members]]\nalpha = 0.1",
+            "decider.members[1].kind",
+            "is required",
+        ),
+        (
+            '[decider]\nkind = "all"\n' + MEMBER + MEMBER + "alpha = 0.9",
+            "decider.members[1].alpha",
+            "(0, 0.5]",
+        ),
+        (
+            '[decider]\nkind = "any"\n'
+            + MEMBER
+            + '[[decider.members]]\nkind = "all"\n'
+            + '[[decider.members.members]]\nkind = "sequential"\n'
+            + '[[decider.members.members]]\nkind = "relative"\n'
+            + '[[decider.members.members.metrics]]\nmetric = "p99"\nmax_ratio = 0.5\n',
+            "decider.members[1].members[1].metrics[0].max_ratio",
+            ">= 1",
+        ),
+        (
+            '[decider]\nkind = "all"\nfailure_limit = 2\n' + MEMBER + MEMBER,
+            "decider.failure_limit",
+            "set it in the member's table",
+        ),
+        (
+            '[decider]\nkind = "any"\nconsecutive_failures = 2\n' + MEMBER + MEMBER,
+            "decider.consecutive_failures",
+            "failures are counted per member",
+        ),
+        (
+            '[decider]\nkind = "all"\nconsecutive_success_limit = 2\n'
+            + MEMBER
+            + '[[decider.members]]\nkind = "kayenta"\n[[decider.members.metrics]]\n'
+            + 'metric = "cpu"\n',
+            "decider.consecutive_success_limit",
+            "judge_every",
+        ),
+        ('[decider]\nkind = "all"\nmember = []', "decider.member", "did you mean 'members'?"),
+    ],
+)
+def test_new_kind_errors_name_the_key(decider: str, field: str, message: str) -> None:
+    error = config_error(decider + "\n" + PLAN_OK)
+    assert error.field == field
+    assert str(error).startswith(field + ":")
+    assert message in str(error)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ("consecutive_failures = 2", "decider.consecutive_failures", "FAIL is final"),
+        ("inconclusive_limit = 0", "decider.inconclusive_limit", ">= 1"),
+        ("dry_run = 1", "decider.dry_run", "true or false"),
+        ("consecutive_sucess_limit = 2", "decider.consecutive_sucess_limit", "did you mean"),
+    ],
+)
+def test_threshold_limit_errors_name_the_key(extra: str, field: str, message: str) -> None:
+    text = DECIDER.replace('kind = "threshold"', f'kind = "threshold"\n{extra}')
+    error = config_error(PLAN_OK + text)
+    assert error.field == field
+    assert message in str(error)
+
+
+def test_schema_examples_in_the_docstring_load() -> None:
+    # Each "[decider]" section of the documented schema is a decider table of its own,
+    # and the limit keys at its end apply to kind "relative".
+    doc = policy_module.__doc__ or ""
+    block = doc[doc.index("::\n", doc.index("Schema")) + 3 : doc.index(">>> policy")]
+    text = "\n".join(line[4:] for line in block.splitlines())
+    chunks = [chunk.strip() for chunk in text.split("\n\n")]
+    tables = [chunk[chunk.index("[decider]") :] for chunk in chunks if "[decider]\n" in chunk]
+    assert [table.split("\n")[1].split("#")[0].strip() for table in tables] == [
+        'kind = "threshold"',
+        'kind = "relative"',
+        'kind = "sequential"',
+        'kind = "kayenta"',
+        'kind = "all"',
+    ]
+    for table in tables:
+        round_trips(load_decider(table))
+    (limit_chunk,) = [chunk for chunk in chunks if chunk.startswith("# Limits")]
+    limits = [line for line in limit_chunk.splitlines() if not line.startswith("#")]
+    relative_table = tables[1].replace("\n[[", "\n" + "\n".join(limits) + "\n[[", 1)
+    decider = load_decider(relative_table)
+    assert decider.consecutive_success_limit == 3
+    round_trips(decider)
+
+
+# --- the sequential example -------------------------------------------------------------
+
+
+def test_sequential_example_loads_as_documented() -> None:
+    policy = load_policy(SEQUENTIAL_EXAMPLE)
+    assert policy.plan == linear(
+        10, 20, hold=120, final_bake=300, analysis_interval=10, require_pass=True
+    )
+    assert policy.decider == all_of(
+        sequential_errors(alpha=0.01),
+        sequential_latency(alpha=0.01, quantiles=(0.5, 0.95, 0.99)),
+    )
+    assert policy.simulation == SimulationSettings(requests_per_second=100, seed=1)
+    assert load_policy(policy.to_toml()) == policy
+
+
+@pytest.mark.parametrize(
+    ("scenario", "outcome"),
+    [
+        ("healthy", "outcome   promoted at 15:00"),
+        ("errors", "outcome   rolled back at 5:50: analysis failed: errors: canary/stable"),
+        ("latency", "outcome   rolled back at 5:20: analysis failed: latency p50: canary"),
+    ],
+)
+def test_sequential_example_simulates_as_documented(
+    capsys: pytest.CaptureFixture[str], scenario: str, outcome: str
+) -> None:
+    from canarykit._cli import main
+
+    assert main(["simulate", str(SEQUENTIAL_EXAMPLE), "--scenario", scenario]) == 0
+    assert outcome in capsys.readouterr().out
+    for seed in ("2", "3"):
+        assert (
+            main(
+                [
+                    "simulate",
+                    str(SEQUENTIAL_EXAMPLE),
+                    "--scenario",
+                    scenario,
+                    "--seed",
+                    seed,
+                    "--json",
+                ]
+            )
+            == 0
+        )
+        data = json.loads(capsys.readouterr().out)
+        assert data["phase"] == ("succeeded" if scenario == "healthy" else "rolled_back")
+        if scenario != "healthy":
+            assert 300 < data["finished_at"] - data["started_at"] <= 420
