@@ -169,3 +169,62 @@ def test_python_dash_m_runs_the_example() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "outcome   promoted at 15:00" in result.stdout
+
+
+def test_evaluate_same_seed_same_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ("evaluate", str(EXAMPLE), "--runs", "30", "--regression", "latency:1.5x@5m", "--json")
+    outputs = []
+    for _ in range(2):
+        code, out, _err = run(capsys, *argv)
+        assert code == 0
+        data = json.loads(out)
+        del data["seconds"]  # wall time, the one figure that is not reproducible
+        outputs.append(data)
+    assert outputs[0] == outputs[1]
+    data = outputs[0]
+    assert data["scenario"]["regression"] == {"kind": "latency", "factor": 1.5, "at": 300.0}
+    assert data["detected"] + data["false_rollbacks"] == data["rolled_back"]
+    assert data["median_detect_s"] is not None
+
+
+def test_evaluate_seed_and_traffic_options(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        str(EXAMPLE),
+        "--runs",
+        "10",
+        "--seed",
+        "4",
+        "--requests-per-second",
+        "1000",
+        "--horizon",
+        "600",
+    )
+    assert (code, err) == (0, "")
+    assert "runs             10 (seed 4); each stops by 10m of virtual time" in out
+    assert "scenario         1000 requests/s" in out
+    assert "unfinished 10" in out  # the 15-minute plan cannot end within 10 minutes
+
+
+def test_evaluate_unknown_option_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "evaluate", str(EXAMPLE), "--runz", "5")
+    assert code == 2
+    assert "--runz" in err
+
+
+def test_python_dash_m_evaluates_the_example() -> None:
+    env = dict(os.environ)
+    src = str(ROOT / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else src
+    result = subprocess.run(
+        [sys.executable, "-m", "canarykit", "evaluate", str(EXAMPLE), "--runs", "20"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "false rollbacks  " in result.stdout
+    assert result.stderr == ""  # no progress line when stderr is not a terminal

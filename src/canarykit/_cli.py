@@ -3,12 +3,21 @@
 ::
 
     canarykit simulate POLICY.toml [--scenario healthy|errors|latency] [--seed N] [--json]
+    canarykit evaluate POLICY.toml [--runs N] [--seed S] [--regression errors:2x@600] [--json]
     canarykit --version
 
 ``simulate`` loads the policy (`load_policy`), builds the scenario's scripted metrics
 (`canarykit.testing.SCENARIOS`, at the policy's ``[simulation] requests_per_second``),
 runs the rollout in virtual time (`canarykit.testing.simulate`) and prints the timeline,
 one line per entry, then the outcome. ``--json`` prints the same as one JSON object.
+
+``evaluate`` runs the policy many times by Monte-Carlo (`canarykit.testing.evaluate`)
+against traffic at the policy's ``[simulation] requests_per_second`` (1% errors and
+log-normal latency of median 50 ms by default, as ``simulate``), healthy (A/A) or with a
+regression injected into the canary (``--regression errors:2x@600``, ``latency:+25%@10m``
+or ``none``), and prints the false-rollback rate, the detection rate, the time to detect,
+the bad requests served and the time to promotion. A progress line goes to stderr when
+it is a terminal (or with ``--progress``).
 
 Exit codes: 0 when the simulation ran, whatever its outcome (a rollback is a result, not
 an error); 2 for bad input (a bad policy file or bad arguments), with the message on
@@ -21,6 +30,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -39,6 +49,8 @@ PROG = "canarykit"
 # A rollout that waits for a person (wait_for_promotion, or a pause without pause_limit)
 # would wait for ever; the simulation stops at this virtual time and reports where it was.
 DEFAULT_UNTIL = 24 * 3600.0
+# Rollouts per `evaluate` unless --runs says otherwise.
+DEFAULT_RUNS = 500
 
 _OUTCOME_WORDS = {
     "succeeded": "promoted",
@@ -97,7 +109,77 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--json", action="store_true", help="print the outcome and timeline as one JSON object"
     )
+    _add_evaluate(commands)
     return parser
+
+
+def _add_evaluate(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="estimate false rollbacks and time to detect by Monte-Carlo",
+        description=(
+            "Run POLICY (a TOML policy file) many times in virtual time against seeded "
+            "traffic, healthy or with a regression injected into the canary, and print the "
+            "false-rollback rate, the detection rate and time, the bad requests served "
+            "before the rollback and the time to promotion. Exit code 0 whatever they are."
+        ),
+    )
+    evaluate.add_argument("policy", metavar="POLICY.toml", help="the policy file")
+    evaluate.add_argument(
+        "--runs", type=int, default=DEFAULT_RUNS, metavar="N", help="rollouts (default: 500)"
+    )
+    evaluate.add_argument(
+        "--seed", type=int, default=None, help="noise seed (default: [simulation] seed)"
+    )
+    evaluate.add_argument(
+        "--regression",
+        default="none",
+        metavar="SPEC",
+        help="KIND:FACTOR@AT injected into the canary, e.g. errors:2x@600 (error rate x2 "
+        "from 10:00), latency:1.25x@10m or latency:+25%%@0; none (the default): A/A runs",
+    )
+    evaluate.add_argument(
+        "--requests-per-second",
+        type=float,
+        default=None,
+        metavar="RPS",
+        help="total traffic over both versions (default: [simulation] requests_per_second)",
+    )
+    evaluate.add_argument(
+        "--error-rate",
+        type=float,
+        default=0.01,
+        metavar="RATE",
+        help="probability that a request fails, both versions (default: 0.01)",
+    )
+    evaluate.add_argument(
+        "--latency-median",
+        type=float,
+        default=0.05,
+        metavar="SECONDS",
+        help="median latency in seconds (default: 0.05)",
+    )
+    evaluate.add_argument(
+        "--latency-sigma",
+        type=float,
+        default=0.25,
+        metavar="SIGMA",
+        help="log-scale spread of the log-normal latency (default: 0.25)",
+    )
+    evaluate.add_argument(
+        "--horizon",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop a rollout still running at this virtual time (default: one hour after "
+        "the plan could have ended)",
+    )
+    evaluate.add_argument(
+        "--progress",
+        action="store_true",
+        help="print progress to stderr even when it is not a terminal",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,12 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        if args.command == "evaluate":
+            return _evaluate(args, sys.stdout, sys.stderr)
         return _simulate(args, sys.stdout)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except CanaryError as exc:
-        print(f"{PROG}: error: the simulation failed: {exc}", file=sys.stderr)
+        what = "evaluation" if args.command == "evaluate" else "simulation"
+        print(f"{PROG}: error: the {what} failed: {exc}", file=sys.stderr)
         return 1
 
 
@@ -232,3 +317,140 @@ def _print_report(
         f"\noutcome   {word} at {_clock(outcome.finished_at)}{why}\n"
         f"          {took} of virtual time; canary left at {split}\n"
     )
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate
+
+# Scenario fields by the option that sets them, so an error names what the user typed.
+_SCENARIO_OPTIONS = {
+    "requests_per_second": "--requests-per-second",
+    "error_rate": "--error-rate",
+    "latency_median": "--latency-median",
+    "latency_sigma": "--latency-sigma",
+    "regression.factor": "--regression",
+}
+
+
+class _Progress:
+    """Progress on stderr: one line rewritten in place on a terminal, else a line now and then."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.tty = out.isatty()
+        self.every = 0.25 if self.tty else 5.0
+        self.started = self.shown = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.shown < self.every:
+            return
+        self.shown = now
+        rate = done / max(now - self.started, 1e-9)
+        text = f"{PROG}: evaluated {done}/{total} runs ({done * 100 // total}%), {rate:.0f} runs/s"
+        if self.tty:
+            self.out.write(f"\r{text}" + ("\n" if done == total else ""))
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+
+def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .testing._evaluate import Scenario, evaluate, parse_regression
+
+    policy = load_policy(args.policy)
+    seed = policy.simulation.seed if args.seed is None else args.seed
+    if args.runs < 1:
+        raise ConfigError("--runs", args.runs, "must be an integer >= 1")
+    rate = policy.simulation.requests_per_second
+    if args.requests_per_second is not None:
+        rate = args.requests_per_second
+    regression = parse_regression(args.regression, field="--regression")
+    horizon = args.horizon
+    if horizon is not None and not (math.isfinite(horizon) and horizon > 0):
+        raise ConfigError("--horizon", horizon, "must be a finite number of seconds > 0")
+    try:
+        scenario = Scenario(
+            requests_per_second=rate,
+            error_rate=args.error_rate,
+            latency_median=args.latency_median,
+            latency_sigma=args.latency_sigma,
+            regression=regression,
+        )
+    except ConfigError as exc:
+        option = _SCENARIO_OPTIONS.get(exc.field, exc.field)
+        raise ConfigError(option, exc.value, exc.problem) from None
+    show = args.progress or err.isatty()
+    result = evaluate(
+        policy.plan,
+        policy.decider,
+        scenario,
+        runs=args.runs,
+        seed=seed,
+        horizon=horizon,
+        progress=_Progress(err) if show else None,
+    )
+    if args.json:
+        data = {"policy": str(args.policy), "decider": str(policy.decider), **result.to_json()}
+        json.dump(data, out, indent=2)
+        out.write("\n")
+    else:
+        _print_evaluation(policy, str(args.policy), result, out)
+    return 0
+
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return format_duration(round(seconds))
+
+
+def _share(count: int, total: int) -> str:
+    from .testing._evaluate import wilson_interval
+
+    low, high = wilson_interval(count, total)
+    return (
+        f"{count * 100 / total:.2f}% ({count} of {total}; "
+        f"95% interval {low * 100:.2f}% to {high * 100:.2f}%)"
+    )
+
+
+def _print_evaluation(policy: Policy, name: str, result: Any, out: TextIO) -> None:
+    plan = policy.plan
+    weights = " -> ".join(_percent(w) for w in plan.weights) or "no weight steps"
+    analysis = (
+        "no background analysis"
+        if plan.analysis_interval is None
+        else f"analysis every {format_duration(plan.analysis_interval)}"
+    )
+    scenario = result.scenario
+    runs = result.runs
+    lines = [
+        f"policy           {name}",
+        f"plan             canary {weights}; {analysis}",
+        f"decider          {policy.decider}",
+        f"scenario         {scenario.describe()}",
+        f"runs             {runs} (seed {result.seed}); each stops by "
+        f"{_span(result.horizon)} of virtual time",
+        "",
+        f"outcomes         promoted {result.promoted}, rolled back {result.rolled_back}, "
+        f"aborted {result.aborted}, unfinished {result.unfinished}",
+    ]
+    regression = scenario.regression
+    healthy = "false rollbacks" if regression is None else "early rollbacks"
+    lines.append(f"{healthy:<17}{_share(result.false_rollbacks, runs)}")
+    if regression is not None:
+        lines.append(f"detected         {_share(result.detected, runs)}")
+        lines.append(
+            f"time to detect   median {_span(result.median_detect_seconds)}, "
+            f"p90 {_span(result.p90_detect_seconds)} (from the regression's start)"
+        )
+        bad = result.median_bad_requests
+        if regression.kind == "errors":
+            what = "excess canary errors before the rollback (or the end)"
+        else:
+            what = "canary requests served slower before the rollback (or the end)"
+        lines.append(f"bad requests     median {bad:,.1f} {what}")
+    lines.append(f"time to promote  median {_span(result.median_promotion_seconds)}")
+    lines.append(f"took             {result.seconds:.2f} s for {result.windows:,} windows")
+    out.write("\n".join(lines) + "\n")

@@ -5,6 +5,9 @@
   arm and weight, with Poisson noise; `step_change` and `regression` script a change.
 - `VirtualClock`: time that jumps to the next deadline.
 - `simulate`: run a policy to its end in virtual time and get the outcome and timeline.
+- `evaluate`: run many seeded rollouts of a policy through the state machine and its
+  decider against a `Scenario` (traffic, errors, latency, an injected regression) and
+  measure false rollbacks, detection times and bad requests served.
 
 >>> from canarykit import linear
 >>> from canarykit.deciders import bound, threshold
@@ -19,6 +22,13 @@ Phase.ROLLED_BACK
 """
 
 from ._clock import VirtualClock as VirtualClock
+from ._evaluate import Evaluation as Evaluation
+from ._evaluate import InjectedRegression as InjectedRegression
+from ._evaluate import RunResult as RunResult
+from ._evaluate import Scenario as Scenario
+from ._evaluate import evaluate as evaluate
+from ._evaluate import hold_plan as hold_plan
+from ._evaluate import parse_regression as parse_regression
 from ._router import FakeRouter as FakeRouter
 from ._router import RouterFault as RouterFault
 from ._scripted import SCENARIOS as SCENARIOS
@@ -34,14 +44,21 @@ from ._simulate import simulate_async as simulate_async
 
 __all__ = [
     "SCENARIOS",
+    "Evaluation",
     "FakeRouter",
+    "InjectedRegression",
     "Rate",
     "Regression",
     "RouterFault",
+    "RunResult",
+    "Scenario",
     "ScriptedMetrics",
     "Simulation",
     "StepChange",
     "VirtualClock",
+    "evaluate",
+    "hold_plan",
+    "parse_regression",
     "regression",
     "simulate",
     "simulate_async",

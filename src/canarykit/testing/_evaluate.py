@@ -1,0 +1,955 @@
+"""Monte-Carlo evaluation of a deploy policy: how often it rolls back, and how fast.
+
+How it works. `evaluate` runs many seeded rollouts of a plan and a decider through the
+real, pure state machine (`transition` / `next_action`) in virtual time, without an
+event loop: it answers each `ApplySplit` with `SplitApplied` at once, each
+`CollectWindow` with an observation drawn for the split the machine has confirmed and
+judged by the decider (`WindowJudged`), and each `Wait` with a `Tick` at its deadline,
+as the runner would with an instant router and a virtual clock. A run ends when the
+rollout does (promoted, rolled back, aborted) or when nothing is due before the
+horizon (it is then reported as paused or running).
+
+The traffic of a `Scenario`, per analysis window ``[s, e)`` and arm:
+
+* requests: Poisson, with mean the integral of ``requests_per_second * share * cycle(t)``
+  over the window, the share being the canary percent confirmed by the router (the
+  stable arm gets the rest) and ``cycle(t) = 1 + daily_amplitude * sin(2 pi t /
+  daily_period + phase)``, the phase drawn at random for each run (1 without a cycle);
+* errors: each request fails with probability `error_rate` (binomial given the
+  requests; for count-only deciders the equivalent independent Poisson counts of
+  failures and successes);
+* latency: log-normal per request (`latency_median` seconds, log-scale spread
+  `latency_sigma`), counted into the library's histogram buckets with the exact
+  samplers of `ScriptedMetrics`. Latency is drawn only when a decider reads it (see
+  `reads_latency`; ``Scenario(latency=...)`` overrides), which makes a window about
+  three times cheaper for count-only deciders.
+
+An `InjectedRegression` multiplies the canary's error rate or its latency (every quantile: the
+median) by `factor` from `at` seconds after the start on; a window that straddles `at`
+is drawn in two parts. All draws are exact (no normal approximations).
+
+What is reported (see `Evaluation`): outcomes; the false-rollback rate (rollbacks of a
+healthy canary: in a run with a regression, rollbacks at or before it began); the
+detection rate and the time to detect (from the regression's start to the rollback;
+median and 90th percentile over the detected runs); bad requests served by the canary
+before the rollback or the end of the run (for an error regression the expected
+excess errors, ``sum of canary_requests * (regressed_rate - error_rate)`` over the
+analysed traffic after the regression began, also counted as ``canary errors -
+canary requests * error_rate``; for a latency regression every canary request served
+after it began); and the median time to full promotion.
+
+>>> from canarykit.deciders import bound, threshold
+>>> plan = hold_plan(10, seconds=600, analysis_interval=10)
+>>> decider = threshold(bound("error_rate", max=0.05), failure_limit=2)
+>>> bad = Scenario(regression=InjectedRegression("errors", factor=10, at=120))
+>>> result = evaluate(plan, decider, bad, runs=20, seed=1)
+>>> result.detect_rate, result.false_rollback_rate
+(1.0, 0.0)
+>>> 0 < result.median_detect_seconds < 120
+True
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from .._errors import ConfigError
+from .._histogram import LatencyHistogram, _make, bucket_index
+from .._machine import (
+    AnalysisKind,
+    ApplySplit,
+    CollectWindow,
+    Phase,
+    RolloutState,
+    SplitApplied,
+    Start,
+    Tick,
+    Wait,
+    WindowFailed,
+    WindowJudged,
+    next_action,
+    transition,
+)
+from .._observe import _trusted_arm_stats, _trusted_observation
+from .._plan import Analyze, Pause, Plan, SetWeight
+from .._protocols import Decider
+from .._verdict import Judgement
+from ..deciders import AllOf, AnyOf
+from ._scripted import (
+    _HUGE,
+    _arm_plan,
+    _ArmPlan,
+    _binomial,
+    _draw_latency,
+    _grid,
+    _poisson,
+    _poisson_table,
+)
+
+__all__ = [
+    "Evaluation",
+    "InjectedRegression",
+    "RunResult",
+    "Scenario",
+    "evaluate",
+    "hold_plan",
+    "parse_regression",
+    "reads_latency",
+]
+
+LATENCY_METRICS = frozenset({"mean_latency", "p50", "p95", "p99"})
+"""Built-in metric names that need latency histograms."""
+
+DEFAULT_EXTRA_HORIZON = 3600.0
+"""Without a horizon, a run stops one hour after the plan could have ended."""
+
+_KINDS = ("errors", "latency")
+_TWO_PI = 2.0 * math.pi
+
+
+def _finite(field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, value, "must be a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigError(field, value, "must be finite")
+    return number
+
+
+# ---------------------------------------------------------------------------- scenario
+
+
+@attrs.frozen
+class InjectedRegression:
+    """Multiply the canary's error rate (``kind="errors"``) or latency by `factor` from `at`.
+
+    `at` is in seconds from the start of the rollout; a latency factor multiplies every
+    quantile (the log-normal's median), so ``1.25`` is "+25% latency".
+
+    >>> InjectedRegression("latency", 1.25, at=600)
+    InjectedRegression(kind='latency', factor=1.25, at=600.0)
+    >>> str(InjectedRegression("errors", 2))
+    'errors x2 from 0:00'
+    """
+
+    kind: str
+    factor: float
+    at: float = 0.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ConfigError("kind", self.kind, "must be 'errors' or 'latency'")
+        factor = _finite("factor", self.factor)
+        if not factor > 0:
+            raise ConfigError("factor", self.factor, "must be > 0")
+        at = _finite("at", self.at)
+        if at < 0:
+            raise ConfigError("at", self.at, "must be >= 0 seconds")
+        object.__setattr__(self, "factor", factor)
+        object.__setattr__(self, "at", at)
+
+    def __str__(self) -> str:
+        minutes, seconds = divmod(round(self.at), 60)
+        return f"{self.kind} x{self.factor:g} from {minutes}:{seconds:02d}"
+
+
+_REGRESSION_HELP = "must look like errors:2x@600, latency:1.25x@10m, latency:+25%@0 or none"
+
+
+def parse_regression(text: str, *, field: str = "regression") -> InjectedRegression | None:
+    """Read ``KIND:FACTOR@AT`` (``errors:2x@600``, ``latency:+25%@10m``) or ``none``.
+
+    FACTOR is a multiplier (``2x`` or ``2``) or a percent change (``+25%``); AT is
+    seconds or a duration such as ``"10m"`` (``@AT`` may be left out: from the start).
+    A bad text raises `ConfigError` naming `field`.
+
+    >>> parse_regression("errors:2x@600")
+    InjectedRegression(kind='errors', factor=2.0, at=600.0)
+    >>> parse_regression("latency:+25%@10m")
+    InjectedRegression(kind='latency', factor=1.25, at=600.0)
+    >>> parse_regression("none") is None
+    True
+    """
+    from .._policy import parse_duration
+
+    if not isinstance(text, str):
+        raise ConfigError(field, text, _REGRESSION_HELP)
+    spec = text.strip().lower()
+    if spec in ("none", "aa", "a/a", ""):
+        return None
+    kind, colon, rest = spec.partition(":")
+    if not colon or kind not in _KINDS:
+        raise ConfigError(field, text, _REGRESSION_HELP)
+    factor_text, at_sign, at_text = rest.partition("@")
+    factor_text = factor_text.strip()
+    try:
+        if factor_text.endswith("%"):
+            factor = 1.0 + float(factor_text[:-1]) / 100.0
+        else:
+            factor = float(factor_text.removesuffix("x"))
+    except ValueError:
+        raise ConfigError(field, text, _REGRESSION_HELP) from None
+    at = 0.0
+    if at_sign:
+        try:
+            at = parse_duration(field, at_text.strip(), allow_zero=True)
+        except ConfigError:
+            raise ConfigError(field, text, _REGRESSION_HELP) from None
+    try:
+        return InjectedRegression(kind, factor, at)
+    except ConfigError as exc:
+        raise ConfigError(field, text, f"{exc.field} {exc.problem}") from None
+
+
+def _check_regression(value: Any) -> InjectedRegression | None:
+    if value is not None and not isinstance(value, InjectedRegression):
+        raise ConfigError("regression", value, "must be an InjectedRegression or None")
+    return value
+
+
+def _check_latency(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError("latency", value, "must be True, False or None (auto)")
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class Scenario:
+    """The traffic a policy is evaluated against; see the module docstring.
+
+    - `requests_per_second`: total over both arms (at the cycle's mean).
+    - `error_rate`: probability that a request fails, both arms alike before a regression.
+    - `latency_median` (seconds), `latency_sigma`: the log-normal latency of a request.
+    - `daily_amplitude` in [0, 1), `daily_period` (seconds): the traffic is multiplied by
+      ``1 + amplitude * sin(2 pi t / period + phase)``, the phase random per run.
+    - `regression`: an `InjectedRegression` on the canary, or None for A/A runs.
+    - `latency`: draw latency histograms (True), do not (False), or only when the decider
+      reads latency (None, the default; see `reads_latency`).
+
+    >>> Scenario().requests_per_second, Scenario().error_rate
+    (100.0, 0.01)
+    """
+
+    requests_per_second: float = 100.0
+    error_rate: float = 0.01
+    latency_median: float = 0.05
+    latency_sigma: float = 0.25
+    daily_amplitude: float = 0.0
+    daily_period: float = 86400.0
+    regression: InjectedRegression | None = attrs.field(default=None, converter=_check_regression)
+    latency: bool | None = attrs.field(default=None, converter=_check_latency)
+
+    def __attrs_post_init__(self) -> None:
+        checks: dict[str, tuple[float, float, bool, bool]] = {
+            # name: (low, high, low open, high open)
+            "requests_per_second": (0.0, math.inf, True, True),
+            "error_rate": (0.0, 1.0, False, False),
+            "latency_median": (0.0, math.inf, True, True),
+            "latency_sigma": (0.0, 10.0, False, False),
+            "daily_amplitude": (0.0, 1.0, False, True),
+            "daily_period": (0.0, math.inf, True, True),
+        }
+        for name, (low, high, low_open, high_open) in checks.items():
+            value = _finite(name, getattr(self, name))
+            if (value <= low if low_open else value < low) or (
+                value >= high if high_open else value > high
+            ):
+                left = "(" if low_open else "["
+                right = ")" if high_open else "]"
+                top = "inf" if high == math.inf else f"{high:g}"
+                raise ConfigError(
+                    name, getattr(self, name), f"must be in {left}{low:g}, {top}{right}"
+                )
+            object.__setattr__(self, name, value)
+        regression = self.regression
+        if (
+            regression is not None
+            and regression.kind == "errors"
+            and self.error_rate * regression.factor > 1.0
+        ):
+            raise ConfigError(
+                "regression.factor",
+                regression.factor,
+                f"makes the canary's error rate exceed 1 (error_rate {self.error_rate:g})",
+            )
+
+    def describe(self) -> str:
+        """One line a person reads: traffic, errors, latency, cycle and regression."""
+        text = (
+            f"{self.requests_per_second:g} requests/s, errors {self.error_rate * 100:.2f}%, "
+            f"latency median {self.latency_median * 1000:g} ms (sigma {self.latency_sigma:g})"
+        )
+        if self.daily_amplitude:
+            text += f", daily cycle +-{self.daily_amplitude * 100:g}% every {self.daily_period:g} s"
+        return text + f"; regression: {self.regression or 'none (A/A)'}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        data = attrs.asdict(self, recurse=False)
+        regression = self.regression
+        data["regression"] = None if regression is None else attrs.asdict(regression)
+        return data
+
+
+def hold_plan(
+    percent: float = 10.0, seconds: float = 3 * 3600.0, *, analysis_interval: float = 10.0
+) -> Plan:
+    """A canary held at `percent` for `seconds`, judged every `analysis_interval`.
+
+    Promotion does not need a pass (``require_pass=False``), so every rollback is the
+    decider's doing: the plan for measuring false rollbacks and detection.
+
+    >>> hold_plan(10, 3600).steps
+    (SetWeight(percent=10.0), Pause(seconds=3600.0))
+    """
+    return Plan(
+        steps=[SetWeight(percent), Pause(seconds)],
+        analysis_interval=analysis_interval,
+        require_pass=False,
+    )
+
+
+def reads_latency(decider: Decider) -> bool:
+    """Whether `decider` may read latency histograms (so the evaluator must draw them).
+
+    A decider may say so with a boolean attribute ``reads_latency``. Otherwise: the
+    sequential error test does not; composites (``deciders``) and wrappers (``decider``)
+    do if a member does; deciders listing their metrics (``bounds``, ``comparisons``,
+    ``metrics``, each item with a ``metric`` name) do if one is a latency metric
+    (``p50``, ``p95``, ``p99``, ``mean_latency``, ``latency``). Any other decider is
+    assumed to read latency.
+
+    >>> from canarykit.deciders import bound, threshold
+    >>> reads_latency(threshold(bound("error_rate", max=0.02)))
+    False
+    >>> reads_latency(threshold(bound("error_rate", max=0.02)) & threshold(bound("p99", max=1)))
+    True
+    """
+    flag = getattr(decider, "reads_latency", None)
+    if isinstance(flag, bool):
+        return flag
+    from .. import deciders
+
+    counts_only = getattr(deciders, "SequentialErrors", None)
+    if counts_only is not None and isinstance(decider, counts_only):
+        return False  # error counts (or a count gauge) per request
+    members = getattr(decider, "deciders", None)
+    if isinstance(members, tuple) and (
+        isinstance(decider, (AllOf, AnyOf)) or all(isinstance(m, Decider) for m in members)
+    ):
+        return any(reads_latency(member) for member in members)
+    inner = getattr(decider, "decider", None)
+    if inner is not None and isinstance(inner, Decider):
+        return reads_latency(inner)
+    for name in ("bounds", "comparisons", "metrics"):
+        items = getattr(decider, name, None)
+        if isinstance(items, tuple) and items:
+            metrics = [getattr(item, "metric", None) for item in items]
+            if all(isinstance(metric, str) for metric in metrics):
+                return any(m in LATENCY_METRICS or m == "latency" for m in metrics)
+    return True
+
+
+# ---------------------------------------------------------------------------- results
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    """One rollout of an evaluation.
+
+    `outcome` is "promoted", "rolled_back", "aborted", or, for a run stopped at the
+    horizon, "paused" or "running". `end` is when it ended (the horizon if it did not).
+    `detect_seconds` is the time from the regression's start to a rollback after it.
+    Counts are over the analysed windows: `exposed_requests` canary requests after the
+    regression began, with `excess_errors` (counted) and `expected_excess_errors`
+    more failures than the baseline rate; `bad_requests` is the headline figure (the
+    expected excess errors for an error regression, the exposed requests for a latency
+    one, 0 without a regression).
+    """
+
+    index: int
+    outcome: str
+    end: float
+    reason: str
+    windows: int
+    canary_requests: int
+    canary_errors: int
+    detect_seconds: float | None
+    exposed_requests: int
+    excess_errors: float
+    expected_excess_errors: float
+    bad_requests: float
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return attrs.asdict(self)
+
+
+def _quantile(values: Sequence[float], q: float) -> float | None:
+    """The `q`-quantile with linear interpolation between order statistics (numpy's default)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval for a proportion (95% by default); (0, 1) with no trials.
+
+    >>> [round(x, 4) for x in wilson_interval(10, 1000)]
+    [0.0054, 0.0183]
+    """
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@attrs.frozen(kw_only=True)
+class Evaluation:
+    """What `evaluate` returns: the runs and the figures drawn from them.
+
+    The figures are properties computed from `results`, so evaluations of disjoint
+    run ranges (say, from several processes) `combine` into the same figures.
+    """
+
+    scenario: Scenario
+    seed: int
+    horizon: float
+    results: tuple[RunResult, ...]
+    seconds: float = 0.0
+
+    @property
+    def runs(self) -> int:
+        """The number of rollouts."""
+        return len(self.results)
+
+    def _count(self, outcome: str) -> int:
+        return sum(1 for r in self.results if r.outcome == outcome)
+
+    @property
+    def promoted(self) -> int:
+        """Runs that ended promoted."""
+        return self._count("promoted")
+
+    @property
+    def rolled_back(self) -> int:
+        """Runs that ended rolled back (early or not)."""
+        return self._count("rolled_back")
+
+    @property
+    def aborted(self) -> int:
+        """Runs that ended aborted."""
+        return self._count("aborted")
+
+    @property
+    def unfinished(self) -> int:
+        """Runs still paused or running at the horizon."""
+        return sum(1 for r in self.results if r.outcome in ("paused", "running"))
+
+    @property
+    def windows(self) -> int:
+        """Analysis windows judged over all runs."""
+        return sum(r.windows for r in self.results)
+
+    @property
+    def detected(self) -> int:
+        """Runs rolled back after the regression began (0 without a regression)."""
+        return sum(1 for r in self.results if r.detect_seconds is not None)
+
+    @property
+    def false_rollbacks(self) -> int:
+        """Rollbacks of a healthy canary: all of them in A/A, else those before the regression."""
+        return self.rolled_back - self.detected
+
+    @property
+    def false_rollback_rate(self) -> float:
+        """`false_rollbacks` per run."""
+        return self.false_rollbacks / self.runs if self.runs else 0.0
+
+    @property
+    def detect_rate(self) -> float | None:
+        """Detected runs per run; None without a regression."""
+        if self.scenario.regression is None:
+            return None
+        return self.detected / self.runs if self.runs else 0.0
+
+    def _detect_times(self) -> list[float]:
+        return [r.detect_seconds for r in self.results if r.detect_seconds is not None]
+
+    @property
+    def median_detect_seconds(self) -> float | None:
+        """Median time from the regression's start to the rollback, over detected runs."""
+        return _quantile(self._detect_times(), 0.5)
+
+    @property
+    def p90_detect_seconds(self) -> float | None:
+        """90th percentile of the time to detect, over detected runs."""
+        return _quantile(self._detect_times(), 0.9)
+
+    @property
+    def median_bad_requests(self) -> float | None:
+        """Median of `RunResult.bad_requests` over all runs; None without a regression."""
+        if self.scenario.regression is None:
+            return None
+        return _quantile([r.bad_requests for r in self.results], 0.5)
+
+    @property
+    def median_promotion_seconds(self) -> float | None:
+        """Median time from the start to full promotion, over promoted runs."""
+        return _quantile([r.end for r in self.results if r.outcome == "promoted"], 0.5)
+
+    @classmethod
+    def combine(cls, parts: Iterable[Evaluation]) -> Evaluation:
+        """One evaluation from evaluations of the same scenario over disjoint runs.
+
+        `seconds` adds up (the compute time, not the wall time of parallel parts).
+        """
+        parts = list(parts)
+        if not parts:
+            raise ConfigError("parts", parts, "must hold at least one evaluation")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.scenario, part.seed, part.horizon) != (
+                first.scenario,
+                first.seed,
+                first.horizon,
+            ):
+                raise ConfigError("parts", part, "must share scenario, seed and horizon")
+        results = sorted((r for p in parts for r in p.results), key=lambda r: r.index)
+        if len({r.index for r in results}) != len(results):
+            raise ConfigError("parts", parts, "must cover disjoint runs")
+        return cls(
+            scenario=first.scenario,
+            seed=first.seed,
+            horizon=first.horizon,
+            results=tuple(results),
+            seconds=sum(p.seconds for p in parts),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The figures as plain data (no per-run results)."""
+        regression = self.scenario.regression is not None
+        low, high = wilson_interval(self.false_rollbacks, self.runs)
+        data: dict[str, Any] = {
+            "runs": self.runs,
+            "promoted": self.promoted,
+            "rolled_back": self.rolled_back,
+            "aborted": self.aborted,
+            "unfinished": self.unfinished,
+            "false_rollbacks": self.false_rollbacks,
+            "false_rollback_rate": self.false_rollback_rate,
+            "false_rollback_interval_95": [low, high],
+            "median_promotion_s": self.median_promotion_seconds,
+            "windows": self.windows,
+        }
+        if regression:
+            low, high = wilson_interval(self.detected, self.runs)
+            data.update(
+                detected=self.detected,
+                detect_rate=self.detect_rate,
+                detect_interval_95=[low, high],
+                median_detect_s=self.median_detect_seconds,
+                p90_detect_s=self.p90_detect_seconds,
+                median_bad_requests=self.median_bad_requests,
+            )
+        return data
+
+    def to_json(self, *, results: bool = False) -> dict[str, Any]:
+        """The scenario, settings and figures as plain data; with the runs if `results`."""
+        data: dict[str, Any] = {
+            "scenario": self.scenario.to_json(),
+            "seed": self.seed,
+            "horizon_s": self.horizon,
+            **self.summary(),
+            "seconds": self.seconds,
+        }
+        if results:
+            data["results"] = [r.to_json() for r in self.results]
+        return data
+
+
+# ---------------------------------------------------------------------------- sampling
+
+
+def _small_poisson(uniform: Callable[[], float], mean: float) -> int:
+    """Poisson(mean) by sequential inversion; for small means only (a few at most)."""
+    u = uniform()
+    p = math.exp(-mean)
+    total = p
+    k = 0
+    while u > total and p > 0.0:
+        k += 1
+        p *= mean / k
+        total += p
+    return k
+
+
+class _Sampler:
+    """Draws one run's windows for a scenario; holds the caches shared by all runs."""
+
+    def __init__(self, scenario: Scenario, with_latency: bool) -> None:
+        self.rate = scenario.requests_per_second
+        self.p = scenario.error_rate
+        self.median = scenario.latency_median
+        self.sigma = scenario.latency_sigma
+        self.amplitude = scenario.daily_amplitude
+        self.omega = _TWO_PI / scenario.daily_period
+        self.latency = with_latency
+        regression = scenario.regression
+        self.at = math.inf if regression is None else regression.at
+        self.kind = None if regression is None else regression.kind
+        factor = 1.0 if regression is None else regression.factor
+        self.bad_p = self.p * factor if self.kind == "errors" else self.p
+        self.bad_median = self.median * factor if self.kind == "latency" else self.median
+        self.steady = self.amplitude == 0.0
+        self.plans: dict[tuple[float, float], _ArmPlan] = {}
+        self.count_tables: dict[
+            tuple[float, float], tuple[int, tuple[float, ...], int, tuple[float, ...]]
+        ] = {}
+
+    def exposure(self, start: float, end: float, phase: float) -> float:
+        """Seconds of traffic at the mean rate in [start, end): the cycle integrated."""
+        if self.steady:
+            return end - start
+        omega = self.omega
+        swing = (
+            self.amplitude
+            / omega
+            * (math.cos(omega * start + phase) - math.cos(omega * end + phase))
+        )
+        return end - start + swing
+
+    def poisson(self, uniform: Callable[[], float], mean: float) -> int:
+        # A steady scenario repeats a few means: exact cached tables. Under a daily cycle
+        # every mean is new: draw Poisson(g) from the table of g = the mean rounded down
+        # to 8 significant bits, plus Poisson(mean - g) by inversion (a sum of independent
+        # Poissons is Poisson), so tables are shared and the draw stays exact.
+        if self.steady or mean >= _HUGE or mean <= 0.0:
+            return _poisson(uniform, mean)
+        grid = _grid(mean)
+        lo, cdf = _poisson_table(grid)
+        count = lo + bisect_right(cdf, uniform())
+        rest = mean - grid
+        return count + _small_poisson(uniform, rest) if rest > 0.0 else count
+
+    def arm(
+        self,
+        rng: random.Random,
+        mean: float,
+        p: float,
+        median: float,
+    ) -> tuple[int, int, LatencyHistogram | None]:
+        """(requests, errors, latency or None) of one arm over one stretch of traffic."""
+        uniform = rng.random
+        if not self.latency:
+            # Failures and successes are independent Poisson counts (thinning), so the
+            # requests need no binomial: two table look-ups for a steady scenario.
+            tables = self.count_tables.get((mean, p))
+            if tables is not None:
+                lo_errors, errors_cdf, lo_ok, ok_cdf = tables
+                errors = lo_errors + bisect_right(errors_cdf, uniform())
+                return errors + lo_ok + bisect_right(ok_cdf, uniform()), errors, None
+            bad, good = mean * p, mean * (1.0 - p)
+            if self.steady and 0.0 < bad < _HUGE and 0.0 < good < _HUGE:
+                if len(self.count_tables) >= 1024:
+                    self.count_tables.clear()
+                self.count_tables[(mean, p)] = (*_poisson_table(bad), *_poisson_table(good))
+                return self.arm(rng, mean, p, median)
+            errors = self.poisson(uniform, bad) if p > 0.0 else 0
+            if p >= 1.0:
+                return errors, errors, None
+            return errors + self.poisson(uniform, good), errors, None
+        if mean <= 0.0:
+            return 0, 0, LatencyHistogram.empty()
+        rest = 0.0
+        key = mean
+        if not self.steady and mean < _HUGE:
+            key = _grid(mean)
+            rest = mean - key
+        plan = self.plans.get((key, median))
+        if plan is None:
+            if len(self.plans) >= 4096:
+                self.plans.clear()
+            plan = self.plans[(key, median)] = _arm_plan(key, median, self.sigma)
+        requests, histogram = _draw_latency(uniform, plan)
+        if rest > 0.0:
+            extra = _small_poisson(uniform, rest)
+            if extra:
+                mu, sigma = math.log(median), self.sigma
+                values = [rng.lognormvariate(mu, sigma) for _ in range(extra)]
+                histogram = _add_samples(histogram, values)
+                requests += extra
+        errors = _binomial(uniform, requests, p) if requests else 0
+        return requests, errors, histogram
+
+
+def _add_samples(histogram: LatencyHistogram, values: list[float]) -> LatencyHistogram:
+    by_index = dict(histogram.items())
+    for value in values:
+        index = bucket_index(value)
+        by_index[index] = by_index.get(index, 0) + 1
+    low = min(by_index)
+    dense = [0] * (max(by_index) - low + 1)
+    for index, count in by_index.items():
+        dense[index - low] = count
+    total = (histogram.sum or 0.0) + math.fsum(values)
+    return _make(low, tuple(dense), total)
+
+
+def _merge(
+    a: tuple[int, int, LatencyHistogram | None], b: tuple[int, int, LatencyHistogram | None]
+) -> tuple[int, int, LatencyHistogram | None]:
+    latency = a[2] if b[2] is None else (b[2] if a[2] is None else a[2].merge(b[2]))
+    return a[0] + b[0], a[1] + b[1], latency
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+class _CannotEvaluate(ConfigError):
+    """The decider cannot be driven without an event loop."""
+
+
+def _finish(decider: Decider, judged: Any) -> Judgement:
+    """The `Judgement` from what `judge` returned, driving an awaitable that does not wait."""
+    if hasattr(judged, "__await__"):
+        # An async judge that never really waits (most do not) is driven here without an
+        # event loop; one that does wait cannot run in virtual time without one.
+        iterator = judged.__await__()
+        try:
+            iterator.send(None)
+        except StopIteration as stop:
+            judged = stop.value
+        else:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+            raise _CannotEvaluate(
+                "decider", decider, "waits in judge(); evaluate needs a judge that does not wait"
+            )
+    if not isinstance(judged, Judgement):
+        raise TypeError(f"judge() returned {type(judged).__name__}")
+    return judged
+
+
+def _run_key(seed: int, index: int) -> int:
+    zigzag = seed * 2 if seed >= 0 else -2 * seed - 1
+    return (zigzag << 64) | index
+
+
+def _run(
+    plan: Plan,
+    decider: Decider,
+    sampler: _Sampler,
+    index: int,
+    seed: int,
+    horizon: float,
+) -> RunResult:
+    rng = random.Random(_run_key(seed, index))
+    phase = 0.0 if sampler.steady else rng.random() * _TWO_PI
+    at = sampler.at
+    kind = sampler.kind
+    p, bad_p = sampler.p, sampler.bad_p
+    median, bad_median = sampler.median, sampler.bad_median
+    rate = sampler.rate
+    arm = sampler.arm
+    exposure = sampler.exposure
+    steps = plan.steps
+    step_deciders = any(isinstance(s, Analyze) and s.decider is not None for s in steps)
+    background = AnalysisKind.BACKGROUND
+    fast_judge = not step_deciders
+
+    windows = canary_requests = canary_errors = 0
+    exposed = exposed_errors = 0
+    expected_excess = 0.0
+
+    state = transition(plan, RolloutState(), Start(now=0.0))
+    now = 0.0
+    while True:
+        action = next_action(plan, state, now)
+        action_type = type(action)
+        if action_type is CollectWindow:
+            assert isinstance(action, CollectWindow)
+            start, end = action.start, action.end
+            split = state.confirmed or state.target
+            share = split.canary_percent / 100.0
+            seconds = exposure(start, end, phase)
+            stable = arm(rng, rate * seconds * (1.0 - share), p, median)
+            if end <= at:
+                canary = arm(rng, rate * seconds * share, p, median)
+            elif start >= at:
+                canary = arm(rng, rate * seconds * share, bad_p, bad_median)
+                exposed += canary[0]
+                exposed_errors += canary[1]
+                expected_excess += canary[0] * (bad_p - p)
+            else:
+                before = arm(rng, rate * exposure(start, at, phase) * share, p, median)
+                after = arm(rng, rate * exposure(at, end, phase) * share, bad_p, bad_median)
+                exposed += after[0]
+                exposed_errors += after[1]
+                expected_excess += after[0] * (bad_p - p)
+                canary = _merge(before, after)
+            canary_requests += canary[0]
+            canary_errors += canary[1]
+            observation = _trusted_observation(
+                start,
+                end,
+                _trusted_arm_stats(*stable),
+                _trusted_arm_stats(*canary),
+            )
+            windows += 1
+            this = decider
+            if not fast_judge and action.kind is not background:
+                step = steps[state.step]
+                if isinstance(step, Analyze) and step.decider is not None:
+                    this = step.decider
+            decider_state = action.decider_state
+            try:
+                if decider_state is None:
+                    decider_state = this.initial_state()
+                judged = this.judge(decider_state, observation)
+                if type(judged) is not Judgement:
+                    judged = _finish(this, judged)
+            except _CannotEvaluate:
+                raise
+            except Exception as exc:  # as the runner does: a failed window, not a crash
+                reason = f"decider: {type(exc).__name__}: {exc}"
+                state = transition(plan, state, WindowFailed(now, action.kind, end, reason))
+                continue
+            state = transition(
+                plan,
+                state,
+                WindowJudged(now, action.kind, end, judged.verdict, judged.state),
+            )
+        elif action_type is Wait:
+            assert isinstance(action, Wait)
+            until = action.until
+            if until > horizon:
+                break
+            now = until
+            state = transition(plan, state, Tick(now))
+        elif action_type is ApplySplit:
+            assert isinstance(action, ApplySplit)
+            state = transition(plan, state, SplitApplied(now, action.split))
+        else:  # Finish
+            break
+
+    phase_now = state.phase
+    if phase_now is Phase.SUCCEEDED:
+        outcome = "promoted"
+    elif phase_now is Phase.ROLLED_BACK:
+        outcome = "rolled_back"
+    elif phase_now is Phase.ABORTED:
+        outcome = "aborted"
+    elif phase_now is Phase.PAUSED:
+        outcome = "paused"
+    else:
+        outcome = "running"
+    end_time = state.finished_at if state.finished_at is not None else max(now, horizon)
+    detect = None
+    if outcome == "rolled_back" and end_time > at:
+        detect = end_time - at
+    if kind == "errors":
+        bad = expected_excess
+    elif kind == "latency":
+        bad = float(exposed)
+    else:
+        bad = 0.0
+    return RunResult(
+        index=index,
+        outcome=outcome,
+        end=end_time,
+        reason=state.reason,
+        windows=windows,
+        canary_requests=canary_requests,
+        canary_errors=canary_errors,
+        detect_seconds=detect,
+        exposed_requests=exposed,
+        excess_errors=exposed_errors - exposed * p,
+        expected_excess_errors=expected_excess,
+        bad_requests=bad,
+    )
+
+
+def _needs_latency(plan: Plan, decider: Decider) -> bool:
+    if reads_latency(decider):
+        return True
+    return any(
+        isinstance(step, Analyze) and step.decider is not None and reads_latency(step.decider)
+        for step in plan.steps
+    )
+
+
+def evaluate(
+    plan: Plan,
+    decider: Decider,
+    scenario: Scenario | None = None,
+    *,
+    runs: int,
+    seed: int = 0,
+    progress: Callable[[int, int], object] | None = None,
+    horizon: float | None = None,
+    first_run: int = 0,
+) -> Evaluation:
+    """Run `runs` seeded rollouts of `plan` judged by `decider` against `scenario`.
+
+    Run ``i`` (counting from `first_run`) draws its data from a generator seeded by
+    (`seed`, ``i``) alone, so splitting the runs over processes (``first_run=0,
+    runs=500`` and ``first_run=500, runs=500``) and joining them with
+    `Evaluation.combine` gives exactly the figures of one call with ``runs=1000``.
+    `progress(done, runs)` is called after every run. A run stops when nothing is due
+    before `horizon` seconds (default: one hour after the plan could have ended).
+
+    The decider must judge without waiting (a synchronous judge, or an async one that
+    never suspends). A decider that raises makes a failed window, as in a real rollout.
+    """
+    if scenario is None:
+        scenario = Scenario()
+    if not isinstance(plan, Plan):
+        raise ConfigError("plan", plan, "must be a Plan")
+    if not isinstance(decider, Decider):
+        raise ConfigError("decider", decider, "must implement the Decider protocol")
+    if not isinstance(scenario, Scenario):
+        raise ConfigError("scenario", scenario, "must be a Scenario")
+    for name, value, low in (("runs", runs, 1), ("first_run", first_run, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(name, value, f"must be an integer >= {low}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError("seed", seed, "must be an integer")
+    if horizon is None:
+        horizon = plan.nominal_seconds + DEFAULT_EXTRA_HORIZON
+    else:
+        horizon = _finite("horizon", horizon)
+        if not horizon > 0:
+            raise ConfigError("horizon", horizon, "must be > 0 seconds")
+    with_latency = scenario.latency
+    if with_latency is None:
+        with_latency = _needs_latency(plan, decider)
+    sampler = _Sampler(scenario, with_latency)
+    started = time.perf_counter()
+    results: list[RunResult] = []
+    for done, index in enumerate(range(first_run, first_run + runs), start=1):
+        results.append(_run(plan, decider, sampler, index, seed, horizon))
+        if progress is not None:
+            progress(done, runs)
+    return Evaluation(
+        scenario=scenario,
+        seed=seed,
+        horizon=horizon,
+        results=tuple(results),
+        seconds=time.perf_counter() - started,
+    )
