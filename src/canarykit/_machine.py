@@ -573,22 +573,20 @@ def _on_apply_failed(plan: Plan, state: RolloutState, event: ApplyFailed) -> Rol
     return _rollback(state, event.now, f"router failed: {event.reason}", abort=False)
 
 
-def _advance_window(plan: Plan, state: RolloutState, event: WindowJudged | WindowFailed) -> Any:
-    if event.kind is AnalysisKind.BACKGROUND:
-        assert plan.analysis_interval is not None
-        # Keep the cadence; after a long stall the next window starts where this one ended.
-        return _evolve(state, window_start=event.end)
-    return _evolve(state, step_window_start=event.end)
-
-
 def _on_window_judged(plan: Plan, state: RolloutState, event: WindowJudged) -> RolloutState:
     if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
         return state  # the verdict came too late to matter
-    state = _evolve(_advance_window(plan, state, event), consecutive_errors=0)
     verdict = event.verdict
     now = event.now
     if event.kind is AnalysisKind.BACKGROUND:
-        state = _evolve(state, decider_state=event.decider_state, last_verdict=verdict.kind)
+        # One copy for the common case: the next window starts where this one ended.
+        state = _evolve(
+            state,
+            window_start=event.end,
+            consecutive_errors=0,
+            decider_state=event.decider_state,
+            last_verdict=verdict.kind,
+        )
         if verdict.kind is VerdictKind.FAIL:
             return _rollback(state, now, f"analysis failed: {verdict.reason}", abort=False)
         if verdict.kind is VerdictKind.INCONCLUSIVE and state.phase is Phase.PROGRESSING:
@@ -601,6 +599,7 @@ def _on_window_judged(plan: Plan, state: RolloutState, event: WindowJudged) -> R
             return _settle(plan, state, now)
         return state
     # An Analyze step's own window.
+    state = _evolve(state, step_window_start=event.end, consecutive_errors=0)
     if state.phase is not Phase.PROGRESSING or not _in_analyze_step(plan, state):
         return state
     step = plan.steps[state.step]
@@ -638,9 +637,12 @@ def _passes_early(verdict: Verdict) -> bool:
 def _on_window_failed(plan: Plan, state: RolloutState, event: WindowFailed) -> RolloutState:
     if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
         return state
-    state = _advance_window(plan, state, event)
     errors = state.consecutive_errors + 1
-    state = _evolve(state, consecutive_errors=errors)
+    # The window is skipped: the next one starts where it ended.
+    if event.kind is AnalysisKind.BACKGROUND:
+        state = _evolve(state, window_start=event.end, consecutive_errors=errors)
+    else:
+        state = _evolve(state, step_window_start=event.end, consecutive_errors=errors)
     if errors >= plan.consecutive_error_limit:
         reason = f"{errors} analysis errors in a row, the last: {event.reason}"
         return _rollback(state, event.now, reason, abort=False)
@@ -789,10 +791,13 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
         return Finish(phase=phase, reason=state.reason)
     if phase is Phase.PENDING:
         return Wait(until=math.inf)
-    if state.target != state.confirmed or phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+    target = state.target
+    # Identity first: the confirmed split is usually the very object that was applied.
+    unconfirmed = target is not state.confirmed and target != state.confirmed
+    if unconfirmed or phase is Phase.PROMOTING or phase is Phase.ROLLING_BACK:
         # Promotion and rollback always end with a fresh apply (and read-back), even when
         # the router already reports that split: only a confirmation ends them.
-        return ApplySplit(split=state.target)
+        return ApplySplit(split=target)
     until = math.inf
     if phase is Phase.PROGRESSING and _in_analyze_step(plan, state):
         step = plan.steps[state.step]
