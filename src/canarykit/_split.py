@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
+from ._validate import to_enum
 
 __all__ = ["HeaderMatch", "HeaderRoute", "TrafficSplit"]
 
@@ -46,12 +47,7 @@ class HeaderMatch(enum.Enum):
 
 
 def _to_match(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return HeaderMatch(value)
-        except ValueError:
-            return value  # the validator names the field
-    return value
+    return to_enum(HeaderMatch, value)
 
 
 @attrs.frozen(kw_only=True)

@@ -56,6 +56,7 @@ import attrs
 from .._errors import ConfigError
 from .._histogram import LatencyHistogram
 from .._observe import Arm, Observation
+from .._validate import finite
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
 from ._mannwhitney import (
@@ -95,15 +96,6 @@ _KIND: Mapping[str, VerdictKind] = MappingProxyType(
         "Nodata": VerdictKind.NOT_YET,
     }
 )
-
-
-def _number(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, value, "must be a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(field, value, "must be finite")
-    return number
 
 
 def _show(metric: str, value: float) -> str:
@@ -176,12 +168,12 @@ class KayentaMetric:
             raise ConfigError(
                 "direction", self.direction, "must be 'increase', 'decrease' or 'either'"
             )
-        increase = _number("allowed_increase", self.allowed_increase)
+        increase = finite("allowed_increase", self.allowed_increase)
         if increase < 1.0:
             raise ConfigError(
                 "allowed_increase", self.allowed_increase, "must be >= 1 (a mean ratio)"
             )
-        decrease = _number("allowed_decrease", self.allowed_decrease)
+        decrease = finite("allowed_decrease", self.allowed_decrease)
         if not 0.0 < decrease <= 1.0:
             raise ConfigError(
                 "allowed_decrease", self.allowed_decrease, "must be in (0, 1] (a mean ratio)"
@@ -191,7 +183,7 @@ class KayentaMetric:
         for name in ("critical_increase", "critical_decrease"):
             value = getattr(self, name)
             if value is not None:
-                number = _number(name, value)
+                number = finite(name, value)
                 if number <= 0:
                     raise ConfigError(name, value, "must be a mean ratio > 0")
                 object.__setattr__(self, name, number)
@@ -206,11 +198,11 @@ class KayentaMetric:
             raise ConfigError("group", self.group, "must be a group name")
         if not self.group:
             object.__setattr__(self, "group", self.metric)
-        confidence = _number("confidence", self.confidence)
+        confidence = finite("confidence", self.confidence)
         if not 0.0 < confidence < 1.0:
             raise ConfigError("confidence", self.confidence, "must be in (0, 1)")
         object.__setattr__(self, "confidence", confidence)
-        tolerance = _number("tolerance", self.tolerance)
+        tolerance = finite("tolerance", self.tolerance)
         if tolerance < 0:
             raise ConfigError("tolerance", self.tolerance, "must be >= 0")
         object.__setattr__(self, "tolerance", tolerance)
@@ -464,7 +456,7 @@ def _to_weights(value: Any) -> Mapping[str, float]:
         raise ConfigError("group_weights", value, "must be a mapping of group name to weight")
     weights: dict[str, float] = {}
     for name, weight in value.items():
-        number = _number(f"group_weights[{name!r}]", weight)
+        number = finite(f"group_weights[{name!r}]", weight)
         if number < 0:
             raise ConfigError(f"group_weights[{name!r}]", weight, "must be >= 0")
         weights[str(name)] = number
@@ -519,8 +511,8 @@ class KayentaJudge(Composable):
                 raise ConfigError(
                     f"group_weights[{name!r}]", name, f"is not a metric group {sorted(groups)}"
                 )
-        marginal = _number("marginal_threshold", self.marginal_threshold)
-        passing = _number("pass_threshold", self.pass_threshold)
+        marginal = finite("marginal_threshold", self.marginal_threshold)
+        passing = finite("pass_threshold", self.pass_threshold)
         if not 0 <= marginal <= 100:
             raise ConfigError("marginal_threshold", self.marginal_threshold, "must be in [0, 100]")
         if not marginal <= passing <= 100:
@@ -537,7 +529,7 @@ class KayentaJudge(Composable):
                 "max_points", self.max_points, f"must be >= min_points ({self.min_points})"
             )
         if self.nodata_fail_percent is not None:
-            percent = _number("nodata_fail_percent", self.nodata_fail_percent)
+            percent = finite("nodata_fail_percent", self.nodata_fail_percent)
             if not 0 < percent <= 100:
                 raise ConfigError(
                     "nodata_fail_percent", self.nodata_fail_percent, "must be in (0, 100] or None"

@@ -56,9 +56,10 @@ import attrs
 
 from .._errors import ConfigError
 from .._observe import _BUILT_IN, Arm, Observation
+from .._validate import optional_finite, to_enum
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
-from ._threshold import NoDataPolicy, format_value
+from ._threshold import NoDataPolicy, _to_no_data, format_value
 
 __all__ = ["Comparison", "Direction", "RelativeDecider", "compare", "relative"]
 
@@ -87,28 +88,11 @@ class Direction(enum.Enum):
 
 
 def _to_direction(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return Direction(value.lower())
-        except ValueError:
-            return value  # the validator names the field
-    return value
-
-
-def _number(field: str, value: Any) -> float | None:
-    """`value` as a finite float (or None), or raise ConfigError naming `field`."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, value, "must be a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(field, value, "must be finite")
-    return number
+    return to_enum(Direction, value)
 
 
 def _check_max_ratio(value: Any) -> float | None:
-    number = _number("max_ratio", value)
+    number = optional_finite("max_ratio", value)
     if number is not None and number < 1:
         raise ConfigError(
             "max_ratio", value, "must be >= 1 (canary / stable; write 1.2 for up to 20% above)"
@@ -117,7 +101,7 @@ def _check_max_ratio(value: Any) -> float | None:
 
 
 def _check_min_ratio(value: Any) -> float | None:
-    number = _number("min_ratio", value)
+    number = optional_finite("min_ratio", value)
     if number is not None and not 0 < number <= 1:
         raise ConfigError(
             "min_ratio", value, "must be in (0, 1] (canary / stable; write 0.9 for up to 10% below)"
@@ -126,7 +110,7 @@ def _check_min_ratio(value: Any) -> float | None:
 
 
 def _check_non_negative(field: str, value: Any) -> float | None:
-    number = _number(field, value)
+    number = optional_finite(field, value)
     if number is not None and number < 0:
         raise ConfigError(field, value, "must be >= 0")
     return number
@@ -423,15 +407,6 @@ def _to_comparisons(value: Any) -> tuple[Any, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ConfigError("comparisons", value, "must be a sequence of Comparison")
     return tuple(value)
-
-
-def _to_no_data(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return NoDataPolicy(value.lower())
-        except ValueError:
-            return value  # the validator names the field
-    return value
 
 
 @attrs.frozen(kw_only=True)

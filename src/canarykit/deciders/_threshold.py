@@ -40,6 +40,7 @@ import attrs
 
 from .._errors import ConfigError
 from .._observe import Arm, Observation
+from .._validate import optional_finite, to_enum
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
 
@@ -92,42 +93,20 @@ class NoDataPolicy(enum.Enum):
         return f"NoDataPolicy.{self.name}"
 
 
-def _to_arm(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return Arm(value.lower())
-        except ValueError:
-            return value  # the validator names the field
-    return value
-
-
 def _to_no_data(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return NoDataPolicy(value.lower())
-        except ValueError:
-            return value  # the validator names the field
-    return value
-
-
-def _check_limit(field: str, value: Any) -> float | None:
-    """Return a bound's end as a float (or None), or raise ConfigError naming `field`."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, value, "must be a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(field, value, "must be finite")
-    return number
+    return to_enum(NoDataPolicy, value)
 
 
 def _check_min(value: Any) -> float | None:
-    return _check_limit("min", value)
+    return optional_finite("min", value)
 
 
 def _check_max(value: Any) -> float | None:
-    return _check_limit("max", value)
+    return optional_finite("max", value)
+
+
+def _to_arm(value: Any) -> Any:
+    return to_enum(Arm, value)
 
 
 @attrs.frozen(kw_only=True, repr=False)

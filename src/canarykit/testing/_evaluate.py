@@ -80,6 +80,7 @@ from .._machine import (
 from .._observe import _trusted_arm_stats, _trusted_observation
 from .._plan import Analyze, Pause, Plan, SetWeight
 from .._protocols import Decider
+from .._validate import finite
 from .._verdict import Judgement
 from ..deciders import AllOf, AnyOf
 from ._scripted import (
@@ -114,15 +115,6 @@ _KINDS = ("errors", "latency")
 _TWO_PI = 2.0 * math.pi
 
 
-def _finite(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, value, "must be a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(field, value, "must be finite")
-    return number
-
-
 # ---------------------------------------------------------------------------- scenario
 
 
@@ -146,10 +138,10 @@ class InjectedRegression:
     def __attrs_post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ConfigError("kind", self.kind, "must be 'errors' or 'latency'")
-        factor = _finite("factor", self.factor)
+        factor = finite("factor", self.factor)
         if not factor > 0:
             raise ConfigError("factor", self.factor, "must be > 0")
-        at = _finite("at", self.at)
+        at = finite("at", self.at)
         if at < 0:
             raise ConfigError("at", self.at, "must be >= 0 seconds")
         object.__setattr__(self, "factor", factor)
@@ -257,7 +249,7 @@ class Scenario:
             "daily_period": (0.0, math.inf, True, True),
         }
         for name, (low, high, low_open, high_open) in checks.items():
-            value = _finite(name, getattr(self, name))
+            value = finite(name, getattr(self, name))
             if (value <= low if low_open else value < low) or (
                 value >= high if high_open else value > high
             ):
@@ -933,7 +925,7 @@ def evaluate(
     if horizon is None:
         horizon = plan.nominal_seconds + DEFAULT_EXTRA_HORIZON
     else:
-        horizon = _finite("horizon", horizon)
+        horizon = finite("horizon", horizon)
         if not horizon > 0:
             raise ConfigError("horizon", horizon, "must be > 0 seconds")
     with_latency = scenario.latency
