@@ -51,7 +51,7 @@ def show(title: str, outcome: canarykit.RolloutOutcome) -> None:
             stable = _percent(entry.stable_error_rate)
             canary = _percent(entry.canary_error_rate)
             p99 = "-" if entry.canary_p99 is None else f"{entry.canary_p99 * 1000:.0f} ms"
-            print(f"{when}  {stable:>10}  {canary:>10}  {p99:>10}  {entry.verdict.kind.value}")
+            print(f"{when}  {stable:>10}  {canary:>10}  {p99:>10}  {entry.verdict.value}")
         elif entry.kind == "split":
             print(f"{when}  traffic: {entry.reason} (nginx: {_nginx(entry.canary_percent)})")
         elif entry.kind == "phase":

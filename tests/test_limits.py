@@ -505,5 +505,5 @@ def test_simulated_dry_run_metric_never_blocks_a_promotion() -> None:
     metrics = ScriptedMetrics(requests_per_second=1000, error_rate=0.01, seed=2)
     outcome = simulate(PLAN, decider=real & dry, metrics=metrics).outcome
     assert outcome.promoted
-    reasons = [str(entry.verdict) for entry in outcome.verdicts]
+    reasons = [entry.reason for entry in outcome.verdicts]
     assert reasons and all("dry run: fail" in r for r in reasons)

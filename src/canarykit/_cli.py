@@ -261,7 +261,7 @@ def _pair(metric: str, stable: float | None, canary: float | None) -> str:
 
 def _event(entry: TimelineEntry) -> str:
     if entry.kind == "verdict" and entry.verdict is not None:
-        return f"{entry.verdict.kind.value}: {entry.verdict.reason}"
+        return f"{entry.verdict.value}: {entry.reason}"
     return f"{entry.kind}: {entry.reason}" if entry.reason else entry.kind
 
 

@@ -14,7 +14,7 @@ import attrs
 from ._machine import AnalysisKind, Phase, RolloutState
 from ._observe import Observation
 from ._split import TrafficSplit
-from ._verdict import Verdict
+from ._verdict import Verdict, VerdictKind
 
 __all__ = [
     "AnalysisError",
@@ -99,8 +99,9 @@ RolloutEvent: TypeAlias = (
 class TimelineEntry:
     """One line of a rollout's history, small enough to keep for every window.
 
-    `kind` is "phase", "split", "verdict", "error" or "command". Verdict entries carry each
-    arm's error rate and p99 latency (seconds) for the window.
+    `kind` is "phase", "split", "verdict", "error" or "command". Verdict entries carry the
+    verdict's kind and reason, and each arm's error rate and p99 latency (seconds) for the
+    window; the per-metric verdicts go to listeners (`VerdictReached`), not the timeline.
     """
 
     time: float
@@ -109,7 +110,7 @@ class TimelineEntry:
     step: int | None
     canary_percent: float
     reason: str = ""
-    verdict: Verdict | None = None
+    verdict: VerdictKind | None = None
     stable_error_rate: float | None = None
     canary_error_rate: float | None = None
     stable_p99: float | None = None
@@ -135,8 +136,12 @@ class TimelineEntry:
             obs = event.observation
             return cls(
                 kind="verdict",
-                reason=f"{event.kind.value}: {event.verdict.reason}",
-                verdict=event.verdict,
+                reason=(
+                    event.verdict.reason
+                    if event.kind is AnalysisKind.BACKGROUND
+                    else f"step analysis: {event.verdict.reason}"
+                ),
+                verdict=event.verdict.kind,
                 stable_error_rate=obs.stable.error_rate,
                 canary_error_rate=obs.canary.error_rate,
                 stable_p99=obs.stable.p99,
@@ -157,7 +162,7 @@ class TimelineEntry:
         """Plain data for JSON."""
         data = attrs.asdict(self, recurse=False)
         data["phase"] = self.phase.value
-        data["verdict"] = None if self.verdict is None else self.verdict.to_json()
+        data["verdict"] = None if self.verdict is None else self.verdict.value
         return data
 
 
