@@ -283,3 +283,101 @@ def test_simulate_runs_scheduled_operator_commands():
     assert sim.outcome.phase is ck.Phase.ABORTED
     assert sim.outcome.reason == "changed my mind"
     assert sim.outcome.finished_at == 300
+
+
+class SlowMetrics:
+    """A source that really suspends: `delay` seconds on the event loop's clock."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.inner = ScriptedMetrics()
+
+    async def collect(self, window):
+        await anyio.sleep(self.delay)
+        return self.inner.observe(window)
+
+
+class FutureMetrics:
+    """A source whose collect() returns an awaitable that is not a coroutine."""
+
+    def __init__(self) -> None:
+        self.inner = ScriptedMetrics()
+
+    def collect(self, window):
+        observation = self.inner.observe(window)
+
+        class Ready:
+            def __await__(self):
+                yield from anyio.sleep(0).__await__()
+                return observation
+
+        return Ready()
+
+
+async def test_metrics_that_suspend_are_awaited_to_the_end(anyio_backend):
+    _, outcome = await run(
+        ck.linear(50, 50, hold=60, analysis_interval=30),
+        metrics=SlowMetrics(0.001),
+        decider=ErrorRateLimit(0.05),
+    )
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    assert len(outcome.verdicts) == 2
+
+
+async def test_metrics_returning_another_awaitable_work(anyio_backend):
+    _, outcome = await run(
+        ck.linear(50, 50, hold=60, analysis_interval=30),
+        metrics=FutureMetrics(),
+        decider=ErrorRateLimit(0.05),
+    )
+    assert outcome.phase is ck.Phase.SUCCEEDED
+
+
+async def test_slow_metrics_time_out_after_suspending(anyio_backend):
+    plan = ck.linear(50, 50, hold=60, analysis_interval=30, consecutive_error_limit=1)
+    with anyio.fail_after(5):
+        _, outcome = await run(
+            plan, metrics=SlowMetrics(10), decider=ErrorRateLimit(0.05), call_timeout=0.02
+        )
+    assert outcome.phase is ck.Phase.ROLLED_BACK
+    assert "metrics: timed out after 0.02 s" in outcome.reason
+
+
+async def test_abort_interrupts_a_slow_collection(anyio_backend):
+    clock = VirtualClock()
+    rollout = ck.Rollout(
+        ck.linear(50, 50, hold=60, analysis_interval=30),
+        router=FakeRouter(),
+        metrics=SlowMetrics(30),
+        decider=ErrorRateLimit(0.05),
+        clock=clock,
+        call_timeout=60,
+    )
+
+    async def operator():
+        await anyio.sleep(0.05)  # real time: the rollout is stuck in collect()
+        rollout.abort("enough waiting")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(operator)
+            outcome = await rollout.run()
+    assert outcome.phase is ck.Phase.ABORTED
+    assert outcome.reason == "enough waiting"
+    assert not any(e.kind == "verdict" for e in outcome.timeline)
+
+
+async def test_cancelling_the_run_during_a_slow_collection_rolls_back(anyio_backend):
+    router = FakeRouter()
+    rollout = ck.Rollout(
+        ck.linear(50, 50, hold=60, analysis_interval=30),
+        router=router,
+        metrics=SlowMetrics(30),
+        decider=ErrorRateLimit(0.05),
+        clock=VirtualClock(),
+        call_timeout=60,
+    )
+    with anyio.move_on_after(0.1):
+        await rollout.run()
+    assert rollout.phase is ck.Phase.ABORTED
+    assert router.applied[-1].is_stable_only
