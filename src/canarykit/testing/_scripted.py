@@ -49,6 +49,7 @@ from .._observe import (
     _trusted_arm_stats,
     _trusted_observation,
 )
+from .._validate import finite
 
 __all__ = [
     "SCENARIOS",
@@ -562,6 +563,14 @@ latency_sigma=0.25, gauges={}, seed=1)
 # -- scenario helpers ------------------------------------------------------------------
 
 
+def _check_change(change: Any, fields: tuple[str, ...]) -> None:
+    """Validate a scripted change's numbers (made floats) and its arm."""
+    for field in fields:
+        object.__setattr__(change, field, finite(field, getattr(change, field)))
+    if not isinstance(change.arm, Arm):
+        raise ConfigError("arm", change.arm, "must be an Arm")
+
+
 @attrs.frozen(kw_only=True)
 class StepChange:
     """A rate that is `before` everywhere except on `arm` from time `at` on, where it is `after`.
@@ -578,15 +587,7 @@ class StepChange:
     arm: Arm = Arm.CANARY
 
     def __attrs_post_init__(self) -> None:
-        for field in ("at", "before", "after"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(field, value, "must be a number")
-            if not math.isfinite(value):
-                raise ConfigError(field, value, "must be finite")
-            object.__setattr__(self, field, float(value))
-        if not isinstance(self.arm, Arm):
-            raise ConfigError("arm", self.arm, "must be an Arm")
+        _check_change(self, ("at", "before", "after"))
 
     def __call__(self, t: float, arm: Arm, canary_percent: float) -> float:
         """Return the rate at time `t` for `arm` (the percent does not matter)."""
@@ -607,15 +608,7 @@ class Regression:
     arm: Arm = Arm.CANARY
 
     def __attrs_post_init__(self) -> None:
-        for field in ("at", "base", "factor"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(field, value, "must be a number")
-            if not math.isfinite(value):
-                raise ConfigError(field, value, "must be finite")
-            object.__setattr__(self, field, float(value))
-        if not isinstance(self.arm, Arm):
-            raise ConfigError("arm", self.arm, "must be an Arm")
+        _check_change(self, ("at", "base", "factor"))
 
     def __call__(self, t: float, arm: Arm, canary_percent: float) -> float:
         """Return the rate at time `t` for `arm` (the percent does not matter)."""
