@@ -39,6 +39,7 @@ import attrs
 from . import __version__
 from ._errors import CanaryError, ConfigError
 from ._events import RolloutOutcome, TimelineEntry
+from ._plan import Plan
 from ._policy import Policy, format_duration, load_policy
 from .deciders import format_value
 
@@ -265,16 +266,22 @@ def _event(entry: TimelineEntry) -> str:
     return f"{entry.kind}: {entry.reason}" if entry.reason else entry.kind
 
 
-def _print_report(
-    policy: Policy, settings: dict[str, Any], outcome: RolloutOutcome, out: TextIO
-) -> None:
-    plan = policy.plan
+def _describe_plan(plan: Plan) -> tuple[str, str]:
+    """The plan's weights ("10% -> 30% -> ...") and its analysis cadence, for the reports."""
     weights = " -> ".join(_percent(w) for w in plan.weights) or "no weight steps"
     analysis = (
         "no background analysis"
         if plan.analysis_interval is None
         else f"analysis every {format_duration(plan.analysis_interval)}"
     )
+    return weights, analysis
+
+
+def _print_report(
+    policy: Policy, settings: dict[str, Any], outcome: RolloutOutcome, out: TextIO
+) -> None:
+    plan = policy.plan
+    weights, analysis = _describe_plan(plan)
     nominal = plan.nominal_seconds
     length = f"{format_duration(nominal)} if nothing pauses it; " if nominal else ""
     out.write(
@@ -417,12 +424,7 @@ def _share(count: int, total: int) -> str:
 
 def _print_evaluation(policy: Policy, name: str, result: Any, out: TextIO) -> None:
     plan = policy.plan
-    weights = " -> ".join(_percent(w) for w in plan.weights) or "no weight steps"
-    analysis = (
-        "no background analysis"
-        if plan.analysis_interval is None
-        else f"analysis every {format_duration(plan.analysis_interval)}"
-    )
+    weights, analysis = _describe_plan(plan)
     scenario = result.scenario
     runs = result.runs
     lines = [

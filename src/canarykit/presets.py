@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from ._errors import ConfigError
-from ._plan import Pause, Plan, SetWeight, Step
+from ._plan import Plan, SetWeight, from_weights, linear
 
 __all__ = [
     "all_at_once",
@@ -26,21 +26,13 @@ _LINEAR = re.compile(r"^Linear(\d+)PercentEvery(\d+)Minutes?$")
 
 
 def _canary(percent: int, minutes: int, **plan_options: Any) -> Plan:
-    steps: list[Step] = [SetWeight(percent), Pause(minutes * 60), SetWeight(100)]
-    return Plan(steps=steps, **plan_options)
+    return from_weights([percent, 100], hold=minutes * 60, **plan_options)
 
 
 def _linear(percent: int, minutes: int, **plan_options: Any) -> Plan:
     # CodeDeploy shifts `percent` more every `minutes` until all traffic has moved;
-    # the last shift may be smaller so the plan ends exactly at 100.
-    steps: list[Step] = []
-    weight = 0
-    while weight < 100:
-        weight = min(100, weight + percent)
-        if steps:
-            steps.append(Pause(minutes * 60))
-        steps.append(SetWeight(weight))
-    return Plan(steps=steps, **plan_options)
+    # `linear` makes the last shift smaller when needed, so the plan ends exactly at 100.
+    return linear(percent, percent, hold=minutes * 60, **plan_options)
 
 
 def codedeploy(name: str, **plan_options: Any) -> Plan:
