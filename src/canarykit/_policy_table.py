@@ -1,0 +1,274 @@
+"""Reading a policy file's tables: typed getters that name the key path, and durations."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import math
+import re
+from collections.abc import Collection, Iterator, Mapping
+from typing import Any
+
+from ._errors import ConfigError
+
+__all__ = ["PolicyTable", "format_duration", "parse_duration"]
+
+_MISSING: Any = object()
+
+
+def _error(field: str, problem: str, value: Any = _MISSING) -> ConfigError:
+    """Build a ConfigError; without a value its message leaves out the ", got ..." tail."""
+    exc = ConfigError(field, None if value is _MISSING else value, problem)
+    if value is _MISSING:
+        # "plan.hold: is required" reads better than "plan.hold: is required, got None".
+        exc.args = (f"{field}: {problem}",)
+    return exc
+
+
+# ---------------------------------------------------------------------------------------
+# Durations
+
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_HELP = "must be a duration such as 90, '90s', '5m' or '1h30m'"
+
+
+def parse_duration(field: str, value: Any, *, allow_zero: bool = False) -> float:
+    """Seconds from a number of seconds or a string like ``"90s"``, ``"1h30m"``, ``"250ms"``.
+
+    Raises `ConfigError` naming `field` for anything else, and for negative durations
+    (or zero, unless `allow_zero`).
+
+    >>> parse_duration("hold", "1h30m"), parse_duration("hold", "250ms"), parse_duration("hold", 90)
+    (5400.0, 0.25, 90.0)
+    """
+    seconds: float
+    if isinstance(value, bool):
+        raise ConfigError(field, value, _DURATION_HELP)
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            # A bare number in a string is seconds, like a bare number outside one.
+            seconds = float(text)
+        except ValueError:
+            seconds = _parse_units(field, value, text)
+        if text.lower() in {"nan", "inf", "+inf", "-inf", "infinity"}:
+            raise ConfigError(field, value, _DURATION_HELP)
+    else:
+        raise ConfigError(field, value, _DURATION_HELP)
+    if not math.isfinite(seconds):
+        raise ConfigError(field, value, "must be finite")
+    if seconds < 0 or (seconds == 0 and not allow_zero):
+        raise ConfigError(field, value, "must be >= 0" if allow_zero else "must be > 0")
+    return seconds
+
+
+def _parse_units(field: str, value: str, text: str) -> float:
+    seconds = 0.0
+    position = 0
+    while position < len(text):
+        found = _DURATION_PART.match(text, position)
+        if found is None:
+            raise ConfigError(field, value, _DURATION_HELP)
+        number, unit = found.groups()
+        # Divide for milliseconds so that "100ms" is exactly 0.1, as a person wrote it.
+        seconds += float(number) / 1000 if unit == "ms" else float(number) * _UNIT_SECONDS[unit]
+        position = found.end()
+    if position == 0:
+        raise ConfigError(field, value, _DURATION_HELP)
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Write `seconds` as the shortest string `parse_duration` reads back, e.g. ``"1h30m"``.
+
+    >>> format_duration(5400), format_duration(0.25), format_duration(90), format_duration(0)
+    ('1h30m', '250ms', '1m30s', '0s')
+    """
+    millis = round(seconds * 1000)
+    if millis < 0 or abs(millis / 1000 - seconds) > 1e-9:
+        return f"{seconds!r}s"
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    whole, millis = divmod(rest, 1000)
+    parts = [
+        f"{amount}{unit}"
+        for amount, unit in ((hours, "h"), (minutes, "m"), (whole, "s"), (millis, "ms"))
+        if amount
+    ]
+    return "".join(parts) or "0s"
+
+
+# ---------------------------------------------------------------------------------------
+# Reading tables
+
+
+@contextlib.contextmanager
+def _prefixed(prefix: str, rename: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Re-raise a constructor's ConfigError with the policy key path in front of its field."""
+    try:
+        yield
+    except ConfigError as exc:
+        field = exc.field
+        for old, new in (rename or {}).items():
+            if field == old or field.startswith((old + ".", old + "[")):
+                field = new + field[len(old) :]
+                break
+        new_exc = ConfigError(f"{prefix}.{field}" if field else prefix, exc.value, exc.problem)
+        raise new_exc from None
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+class PolicyTable:
+    """One table of a policy file being read: typed getters that name the key path.
+
+    Decider builders receive the ``[decider]`` table as a `PolicyTable`: they first call
+    `check_keys` with the keys they accept, then read values with the getters, each of
+    which raises `ConfigError` naming the dotted path of the key. A getter given a
+    `default` returns it, unchecked, when the key is absent; without one, an absent key
+    is an error ("is required").
+
+    >>> table = PolicyTable({"hold": "2m"}, "plan")
+    >>> table.duration("hold")
+    120.0
+    >>> table.duration("final_bake", default=0.0)
+    0.0
+    """
+
+    def __init__(self, data: Mapping[str, Any], path: str) -> None:
+        self.data = data
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"PolicyTable(path={self.path!r}, keys={sorted(self.data)!r})"
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.data
+
+    def field(self, key: str) -> str:
+        """Return the dotted path of `key` in this table, e.g. ``plan.hold``."""
+        return f"{self.path}.{key}" if self.path else key
+
+    def check_keys(
+        self, allowed: Collection[str], *, elsewhere: Mapping[str, str] | None = None
+    ) -> None:
+        """Refuse any key not in `allowed`; `elsewhere` maps a known key to why it is not."""
+        for key in self.data:
+            if key in allowed:
+                continue
+            if elsewhere and key in elsewhere:
+                raise _error(self.field(key), elsewhere[key])
+            close = difflib.get_close_matches(key, list(allowed), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"expected {_one_of(allowed)}"
+            raise _error(self.field(key), f"is not a known key ({hint})")
+
+    def raw(self, key: str, default: Any = _MISSING, *, needed_for: str = "") -> Any:
+        """Return the value of `key` as parsed; raise if it is missing and has no default."""
+        if key in self.data:
+            return self.data[key]
+        if default is _MISSING:
+            raise _error(self.field(key), f"is required{needed_for}")
+        return default
+
+    def number(self, key: str, default: Any = _MISSING, *, above: float | None = None) -> float:
+        """Read a finite number (integer or float), greater than `above` when given."""
+        if key not in self.data and default is not _MISSING:
+            return default  # type: ignore[no-any-return]
+        value = self.raw(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(self.field(key), value, "must be a number")
+        if not math.isfinite(value):
+            raise ConfigError(self.field(key), value, "must be finite")
+        if above is not None and not value > above:
+            raise ConfigError(self.field(key), value, f"must be > {above:g}")
+        return float(value)
+
+    def integer(self, key: str, default: Any = _MISSING, *, minimum: int | None = None) -> int:
+        """Read an integer, at least `minimum` when given."""
+        if key not in self.data and default is not _MISSING:
+            return default  # type: ignore[no-any-return]
+        value = self.raw(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.field(key), value, "must be an integer")
+        if minimum is not None and value < minimum:
+            raise ConfigError(self.field(key), value, f"must be an integer >= {minimum}")
+        return value
+
+    def boolean(self, key: str, default: Any = _MISSING) -> bool:
+        """Read ``true`` or ``false``."""
+        if key not in self.data and default is not _MISSING:
+            return default  # type: ignore[no-any-return]
+        value = self.raw(key)
+        if not isinstance(value, bool):
+            raise ConfigError(self.field(key), value, "must be true or false")
+        return value
+
+    def string(self, key: str, default: Any = _MISSING) -> str:
+        """Read a non-empty string."""
+        if key not in self.data and default is not _MISSING:
+            return default  # type: ignore[no-any-return]
+        value = self.raw(key)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(self.field(key), value, "must be a non-empty string")
+        return value
+
+    def choice(self, key: str, choices: Collection[str], default: Any = _MISSING) -> str:
+        """Read one of `choices`."""
+        if key not in self.data and default is not _MISSING:
+            return default  # type: ignore[no-any-return]
+        value = self.raw(key)
+        if value not in choices:
+            raise ConfigError(self.field(key), value, f"must be {_one_of(choices)}")
+        return str(value)
+
+    def duration(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        *,
+        allow_zero: bool = False,
+        needed_for: str = "",
+    ) -> float:
+        """Read a duration in seconds (see `parse_duration`)."""
+        if key not in self.data and default is not _MISSING:
+            return default  # type: ignore[no-any-return]
+        value = self.raw(key, needed_for=needed_for)
+        return parse_duration(self.field(key), value, allow_zero=allow_zero)
+
+    def table(self, key: str) -> PolicyTable:
+        """Read a sub-table, e.g. ``[plan]``."""
+        value = self.raw(key)
+        if not isinstance(value, Mapping):
+            raise ConfigError(self.field(key), value, f"must be a table ([{self.field(key)}])")
+        return PolicyTable(value, self.field(key))
+
+    def tables(self, key: str, *, needed_for: str = "") -> list[PolicyTable]:
+        """Read a non-empty array of tables, e.g. ``[[decider.metrics]]``."""
+        value = self.raw(key, needed_for=needed_for)
+        where = self.field(key)
+        if not isinstance(value, list):
+            raise ConfigError(where, value, f"must be an array of tables ([[{where}]])")
+        if not value:
+            raise ConfigError(where, value, f"must hold at least one table ([[{where}]])")
+        result = []
+        for index, item in enumerate(value):
+            if not isinstance(item, Mapping):
+                raise ConfigError(f"{where}[{index}]", item, "must be a table")
+            result.append(PolicyTable(item, f"{where}[{index}]"))
+        return result
+
+
+def _one_of(choices: Collection[str]) -> str:
+    quoted = [repr(c) for c in choices]
+    if len(quoted) == 1:
+        return quoted[0]
+    return "one of " + ", ".join(quoted)
