@@ -74,6 +74,7 @@ from ._observe import Observation, Window
 from ._plan import Analyze, Plan
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
 from ._split import STABLE_ONLY, TrafficSplit
+from ._validate import finite
 from ._verdict import Judgement
 
 __all__ = ["Listener", "Rollout", "run_rollout"]
@@ -84,11 +85,10 @@ Listener = Callable[[RolloutEvent], object]
 
 
 def _positive(field: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(field, value, "must be a number > 0")
-    if not math.isfinite(value):
-        raise ConfigError(field, value, "must be finite")
-    return float(value)
+    number = finite(field, value)
+    if not number > 0:
+        raise ConfigError(field, value, "must be > 0")
+    return number
 
 
 def _describe(exc: BaseException, timeout: float) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
-from ._validate import to_enum
+from ._validate import finite, to_enum
 
 __all__ = ["HeaderMatch", "HeaderRoute", "TrafficSplit"]
 
@@ -23,11 +22,7 @@ _FORBIDDEN_IN_VALUE = ("\n", "\r", "\x00")
 
 def check_percent(field: str, value: Any, *, allow_zero: bool = True) -> float:
     """Return `value` as a float percent in [0, 100] (or (0, 100]), or raise ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(field, value, "must be a number")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ConfigError(field, value, "must be finite")
+    number = finite(field, value)
     low_ok = number >= 0 if allow_zero else number > 0
     if not low_ok or number > 100:
         bounds = "[0, 100]" if allow_zero else "(0, 100]"
