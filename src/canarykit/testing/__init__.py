@@ -29,6 +29,11 @@ from ._evaluate import Scenario as Scenario
 from ._evaluate import evaluate as evaluate
 from ._evaluate import hold_plan as hold_plan
 from ._evaluate import parse_regression as parse_regression
+from ._processes import BinaryNotFound as BinaryNotFound
+from ._processes import ManagedProcess as ManagedProcess
+from ._processes import find_binary as find_binary
+from ._processes import free_port as free_port
+from ._processes import http_ok as http_ok
 from ._router import FakeRouter as FakeRouter
 from ._router import RouterFault as RouterFault
 from ._scripted import SCENARIOS as SCENARIOS
@@ -43,6 +48,11 @@ from ._simulate import simulate as simulate
 from ._simulate import simulate_async as simulate_async
 
 __all__ = [
+    "BinaryNotFound",
+    "ManagedProcess",
+    "find_binary",
+    "free_port",
+    "http_ok",
     "SCENARIOS",
     "Evaluation",
     "FakeRouter",
