@@ -22,6 +22,7 @@ Phase.ROLLED_BACK
 """
 
 from ._clock import VirtualClock as VirtualClock
+from ._demo_app import DemoApp as DemoApp
 from ._evaluate import Evaluation as Evaluation
 from ._evaluate import InjectedRegression as InjectedRegression
 from ._evaluate import RunResult as RunResult
@@ -47,8 +48,22 @@ from ._simulate import Simulation as Simulation
 from ._simulate import simulate as simulate
 from ._simulate import simulate_async as simulate_async
 
+# -- nginx server: imports --
+# -- end --
+# -- HAProxy server: imports --
+# -- end --
+# -- Prometheus server: imports --
+# -- end --
+
 __all__ = [
+    # -- nginx server: names --
+    # -- end --
+    # -- HAProxy server: names --
+    # -- end --
+    # -- Prometheus server: names --
+    # -- end --
     "BinaryNotFound",
+    "DemoApp",
     "ManagedProcess",
     "find_binary",
     "free_port",
