@@ -30,6 +30,8 @@ from ._evaluate import Scenario as Scenario
 from ._evaluate import evaluate as evaluate
 from ._evaluate import hold_plan as hold_plan
 from ._evaluate import parse_regression as parse_regression
+from ._load import LoadGenerator as LoadGenerator
+from ._load import Response as Response
 from ._processes import BinaryNotFound as BinaryNotFound
 from ._processes import ManagedProcess as ManagedProcess
 from ._processes import find_binary as find_binary
@@ -64,6 +66,8 @@ __all__ = [
     # -- end --
     "BinaryNotFound",
     "DemoApp",
+    "LoadGenerator",
+    "Response",
     "ManagedProcess",
     "find_binary",
     "free_port",
