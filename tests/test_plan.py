@@ -127,6 +127,20 @@ def test_header_route_matches_the_seed_user_agent_regex():
     assert not route.matches(None)
 
 
+def test_header_route_percent_sends_a_share_of_matching_requests():
+    # The seed's Istio example: 10% of Chrome users to the canary, nobody else.
+    route = ck.HeaderRoute(header="User-Agent", value=".*Chrome.*", match="regex", percent=10)
+    split = ck.TrafficSplit(canary_percent=0, header_routes=[route])
+    assert route.percent == 10.0 and not split.is_stable_only
+    assert ck.TrafficSplit.from_json(split.to_json()) == split
+    # State saved before routes had a percent reads as "all matching requests".
+    old = {"header": "X-Canary", "value": "yes", "match": "exact"}
+    assert ck.HeaderRoute.from_json(old).percent == 100.0
+    for bad in (0, -1, 100.5, float("nan"), "10"):
+        with pytest.raises(ck.ConfigError, match=r"header_route\.percent"):
+            ck.HeaderRoute(header="X-Canary", value="yes", percent=bad)
+
+
 def test_split_round_trips_through_json():
     route = ck.HeaderRoute(header="X-Canary", value="yes")
     split = ck.TrafficSplit(canary_percent=0.5, header_routes=[route], mirror_percent=5)

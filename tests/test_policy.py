@@ -214,7 +214,10 @@ def test_steps_shape_with_every_step_kind() -> None:
         [[plan.steps]]
         wait_for_promotion = true
         [[plan.steps]]
-        header_route = [{header = "X-Canary", exact = "yes"}, {header = "X-Env", prefix = "qa"}]
+        header_route = [
+            {header = "X-Canary", exact = "yes"},
+            {header = "X-Env", prefix = "qa", percent = 10},
+        ]
         [[plan.steps]]
         clear_header_routes = true
         [[plan.steps]]
@@ -236,7 +239,7 @@ def test_steps_shape_with_every_step_kind() -> None:
         SetHeaderRoutes(
             routes(
                 HeaderRoute(header="X-Canary", value="yes"),
-                HeaderRoute(header="X-Env", value="qa", match=HeaderMatch.PREFIX),
+                HeaderRoute(header="X-Env", value="qa", match=HeaderMatch.PREFIX, percent=10),
             )
         ),
         SetHeaderRoutes(()),
@@ -453,6 +456,11 @@ def test_shape_errors_name_the_key(plan: str, field: str, message: str | None) -
         ),
         ('header_route = {header = "A", regex = "(["}', "plan.steps[1].header_route.regex", None),
         ('header_route = {header = "A b", exact = "x"}', "plan.steps[1].header_route.header", None),
+        (
+            'header_route = {header = "A", exact = "x", percent = 0}',
+            "plan.steps[1].header_route.percent",
+            "(0, 100]",
+        ),
         (
             'header_route = [{header = "A", exact = "x"}, {header = "B", prefix = ""}]',
             "plan.steps[1].header_route[1].prefix",

@@ -40,6 +40,8 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
                                                         # (default: plan.analysis_interval)
     [[plan.steps]]
     header_route = {header = "User-Agent", regex = ".*Chrome.*"}  # or exact = / prefix =;
+                                                        # percent = 10 sends only 10% of the
+                                                        # matching requests to the canary;
                                                         # an array of such tables for several
     [[plan.steps]]
     clear_header_routes = true                          # remove the header routes
@@ -370,14 +372,22 @@ def _read_routes(item: PolicyTable) -> list[HeaderRoute]:
         )
     routes = []
     for route in tables:
-        route.check_keys(("header", *_HEADER_MATCHES))
+        route.check_keys(("header", "percent", *_HEADER_MATCHES))
         header = route.string("header")
         matches = [key for key in _HEADER_MATCHES if key in route]
         if len(matches) != 1:
             raise _error(route.path, "needs exactly one of exact, prefix, regex")
         match = matches[0]
-        with _prefixed(route.path, {"header_route.header": "header", "header_route.value": match}):
-            routes.append(HeaderRoute(header=header, value=route.raw(match), match=match))
+        names = {
+            "header_route.header": "header",
+            "header_route.value": match,
+            "header_route.percent": "percent",
+        }
+        with _prefixed(route.path, names):
+            percent = route.raw("percent", 100.0)
+            routes.append(
+                HeaderRoute(header=header, value=route.raw(match), match=match, percent=percent)
+            )
     return routes
 
 
@@ -496,7 +506,11 @@ def _step_lines(index: int, step: Step) -> list[str]:
     if isinstance(step, SetHeaderRoutes):
         if not step.routes:
             return ["clear_header_routes = true"]
-        routes = [{"header": r.header, r.match.value: r.value} for r in step.routes]
+        routes = [
+            {"header": r.header, r.match.value: r.value}
+            | ({} if r.percent == 100 else {"percent": r.percent})
+            for r in step.routes
+        ]
         return [f"header_route = {_toml_value(routes)}"]
     assert isinstance(step, SetMirror)
     return [f"mirror = {step.percent!r}"]
