@@ -36,6 +36,12 @@ from ._events import SplitConfirmed as SplitConfirmed
 from ._events import TimelineEntry as TimelineEntry
 from ._events import VerdictReached as VerdictReached
 from ._histogram import LatencyHistogram as LatencyHistogram
+from ._lease import FileLease as FileLease
+from ._lease import Lease as Lease
+from ._lease import LeaseError as LeaseError
+from ._lease import LeaseHeldError as LeaseHeldError
+from ._lease import LeaseLostError as LeaseLostError
+from ._lease import MemoryLease as MemoryLease
 from ._machine import Abort as Abort
 from ._machine import AnalysisKind as AnalysisKind
 from ._machine import ApplyFailed as ApplyFailed
@@ -45,6 +51,7 @@ from ._machine import Finish as Finish
 from ._machine import Phase as Phase
 from ._machine import Promote as Promote
 from ._machine import PromoteFull as PromoteFull
+from ._machine import Recovered as Recovered
 from ._machine import RequestPause as RequestPause
 from ._machine import Resume as Resume
 from ._machine import Retry as Retry
@@ -84,13 +91,21 @@ from ._protocols import RouterCapabilities as RouterCapabilities
 from ._protocols import StateStore as StateStore
 from ._protocols import SystemClock as SystemClock
 from ._protocols import TrafficRouter as TrafficRouter
+from ._runner import LeaseLost as LeaseLost
 from ._runner import Listener as Listener
 from ._runner import Rollout as Rollout
+from ._runner import RolloutResumed as RolloutResumed
 from ._runner import run_rollout as run_rollout
 from ._split import HeaderMatch as HeaderMatch
 from ._split import HeaderRoute as HeaderRoute
 from ._split import TrafficSplit as TrafficSplit
+from ._stores import CorruptStateError as CorruptStateError
+from ._stores import FileStore as FileStore
 from ._stores import MemoryStore as MemoryStore
+from ._stores import PlanMismatchError as PlanMismatchError
+from ._stores import StateError as StateError
+from ._stores import StateSaveError as StateSaveError
+from ._stores import StateVersionError as StateVersionError
 from ._verdict import Judgement as Judgement
 from ._verdict import MetricVerdict as MetricVerdict
 from ._verdict import Verdict as Verdict
@@ -113,15 +128,24 @@ __all__ = [
     "CollectWindow",
     "CommandReceived",
     "ConfigError",
+    "CorruptStateError",
     "Decider",
     "DeciderError",
+    "FileLease",
+    "FileStore",
     "Finish",
     "HeaderMatch",
     "HeaderRoute",
     "InvalidTransition",
     "Judgement",
     "LatencyHistogram",
+    "Lease",
+    "LeaseError",
+    "LeaseHeldError",
+    "LeaseLost",
+    "LeaseLostError",
     "Listener",
+    "MemoryLease",
     "MemoryStore",
     "MetricVerdict",
     "MetricsError",
@@ -132,9 +156,11 @@ __all__ = [
     "Phase",
     "PhaseChanged",
     "Plan",
+    "PlanMismatchError",
     "Policy",
     "Promote",
     "PromoteFull",
+    "Recovered",
     "RequestPause",
     "Resume",
     "Retry",
@@ -142,6 +168,7 @@ __all__ = [
     "RolloutEvent",
     "RolloutMachine",
     "RolloutOutcome",
+    "RolloutResumed",
     "RolloutState",
     "RouterCapabilities",
     "RouterError",
@@ -153,7 +180,10 @@ __all__ = [
     "SplitApplied",
     "SplitConfirmed",
     "Start",
+    "StateError",
+    "StateSaveError",
     "StateStore",
+    "StateVersionError",
     "Step",
     "SystemClock",
     "Tick",

@@ -21,7 +21,10 @@ it is a terminal (or with ``--progress``).
 
 Exit codes: 0 when the simulation ran, whatever its outcome (a rollback is a result, not
 an error); 2 for bad input (a bad policy file or bad arguments), with the message on
-stderr and no traceback; 1 when the simulation itself failed.
+stderr and no traceback; 1 when the simulation itself failed; 130 when interrupted
+(Ctrl-C), with one line on stderr and no traceback. Both commands run in virtual time
+against a fake router, so an interrupted run moves no real traffic (a rollout run for
+real rolls back on Ctrl-C by itself: see `Rollout`'s ``on_cancel``).
 """
 
 from __future__ import annotations
@@ -206,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = "evaluation" if args.command == "evaluate" else "simulation"
         print(f"{PROG}: error: the {what} failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
 
 
 def _simulate(args: argparse.Namespace, out: TextIO) -> int:

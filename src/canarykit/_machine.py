@@ -22,11 +22,20 @@ The rules:
   pauses too, so a regression is caught while paused. An `Analyze` step runs windows of
   its own while progressing. A failed verdict rolls back; an inconclusive one pauses.
 - Step timers stop while paused: a pause keeps what was left of a step's hold time.
+- Progress deadline: a step that has not completed `plan.progress_deadline` seconds after
+  its own length (say the router never confirms its weight) ends by the plan's policy,
+  rolled back or paused. Paused time does not count; every deadline in the state is an
+  absolute time on the rollout's clock, so it survives a restart.
+- Resuming in a new process: `Recovered` tells the machine what the router reports now.
+  A split that was applied but not yet confirmed when the old process died counts as
+  confirmed; an unknown or different one is applied again (routers apply idempotently).
+  No step is repeated or skipped, and timers run on from their saved deadlines.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from collections.abc import Callable
 from typing import Any, TypeAlias
@@ -36,6 +45,7 @@ import attrs
 from ._errors import CanaryError, InvalidTransition
 from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
 from ._split import FULL_CANARY, STABLE_ONLY, TrafficSplit
+from ._stores import CorruptStateError, StateVersionError, canonical_json
 from ._verdict import Verdict, VerdictKind
 
 __all__ = [
@@ -48,6 +58,7 @@ __all__ = [
     "Phase",
     "Promote",
     "PromoteFull",
+    "Recovered",
     "RequestPause",
     "Resume",
     "Retry",
@@ -60,10 +71,14 @@ __all__ = [
     "WindowFailed",
     "WindowJudged",
     "next_action",
+    "plan_fingerprint",
+    "plan_to_json",
     "transition",
 ]
 
-STATE_SCHEMA_VERSION = 1
+# Version 2 added `progress_deadline_at`; version 1 states are migrated on load.
+STATE_SCHEMA_VERSION = 2
+OLDEST_READABLE_SCHEMA = 1
 
 
 class Phase(enum.Enum):
@@ -204,6 +219,18 @@ class Retry:
     now: float
 
 
+@attrs.frozen
+class Recovered:
+    """A new runner took the rollout over from its saved state (after a crash, say).
+
+    `current` is the split the router reports now, or None when it cannot tell: then the
+    target is applied again, which routers do idempotently.
+    """
+
+    now: float
+    current: TrafficSplit | None = None
+
+
 Event: TypeAlias = (
     Start
     | SplitApplied
@@ -217,6 +244,7 @@ Event: TypeAlias = (
     | Resume
     | Abort
     | Retry
+    | Recovered
 )
 
 OPERATOR_EVENTS: tuple[type[Any], ...] = (
@@ -280,11 +308,12 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         ApplyFailed: frozenset({_P.ROLLING_BACK}),
         WindowJudged: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
         WindowFailed: frozenset({_P.PROGRESSING, _P.ROLLING_BACK}),
-        Tick: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        Tick: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
         Promote: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
         PromoteFull: frozenset({_P.PROMOTING}),
         RequestPause: frozenset({_P.PAUSED}),
         Abort: frozenset({_P.ROLLING_BACK}),
+        Recovered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
     },
     _P.PAUSED: {
         SplitApplied: frozenset({_P.PAUSED}),
@@ -297,6 +326,7 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         RequestPause: frozenset({_P.PAUSED}),
         Resume: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
         Abort: frozenset({_P.ROLLING_BACK}),
+        Recovered: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
     },
     _P.PROMOTING: {
         SplitApplied: frozenset({_P.PROMOTING, _P.SUCCEEDED}),
@@ -305,14 +335,17 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         WindowFailed: frozenset({_P.PROMOTING}),
         Tick: frozenset({_P.PROMOTING}),
         Abort: frozenset({_P.ROLLING_BACK}),
+        Recovered: frozenset({_P.PROMOTING}),
     },
     _P.ROLLING_BACK: {
         SplitApplied: frozenset({_P.ROLLING_BACK, _P.ROLLED_BACK, _P.ABORTED}),
-        ApplyFailed: frozenset({_P.PAUSED}),
+        # ROLLING_BACK: a failure to apply a split the rollout no longer wants is stale.
+        ApplyFailed: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
         WindowJudged: frozenset({_P.ROLLING_BACK}),
         WindowFailed: frozenset({_P.ROLLING_BACK}),
         Tick: frozenset({_P.ROLLING_BACK}),
         Abort: frozenset({_P.ROLLING_BACK}),
+        Recovered: frozenset({_P.ROLLING_BACK}),
     },
     _P.SUCCEEDED: {},
     _P.ROLLED_BACK: {Retry: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING})},
@@ -343,6 +376,8 @@ class RolloutState:
     The fields most readers want: `phase`, `step` (index of the current step; equal to the
     number of steps once they are all done), `target` (the split the plan wants now),
     `confirmed` (the split the router last confirmed; None when unknown) and `reason`.
+    Times (`step_deadline`, `progress_deadline_at`, ...) are absolute, on the rollout's
+    clock, so they mean the same after a restart.
     """
 
     phase: Phase = Phase.PENDING
@@ -353,6 +388,7 @@ class RolloutState:
     step_window_start: float | None = None
     step_decider_state: Any = None
     hold_remaining: float | None = None
+    progress_deadline_at: float | None = None
     target: TrafficSplit = STABLE_ONLY
     confirmed: TrafficSplit | None = None
     window_start: float | None = None
@@ -384,20 +420,172 @@ class RolloutState:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RolloutState:
-        """Inverse of `to_json`; refuses state saved under another schema version."""
+        """Inverse of `to_json`. State from an older schema version is migrated.
+
+        Raises `StateVersionError` for a schema version this canarykit cannot read (a
+        newer one) and `CorruptStateError`, naming the field, for anything malformed.
+        """
+        if not isinstance(data, dict):
+            raise CorruptStateError(
+                f"saved rollout state must be a JSON object, got {type(data).__name__}"
+            )
         data = dict(data)
         schema = data.pop("schema", None)
-        if schema != STATE_SCHEMA_VERSION:
-            raise CanaryError(
-                f"saved rollout state has schema version {schema!r}; this canarykit "
-                f"reads version {STATE_SCHEMA_VERSION}"
+        if isinstance(schema, bool) or not isinstance(schema, int):
+            raise CorruptStateError(
+                f"saved rollout state has no valid schema version ({schema!r}); "
+                "it was not written by canarykit"
             )
-        data["phase"] = Phase(data["phase"])
-        data["target"] = TrafficSplit.from_json(data["target"])
-        data["confirmed"] = _split_from(data["confirmed"])
-        verdict = data["last_verdict"]
-        data["last_verdict"] = None if verdict is None else VerdictKind(verdict)
-        return cls(**data)
+        if schema > STATE_SCHEMA_VERSION:
+            raise StateVersionError(
+                f"saved rollout state has schema version {schema}, from a newer canarykit; "
+                f"this one reads versions {OLDEST_READABLE_SCHEMA} to {STATE_SCHEMA_VERSION}: "
+                "upgrade canarykit to resume it"
+            )
+        if schema < OLDEST_READABLE_SCHEMA:
+            raise StateVersionError(
+                f"saved rollout state has schema version {schema}; this canarykit reads "
+                f"versions {OLDEST_READABLE_SCHEMA} to {STATE_SCHEMA_VERSION}"
+            )
+        if schema == 1:
+            data.setdefault("progress_deadline_at", None)  # version 2 added it
+        names = _STATE_FIELDS
+        unknown = sorted(str(name) for name in data if name not in names)
+        missing = sorted(name for name in names if name not in data)
+        if unknown or missing:
+            problems = [f"unknown field(s) {', '.join(unknown)}"] if unknown else []
+            problems += [f"missing field(s) {', '.join(missing)}"] if missing else []
+            raise CorruptStateError(f"saved rollout state: {'; '.join(problems)}")
+        return cls(**{name: _read_field(name, data[name]) for name in names})
+
+
+_STATE_FIELDS = tuple(field.name for field in attrs.fields(RolloutState))
+_INT_FIELDS = frozenset({"step", "step_windows", "consecutive_errors"})
+_BOOL_FIELDS = frozenset({"step_entered", "rollback_pending", "aborting"})
+_TIME_FIELDS = frozenset(
+    {
+        "step_deadline",
+        "step_window_start",
+        "hold_remaining",
+        "progress_deadline_at",
+        "window_start",
+        "paused_at",
+        "started_at",
+        "finished_at",
+    }
+)
+
+
+def _read_field(name: str, value: Any) -> Any:
+    """One saved field, checked and converted, or CorruptStateError naming it."""
+
+    def bad(problem: str) -> CorruptStateError:
+        return CorruptStateError(f"saved rollout state: {name}: {problem}, got {value!r}")
+
+    if name == "phase":
+        try:
+            return Phase(value)
+        except ValueError:
+            raise bad(f"must be one of {', '.join(p.value for p in Phase)}") from None
+    if name in ("target", "confirmed"):
+        if value is None and name == "confirmed":
+            return None
+        if not isinstance(value, dict):
+            raise bad("must be a split (a JSON object)")
+        try:
+            return TrafficSplit.from_json(value)
+        except (CanaryError, KeyError, TypeError, ValueError) as exc:
+            raise bad(f"is not a valid split ({exc})") from None
+    if name == "last_verdict":
+        if value is None:
+            return None
+        try:
+            return VerdictKind(value)
+        except ValueError:
+            raise bad(f"must be one of {', '.join(k.value for k in VerdictKind)}") from None
+    if name in _INT_FIELDS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise bad("must be an integer >= 0")
+        return value
+    if name in _BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise bad("must be true or false")
+        return value
+    if name in _TIME_FIELDS:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("must be a number of seconds or null")
+        if not math.isfinite(value):
+            raise bad("must be finite")
+        return float(value)
+    if name == "reason":
+        if not isinstance(value, str):
+            raise bad("must be a string")
+        return value
+    if name == "pause_reason":
+        if value is not None and not isinstance(value, str):
+            raise bad("must be a string or null")
+        return value
+    return value  # decider states: whatever JSON the decider saved
+
+
+def _plain(value: Any) -> Any:
+    """Plan data as plain JSON values; steps as ``{"kind": ..., field: value}``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    if attrs.has(type(value)):
+        return {"kind": type(value).__name__, **_fields_json(value)}
+    to_json = getattr(value, "to_json", None)
+    if callable(to_json):
+        return to_json()
+    return repr(value)
+
+
+def _fields_json(value: Any) -> dict[str, Any]:
+    # Fields at their defaults are left out, so that a field added in a later canarykit
+    # (with a default) does not change the fingerprint of plans saved before it existed.
+    # Decider objects are left out: they are not data (see `plan_fingerprint`).
+    out: dict[str, Any] = {}
+    for field in attrs.fields(type(value)):
+        item = getattr(value, field.name)
+        if field.name == "decider":
+            continue
+        default = field.default
+        at_default = (
+            default is not attrs.NOTHING
+            and not isinstance(default, attrs.Factory)  # type: ignore[arg-type]
+            and type(item) is type(default)
+            and item == default
+        )
+        if at_default:
+            continue
+        out[field.name] = _plain(item)
+    return out
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The plan as plain JSON data: its steps and settings (fields at defaults left out).
+
+    >>> from canarykit import Plan, SetWeight
+    >>> plan_to_json(Plan(steps=[SetWeight(10)]))
+    {'steps': [{'kind': 'SetWeight', 'percent': 10.0}]}
+    """
+    return _fields_json(plan)
+
+
+def plan_fingerprint(plan: Plan) -> str:
+    """A SHA-256 of `plan_to_json(plan)`: equal plans, equal fingerprints, in any process.
+
+    Saved with a rollout's state, so that resuming with another plan is refused. It
+    covers the steps and the plan's settings, not the decider objects of `Analyze` steps.
+    """
+    digest = hashlib.sha256(canonical_json(plan_to_json(plan)).encode()).hexdigest()
+    return f"sha256:{digest}"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -436,6 +624,7 @@ def _enter_pause(state: RolloutState, now: float, reason: str) -> RolloutState:
         reason=reason,
         hold_remaining=remaining,
         step_deadline=None,
+        progress_deadline_at=None,
     )
 
 
@@ -449,6 +638,7 @@ def _rollback(state: RolloutState, now: float, reason: str, *, abort: bool) -> R
         rollback_pending=False,
         paused_at=None,
         pause_reason=None,
+        progress_deadline_at=None,
     )
 
 
@@ -461,6 +651,7 @@ def _promote(state: RolloutState, now: float, reason: str) -> RolloutState:
         step_deadline=None,
         paused_at=None,
         pause_reason=None,
+        progress_deadline_at=None,
     )
 
 
@@ -474,6 +665,7 @@ def _next_step(state: RolloutState) -> RolloutState:
         step_window_start=None,
         step_decider_state=None,
         hold_remaining=None,
+        progress_deadline_at=None,
     )
 
 
@@ -490,7 +682,7 @@ def _settle(plan: Plan, state: RolloutState, now: float) -> RolloutState:
             return _promote(state, now, "all steps completed")
         step = plan.steps[state.step]
         if not state.step_entered:
-            state = _enter_step(state, step, now)
+            state = _enter_step(plan, state, step, now)
             if state.phase is not Phase.PROGRESSING:
                 return state
         if isinstance(step, (SetWeight, SetHeaderRoutes, SetMirror)):
@@ -506,8 +698,23 @@ def _settle(plan: Plan, state: RolloutState, now: float) -> RolloutState:
     return state
 
 
-def _enter_step(state: RolloutState, step: Any, now: float) -> RolloutState:
-    state = _evolve(state, step_entered=True)
+def _allowance(step: Any) -> float:
+    """How long a step takes by design, before its progress deadline starts counting."""
+    return step.seconds if isinstance(step, (Pause, Analyze)) else 0.0
+
+
+def _progress_deadline(
+    plan: Plan, step: Any, now: float, allowance: float | None = None
+) -> float | None:
+    if plan.progress_deadline is None:
+        return None
+    return now + (_allowance(step) if allowance is None else allowance) + plan.progress_deadline
+
+
+def _enter_step(plan: Plan, state: RolloutState, step: Any, now: float) -> RolloutState:
+    state = _evolve(
+        state, step_entered=True, progress_deadline_at=_progress_deadline(plan, step, now)
+    )
     if isinstance(step, SetWeight):
         return _evolve(state, target=attrs.evolve(state.target, canary_percent=step.percent))
     if isinstance(step, SetHeaderRoutes):
@@ -561,6 +768,8 @@ def _on_split_applied(plan: Plan, state: RolloutState, event: SplitApplied) -> R
 
 
 def _on_apply_failed(plan: Plan, state: RolloutState, event: ApplyFailed) -> RolloutState:
+    if state.phase is Phase.ROLLING_BACK and event.split != state.target:
+        return state  # a split the rollout no longer wants (an abort came meanwhile)
     if state.phase is Phase.ROLLING_BACK:
         where = "unknown" if state.confirmed is None else f"{state.confirmed.canary_percent:g}%"
         reason = f"rollback failed ({event.reason}); canary traffic last confirmed at {where}"
@@ -652,7 +861,11 @@ def _on_window_failed(plan: Plan, state: RolloutState, event: WindowFailed) -> R
 def _on_tick(plan: Plan, state: RolloutState, event: Tick) -> RolloutState:
     now = event.now
     if state.phase is Phase.PROGRESSING:
-        return _settle(plan, state, now)
+        state = _settle(plan, state, now)
+        deadline = state.progress_deadline_at
+        if deadline is not None and now >= deadline and state.phase is Phase.PROGRESSING:
+            return _on_progress_deadline(plan, state, now)
+        return state
     if state.phase is Phase.PAUSED and plan.pause_limit is not None:
         assert state.paused_at is not None
         if now >= state.paused_at + plan.pause_limit and not state.rollback_pending:
@@ -661,11 +874,51 @@ def _on_tick(plan: Plan, state: RolloutState, event: Tick) -> RolloutState:
     return state
 
 
+def _describe_step(step: Any) -> str:
+    if isinstance(step, SetWeight):
+        return f"set weight {step.percent:g}%"
+    if isinstance(step, SetMirror):
+        return f"mirror {step.percent:g}%"
+    if isinstance(step, SetHeaderRoutes):
+        return "set header routes"
+    if isinstance(step, (Pause, Analyze)):
+        return f"{type(step).__name__.lower()} {step.seconds:g} s"
+    return type(step).__name__
+
+
+def _on_progress_deadline(plan: Plan, state: RolloutState, now: float) -> RolloutState:
+    """The current step ran past its progress deadline: roll back or pause, by policy."""
+    step = plan.steps[state.step]
+    assert plan.progress_deadline is not None
+    why = ""
+    unconfirmed = state.target != state.confirmed
+    if unconfirmed:
+        why = f": the router has not confirmed canary {state.target.canary_percent:g}%"
+    elif isinstance(step, Analyze):
+        why = f": {state.step_windows} of its {step.windows} analysis windows judged"
+    reason = (
+        f"progress deadline: step {state.step + 1} ({_describe_step(step)}) did not "
+        f"complete within {plan.progress_deadline:g} s{why}"
+    )
+    if plan.on_progress_deadline == "rollback":
+        return _rollback(state, now, reason, abort=False)
+    if unconfirmed and state.confirmed is not None:
+        # Hold what the router last confirmed instead of retrying for ever; resuming
+        # enters the step again and so asks for its split again.
+        state = _evolve(state, target=state.confirmed, step_entered=False)
+    return _enter_pause(state, now, reason)
+
+
 def _unpause(plan: Plan, state: RolloutState, now: float) -> RolloutState:
     deadline = None if state.hold_remaining is None else now + state.hold_remaining
     window_start = state.step_window_start
     if _in_analyze_step(plan, state):
         window_start = now  # the step's windows start again from here
+    progress = None
+    if state.step < len(plan.steps) and state.step_entered:
+        step = plan.steps[state.step]
+        allowance = state.hold_remaining if isinstance(step, Pause) else None
+        progress = _progress_deadline(plan, step, now, allowance)
     return _evolve(
         state,
         phase=Phase.PROGRESSING,
@@ -674,6 +927,7 @@ def _unpause(plan: Plan, state: RolloutState, now: float) -> RolloutState:
         hold_remaining=None,
         step_deadline=deadline,
         step_window_start=window_start,
+        progress_deadline_at=progress,
         reason="resumed",
     )
 
@@ -692,7 +946,7 @@ def _on_promote(plan: Plan, state: RolloutState, event: Promote) -> RolloutState
         state = _unpause(plan, state, event.now)
     if state.step < len(plan.steps):
         if not state.step_entered:
-            state = _enter_step(state, plan.steps[state.step], event.now)
+            state = _enter_step(plan, state, plan.steps[state.step], event.now)
             state = _evolve(state, phase=Phase.PROGRESSING)
         # A traffic step's change stays; promoting only stops waiting for its confirmation.
         state = _next_step(state)
@@ -738,6 +992,37 @@ def _on_retry(plan: Plan, state: RolloutState, event: Retry) -> RolloutState:
     return _settle(plan, fresh, event.now)
 
 
+def _on_recovered(plan: Plan, state: RolloutState, event: Recovered) -> RolloutState:
+    now, current = event.now, event.current
+    if state.phase is Phase.PAUSED and state.rollback_pending:
+        # A rollback that failed before the restart: the new runner tries it again.
+        if current is not None:
+            state = _evolve(state, confirmed=current)
+        return _rollback(
+            state, now, f"retrying the rollback after a restart: {state.reason}", abort=False
+        )
+    if (
+        state.phase is Phase.PROGRESSING
+        and state.progress_deadline_at is None
+        and state.step_entered
+        and state.step < len(plan.steps)
+    ):
+        # State saved before progress deadlines existed (schema 1): start one now.
+        step = plan.steps[state.step]
+        allowance = None
+        if isinstance(step, Pause) and state.step_deadline is not None:
+            allowance = max(0.0, state.step_deadline - now)
+        state = _evolve(state, progress_deadline_at=_progress_deadline(plan, step, now, allowance))
+    if current is None:
+        # The router cannot say: treat the split as unknown, so the target is applied again.
+        return _evolve(state, confirmed=None)
+    if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+        return _evolve(state, confirmed=current)  # only a fresh apply ends these
+    # Whatever the router reports is in force: as if it had just confirmed it. A split
+    # applied just before the crash thus completes its step; any other is applied again.
+    return _on_split_applied(plan, state, SplitApplied(now, current))
+
+
 _HANDLERS: dict[type[Any], Callable[[Plan, RolloutState, Any], RolloutState]] = {
     Start: _on_start,
     SplitApplied: _on_split_applied,
@@ -751,6 +1036,7 @@ _HANDLERS: dict[type[Any], Callable[[Plan, RolloutState, Any], RolloutState]] = 
     Resume: _on_resume,
     Abort: _on_abort,
     Retry: _on_retry,
+    Recovered: _on_recovered,
 }
 
 
@@ -782,15 +1068,20 @@ def transition(plan: Plan, state: RolloutState, event: Event) -> RolloutState:
 def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
     """What the driver should do next, at time `now`.
 
-    Order of precedence: finish a terminal rollout; apply the target split when the
-    router has not confirmed it (or when promoting or rolling back); collect a window
-    that has ended; otherwise wait.
+    Order of precedence: finish a terminal rollout; wait (with a deadline already passed,
+    so the driver ticks at once) when the progress deadline has run out; apply the
+    target split when the router has not confirmed it (or when promoting or rolling
+    back); collect a window that has ended; otherwise wait.
     """
     phase = state.phase
     if phase.is_terminal:
         return Finish(phase=phase, reason=state.reason)
     if phase is Phase.PENDING:
         return Wait(until=math.inf)
+    if phase is Phase.PROGRESSING:
+        progress = state.progress_deadline_at
+        if progress is not None and now >= progress:
+            return Wait(until=progress)  # the deadline passed: a Tick settles it first
     target = state.target
     # Identity first: the confirmed split is usually the very object that was applied.
     unconfirmed = target is not state.confirmed and target != state.confirmed
@@ -822,8 +1113,11 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
                 decider_state=state.decider_state,
             )
         until = min(until, end)
-    if phase is Phase.PROGRESSING and state.step_deadline is not None:
-        until = min(until, state.step_deadline)
+    if phase is Phase.PROGRESSING:
+        if state.step_deadline is not None:
+            until = min(until, state.step_deadline)
+        if state.progress_deadline_at is not None:
+            until = min(until, state.progress_deadline_at)
     if (
         phase is Phase.PAUSED
         and plan.pause_limit is not None

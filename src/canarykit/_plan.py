@@ -15,15 +15,17 @@ AppConfig's growth factor), each with an optional final bake at 100%.
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
 from ._errors import ConfigError
 from ._protocols import Decider, RouterCapabilities
-from ._split import HeaderRoute, check_percent
+from ._split import HeaderRoute, check_percent, header_routes
+from ._validate import finite
 
 __all__ = [
     "Analyze",
@@ -46,9 +48,7 @@ def to_seconds(field: str, value: Any, *, allow_zero: bool = False) -> float:
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(field, value, "must be a number of seconds or a timedelta")
-    seconds = float(value)
-    if not math.isfinite(seconds):
-        raise ConfigError(field, value, "must be finite")
+    seconds = finite(field, value)
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigError(field, value, "must be >= 0" if allow_zero else "must be > 0")
     return seconds
@@ -73,7 +73,7 @@ def _mirror(value: float) -> float:
 
 
 def _step_routes(value: Iterable[HeaderRoute]) -> tuple[HeaderRoute, ...]:
-    return tuple(value)
+    return header_routes("routes", value)
 
 
 @attrs.frozen
@@ -144,10 +144,19 @@ Step: TypeAlias = SetWeight | Pause | WaitForPromotion | Analyze | SetHeaderRout
 _STEP_TYPES = (SetWeight, Pause, WaitForPromotion, Analyze, SetHeaderRoutes, SetMirror)
 
 
+# Generous caps that keep a hostile or mistaken plan from eating memory: a real rollout
+# has tens of steps, and a generator stepping by 0.001% would make 100,000.
+MAX_STEPS = 10_000
+MAX_WEIGHTS = 1_000
+
+
 def _steps(value: Any) -> tuple[Step, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ConfigError("steps", value, "must be a sequence of steps")
-    return tuple(value)
+    steps = tuple(itertools.islice(value, MAX_STEPS + 1))
+    if len(steps) > MAX_STEPS:
+        raise ConfigError("steps", value, f"must hold at most {MAX_STEPS} steps")
+    return steps
 
 
 def _analysis_interval(value: Duration | None) -> float | None:
@@ -156,6 +165,15 @@ def _analysis_interval(value: Duration | None) -> float | None:
 
 def _pause_limit(value: Duration | None) -> float | None:
     return None if value is None else to_seconds("pause_limit", value)
+
+
+def _progress_deadline(value: Duration | None) -> float | None:
+    return None if value is None else to_seconds("progress_deadline", value)
+
+
+# Argo Rollouts' default progressDeadlineSeconds.
+DEFAULT_PROGRESS_DEADLINE = 600.0
+PROGRESS_DEADLINE_POLICIES = ("rollback", "pause")
 
 
 @attrs.frozen(kw_only=True)
@@ -171,6 +189,12 @@ class Plan:
       (Argo's ``consecutiveErrorLimit``, 4).
     - `pause_limit`: seconds a rollout may stay paused before it rolls back; None waits
       for an operator for ever, as Argo does.
+    - `progress_deadline`: seconds a step may run beyond its own length (a pause's or an
+      analysis's seconds; none for a traffic step) without completing, while progressing,
+      say because the router never confirms a weight or the metrics never arrive (600, as
+      Argo's ``progressDeadlineSeconds``; None: no deadline). Time paused does not count.
+    - `on_progress_deadline`: what happens then: "rollback" (the default) or "pause"
+      (hold the split the router last confirmed and wait for an operator).
 
     >>> Plan(steps=[SetWeight(10), Pause(300)]).steps
     (SetWeight(percent=10.0), Pause(seconds=300.0))
@@ -181,6 +205,10 @@ class Plan:
     require_pass: bool = True
     consecutive_error_limit: int = 4
     pause_limit: float | None = attrs.field(default=None, converter=_pause_limit)
+    progress_deadline: float | None = attrs.field(
+        default=DEFAULT_PROGRESS_DEADLINE, converter=_progress_deadline
+    )
+    on_progress_deadline: Literal["rollback", "pause"] = "rollback"
 
     def __attrs_post_init__(self) -> None:
         if not self.steps:
@@ -193,6 +221,10 @@ class Plan:
         limit = self.consecutive_error_limit
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError("consecutive_error_limit", limit, "must be an integer >= 1")
+        if self.on_progress_deadline not in PROGRESS_DEADLINE_POLICIES:
+            raise ConfigError(
+                "on_progress_deadline", self.on_progress_deadline, "must be 'rollback' or 'pause'"
+            )
 
     def requirements(self) -> RouterCapabilities:
         """The router capabilities this plan needs (weights always: rollback sets 0%)."""
@@ -214,6 +246,30 @@ class Plan:
         return sum(s.seconds for s in self.steps if isinstance(s, (Pause, Analyze)))
 
 
+def _check_plan_options(options: dict[str, Any]) -> None:
+    """Refuse, by name, a keyword that is not a `Plan` option the generators pass on."""
+    known = [field.name for field in attrs.fields(Plan) if field.name != "steps"]
+    for name, value in options.items():
+        if name not in known:
+            raise ConfigError(name, value, f"is not a Plan option (expected one of {known})")
+
+
+def _grow(weights: list[float], following: float, field: str, value: Any) -> None:
+    """Append the next generated weight; refuse a generator that stalls or runs too long."""
+    if following <= weights[-1]:
+        raise ConfigError(
+            field,
+            value,
+            f"is too small: after {weights[-1]!r}% the next weight, rounded to the "
+            "micro-percent, is no larger, so the plan would never reach 100%",
+        )
+    if len(weights) >= MAX_WEIGHTS:
+        raise ConfigError(
+            field, value, f"is too small: the plan would need more than {MAX_WEIGHTS} weights"
+        )
+    weights.append(following)
+
+
 def from_weights(
     weights: Sequence[float],
     *,
@@ -232,6 +288,9 @@ def from_weights(
     """
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence) or not weights:
         raise ConfigError("weights", weights, "must be a non-empty list of percents")
+    if len(weights) > MAX_WEIGHTS:
+        raise ConfigError("weights", weights, f"must hold at most {MAX_WEIGHTS} percents")
+    _check_plan_options(plan_options)
     checked = [check_percent(f"weights[{i}]", w, allow_zero=False) for i, w in enumerate(weights)]
     for index in range(1, len(checked)):
         if checked[index] <= checked[index - 1]:
@@ -272,7 +331,7 @@ def linear(
     weights = [start]
     while weights[-1] < 100:
         # Round to the micro-percent so 0.1-sized steps do not drift (0.30000000000000004).
-        weights.append(min(100.0, round(weights[-1] + increment, 6)))
+        _grow(weights, min(100.0, round(weights[-1] + increment, 6)), "step", step)
     return from_weights(
         weights,
         hold=hold,
@@ -297,13 +356,11 @@ def exponential(
     (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 100.0)
     """
     start = check_percent("initial", initial, allow_zero=False)
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 1:
+    if finite("factor", factor) <= 1:
         raise ConfigError("factor", factor, "must be a number > 1")
-    if not math.isfinite(factor):
-        raise ConfigError("factor", factor, "must be finite")
     weights = [start]
     while weights[-1] < 100:
-        weights.append(min(100.0, round(weights[-1] * factor, 6)))
+        _grow(weights, min(100.0, round(weights[-1] * factor, 6)), "factor", factor)
     return from_weights(
         weights,
         hold=hold,

@@ -26,6 +26,8 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     pause_limit = "30m"         # roll back after this long paused (default: wait for ever)
     require_pass = true         # promote only after a passing verdict (default true)
     consecutive_error_limit = 4 # metrics/decider errors in a row before rollback (default 4)
+    progress_deadline = "10m"   # a step stuck this long past its own length ends (default 10m)
+    on_progress_deadline = "rollback"  # rollback (default) | pause
 
     # shape = "steps": an array of tables, each with exactly one of
     [[plan.steps]]
@@ -178,6 +180,8 @@ import attrs
 
 from ._errors import ConfigError
 from ._plan import (
+    DEFAULT_PROGRESS_DEADLINE,
+    PROGRESS_DEADLINE_POLICIES,
     Analyze,
     Pause,
     Plan,
@@ -237,6 +241,8 @@ _PLAN_COMMON = (
     "pause_limit",
     "require_pass",
     "consecutive_error_limit",
+    "progress_deadline",
+    "on_progress_deadline",
 )
 _STEP_KINDS = (
     "set_weight",
@@ -275,6 +281,12 @@ def _read_plan(table: PolicyTable) -> Plan:
         options["require_pass"] = table.boolean("require_pass")
     if "consecutive_error_limit" in table:
         options["consecutive_error_limit"] = table.integer("consecutive_error_limit", minimum=1)
+    if "progress_deadline" in table:
+        options["progress_deadline"] = table.duration("progress_deadline")
+    if "on_progress_deadline" in table:
+        options["on_progress_deadline"] = table.choice(
+            "on_progress_deadline", PROGRESS_DEADLINE_POLICIES
+        )
 
     plan: Plan
     if shape == "steps":
@@ -453,6 +465,14 @@ class Policy:
             lines.append(f"pause_limit = {_toml_duration(plan.pause_limit)}")
         lines.append(f"require_pass = {_toml_value(plan.require_pass)}")
         lines.append(f"consecutive_error_limit = {plan.consecutive_error_limit}")
+        if plan.progress_deadline != DEFAULT_PROGRESS_DEADLINE:
+            if plan.progress_deadline is None:
+                raise ConfigError(
+                    "plan.progress_deadline", None, "cannot be written to TOML (no null there)"
+                )
+            lines.append(f"progress_deadline = {_toml_duration(plan.progress_deadline)}")
+        if plan.on_progress_deadline != "rollback":
+            lines.append(f"on_progress_deadline = {_toml_value(plan.on_progress_deadline)}")
         for index, step in enumerate(plan.steps):
             lines += ["", "[[plan.steps]]", *_step_lines(index, step)]
         lines += ["", "[decider]", *_decider_lines(self.decider)]
@@ -483,7 +503,10 @@ def _toml_value(value: Any) -> str:
 def _toml_duration(seconds: float) -> str:
     text = format_duration(seconds)
     # Fall back to plain seconds when the short form would not read back exactly.
-    exact = parse_duration("", text, allow_zero=True) == seconds
+    try:
+        exact = parse_duration("duration", text, allow_zero=True) == seconds
+    except ConfigError:  # "1e+300s": a float's repr that is no duration string
+        exact = False
     return json.dumps(text) if exact else repr(seconds)
 
 
@@ -559,12 +582,19 @@ def _read_policy(data: Mapping[str, Any]) -> Policy:
     return Policy(plan=plan, decider=decider, simulation=simulation)
 
 
+MAX_POLICY_CHARS = 1_000_000
+"""The longest policy `load_policy` reads: real ones are a few hundred characters."""
+
+_LONG_NUMBER = re.compile(r"[0-9_]{1000,}")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
     try:
         data: dict[str, Any] = tomllib.loads(text)
+    except RecursionError:
+        # tomllib descends recursively into nested arrays and inline tables.
+        raise _error(source, "nests arrays or inline tables too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         found = _TOML_POSITION.search(message)
@@ -576,6 +606,15 @@ def _parse_toml(text: str, source: str) -> dict[str, Any]:
         if 0 < line <= len(lines):
             raise ConfigError(source, lines[line - 1].strip(), problem) from None
         raise _error(source, problem) from None
+    except ValueError as exc:
+        # Not a syntax error: tomllib lets int() refuse a literal of thousands of digits
+        # (Python's int_max_str_digits); find it to say where.
+        found = _LONG_NUMBER.search(text)
+        if found is None:
+            raise _error(source, f"is not valid TOML ({exc})") from None
+        line = text.count("\n", 0, found.start()) + 1
+        problem = f"invalid TOML at line {line}: a number with too many digits ({exc})"
+        raise ConfigError(source, found.group()[:20] + "...", problem) from None
     return data
 
 
@@ -597,8 +636,11 @@ def load_policy(source: str | os.PathLike[str]) -> Policy:
     if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)):
         path = Path(source)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+            with path.open(encoding="utf-8") as file:
+                # At most one character too many: enough to tell the file is too large
+                # (and /dev/zero, say, does not fill the memory).
+                text = file.read(MAX_POLICY_CHARS + 1)
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise _error(str(path), f"cannot read the policy file ({reason})") from None
         name = str(path)
@@ -606,4 +648,6 @@ def load_policy(source: str | os.PathLike[str]) -> Policy:
         text, name = source, "policy"
     else:
         raise ConfigError("source", source, "must be a path or TOML text")
+    if len(text) > MAX_POLICY_CHARS:
+        raise _error(name, f"is too large for a policy (over {MAX_POLICY_CHARS} characters)")
     return _read_policy(_parse_toml(text, name))

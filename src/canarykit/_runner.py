@@ -15,6 +15,33 @@ confirmed, so it never ends in an unknown state.
 
 Call timeouts are measured on the event loop's own clock, not the rollout's `Clock`, so
 they bound a hung call in virtual time as well.
+
+Saving and resuming. With a `store`, the state is saved, with the plan's fingerprint,
+before every action that follows a change of state: what the runner is about to do is on
+disk before it does it. A new `Rollout` given the same store and key continues from there
+when `run()` starts (see `Rollout`). A lease keeps a second runner off the same key.
+
+Await points. Everything the runner waits for is a call on an object it was given, so a
+fault-injection test can wrap that object. By name, in the order a run meets them:
+
+=================  =====================================================================
+lease.acquire      `Lease.acquire`, before anything else
+lease.renew        `Lease.renew`, in a background task every ``ttl / 3`` (real time)
+load               `StateStore.load`, once, under the lease
+start.read         `TrafficRouter.read` before the first step (read-back routers)
+recover.read       `TrafficRouter.read` when continuing a saved rollout
+save               `StateStore.save`, before each action that follows a change of state
+save.backoff       `Clock.sleep_until` between save attempts
+apply              `TrafficRouter.apply`
+apply.read_back    `TrafficRouter.read` verifying an apply (read-back routers)
+apply.backoff      `Clock.sleep_until` between apply attempts
+collect            `MetricsSource.collect`
+judge              `Decider.judge`, when it returns an awaitable
+wait               `Clock.sleep_until` until the next deadline or operator command
+lease.release      `Lease.release`, at the end
+=================  =====================================================================
+
+`AWAIT_POINTS` lists these names.
 """
 
 from __future__ import annotations
@@ -23,12 +50,15 @@ import contextlib
 import inspect
 import logging
 import math
+import os
 from collections.abc import Callable, Iterable
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import anyio
+import attrs
 
 from ._errors import (
+    CanaryError,
     ClockStalled,
     ConfigError,
     DeciderError,
@@ -48,6 +78,7 @@ from ._events import (
     TimelineEntry,
     VerdictReached,
 )
+from ._lease import Lease, LeaseError, LeaseLostError
 from ._machine import (
     Abort,
     AnalysisKind,
@@ -59,6 +90,7 @@ from ._machine import (
     Phase,
     Promote,
     PromoteFull,
+    Recovered,
     RequestPause,
     Resume,
     Retry,
@@ -69,19 +101,130 @@ from ._machine import (
     Tick,
     WindowFailed,
     WindowJudged,
+    plan_fingerprint,
+    plan_to_json,
 )
 from ._observe import Observation, Window
 from ._plan import Analyze, Plan
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
+from ._safe import check_name
 from ._split import STABLE_ONLY, TrafficSplit
+from ._stores import (
+    CorruptStateError,
+    FileStore,
+    MemoryStore,
+    PlanMismatchError,
+    StateError,
+    StateSaveError,
+)
 from ._validate import finite
 from ._verdict import Judgement
 
-__all__ = ["Listener", "Rollout", "run_rollout"]
+__all__ = [
+    "AWAIT_POINTS",
+    "LeaseLost",
+    "Listener",
+    "Rollout",
+    "RolloutResumed",
+    "run_rollout",
+]
 
 logger = logging.getLogger("canarykit")
 
-Listener = Callable[[RolloutEvent], object]
+AWAIT_POINTS = (
+    "lease.acquire",
+    "lease.renew",
+    "load",
+    "start.read",
+    "recover.read",
+    "save",
+    "save.backoff",
+    "apply",
+    "apply.read_back",
+    "apply.backoff",
+    "collect",
+    "judge",
+    "wait",
+    "lease.release",
+)
+
+# What the runner saves under its key: the machine's state and the plan it belongs to.
+RECORD_FORMAT = "canarykit.rollout"
+
+
+def _percent(split: TrafficSplit | None) -> str:
+    return "unknown" if split is None else f"{split.canary_percent:g}%"
+
+
+@attrs.frozen(kw_only=True)
+class RolloutResumed:
+    """A runner took over a saved rollout: where it was, and what the router reports now.
+
+    `confirmed` is the split the saved state says the router confirmed; `current` the one
+    the router reports now (None when it cannot tell, and the target is applied again).
+    """
+
+    time: float
+    phase: Phase
+    step: int
+    confirmed: TrafficSplit | None
+    current: TrafficSplit | None
+
+    def timeline_entry(self, state: RolloutState) -> TimelineEntry:
+        """The timeline line for this event."""
+        reason = (
+            f"resumed {self.phase.value} at step {self.step + 1}; saved canary "
+            f"{_percent(self.confirmed)}, router reports {_percent(self.current)}"
+        )
+        percent = 0.0 if self.current is None else self.current.canary_percent
+        return TimelineEntry(
+            time=self.time,
+            kind="resume",
+            phase=self.phase,
+            step=self.step,
+            canary_percent=percent,
+            reason=reason,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class LeaseLost:
+    """The runner lost its lease (`reason` says how) and stopped acting on the rollout."""
+
+    time: float
+    holder: str
+    reason: str
+
+    def timeline_entry(self, state: RolloutState) -> TimelineEntry:
+        """The timeline line for this event."""
+        confirmed = state.confirmed
+        return TimelineEntry(
+            time=self.time,
+            kind="error",
+            phase=state.phase,
+            step=state.step,
+            canary_percent=0.0 if confirmed is None else confirmed.canary_percent,
+            reason=f"lease lost: {self.reason}; stopped without touching traffic again",
+        )
+
+
+AnyEvent: TypeAlias = RolloutEvent | RolloutResumed | LeaseLost
+Listener = Callable[[AnyEvent], object]
+
+
+class _Stop:
+    """Why `_try_apply` stopped early without a failure to report."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+_SUPERSEDED = _Stop("superseded")  # the rollout wants another split now
+_DEADLINE = _Stop("progress deadline")  # the step's progress deadline passed
+_STOP_AT = _Stop("stop_at")  # the run reached the time it was asked to stop at
 
 
 def _positive(field: str, value: Any) -> float:
@@ -98,6 +241,66 @@ def _describe(exc: BaseException, timeout: float) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _brief(step: Any) -> str:
+    if not isinstance(step, dict):
+        return repr(step)
+    fields = ", ".join(f"{k}={v!r}" for k, v in step.items() if k != "kind")
+    return f"{step.get('kind', '?')}({fields})"
+
+
+def _plan_difference(key: str, saved: Any, now: dict[str, Any]) -> str:
+    """Why the saved plan is not this one, for PlanMismatchError."""
+    detail = "its fingerprint differs"
+    if isinstance(saved, dict):
+        saved_steps = saved.get("steps")
+        steps = now["steps"]
+        if isinstance(saved_steps, list):
+            for index, (old, new) in enumerate(zip(saved_steps, steps, strict=False)):
+                if old != new:
+                    detail = f"steps[{index}] was {_brief(old)}, now {_brief(new)}"
+                    break
+            else:
+                if len(saved_steps) != len(steps):
+                    detail = f"it had {len(saved_steps)} steps, this one has {len(steps)}"
+                else:
+                    for name in sorted((set(saved) | set(now)) - {"steps"}):
+                        if saved.get(name) != now.get(name):
+                            old_value = saved.get(name, "the default")
+                            new_value = now.get(name, "the default")
+                            detail = f"{name} was {old_value!r}, now {new_value!r}"
+                            break
+    return (
+        f"{key}: the saved rollout ran a different plan ({detail}); resume it with the plan "
+        "it started with, or start a new rollout under a new key"
+    )
+
+
+def _decode_record(record: Any, key: str, plan: Plan, fingerprint: str) -> RolloutState:
+    """The state in a saved record, checked against the key and the plan."""
+    if not isinstance(record, dict) or not isinstance(record.get("state"), dict):
+        raise CorruptStateError(f"{key}: the saved record holds no rollout state")
+    saved_format = record.get("format")
+    if saved_format is None:
+        # Saved before records carried the plan: nothing to check the plan against.
+        logger.warning("%s: saved state carries no plan fingerprint; not checking the plan", key)
+    elif saved_format != RECORD_FORMAT:
+        raise CorruptStateError(f"{key}: the saved record is not a rollout ({saved_format!r})")
+    else:
+        if record.get("key") != key:
+            raise CorruptStateError(f"{key}: the saved record belongs to key {record.get('key')!r}")
+        if record.get("plan_fingerprint") != fingerprint:
+            raise PlanMismatchError(_plan_difference(key, record.get("plan"), plan_to_json(plan)))
+    try:
+        state = RolloutState.from_json(record["state"])
+    except StateError as exc:
+        raise type(exc)(f"{key}: {exc}") from None
+    if state.step > len(plan.steps):
+        raise CorruptStateError(
+            f"{key}: saved step {state.step} is beyond the plan's {len(plan.steps)} steps"
+        )
+    return state
+
+
 class Rollout:
     """One canary rollout: a plan driven through a router, watched by metrics and a decider.
 
@@ -112,15 +315,44 @@ class Rollout:
     Parameters beyond the plan and its parts:
 
     - `clock`: where time comes from (`SystemClock()` by default; a `VirtualClock` in tests).
-    - `listeners`: callables given every `RolloutEvent`; their errors are logged, not raised.
-    - `call_timeout`: seconds allowed for each router or metrics call (30).
+    - `listeners`: callables given every event; their errors are logged, not raised.
+    - `call_timeout`: seconds allowed for each router, metrics, store or lease call (30).
     - `decider_timeout`: seconds allowed for an async decider's verdict (300).
-    - `apply_attempts`, `retry_delay`: tries per split and the first backoff (3, 1 s; the
-      delay doubles each time).
+    - `apply_attempts`, `retry_delay`: tries per split (and per save) and the first
+      backoff (3, 1 s; the delay doubles each time).
     - `rollback_timeout`: seconds the shielded rollback may take in all (120).
     - `on_cancel`: "rollback" (default) sends traffic back to stable when `run()` is
-      cancelled; "leave" leaves it where it is.
-    - `store`, `key`: where to save the state after every change, for a later resume.
+      cancelled or interrupted (KeyboardInterrupt); "leave" leaves it where it is.
+    - `store`, `key`: where to save the state, and under which name (1-128 letters,
+      digits, ``_``, ``.``, ``-``). `store` is a `StateStore`, or a directory path for a
+      `FileStore`.
+    - `lease`: who may drive this key; by default the store's own (`FileStore.lease`,
+      `MemoryStore.lease`), none without a store.
+    - `state`: start from this state instead of what the store holds (advanced).
+
+    Resuming. A rollout with a store continues what is saved under its key: create a
+    `Rollout` with the same plan, store and key in the new process and `run()` it::
+
+        rollout = Rollout(plan, router=router, metrics=metrics, decider=decider,
+                          store=FileStore("/var/lib/deploy/canary"), key="web-v2.4.1")
+        outcome = await rollout.run()   # starts, or continues after a crash
+
+    `run()` first takes the lease (`LeaseHeldError` at once if another runner has it),
+    then loads the saved state. Nothing saved: the rollout starts. A rollout that ended:
+    `run()` returns its outcome without touching traffic (`retry()` runs it again).
+    Otherwise it reads the router's split back and goes on from the step it was in:
+    a split applied but not confirmed before the crash counts once confirmed by the
+    read-back, an unknown or different one is applied again (idempotently), and timers
+    run on from their saved deadlines (a 5-minute pause interrupted at minute 4 holds for
+    one more minute). A record saved for another plan raises `PlanMismatchError`; a
+    damaged one `CorruptStateError`; one from a newer canarykit `StateVersionError`; in
+    each case before any traffic moves. `resumed` says whether a saved rollout was
+    continued; a `RolloutResumed` event and timeline entry report it.
+
+    If the state cannot be saved (after `apply_attempts` tries), the rollout rolls back
+    and `run()` raises `StateSaveError`: it never moves traffic on a step it could not
+    record. If the lease is lost mid-rollout, the runner stops at once without touching
+    traffic or the store again, emits `LeaseLost`, and `run()` raises `LeaseLostError`.
 
     A plan that needs what the router cannot do is refused here, before traffic moves.
     """
@@ -140,8 +372,9 @@ class Rollout:
         retry_delay: float = 1.0,
         rollback_timeout: float = 120.0,
         on_cancel: Literal["rollback", "leave"] = "rollback",
-        store: StateStore | None = None,
+        store: StateStore | str | os.PathLike[str] | None = None,
         key: str = "rollout",
+        lease: Lease | None = None,
         state: RolloutState | None = None,
     ) -> None:
         if not isinstance(plan, Plan):
@@ -173,12 +406,27 @@ class Rollout:
             raise ConfigError("apply_attempts", apply_attempts, "must be an integer >= 1")
         if apply_attempts < 1:
             raise ConfigError("apply_attempts", apply_attempts, "must be an integer >= 1")
+        check_name("key", key)
+        if isinstance(store, (str, os.PathLike)):
+            store = FileStore(store)
+        if store is not None and not isinstance(store, StateStore):
+            raise ConfigError("store", store, "must implement the StateStore protocol")
+        if lease is None and isinstance(store, (FileStore, MemoryStore)):
+            lease = store.lease(key)
+        if lease is not None:
+            if not isinstance(lease, Lease):
+                raise ConfigError("lease", lease, "must implement the Lease protocol")
+            _positive("lease.ttl", lease.ttl)
+        if state is not None and not isinstance(state, RolloutState):
+            raise ConfigError("state", state, "must be a RolloutState")
         self.plan = plan
         self.router = router
         self.metrics = metrics
         self.decider = decider
         self.clock: Clock = SystemClock() if clock is None else clock
         self.key = key
+        self.store: StateStore | None = store
+        self.lease: Lease | None = lease
         self._listeners = list(listeners)
         self._call_timeout = _positive("call_timeout", call_timeout)
         self._decider_timeout = _positive("decider_timeout", decider_timeout)
@@ -186,12 +434,23 @@ class Rollout:
         self._retry_delay = _positive("retry_delay", retry_delay)
         self._rollback_timeout = _positive("rollback_timeout", rollback_timeout)
         self._on_cancel = on_cancel
-        self._store = store
         self._machine = RolloutMachine(plan, state)
+        self._fingerprint = plan_fingerprint(plan) if store is not None else ""
+        self._plan_json = plan_to_json(plan) if store is not None else {}
         self._timeline: list[TimelineEntry] = []
         self._wake_scope: anyio.CancelScope | None = None
         self._interrupted = False  # set when a command cancels the wake scope
         self._running = False
+        # Saving and resuming.
+        self._restored = state is not None  # an explicit state wins over the store's
+        self._resumed = False
+        self._recover_pending = False
+        self._saved_state: RolloutState | None = None
+        # The lease: lost (and why), and until when (event-loop time) the last renewal lasts.
+        self._lease_lost: str | None = None
+        self._lease_valid_until = -math.inf
+        self._drive_scope: anyio.CancelScope | None = None
+        self._stop_at = math.inf
 
     # ------------------------------------------------------------------ reading
 
@@ -209,6 +468,11 @@ class Rollout:
     def timeline(self) -> tuple[TimelineEntry, ...]:
         """What has happened so far."""
         return tuple(self._timeline)
+
+    @property
+    def resumed(self) -> bool:
+        """True when `run()` continued a rollout saved in the store (by another process)."""
+        return self._resumed
 
     def add_listener(self, listener: Listener) -> None:
         """Call `listener(event)` for every event from now on."""
@@ -260,37 +524,90 @@ class Rollout:
         the rollout has not ended, leaving traffic where it is; the outcome reports the
         phase and the split. A run also returns, paused, when the clock reports that
         nothing could ever wake it (`ClockStalled`, in virtual time).
+
+        With a store, the first `run()` continues what is saved under the key (see the
+        class documentation). Raises `LeaseHeldError` when another runner holds the
+        rollout, `LeaseLostError` when this one lost its lease mid-run, and the
+        `StateError` kinds for saved state that cannot be used or saved.
         """
         if self._running:
             raise InvalidTransition("this rollout is already running")
         self._running = True
         try:
-            await self._drive(math.inf if stop_at is None else stop_at)
-        except anyio.get_cancelled_exc_class():
-            if self._on_cancel == "rollback":
-                await self._emergency_rollback("cancelled while running")
-            raise
-        except BaseException as exc:
-            await self._emergency_rollback(f"stopped by an unexpected error: {exc!r}")
-            raise
+            await self._acquire_lease()
+            error: BaseException | None = None
+            try:
+                # Errors are carried out of the task group by hand: raised inside it, they
+                # would reach the caller wrapped in an exception group.
+                async with anyio.create_task_group() as tg:
+                    if self.lease is not None:
+                        tg.start_soon(self._keep_lease, self.lease)
+                    try:
+                        with anyio.CancelScope() as self._drive_scope:
+                            await self._restore()
+                            await self._guarded_drive(math.inf if stop_at is None else stop_at)
+                    except anyio.get_cancelled_exc_class():
+                        raise
+                    except BaseException as exc:
+                        error = exc
+                    finally:
+                        self._drive_scope = None
+                        tg.cancel_scope.cancel()
+            finally:
+                await self._release_lease()
+            if error is not None:
+                raise error
+            if self._lease_lost is not None:
+                raise LeaseLostError(self._lost_message())
         finally:
             self._running = False
         return self._outcome()
 
+    async def _guarded_drive(self, stop_at: float) -> None:
+        """`_drive`, rolling back when it is cancelled, interrupted or fails."""
+        try:
+            await self._drive(stop_at)
+        except anyio.get_cancelled_exc_class():
+            await self._stop("cancelled while running")
+            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                await self._stop("interrupted (KeyboardInterrupt)")
+            elif not isinstance(exc, LeaseError):
+                if isinstance(exc, CanaryError):
+                    reason = f"stopped: {exc}"
+                else:
+                    reason = f"stopped by an unexpected error: {exc!r}"
+                await self._emergency_rollback(reason)
+            raise
+
+    async def _stop(self, reason: str) -> None:
+        """Cancelled or interrupted: roll back unless told to leave traffic where it is."""
+        if self._on_cancel == "rollback":
+            await self._emergency_rollback(reason)
+            return
+        with anyio.CancelScope(shield=True):
+            await self._save(strict=False)  # so that a resume knows where traffic was left
+
     async def _drive(self, stop_at: float) -> None:
+        self._stop_at = stop_at
         if self.phase is Phase.PENDING:
             current = await self._read_current()
             self._handle(Start(self.clock.now(), current))
+        elif self._recover_pending:
+            await self._recover()
+            self._recover_pending = False  # only once done: an interrupted one is redone
         ticked_at = -math.inf
         while True:
-            if self._store is not None:
-                await self._save()
+            if self.store is not None:
+                await self._save(strict=True)
             now = self.clock.now()
             action = self._machine.next_action(now)
             if isinstance(action, Finish):
                 return
             if isinstance(action, ApplySplit):
-                await self._apply(action.split)
+                if await self._apply(action.split) is _STOP_AT:
+                    return
             elif isinstance(action, CollectWindow):
                 await self._collect(action)
             elif action.until <= now:
@@ -304,7 +621,7 @@ class Rollout:
                 return
             else:
                 try:
-                    await self._wait(min(action.until, stop_at))
+                    await self._wait(min(action.until, stop_at))  # await point: wait
                 except ClockStalled:
                     return
 
@@ -313,7 +630,7 @@ class Rollout:
             return STABLE_ONLY
         try:
             with anyio.fail_after(self._call_timeout):
-                current = await self.router.read()
+                current = await self.router.read()  # await point: start.read
         except Exception as exc:
             raise RouterError(
                 f"could not read the router's split before starting: "
@@ -321,7 +638,36 @@ class Rollout:
             ) from exc
         return STABLE_ONLY if current is None else current
 
+    async def _recover(self) -> None:
+        """Continue a saved rollout: tell the machine what the router reports now."""
+        saved = self.state
+        current: TrafficSplit | None = None
+        if self.router.capabilities.read_back:
+            try:
+                with anyio.fail_after(self._call_timeout):
+                    current = await self.router.read()  # await point: recover.read
+            except Exception as exc:
+                # Unknown, then: the target is applied again, which is safe (idempotent).
+                logger.warning(
+                    "%s: could not read the router's split on resuming (%s); applying the "
+                    "target again",
+                    self.key,
+                    _describe(exc, self._call_timeout),
+                )
+        now = self.clock.now()
+        self._emit(
+            RolloutResumed(
+                time=now,
+                phase=saved.phase,
+                step=saved.step,
+                confirmed=saved.confirmed,
+                current=current,
+            )
+        )
+        self._handle(Recovered(now, current))
+
     async def _wait(self, until: float) -> None:
+        """Sleep on the clock until `until`, or until an operator command comes."""
         with anyio.CancelScope() as scope:
             self._wake_scope = scope
             try:
@@ -329,28 +675,36 @@ class Rollout:
             finally:
                 self._wake_scope = None
 
-    async def _apply(self, split: TrafficSplit) -> None:
+    async def _apply(self, split: TrafficSplit) -> _Stop | None:
+        """Apply `split`; a `_Stop` if the attempts stopped early (no failure to report)."""
         rolling_back = self.phase is Phase.ROLLING_BACK
+        result: str | _Stop | None = "not attempted"
         with anyio.CancelScope(shield=rolling_back) as scope:
             if rolling_back:
                 scope.deadline = anyio.current_time() + self._rollback_timeout
-            reason = await self._try_apply(split)
-            if reason is None:
-                return
+            result = await self._try_apply(split)
+            if result is None or isinstance(result, _Stop):
+                return result
+        reason = result if isinstance(result, str) else "unknown"
         if scope.cancelled_caught:
             reason = f"rollback not confirmed within {self._rollback_timeout:g} s"
-        self._handle(ApplyFailed(self.clock.now(), split, reason or "unknown"))
+        self._handle(ApplyFailed(self.clock.now(), split, reason))
+        return None
 
-    async def _try_apply(self, split: TrafficSplit) -> str | None:
-        """Apply with retries; None once confirmed, else the last failure's reason."""
+    async def _try_apply(self, split: TrafficSplit) -> str | _Stop | None:
+        """Apply with retries: None once confirmed, a `_Stop`, or the last failure's reason."""
         reason = "not attempted"
         for attempt in range(1, self._apply_attempts + 1):
+            target = self.state.target
+            if target is not split and target != split:
+                return _SUPERSEDED  # an operator command changed what the rollout wants
+            self._check_lease()
             try:
                 with anyio.fail_after(self._call_timeout):
-                    await self.router.apply(split)
+                    await self.router.apply(split)  # await point: apply
                 if self.router.capabilities.read_back:
                     with anyio.fail_after(self._call_timeout):
-                        seen = await self.router.read()
+                        seen = await self.router.read()  # await point: apply.read_back
                     if seen is not None and seen != split:
                         raise RouterError(
                             f"read back canary {seen.canary_percent:g}% after applying "
@@ -361,11 +715,26 @@ class Rollout:
                 now = self.clock.now()
                 self._emit(RouterFailure(time=now, split=split, attempt=attempt, reason=reason))
                 if attempt < self._apply_attempts:
-                    await self.clock.sleep_until(now + self._retry_delay * 2 ** (attempt - 1))
+                    retry_at = now + self._retry_delay * 2 ** (attempt - 1)
+                    deadline = self._progress_deadline()
+                    if deadline is not None:
+                        if now >= deadline:
+                            return _DEADLINE  # the machine decides what happens now
+                        retry_at = min(retry_at, deadline)
+                    if retry_at > self._stop_at and self.phase is not Phase.ROLLING_BACK:
+                        await self._wait(self._stop_at)  # await point: apply.backoff
+                        if self.clock.now() >= self._stop_at:
+                            return _STOP_AT  # `run(stop_at=...)` returns, traffic as it is
+                        continue  # an operator command came first
+                    await self._wait(retry_at)  # await point: apply.backoff
                 continue
             self._handle(SplitApplied(self.clock.now(), split))
             return None
         return reason
+
+    def _progress_deadline(self) -> float | None:
+        state = self.state
+        return state.progress_deadline_at if state.phase is Phase.PROGRESSING else None
 
     async def _collect(self, action: CollectWindow) -> None:
         split = self.state.confirmed or self.state.target
@@ -446,25 +815,166 @@ class Rollout:
 
     async def _emergency_rollback(self, reason: str) -> None:
         with anyio.CancelScope(shield=True):
+            if not self._lease_ok():
+                return  # another runner may own the rollout now: touch nothing
             if not self.phase.is_terminal:
                 # A rollout still pending is simply aborted; anything else rolls back.
                 with contextlib.suppress(InvalidTransition):
                     self._handle(Abort(self.clock.now(), reason))
-            while self.phase is Phase.ROLLING_BACK:
+            while self.phase is Phase.ROLLING_BACK and self._lease_ok():
                 action = self._machine.next_action(self.clock.now())
                 if not isinstance(action, ApplySplit):
                     break
                 await self._apply(action.split)
-            await self._save()
+            await self._save(strict=False)
 
-    async def _save(self) -> None:
-        if self._store is None:
+    # ------------------------------------------------------------------ store and lease
+
+    def _record(self, state: RolloutState) -> dict[str, Any]:
+        return {
+            "format": RECORD_FORMAT,
+            "key": self.key,
+            "plan_fingerprint": self._fingerprint,
+            "plan": self._plan_json,
+            "state": state.to_json(),
+        }
+
+    async def _restore(self) -> None:
+        """Load the state saved under the key, once, if there is a store."""
+        store = self.store
+        if store is None or self._restored:
             return
+        self._restored = True
         try:
             with anyio.fail_after(self._call_timeout):
-                await self._store.save(self.key, {"state": self.state.to_json()})
+                record = await store.load(self.key)  # await point: load
+        except StateError:
+            raise
         except Exception as exc:
-            logger.warning("%s: could not save state: %s", self.key, exc)
+            raise StateError(
+                f"{self.key}: could not load the saved state: {_describe(exc, self._call_timeout)}"
+            ) from exc
+        if record is None:
+            return
+        state = _decode_record(record, self.key, self.plan, self._fingerprint)
+        self._machine.state = state
+        self._saved_state = state
+        self._resumed = True
+        self._recover_pending = not state.is_terminal and state.phase is not Phase.PENDING
+
+    async def _save(self, *, strict: bool) -> None:
+        """Save the state if it changed. `strict`: retry, then raise `StateSaveError`."""
+        store = self.store
+        state = self._machine.state
+        if store is None or state is self._saved_state:
+            return
+        if not self._lease_ok():
+            if strict:
+                self._check_lease()
+            return
+        record = self._record(state)
+        attempts = self._apply_attempts if strict else 1
+        reason = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                with anyio.fail_after(self._call_timeout):
+                    await store.save(self.key, record)  # await point: save
+            except Exception as exc:
+                reason = _describe(exc, self._call_timeout)
+                logger.warning(
+                    "%s: could not save the state (attempt %d of %d): %s",
+                    self.key,
+                    attempt,
+                    attempts,
+                    reason,
+                )
+                if attempt < attempts:
+                    delay = self._retry_delay * 2 ** (attempt - 1)
+                    await self._wait(self.clock.now() + delay)  # await point: save.backoff
+                continue
+            self._saved_state = state
+            return
+        if strict:
+            raise StateSaveError(
+                f"{self.key}: could not save the rollout's state ({attempts} attempts, the "
+                f"last: {reason}); stopped before moving traffic on an unrecorded step"
+            )
+
+    async def _acquire_lease(self) -> None:
+        lease = self.lease
+        if lease is None:
+            return
+        started = anyio.current_time()
+        try:
+            with anyio.fail_after(self._call_timeout):
+                await lease.acquire()  # await point: lease.acquire
+        except LeaseError:
+            raise
+        except Exception as exc:
+            raise LeaseError(
+                f"{self.key}: could not take the rollout's lease: "
+                f"{_describe(exc, self._call_timeout)}"
+            ) from exc
+        self._lease_lost = None
+        self._lease_valid_until = started + lease.ttl
+
+    async def _keep_lease(self, lease: Lease) -> None:
+        """Renew the lease every ttl/3 (real time); on failure, stop the rollout at once."""
+        period = lease.ttl / 3
+        while self._lease_lost is None:
+            await anyio.sleep(period)
+            started = anyio.current_time()
+            try:
+                with anyio.fail_after(period):
+                    await lease.renew()  # await point: lease.renew
+            except Exception as exc:
+                self._lose_lease(f"renewing it failed: {_describe(exc, period)}")
+                return
+            self._lease_valid_until = started + lease.ttl
+
+    async def _release_lease(self) -> None:
+        lease = self.lease
+        if lease is None:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                with anyio.fail_after(self._call_timeout):
+                    await lease.release()  # await point: lease.release
+            except Exception as exc:
+                logger.warning("%s: could not release the lease: %s", self.key, exc)
+
+    def _lease_ok(self) -> bool:
+        """True while the lease (if any) is held and its last renewal has not run out."""
+        lease = self.lease
+        if lease is None:
+            return True
+        if self._lease_lost is not None:
+            return False
+        if anyio.current_time() >= self._lease_valid_until:
+            self._lose_lease(f"not renewed within its {lease.ttl:g} s")
+            return False
+        return True
+
+    def _check_lease(self) -> None:
+        if not self._lease_ok():
+            raise LeaseLostError(self._lost_message())
+
+    def _lose_lease(self, reason: str) -> None:
+        if self._lease_lost is not None:
+            return
+        self._lease_lost = reason
+        holder = "" if self.lease is None else self.lease.holder
+        logger.error("%s: lost the lease (%s); stopping without touching traffic", self.key, reason)
+        self._emit(LeaseLost(time=self.clock.now(), holder=holder, reason=reason))
+        if self._drive_scope is not None:
+            self._drive_scope.cancel()
+
+    def _lost_message(self) -> str:
+        return (
+            f"{self.key}: lost the rollout's lease ({self._lease_lost}); stopped without "
+            f"touching traffic or the saved state again (canary last confirmed at "
+            f"{_percent(self.state.confirmed)}); another runner may be driving it"
+        )
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -487,8 +997,11 @@ class Rollout:
                 )
             )
 
-    def _emit(self, event: RolloutEvent) -> None:
-        entry = TimelineEntry.for_event(event, self._machine.state)
+    def _emit(self, event: AnyEvent) -> None:
+        if isinstance(event, (RolloutResumed, LeaseLost)):
+            entry = event.timeline_entry(self._machine.state)
+        else:
+            entry = TimelineEntry.for_event(event, self._machine.state)
         self._timeline.append(entry)
         if logger.isEnabledFor(logging.INFO):
             level = logging.WARNING if entry.kind == "error" else logging.INFO

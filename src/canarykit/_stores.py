@@ -1,28 +1,248 @@
-"""State stores kept in memory (a JSON-file store for crash recovery comes with resume)."""
+"""State stores: where a rollout's state is saved so that a new process can resume it.
+
+How this works. The runner saves a small JSON record after every change of state (see
+`Rollout`); a store keeps the last record per key. `FileStore` is the one to use in
+production: one file per key in a directory, each save written to a temporary file in
+the same directory, flushed to disk (fsync), renamed over the old file, and the
+directory fsynced, so a crash (even ``kill -9`` or a power cut) leaves either the old
+record or the new one, never half of one. Each file carries its format version, its key
+and a SHA-256 of its data, so a damaged or hand-edited file is refused by name instead
+of resuming a rollout from garbage. `MemoryStore` keeps records in a dict, for tests.
+
+Both offer `lease(key)`, the default `Lease` that keeps a second runner off the same
+rollout (a lock file beside the state for `FileStore`).
+
+The errors about saved state::
+
+    CanaryError
+    └── StateError                 saved state cannot be read, written or used
+        ├── CorruptStateError      unreadable: not JSON, bad checksum, wrong shape
+        ├── StateVersionError      written under a schema this canarykit cannot read
+        ├── PlanMismatchError      resuming with a plan other than the one saved
+        └── StateSaveError         the state could not be saved
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
-__all__ = ["MemoryStore"]
+import anyio.to_thread
+
+from ._errors import CanaryError, ConfigError
+from ._lease import FileLease, MemoryLease
+from ._safe import check_name
+
+__all__ = [
+    "CorruptStateError",
+    "FileStore",
+    "MemoryStore",
+    "PlanMismatchError",
+    "StateError",
+    "StateSaveError",
+    "StateVersionError",
+]
+
+# What a FileStore file says it is, and the version of that envelope (not of the state
+# inside it, which carries its own schema version).
+FILE_FORMAT = "canarykit-state"
+FILE_FORMAT_VERSION = 1
+
+
+class StateError(CanaryError):
+    """Saved rollout state cannot be read, written or used; the message says why."""
+
+
+class CorruptStateError(StateError):
+    """Saved state is damaged: not JSON, a checksum mismatch, or fields of the wrong shape."""
+
+
+class StateVersionError(StateError):
+    """Saved state was written under a schema version this canarykit cannot read."""
+
+
+class PlanMismatchError(StateError):
+    """A rollout was resumed with a plan other than the one its saved state was made for."""
+
+
+class StateSaveError(StateError):
+    """The rollout's state could not be saved (the store failed or timed out)."""
+
+
+def canonical_json(data: Any) -> str:
+    """`data` as compact JSON with sorted keys: equal data gives equal text (for checksums)."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in saved state")
+
+
+class FileStore:
+    """A `StateStore` keeping one JSON file per key in `directory`: crash-safe, the default.
+
+    ``FileStore("/var/lib/deploy/canary")`` keeps the rollout saved under key ``"web"`` in
+    ``/var/lib/deploy/canary/web.json`` (the directory is created at the first save). Keys
+    are 1-128 letters, digits, ``_``, ``.`` or ``-``, so a key can never name a file
+    outside the directory. Each save writes a temporary file beside the target, fsyncs
+    it, renames it over the target and fsyncs the directory: after a crash the file
+    holds the last complete save. `load` refuses a damaged file (`CorruptStateError`)
+    or one in a newer format (`StateVersionError`), naming the file and the problem.
+
+    ``fsync=False`` skips the two fsyncs (faster; a power cut may then lose the last
+    saves, though never leave half a file). `lease(key)` gives a `FileLease` on
+    ``<key>.lock`` beside the state, which `Rollout` takes by default.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True) -> None:
+        if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory):
+            raise ConfigError("directory", directory, "must be a directory path")
+        if not isinstance(fsync, bool):
+            raise ConfigError("fsync", fsync, "must be true or false")
+        self.directory = Path(directory)
+        self._fsync = fsync
+
+    def path(self, key: str) -> Path:
+        """The file that holds `key`'s state (ConfigError for a key that is not a plain name)."""
+        return self.directory / f"{check_name('key', key)}.json"
+
+    def lease(self, key: str, *, holder: str | None = None, ttl: float = 30.0) -> FileLease:
+        """The default lease for `key`: a `FileLease` on ``<key>.lock`` beside the state."""
+        return FileLease(self.directory / f"{check_name('key', key)}.lock", holder=holder, ttl=ttl)
+
+    async def save(self, key: str, data: dict[str, Any]) -> None:
+        """Replace `key`'s state with `data`, atomically and durably."""
+        path = self.path(key)
+        if not isinstance(data, dict):
+            raise ConfigError("data", type(data).__name__, "must be a dict")
+        try:
+            body = canonical_json(data)
+        except (TypeError, ValueError) as exc:
+            raise StateSaveError(f"{path}: the state is not plain JSON data: {exc}") from None
+        envelope = {
+            "format": FILE_FORMAT,
+            "version": FILE_FORMAT_VERSION,
+            "key": key,
+            "sha256": hashlib.sha256(body.encode()).hexdigest(),
+            "data": data,
+        }
+        text = json.dumps(envelope, sort_keys=True, indent=1, allow_nan=False) + "\n"
+        try:
+            await anyio.to_thread.run_sync(self._write, path, text)
+        except OSError as exc:
+            raise StateSaveError(f"{path}: could not write the state: {exc}") from exc
+
+    def _write(self, path: Path, text: str) -> None:
+        directory = path.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        # The temporary file starts with a dot, so it can never be taken for a key's file.
+        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                file.write(text)
+                file.flush()
+                if self._fsync:
+                    os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+        if self._fsync:
+            # The rename is durable only once the directory entry is on disk too.
+            dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    async def load(self, key: str) -> dict[str, Any] | None:
+        """`key`'s saved data, or None if nothing was saved under it."""
+        path = self.path(key)
+        try:
+            text = await anyio.to_thread.run_sync(_read_text, path)
+        except OSError as exc:
+            raise StateError(f"{path}: could not read the saved state: {exc}") from exc
+        if text is None:
+            return None
+        return _unwrap(path, key, text)
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`'s state (nothing happens if there is none); its lock file stays."""
+        path = self.path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.directory)!r})"
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def _unwrap(path: Path, key: str, text: str) -> dict[str, Any]:
+    """The data inside a FileStore file, or a StateError saying what is wrong with it."""
+    try:
+        envelope = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:  # JSONDecodeError and NaN/Infinity
+        raise CorruptStateError(f"{path}: not valid JSON ({exc}); the file is damaged") from None
+    if not isinstance(envelope, dict) or envelope.get("format") != FILE_FORMAT:
+        raise CorruptStateError(f"{path}: not a canarykit state file")
+    version = envelope.get("version")
+    if version != FILE_FORMAT_VERSION:
+        if isinstance(version, int) and not isinstance(version, bool) and version > 1:
+            raise StateVersionError(
+                f"{path}: written in file format version {version} by a newer canarykit; "
+                f"this one reads version {FILE_FORMAT_VERSION}: upgrade canarykit to resume it"
+            )
+        raise CorruptStateError(f"{path}: unknown file format version {version!r}")
+    if envelope.get("key") != key:
+        raise CorruptStateError(
+            f"{path}: holds the state of key {envelope.get('key')!r}, not {key!r} "
+            "(was the file copied or renamed?)"
+        )
+    data = envelope.get("data")
+    if not isinstance(data, dict):
+        raise CorruptStateError(f"{path}: 'data' must be a JSON object")
+    digest = hashlib.sha256(canonical_json(data).encode()).hexdigest()
+    if envelope.get("sha256") != digest:
+        raise CorruptStateError(
+            f"{path}: checksum mismatch: the file was changed or damaged after it was saved"
+        )
+    return data
 
 
 class MemoryStore:
     """A `StateStore` in a dict, for tests and single-process use.
 
     Saves a deep copy after checking that the data is JSON-serialisable, so a test catches
-    a decider state that a file store could not write.
+    a decider state that a file store could not write. `lease(key)` gives a `MemoryLease`
+    shared by everything using this store.
     """
 
     def __init__(self) -> None:
         self.saved: dict[str, dict[str, Any]] = {}
         self.saves = 0
+        self._holders: dict[str, tuple[str, float]] = {}
 
     async def save(self, key: str, data: dict[str, Any]) -> None:
         """Store a copy of `data` under `key`."""
-        json.dumps(data, allow_nan=False)
+        try:
+            json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise StateSaveError(f"{key}: the state is not plain JSON data: {exc}") from None
         self.saved[key] = copy.deepcopy(data)
         self.saves += 1
 
@@ -30,6 +250,14 @@ class MemoryStore:
         """A copy of what was saved under `key`, or None."""
         data = self.saved.get(key)
         return None if data is None else copy.deepcopy(data)
+
+    async def delete(self, key: str) -> None:
+        """Forget `key`'s state."""
+        self.saved.pop(key, None)
+
+    def lease(self, key: str, *, holder: str | None = None, ttl: float = 30.0) -> MemoryLease:
+        """The default lease for `key`: held in this store, so one runner per key per store."""
+        return MemoryLease(self._holders, key, holder=holder, ttl=ttl)
 
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self.saved)} key(s)>"

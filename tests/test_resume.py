@@ -1,0 +1,473 @@
+"""The JSON-file store, and resuming a rollout in a new runner from its saved state."""
+
+import json
+import os
+
+import anyio
+import pytest
+
+import canarykit as ck
+from canarykit.testing import FakeRouter, VirtualClock
+
+pytestmark = pytest.mark.anyio
+
+TWO_STEPS = ck.Plan(steps=[ck.SetWeight(10), ck.Pause(60), ck.SetWeight(50), ck.Pause(60)])
+
+
+def percents(splits):
+    return [split.canary_percent for split in splits]
+
+
+# ---------------------------------------------------------------------------- FileStore
+
+
+async def test_file_store_round_trips_and_keeps_one_file_per_key(tmp_path):
+    store = ck.FileStore(tmp_path / "state")
+    assert await store.load("web") is None
+    await store.save("web", {"state": {"step": 1}, "note": "é"})
+    await store.save("web", {"state": {"step": 2}})
+    await store.save("api", {"state": {"step": 7}})
+    assert await store.load("web") == {"state": {"step": 2}}
+    assert await store.load("api") == {"state": {"step": 7}}
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["api.json", "web.json"]
+    await store.delete("web")
+    assert await store.load("web") is None
+
+
+async def test_file_store_writes_a_temporary_file_fsyncs_renames_and_fsyncs_the_directory(
+    tmp_path, monkeypatch
+):
+    store = ck.FileStore(tmp_path)
+    synced = []
+    replaced = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        synced.append(os.path.realpath(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(source, target):
+        replaced.append((str(source), str(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    await store.save("web", {"state": {}})
+    [(source, target)] = replaced
+    assert os.path.dirname(source) == str(tmp_path)  # same directory: rename is atomic
+    assert target == str(tmp_path / "web.json")
+    # The temporary file is synced before the rename, the directory after it.
+    assert synced == [source, str(tmp_path)]
+
+
+async def test_a_failed_write_leaves_the_previous_state_and_no_temporary_file(
+    tmp_path, monkeypatch
+):
+    store = ck.FileStore(tmp_path)
+    await store.save("web", {"state": {"step": 1}})
+
+    def broken_replace(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(ck.StateSaveError, match="No space left"):
+        await store.save("web", {"state": {"step": 2}})
+    monkeypatch.undo()
+    assert await store.load("web") == {"state": {"step": 1}}
+    assert [p.name for p in tmp_path.iterdir()] == ["web.json"]
+
+
+@pytest.mark.parametrize("key", ["../escape", "a/b", "", ".hidden", "x\ny", "/etc/passwd", 7])
+async def test_keys_that_could_leave_the_directory_are_refused(tmp_path, key):
+    store = ck.FileStore(tmp_path)
+    with pytest.raises(ck.ConfigError, match=r"^key:"):
+        await store.save(key, {})
+    with pytest.raises(ck.ConfigError, match=r"^key:"):
+        await store.load(key)
+    with pytest.raises(ck.ConfigError, match=r"^key:"):
+        ck.Rollout(TWO_STEPS, router=FakeRouter(), store=store, key=key)
+    assert list(tmp_path.iterdir()) == []
+
+
+def rewrite(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "message"),
+    [
+        (lambda p: p.write_text(p.read_text()[:40]), ck.CorruptStateError, "not valid JSON"),
+        (lambda p: p.write_text("[1, 2]"), ck.CorruptStateError, "not a canarykit state file"),
+        (lambda p: p.write_text('{"x": NaN}'), ck.CorruptStateError, "not valid JSON"),
+        (
+            lambda p: rewrite(p, lambda d: d["data"]["state"].update(step=5)),
+            ck.CorruptStateError,
+            "checksum mismatch",
+        ),
+        (
+            lambda p: rewrite(p, lambda d: d.update(key="api")),
+            ck.CorruptStateError,
+            "holds the state of key 'api'",
+        ),
+        (
+            lambda p: rewrite(p, lambda d: d.update(version=2)),
+            ck.StateVersionError,
+            "newer canarykit",
+        ),
+        (
+            lambda p: rewrite(p, lambda d: d.update(data=[1])),
+            ck.CorruptStateError,
+            "'data' must be a JSON object",
+        ),
+    ],
+)
+async def test_damaged_files_are_refused_naming_the_file_and_the_problem(
+    tmp_path, damage, error, message
+):
+    store = ck.FileStore(tmp_path)
+    await store.save("web", {"state": {"step": 1}})
+    damage(tmp_path / "web.json")
+    with pytest.raises(error, match=message) as caught:
+        await store.load("web")
+    assert str(tmp_path / "web.json") in str(caught.value)
+    assert isinstance(caught.value, ck.StateError)
+
+
+async def test_a_rollout_given_a_directory_path_uses_a_file_store(tmp_path):
+    rollout = ck.Rollout(TWO_STEPS, router=FakeRouter(), store=tmp_path, key="web")
+    assert isinstance(rollout.store, ck.FileStore)
+    assert isinstance(rollout.lease, ck.FileLease)
+    assert rollout.lease.path == tmp_path / "web.lock"
+
+
+# ---------------------------------------------------------------------------- resuming
+
+
+async def test_a_bake_interrupted_at_minute_four_continues_for_one_minute(tmp_path):
+    plan = ck.Plan(steps=[ck.SetWeight(20), ck.Pause(300)])
+    router = FakeRouter()
+    first = ck.Rollout(plan, router=router, clock=VirtualClock(), store=tmp_path, key="web")
+    stopped = await first.run(stop_at=240)  # the process dies at minute 4
+    assert stopped.phase is ck.Phase.PROGRESSING
+
+    second = ck.Rollout(
+        plan, router=router, clock=VirtualClock(start=240), store=tmp_path, key="web"
+    )
+    outcome = await second.run()
+    assert second.resumed
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    assert outcome.finished_at == 300.0  # one more minute, not five
+    assert percents(router.applied) == [20, 100]  # 20% was not applied again
+    [resumed] = [e for e in outcome.timeline if e.kind == "resume"]
+    assert "step 2" in resumed.reason and "router reports 20%" in resumed.reason
+
+
+class AckLostRouter(FakeRouter):
+    """Applies `split`, then never answers: the runner dies not knowing it took effect."""
+
+    def __init__(self, stuck_at: float, **kwargs):
+        super().__init__(**kwargs)
+        self.stuck_at = stuck_at
+
+    async def apply(self, split):
+        await super().apply(split)
+        if split.canary_percent == self.stuck_at:
+            await anyio.sleep_forever()
+
+
+async def crash_while_applying(router, store, plan=TWO_STEPS):
+    """Run until `router` is stuck in an apply, then return what a crash would leave saved."""
+    rollout = ck.Rollout(
+        plan,
+        router=router,
+        clock=VirtualClock(),
+        store=store,
+        key="web",
+        call_timeout=3600,
+        on_cancel="leave",  # a crash does not roll back
+    )
+    saved = None
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+
+            async def run():
+                with pytest.raises(anyio.get_cancelled_exc_class()):
+                    await rollout.run()
+
+            tg.start_soon(run)
+            while not router.calls or len(router.calls) < 4:
+                await anyio.sleep(0.01)
+            await anyio.sleep(0.05)
+            saved = await store.load("web")
+            tg.cancel_scope.cancel()
+    # Cancelled, not killed: make the store hold exactly what the crash left.
+    await store.save("web", saved)
+    return ck.RolloutState.from_json(saved["state"])
+
+
+async def test_a_split_applied_but_not_confirmed_before_a_crash_is_not_applied_again():
+    store = ck.MemoryStore()
+    # Calls: read, apply 10, read back, apply 50 (stuck after taking effect).
+    stuck = AckLostRouter(stuck_at=50)
+    saved = await crash_while_applying(stuck, store)
+    assert (saved.step, saved.target.canary_percent, saved.confirmed.canary_percent) == (2, 50, 10)
+
+    router = FakeRouter(initial=stuck.current)
+    assert router.current.canary_percent == 50
+    outcome = await ck.Rollout(
+        TWO_STEPS, router=router, clock=VirtualClock(start=60), store=store, key="web"
+    ).run()
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    assert percents(router.applied) == [100]  # neither 10% nor 50% again
+    assert outcome.finished_at == 120.0  # the 60 s pause after 50%, from the resume
+
+
+async def test_a_split_that_never_reached_the_router_is_applied_once_on_resume():
+    store = ck.MemoryStore()
+    stuck = FakeRouter(hang_on={4})  # the apply of 50% hangs before taking effect
+    saved = await crash_while_applying(stuck, store)
+    assert saved.target.canary_percent == 50
+
+    router = FakeRouter(initial=stuck.current)
+    assert router.current.canary_percent == 10
+    outcome = await ck.Rollout(
+        TWO_STEPS, router=router, clock=VirtualClock(start=60), store=store, key="web"
+    ).run()
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    assert percents(router.applied) == [50, 100]
+
+
+async def test_a_router_without_read_back_gets_the_target_again_idempotently():
+    store = ck.MemoryStore()
+    blind = ck.RouterCapabilities(weights=True)
+    first = FakeRouter(capabilities=blind)
+    await ck.Rollout(TWO_STEPS, router=first, clock=VirtualClock(), store=store, key="web").run(
+        stop_at=90
+    )
+    router = FakeRouter(capabilities=blind, initial=first.current)
+    outcome = await ck.Rollout(
+        TWO_STEPS, router=router, clock=VirtualClock(start=90), store=store, key="web"
+    ).run()
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    # The step was at 50% (confirmed) with its pause running: 50% once more, then promote.
+    assert percents(router.applied) == [50, 100]
+    assert outcome.finished_at == 120.0
+
+
+async def test_no_step_is_repeated_or_skipped_across_many_restarts():
+    plan = ck.from_weights([5, 10, 25, 50, 75], hold=30, final_bake=30)
+    store = ck.MemoryStore()
+    router = FakeRouter()
+    now = 0.0
+    for _ in range(40):
+        rollout = ck.Rollout(
+            plan, router=router, clock=VirtualClock(start=now), store=store, key="web"
+        )
+        outcome = await rollout.run(stop_at=now + 7)
+        now += 7
+        if outcome.phase.is_terminal:
+            break
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    assert percents(router.applied) == [5, 10, 25, 50, 75, 100, 100]
+    assert outcome.finished_at == pytest.approx(plan.nominal_seconds, abs=7)
+
+
+async def test_a_finished_rollout_returns_its_outcome_without_touching_traffic():
+    store = ck.MemoryStore()
+    router = FakeRouter()
+    done = await ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(), store=store).run()
+    calls = list(router.calls)
+    again = ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(start=500), store=store)
+    outcome = await again.run()
+    assert again.resumed
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    assert outcome.state == done.state
+    assert router.calls == calls
+
+
+async def test_resuming_with_a_different_plan_is_refused_before_traffic_moves():
+    store = ck.MemoryStore()
+    router = FakeRouter()
+    await ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(), store=store).run(stop_at=30)
+    calls = list(router.calls)
+    other = ck.Plan(steps=[ck.SetWeight(10), ck.Pause(90), ck.SetWeight(50), ck.Pause(60)])
+    with pytest.raises(ck.PlanMismatchError, match=r"steps\[1\] was Pause\(seconds=60.0\)"):
+        await ck.Rollout(other, router=router, clock=VirtualClock(start=30), store=store).run()
+    slower = ck.Plan(steps=TWO_STEPS.steps, progress_deadline=900)
+    with pytest.raises(ck.PlanMismatchError, match="progress_deadline was 'the default'"):
+        await ck.Rollout(slower, router=router, clock=VirtualClock(start=30), store=store).run()
+    assert router.calls == calls
+    # The saved rollout is still there for the right plan.
+    saved = ck.RolloutState.from_json((await store.load("rollout"))["state"])
+    assert saved.step == 1
+
+
+async def test_the_saved_record_names_its_key_and_plan():
+    store = ck.MemoryStore()
+    await ck.Rollout(
+        TWO_STEPS, router=FakeRouter(), clock=VirtualClock(), store=store, key="web"
+    ).run(stop_at=30)
+    record = await store.load("web")
+    assert record["format"] == "canarykit.rollout"
+    assert record["key"] == "web"
+    assert record["plan"]["steps"][1] == {"kind": "Pause", "seconds": 60.0}
+    assert record["plan_fingerprint"].startswith("sha256:")
+    assert record["state"]["schema"] == 2
+
+
+async def test_state_of_schema_version_1_is_migrated_and_resumed():
+    router = FakeRouter()
+    clock = VirtualClock()
+    machine = ck.RolloutMachine(TWO_STEPS)
+    machine.handle(ck.Start(0.0))
+    machine.handle(ck.SplitApplied(0.0, ck.TrafficSplit(canary_percent=10)))
+    old = machine.state.to_json()
+    old["schema"] = 1
+    del old["progress_deadline_at"]
+    store = ck.MemoryStore()
+    await store.save("rollout", {"state": old})  # as canarykit 0.1 saved it, no plan
+    router.current = ck.TrafficSplit(canary_percent=10)
+    clock.advance(45)
+    rollout = ck.Rollout(TWO_STEPS, router=router, clock=clock, store=store)
+    outcome = await rollout.run()
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    assert percents(router.applied) == [50, 100]
+    assert outcome.finished_at == 120.0  # the saved pause deadline (60) was kept
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"schema": 3}, ck.StateVersionError, "schema version 3, from a newer canarykit"),
+        ({"schema": 0}, ck.StateVersionError, "reads versions 1 to 2"),
+        ({"schema": "2"}, ck.CorruptStateError, "no valid schema version"),
+        ({"phase": "exploded"}, ck.CorruptStateError, "phase: must be one of"),
+        ({"step": -1}, ck.CorruptStateError, r"step: must be an integer >= 0"),
+        ({"step": 99}, ck.CorruptStateError, "beyond the plan's 4 steps"),
+        ({"paused_at": "noon"}, ck.CorruptStateError, "paused_at: must be a number"),
+        ({"target": {"canary_percent": 250}}, ck.CorruptStateError, "target: is not a valid"),
+        ({"surprise": 1}, ck.CorruptStateError, "unknown field"),
+    ],
+)
+async def test_unusable_saved_state_is_refused_with_a_clear_error(change, error, message):
+    store = ck.MemoryStore()
+    router = FakeRouter()
+    await ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(), store=store).run(stop_at=30)
+    record = await store.load("rollout")
+    record["state"].update(change)
+    await store.save("rollout", record)
+    calls = list(router.calls)
+    with pytest.raises(error, match=message):
+        await ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(), store=store).run()
+    assert router.calls == calls
+
+
+async def test_a_failed_rollback_is_tried_again_by_the_next_runner():
+    store = ck.MemoryStore()
+    broken = FakeRouter(fail_on=range(4, 100))  # 10% works, then nothing does
+    first = ck.Rollout(
+        ck.Plan(steps=[ck.SetWeight(10), ck.SetWeight(60)]),
+        router=broken,
+        clock=VirtualClock(),
+        store=store,
+        retry_delay=0.1,
+    )
+    stuck = await first.run()
+    assert stuck.phase is ck.Phase.PAUSED and stuck.state.rollback_pending
+
+    router = FakeRouter(initial=broken.current)
+    outcome = await ck.Rollout(first.plan, router=router, clock=VirtualClock(), store=store).run()
+    assert outcome.phase is ck.Phase.ROLLED_BACK
+    assert "retrying the rollback after a restart" in outcome.reason
+    assert percents(router.applied) == [0]
+
+
+class RecordingStore(ck.MemoryStore):
+    """Checks the write-ahead rule: each apply is saved as the target before it happens."""
+
+    def targets(self):
+        record = self.saved.get("rollout")
+        return None if record is None else record["state"]["target"]["canary_percent"]
+
+
+async def test_the_state_is_saved_before_every_traffic_change():
+    store = RecordingStore()
+    seen = []
+
+    class CheckingRouter(FakeRouter):
+        async def apply(self, split):
+            seen.append((split.canary_percent, store.targets()))
+            await super().apply(split)
+
+    plan = ck.linear(10, 30, hold=60)
+    await ck.Rollout(plan, router=CheckingRouter(), clock=VirtualClock(), store=store).run()
+    assert [applied for applied, _ in seen] == [10, 40, 70, 100, 100]
+    assert all(applied == saved for applied, saved in seen)
+
+
+async def test_a_store_that_cannot_save_rolls_back_and_raises():
+    class BrokenStore(ck.MemoryStore):
+        async def save(self, key, data):
+            if self.saves >= 2:
+                raise OSError("disk full")
+            await super().save(key, data)
+
+    router = FakeRouter()
+    rollout = ck.Rollout(
+        ck.linear(10, 30, hold=60),
+        router=router,
+        clock=VirtualClock(),
+        store=BrokenStore(),
+        retry_delay=0.5,
+    )
+    with pytest.raises(ck.StateSaveError, match="3 attempts, the last: OSError: disk full"):
+        await rollout.run()
+    assert rollout.phase is ck.Phase.ABORTED
+    assert router.current.is_stable_only
+    assert percents(router.applied) == [10, 0]  # it never moved on to 40%
+
+
+# ---------------------------------------------------------------------------- the machine
+
+
+def at_step_two():
+    machine = ck.RolloutMachine(TWO_STEPS)
+    machine.handle(ck.Start(0.0))
+    machine.handle(ck.SplitApplied(0.0, ck.TrafficSplit(canary_percent=10)))
+    machine.handle(ck.Tick(60.0))
+    assert machine.state.target.canary_percent == 50
+    return machine
+
+
+def test_recovered_with_the_target_in_force_completes_the_step():
+    machine = at_step_two()
+    machine.handle(ck.Recovered(70.0, ck.TrafficSplit(canary_percent=50)))
+    assert machine.state.step == 3
+    assert machine.next_action(70.0) == ck.Wait(until=130.0)
+
+
+def test_recovered_with_another_split_applies_the_target_again():
+    machine = at_step_two()
+    machine.handle(ck.Recovered(70.0, ck.TrafficSplit(canary_percent=10)))
+    assert machine.state.step == 2
+    assert machine.next_action(70.0) == ck.ApplySplit(ck.TrafficSplit(canary_percent=50))
+
+
+def test_recovered_without_a_read_back_forgets_the_confirmation():
+    machine = at_step_two()
+    machine.handle(ck.Recovered(70.0, None))
+    assert machine.state.confirmed is None
+    assert machine.next_action(70.0) == ck.ApplySplit(ck.TrafficSplit(canary_percent=50))
+
+
+def test_plan_fingerprints_are_stable_and_tell_plans_apart():
+    from canarykit._machine import plan_fingerprint
+
+    same = ck.Plan(steps=[ck.SetWeight(10), ck.Pause(60), ck.SetWeight(50), ck.Pause(60)])
+    assert plan_fingerprint(same) == plan_fingerprint(TWO_STEPS)
+    other = ck.Plan(steps=[ck.SetWeight(10), ck.Pause(60), ck.SetWeight(50), ck.Pause(61)])
+    assert plan_fingerprint(other) != plan_fingerprint(TWO_STEPS)
+    paused = ck.Plan(steps=TWO_STEPS.steps, on_progress_deadline="pause")
+    assert plan_fingerprint(paused) != plan_fingerprint(TWO_STEPS)
