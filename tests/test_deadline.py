@@ -24,7 +24,7 @@ class RefusingRouter(FakeRouter):
 
 class NoMetrics:
     async def collect(self, window):
-        raise ck.NoDataError("no series matched")
+        raise ck.MetricsError("connection refused")
 
 
 class Passes:

@@ -381,3 +381,39 @@ async def test_cancelling_the_run_during_a_slow_collection_rolls_back(anyio_back
         await rollout.run()
     assert rollout.phase is ck.Phase.ABORTED
     assert router.applied[-1].is_stable_only
+
+
+class NoDataSource:
+    """A source that answers, but has no series for the window (an idle canary)."""
+
+    async def collect(self, window):
+        raise ck.NoDataError("no series matched")
+
+
+@pytest.mark.parametrize(
+    ("no_data", "phase"),
+    [
+        ("inconclusive", ck.Phase.PAUSED),
+        ("fail", ck.Phase.ROLLED_BACK),
+        ("ignore", ck.Phase.SUCCEEDED),
+    ],
+)
+async def test_no_data_is_the_deciders_call_not_a_metrics_failure(anyio_backend, no_data, phase):
+    from canarykit.deciders import bound, threshold
+
+    plan = ck.linear(50, 50, hold=60, analysis_interval=30, consecutive_error_limit=1)
+    router = FakeRouter()
+    rollout = ck.Rollout(
+        plan,
+        router=router,
+        metrics=NoDataSource(),
+        decider=threshold(bound("error_rate", max=0.02), no_data=no_data),
+        clock=VirtualClock(),
+    )
+    outcome = await rollout.run(stop_at=10_000)
+    assert outcome.phase is phase, outcome.reason
+    # A window without data is judged, never reported as an analysis error.
+    assert not [e for e in outcome.timeline if e.kind == "error"]
+    if phase is ck.Phase.PAUSED:
+        assert outcome.split == ck.TrafficSplit(canary_percent=50)
+        assert "no canary data" in outcome.reason

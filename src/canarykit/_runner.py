@@ -64,6 +64,7 @@ from ._errors import (
     DeciderError,
     InvalidTransition,
     MetricsError,
+    NoDataError,
     RouterError,
     UnsupportedPlanError,
 )
@@ -104,7 +105,7 @@ from ._machine import (
     plan_fingerprint,
     plan_to_json,
 )
-from ._observe import Observation, Window
+from ._observe import ArmStats, Observation, Window
 from ._plan import Analyze, Plan
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
 from ._safe import check_name
@@ -225,6 +226,7 @@ class _Stop:
 _SUPERSEDED = _Stop("superseded")  # the rollout wants another split now
 _DEADLINE = _Stop("progress deadline")  # the step's progress deadline passed
 _STOP_AT = _Stop("stop_at")  # the run reached the time it was asked to stop at
+_NO_REQUESTS = ArmStats(requests=0)  # both arms of a window a source had no data for
 
 
 def _positive(field: str, value: Any) -> float:
@@ -778,6 +780,12 @@ class Rollout:
                 observation = await self.metrics.collect(window)
                 if not isinstance(observation, Observation):
                     raise MetricsError(f"collect() returned {type(observation).__name__}")
+            except NoDataError:
+                # The source answered, with nothing to report: that is the decider's call
+                # (its no-data policy), not a metrics failure that counts towards rollback.
+                observation = Observation(
+                    start=window.start, end=window.end, stable=_NO_REQUESTS, canary=_NO_REQUESTS
+                )
             except Exception as exc:
                 return f"metrics: {_describe(exc, self._call_timeout)}"
             finally:
