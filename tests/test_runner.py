@@ -391,14 +391,17 @@ class NoDataSource:
 
 
 @pytest.mark.parametrize(
-    ("no_data", "phase"),
+    ("no_data", "phase", "reason"),
     [
-        ("inconclusive", ck.Phase.PAUSED),
-        ("fail", ck.Phase.ROLLED_BACK),
-        ("ignore", ck.Phase.SUCCEEDED),
+        ("inconclusive", ck.Phase.PAUSED, "analysis inconclusive: error_rate: no canary data"),
+        ("fail", ck.Phase.ROLLED_BACK, "analysis failed: error_rate: no canary data"),
+        # Ignored windows never pass, so the plan is held before promotion.
+        ("ignore", ck.Phase.PAUSED, "analysis has not passed before promotion"),
     ],
 )
-async def test_no_data_is_the_deciders_call_not_a_metrics_failure(anyio_backend, no_data, phase):
+async def test_no_data_is_the_deciders_call_not_a_metrics_failure(
+    anyio_backend, no_data, phase, reason
+):
     from canarykit.deciders import bound, threshold
 
     plan = ck.linear(50, 50, hold=60, analysis_interval=30, consecutive_error_limit=1)
@@ -412,8 +415,8 @@ async def test_no_data_is_the_deciders_call_not_a_metrics_failure(anyio_backend,
     )
     outcome = await rollout.run(stop_at=10_000)
     assert outcome.phase is phase, outcome.reason
+    assert outcome.reason.startswith(reason)
     # A window without data is judged, never reported as an analysis error.
     assert not [e for e in outcome.timeline if e.kind == "error"]
     if phase is ck.Phase.PAUSED:
-        assert outcome.split == ck.TrafficSplit(canary_percent=50)
-        assert "no canary data" in outcome.reason
+        assert outcome.split == router.current  # held where the router confirmed it
