@@ -4,6 +4,8 @@
 
     canarykit simulate POLICY.toml [--scenario healthy|errors|latency] [--seed N] [--json]
     canarykit evaluate POLICY.toml [--runs N] [--seed S] [--regression errors:2x@600] [--json]
+    canarykit render gateway-api|istio --name N --namespace NS --stable SVC --canary SVC
+                     --weight W [--header NAME=REGEX] [--mirror PCT]
     canarykit --version
 
 ``simulate`` loads the policy (`load_policy`), builds the scenario's scripted metrics
@@ -18,6 +20,10 @@ regression injected into the canary (``--regression errors:2x@600``, ``latency:+
 or ``none``), and prints the false-rollback rate, the detection rate, the time to detect,
 the bad requests served and the time to promotion. A progress line goes to stderr when
 it is a terminal (or with ``--progress``).
+
+``render`` prints, as YAML, the Gateway API HTTPRoute or Istio VirtualService that
+`canarykit.routers.GatewayAPIRouter` or `IstioRouter` would apply for the split, for
+review or for ``kubectl apply`` (needs the ``kubernetes`` extra).
 
 Exit codes: 0 when the simulation ran, whatever its outcome (a rollback is a result, not
 an error); 2 for bad input (a bad policy file or bad arguments), with the message on
@@ -40,6 +46,7 @@ from typing import Any, TextIO
 import attrs
 
 from . import __version__
+from ._cli_render import add_render_command, run_render
 from ._errors import CanaryError, ConfigError
 from ._events import RolloutOutcome, TimelineEntry
 from ._plan import Plan
@@ -114,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the outcome and timeline as one JSON object"
     )
     _add_evaluate(commands)
+    add_render_command(commands)
     return parser
 
 
@@ -199,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        if args.command == "render":
+            return run_render(args, sys.stdout)
         if args.command == "evaluate":
             return _evaluate(args, sys.stdout, sys.stderr)
         return _simulate(args, sys.stdout)

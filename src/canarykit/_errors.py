@@ -10,6 +10,14 @@
     ├── MetricsError             a metrics source failed or timed out
     │   └── NoDataError          the source answered, but with no data for the window
     ├── DeciderError             a decider raised or timed out
+    ├── StateError               saved rollout state cannot be read, written or used
+    │   ├── CorruptStateError    damaged: not JSON, a checksum mismatch, a field of the wrong shape
+    │   ├── StateVersionError    written under a schema version this canarykit cannot read
+    │   ├── PlanMismatchError    resumed with a plan other than the saved one
+    │   └── StateSaveError       the store failed or timed out
+    ├── LeaseError               a rollout's lease could not be taken or kept
+    │   ├── LeaseHeldError       another runner holds it
+    │   └── LeaseLostError       lost mid-rollout; the runner stopped without touching traffic
     └── ClockStalled             a virtual clock was asked to wait for something that can never come
 """
 
@@ -21,11 +29,19 @@ __all__ = [
     "CanaryError",
     "ClockStalled",
     "ConfigError",
+    "CorruptStateError",
     "DeciderError",
     "InvalidTransition",
+    "LeaseError",
+    "LeaseHeldError",
+    "LeaseLostError",
     "MetricsError",
     "NoDataError",
+    "PlanMismatchError",
     "RouterError",
+    "StateError",
+    "StateSaveError",
+    "StateVersionError",
     "UnsupportedPlanError",
 ]
 
@@ -74,3 +90,35 @@ class DeciderError(CanaryError):
 
 class ClockStalled(CanaryError):
     """A virtual clock was asked to sleep forever with nothing scheduled to wake it."""
+
+
+class StateError(CanaryError):
+    """Saved rollout state cannot be read, written or used; the message says why."""
+
+
+class CorruptStateError(StateError):
+    """Saved state is damaged: not JSON, a checksum mismatch, or fields of the wrong shape."""
+
+
+class StateVersionError(StateError):
+    """Saved state was written under a schema version this canarykit cannot read."""
+
+
+class PlanMismatchError(StateError):
+    """A rollout was resumed with a plan other than the one its saved state was made for."""
+
+
+class StateSaveError(StateError):
+    """The rollout's state could not be saved (the store failed or timed out)."""
+
+
+class LeaseError(CanaryError):
+    """A rollout's lease could not be taken or kept."""
+
+
+class LeaseHeldError(LeaseError):
+    """Another runner holds the rollout's lease: only one runner may drive a rollout."""
+
+
+class LeaseLostError(LeaseError):
+    """The runner lost its lease mid-rollout and stopped without touching traffic again."""

@@ -19,9 +19,11 @@ from ._verdict import Verdict, VerdictKind
 __all__ = [
     "AnalysisError",
     "CommandReceived",
+    "LeaseLost",
     "PhaseChanged",
     "RolloutEvent",
     "RolloutOutcome",
+    "RolloutResumed",
     "RouterFailure",
     "SplitConfirmed",
     "TimelineEntry",
@@ -90,16 +92,79 @@ class CommandReceived:
     accepted: bool = True
 
 
+@attrs.frozen(kw_only=True)
+class RolloutResumed:
+    """A runner took over a saved rollout: where it was, and what the router reports now.
+
+    `confirmed` is the split the saved state says the router confirmed; `current` the one
+    the router reports now (None when it cannot tell, and the target is applied again).
+    """
+
+    time: float
+    phase: Phase
+    step: int
+    confirmed: TrafficSplit | None
+    current: TrafficSplit | None
+
+    def timeline_entry(self, state: RolloutState) -> TimelineEntry:
+        """The timeline line for this event."""
+        reason = (
+            f"resumed {self.phase.value} at step {self.step + 1}; saved canary "
+            f"{_percent(self.confirmed)}, router reports {_percent(self.current)}"
+        )
+        percent = 0.0 if self.current is None else self.current.canary_percent
+        return TimelineEntry(
+            time=self.time,
+            kind="resume",
+            phase=self.phase,
+            step=self.step,
+            canary_percent=percent,
+            reason=reason,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class LeaseLost:
+    """The runner lost its lease (`reason` says how) and stopped acting on the rollout."""
+
+    time: float
+    holder: str
+    reason: str
+
+    def timeline_entry(self, state: RolloutState) -> TimelineEntry:
+        """The timeline line for this event."""
+        confirmed = state.confirmed
+        return TimelineEntry(
+            time=self.time,
+            kind="error",
+            phase=state.phase,
+            step=state.step,
+            canary_percent=0.0 if confirmed is None else confirmed.canary_percent,
+            reason=f"lease lost: {self.reason}; stopped without touching traffic again",
+        )
+
+
 RolloutEvent: TypeAlias = (
-    PhaseChanged | SplitConfirmed | VerdictReached | AnalysisError | RouterFailure | CommandReceived
+    PhaseChanged
+    | SplitConfirmed
+    | VerdictReached
+    | AnalysisError
+    | RouterFailure
+    | CommandReceived
+    | RolloutResumed
+    | LeaseLost
 )
+
+
+def _percent(split: TrafficSplit | None) -> str:
+    return "unknown" if split is None else f"{split.canary_percent:g}%"
 
 
 @attrs.frozen(kw_only=True)
 class TimelineEntry:
     """One line of a rollout's history, small enough to keep for every window.
 
-    `kind` is "phase", "split", "verdict", "error" or "command". Verdict entries carry the
+    `kind` is "phase", "split", "verdict", "error", "command" or "resume". Verdict entries carry the
     verdict's kind and reason, and each arm's error rate and p99 latency (seconds) for the
     window; the per-metric verdicts go to listeners (`VerdictReached`), not the timeline.
     """
@@ -119,6 +184,8 @@ class TimelineEntry:
     @classmethod
     def for_event(cls, event: RolloutEvent, state: RolloutState) -> TimelineEntry:
         """The timeline entry recording `event`, given the state just after it."""
+        if isinstance(event, (RolloutResumed, LeaseLost)):
+            return event.timeline_entry(state)
         confirmed = state.confirmed
         percent = 0.0 if confirmed is None else confirmed.canary_percent
         common: dict[str, Any] = {

@@ -38,29 +38,14 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ._errors import CanaryError, ConfigError
+from ._errors import ConfigError, LeaseError, LeaseHeldError, LeaseLostError
 
 __all__ = [
     "FileLease",
     "Lease",
-    "LeaseError",
-    "LeaseHeldError",
-    "LeaseLostError",
     "MemoryLease",
     "default_holder",
 ]
-
-
-class LeaseError(CanaryError):
-    """A rollout's lease could not be taken or kept."""
-
-
-class LeaseHeldError(LeaseError):
-    """Another runner holds the rollout's lease: only one runner may drive a rollout."""
-
-
-class LeaseLostError(LeaseError):
-    """The runner lost its lease mid-rollout and stopped without touching traffic again."""
 
 
 @runtime_checkable

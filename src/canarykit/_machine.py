@@ -42,10 +42,10 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from ._errors import CanaryError, InvalidTransition
+from ._errors import CanaryError, CorruptStateError, InvalidTransition, StateVersionError
 from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
 from ._split import FULL_CANARY, STABLE_ONLY, TrafficSplit
-from ._stores import CorruptStateError, StateVersionError, canonical_json
+from ._stores import canonical_json
 from ._verdict import Verdict, VerdictKind
 
 __all__ = [

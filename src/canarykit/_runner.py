@@ -52,34 +52,41 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal
 
 import anyio
-import attrs
 
 from ._errors import (
     CanaryError,
     ClockStalled,
     ConfigError,
+    CorruptStateError,
     DeciderError,
     InvalidTransition,
+    LeaseError,
+    LeaseLostError,
     MetricsError,
     NoDataError,
+    PlanMismatchError,
     RouterError,
+    StateError,
+    StateSaveError,
     UnsupportedPlanError,
 )
 from ._events import (
     AnalysisError,
     CommandReceived,
+    LeaseLost,
     PhaseChanged,
     RolloutEvent,
     RolloutOutcome,
+    RolloutResumed,
     RouterFailure,
     SplitConfirmed,
     TimelineEntry,
     VerdictReached,
 )
-from ._lease import Lease, LeaseError, LeaseLostError
+from ._lease import Lease
 from ._machine import (
     Abort,
     AnalysisKind,
@@ -110,23 +117,14 @@ from ._plan import Analyze, Plan
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
 from ._safe import check_name
 from ._split import STABLE_ONLY, TrafficSplit
-from ._stores import (
-    CorruptStateError,
-    FileStore,
-    MemoryStore,
-    PlanMismatchError,
-    StateError,
-    StateSaveError,
-)
+from ._stores import FileStore, MemoryStore
 from ._validate import finite
 from ._verdict import Judgement
 
 __all__ = [
     "AWAIT_POINTS",
-    "LeaseLost",
     "Listener",
     "Rollout",
-    "RolloutResumed",
     "run_rollout",
 ]
 
@@ -157,60 +155,7 @@ def _percent(split: TrafficSplit | None) -> str:
     return "unknown" if split is None else f"{split.canary_percent:g}%"
 
 
-@attrs.frozen(kw_only=True)
-class RolloutResumed:
-    """A runner took over a saved rollout: where it was, and what the router reports now.
-
-    `confirmed` is the split the saved state says the router confirmed; `current` the one
-    the router reports now (None when it cannot tell, and the target is applied again).
-    """
-
-    time: float
-    phase: Phase
-    step: int
-    confirmed: TrafficSplit | None
-    current: TrafficSplit | None
-
-    def timeline_entry(self, state: RolloutState) -> TimelineEntry:
-        """The timeline line for this event."""
-        reason = (
-            f"resumed {self.phase.value} at step {self.step + 1}; saved canary "
-            f"{_percent(self.confirmed)}, router reports {_percent(self.current)}"
-        )
-        percent = 0.0 if self.current is None else self.current.canary_percent
-        return TimelineEntry(
-            time=self.time,
-            kind="resume",
-            phase=self.phase,
-            step=self.step,
-            canary_percent=percent,
-            reason=reason,
-        )
-
-
-@attrs.frozen(kw_only=True)
-class LeaseLost:
-    """The runner lost its lease (`reason` says how) and stopped acting on the rollout."""
-
-    time: float
-    holder: str
-    reason: str
-
-    def timeline_entry(self, state: RolloutState) -> TimelineEntry:
-        """The timeline line for this event."""
-        confirmed = state.confirmed
-        return TimelineEntry(
-            time=self.time,
-            kind="error",
-            phase=state.phase,
-            step=state.step,
-            canary_percent=0.0 if confirmed is None else confirmed.canary_percent,
-            reason=f"lease lost: {self.reason}; stopped without touching traffic again",
-        )
-
-
-AnyEvent: TypeAlias = RolloutEvent | RolloutResumed | LeaseLost
-Listener = Callable[[AnyEvent], object]
+Listener = Callable[[RolloutEvent], object]
 
 
 class _Stop:
@@ -1005,11 +950,8 @@ class Rollout:
                 )
             )
 
-    def _emit(self, event: AnyEvent) -> None:
-        if isinstance(event, (RolloutResumed, LeaseLost)):
-            entry = event.timeline_entry(self._machine.state)
-        else:
-            entry = TimelineEntry.for_event(event, self._machine.state)
+    def _emit(self, event: RolloutEvent) -> None:
+        entry = TimelineEntry.for_event(event, self._machine.state)
         self._timeline.append(entry)
         if logger.isEnabledFor(logging.INFO):
             level = logging.WARNING if entry.kind == "error" else logging.INFO

@@ -35,44 +35,22 @@ from typing import Any
 
 import anyio.to_thread
 
-from ._errors import CanaryError, ConfigError
+from ._errors import (
+    ConfigError,
+    CorruptStateError,
+    StateError,
+    StateSaveError,
+    StateVersionError,
+)
 from ._lease import FileLease, MemoryLease
 from ._safe import check_name
 
-__all__ = [
-    "CorruptStateError",
-    "FileStore",
-    "MemoryStore",
-    "PlanMismatchError",
-    "StateError",
-    "StateSaveError",
-    "StateVersionError",
-]
+__all__ = ["FileStore", "MemoryStore"]
 
 # What a FileStore file says it is, and the version of that envelope (not of the state
 # inside it, which carries its own schema version).
 FILE_FORMAT = "canarykit-state"
 FILE_FORMAT_VERSION = 1
-
-
-class StateError(CanaryError):
-    """Saved rollout state cannot be read, written or used; the message says why."""
-
-
-class CorruptStateError(StateError):
-    """Saved state is damaged: not JSON, a checksum mismatch, or fields of the wrong shape."""
-
-
-class StateVersionError(StateError):
-    """Saved state was written under a schema version this canarykit cannot read."""
-
-
-class PlanMismatchError(StateError):
-    """A rollout was resumed with a plan other than the one its saved state was made for."""
-
-
-class StateSaveError(StateError):
-    """The rollout's state could not be saved (the store failed or timed out)."""
 
 
 def canonical_json(data: Any) -> str:

@@ -120,7 +120,7 @@ class _Behaviour:
 def _serve(port: int, version: str, behaviour: _Behaviour) -> None:
     import prometheus_client
 
-    prometheus_client.disable_created_metrics()  # Keep the exposition to what queries use.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     registry = prometheus_client.CollectorRegistry()
     requests = prometheus_client.Counter(
         "http_requests",
