@@ -6,16 +6,28 @@
   rotate and become observations.
 """
 
-# -- Prometheus: imports --
-# -- end --
-# -- recorder: imports --
-# -- end --
+from ._answers import PrometheusSample as PrometheusSample
+from ._answers import PrometheusSeries as PrometheusSeries
+from ._classic import histogram_from_classic as histogram_from_classic
+from ._prometheus import BasicAuth as BasicAuth
+from ._prometheus import BearerAuth as BearerAuth
+from ._prometheus import PrometheusSource as PrometheusSource
+from ._promql import PrometheusQueries as PrometheusQueries
+from ._promql import http_queries as http_queries
+from ._recorder import Measurement as Measurement
+from ._recorder import Recorder as Recorder
 
 __all__ = [
-    # -- Prometheus: names --
-    # -- end --
-    # -- recorder: names --
-    # -- end --
+    "BasicAuth",
+    "BearerAuth",
+    "Measurement",
+    "PrometheusQueries",
+    "PrometheusSample",
+    "PrometheusSeries",
+    "PrometheusSource",
+    "Recorder",
+    "histogram_from_classic",
+    "http_queries",
 ]
 
 # Public names say they live in `canarykit.metrics`, not in a private module.

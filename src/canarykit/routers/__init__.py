@@ -1,22 +1,38 @@
 """Traffic routers for real load balancers and for routing inside an application.
 
 - `NginxRouter`: owns an include file with the stable and canary upstreams; validates
-  with `nginx -t` and reloads the master process.
+  with `nginx -T` and reloads the master process.
 - `HAProxyRouter`: sets server weights through HAProxy's runtime API and reads them back.
+- `SplitProbe`: checks a split by sending requests through the proxy.
 - `WeightedRouter`: in-process smooth weighted round-robin and sticky assignment by key,
   for applications that pick the version themselves.
+- `GatewayAPIRouter`: an HTTPRoute rule between two Services; `IstioRouter`: a
+  VirtualService route between two DestinationRule subsets; both through
+  `KubernetesConnection` (kubeconfig or in-cluster; the `kubernetes` extra).
 """
 
-# -- nginx, HAProxy, split probe: imports --
-# -- end --
-# -- in-process: imports --
-# -- end --
+from ._gateway import GatewayAPIRouter as GatewayAPIRouter
+from ._haproxy import HAProxyRouter as HAProxyRouter
+from ._haproxy import HAProxyWeights as HAProxyWeights
+from ._inprocess import WeightedRouter as WeightedRouter
+from ._istio import IstioRouter as IstioRouter
+from ._kubernetes import KubernetesConnection as KubernetesConnection
+from ._nginx import NginxRouter as NginxRouter
+from ._probe import ProbeResult as ProbeResult
+from ._probe import SplitProbe as SplitProbe
+from ._probe import binomial_tolerance as binomial_tolerance
 
 __all__ = [
-    # -- nginx, HAProxy, split probe: names --
-    # -- end --
-    # -- in-process: names --
-    # -- end --
+    "GatewayAPIRouter",
+    "HAProxyRouter",
+    "HAProxyWeights",
+    "IstioRouter",
+    "KubernetesConnection",
+    "NginxRouter",
+    "ProbeResult",
+    "SplitProbe",
+    "WeightedRouter",
+    "binomial_tolerance",
 ]
 
 # Public names say they live in `canarykit.routers`, not in a private module.

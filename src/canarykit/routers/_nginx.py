@@ -84,6 +84,7 @@ import anyio.to_thread
 import attrs
 
 from .._errors import ConfigError, RouterError
+from .._looplock import loop_lock
 from .._protocols import RouterCapabilities
 from .._safe import check_address, check_name, check_pattern
 from .._split import STABLE_ONLY, HeaderMatch, HeaderRoute, TrafficSplit
@@ -442,7 +443,6 @@ class NginxRouter:
             raise ConfigError("verify", verify, "must be a SplitProbe or None")
         self.verify = verify
         self._names = _Names(name)
-        self._lock = anyio.Lock()
         self.last_apply_seconds: float | None = None
 
     @property
@@ -486,7 +486,7 @@ class NginxRouter:
         the new file stays: it is what nginx serves, so that `read` stays truthful.
         """
         text = self.render(split)
-        async with self._lock:
+        async with loop_lock(self):
             started = time.perf_counter()
             binary = self._binary()
             previous = await anyio.to_thread.run_sync(self._swap_in, text)

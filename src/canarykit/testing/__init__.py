@@ -1,4 +1,4 @@
-"""What users import in their own tests: fakes, a virtual clock and a simulator.
+"""What users import in their own tests: fakes, a virtual clock, a simulator, real servers.
 
 - `FakeRouter`: records every split; fails or hangs on the calls you name.
 - `ScriptedMetrics`: both arms' traffic, errors and latency as a seeded function of time,
@@ -8,6 +8,10 @@
 - `evaluate`: run many seeded rollouts of a policy through the state machine and its
   decider against a `Scenario` (traffic, errors, latency, an injected regression) and
   measure false rollbacks, detection times and bad requests served.
+- `CanaryLab`: a dress rehearsal on loopback: two `DemoApp` versions behind a real
+  nginx or HAProxy (`NginxServer`, `HAProxyServer`), a real Prometheus
+  (`PrometheusServer`), real traffic (`LoadGenerator`); `rehearse` runs a plan and
+  reports what users saw. These need the binaries and the `test` extra.
 
 >>> from canarykit import linear
 >>> from canarykit.deciders import bound, threshold
@@ -30,13 +34,19 @@ from ._evaluate import Scenario as Scenario
 from ._evaluate import evaluate as evaluate
 from ._evaluate import hold_plan as hold_plan
 from ._evaluate import parse_regression as parse_regression
+from ._haproxy_server import HAProxyServer as HAProxyServer
+from ._lab import CanaryLab as CanaryLab
+from ._lab import Fault as Fault
+from ._lab import Rehearsal as Rehearsal
 from ._load import LoadGenerator as LoadGenerator
 from ._load import Response as Response
+from ._nginx_server import NginxServer as NginxServer
 from ._processes import BinaryNotFound as BinaryNotFound
 from ._processes import ManagedProcess as ManagedProcess
 from ._processes import find_binary as find_binary
 from ._processes import free_port as free_port
 from ._processes import http_ok as http_ok
+from ._prometheus_server import PrometheusServer as PrometheusServer
 from ._router import FakeRouter as FakeRouter
 from ._router import RouterFault as RouterFault
 from ._scripted import SCENARIOS as SCENARIOS
@@ -50,43 +60,36 @@ from ._simulate import Simulation as Simulation
 from ._simulate import simulate as simulate
 from ._simulate import simulate_async as simulate_async
 
-# -- nginx server: imports --
-# -- end --
-# -- HAProxy server: imports --
-# -- end --
-# -- Prometheus server: imports --
-# -- end --
-
 __all__ = [
-    # -- nginx server: names --
-    # -- end --
-    # -- HAProxy server: names --
-    # -- end --
-    # -- Prometheus server: names --
-    # -- end --
     "BinaryNotFound",
+    "CanaryLab",
     "DemoApp",
-    "LoadGenerator",
-    "Response",
-    "ManagedProcess",
-    "find_binary",
-    "free_port",
-    "http_ok",
-    "SCENARIOS",
     "Evaluation",
     "FakeRouter",
+    "Fault",
+    "HAProxyServer",
     "InjectedRegression",
+    "LoadGenerator",
+    "ManagedProcess",
+    "NginxServer",
+    "PrometheusServer",
     "Rate",
     "Regression",
+    "Rehearsal",
+    "Response",
     "RouterFault",
     "RunResult",
+    "SCENARIOS",
     "Scenario",
     "ScriptedMetrics",
     "Simulation",
     "StepChange",
     "VirtualClock",
     "evaluate",
+    "find_binary",
+    "free_port",
     "hold_plan",
+    "http_ok",
     "parse_regression",
     "regression",
     "simulate",
