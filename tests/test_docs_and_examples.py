@@ -16,7 +16,9 @@ import pytest
 
 import canarykit
 import canarykit.deciders
+import canarykit.metrics
 import canarykit.presets
+import canarykit.routers
 import canarykit.testing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +52,13 @@ def _load_diagram_script() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_every_example_is_run_by_a_test() -> None:
+    # Examples that need real servers or schemas run from the tests for those; the rest here.
+    tests = "".join(path.read_text() for path in (ROOT / "tests").rglob("test_*.py"))
+    for example in sorted((ROOT / "examples").glob("*.py")):
+        assert example.name in tests, f"no test runs examples/{example.name}"
 
 
 @pytest.mark.parametrize("script", EXAMPLES)
@@ -120,7 +129,14 @@ def test_api_page_documents_every_public_name() -> None:
             documented.add(f"{module}.{found.group(1)}")
     public = {
         f"{mod.__name__}.{name}"
-        for mod in (canarykit, canarykit.deciders, canarykit.testing, canarykit.presets)
+        for mod in (
+            canarykit,
+            canarykit.deciders,
+            canarykit.metrics,
+            canarykit.presets,
+            canarykit.routers,
+            canarykit.testing,
+        )
         for name in mod.__all__
     }
     assert sorted(public - documented) == [], "public names missing from docs/api.rst"

@@ -11,11 +11,20 @@ import pytest
 
 import canarykit
 import canarykit.deciders
+import canarykit.metrics
 import canarykit.presets
+import canarykit.routers
 import canarykit.testing
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLIC_MODULES = [canarykit, canarykit.deciders, canarykit.presets, canarykit.testing]
+PUBLIC_MODULES = [
+    canarykit,
+    canarykit.deciders,
+    canarykit.metrics,
+    canarykit.presets,
+    canarykit.routers,
+    canarykit.testing,
+]
 
 
 def tool(name: str) -> str:
