@@ -228,3 +228,14 @@ def test_python_dash_m_evaluates_the_example() -> None:
     assert result.returncode == 0, result.stderr
     assert "false rollbacks  " in result.stdout
     assert result.stderr == ""  # no progress line when stderr is not a terminal
+
+
+def test_simulate_plot_draws_the_rollout(tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+
+    picture = tmp_path / "rollout.svg"
+    assert main(["simulate", str(EXAMPLE), "--scenario", "errors", "--plot", str(picture)]) == 0
+    assert ET.parse(picture).getroot().tag.endswith("svg")
+    assert main(["simulate", str(EXAMPLE), "--plot", str(tmp_path / "rollout.gif")]) == 2
+    assert "--plot" in capsys.readouterr().err
+    assert main(["simulate", str(EXAMPLE), "--plot", str(tmp_path / "missing" / "r.png")]) == 1

@@ -16,7 +16,10 @@ import pytest
 
 import canarykit
 import canarykit.deciders
+import canarykit.exporter
 import canarykit.metrics
+import canarykit.notify
+import canarykit.plot
 import canarykit.presets
 import canarykit.routers
 import canarykit.testing
@@ -132,7 +135,10 @@ def test_api_page_documents_every_public_name() -> None:
         for mod in (
             canarykit,
             canarykit.deciders,
+            canarykit.exporter,
             canarykit.metrics,
+            canarykit.notify,
+            canarykit.plot,
             canarykit.presets,
             canarykit.routers,
             canarykit.testing,

@@ -11,7 +11,10 @@ import pytest
 
 import canarykit
 import canarykit.deciders
+import canarykit.exporter
 import canarykit.metrics
+import canarykit.notify
+import canarykit.plot
 import canarykit.presets
 import canarykit.routers
 import canarykit.testing
@@ -20,7 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PUBLIC_MODULES = [
     canarykit,
     canarykit.deciders,
+    canarykit.exporter,
     canarykit.metrics,
+    canarykit.notify,
+    canarykit.plot,
     canarykit.presets,
     canarykit.routers,
     canarykit.testing,

@@ -3,6 +3,7 @@
 ::
 
     canarykit simulate POLICY.toml [--scenario healthy|errors|latency] [--seed N] [--json]
+                                   [--plot FILE.svg|FILE.png]
     canarykit evaluate POLICY.toml [--runs N] [--seed S] [--regression errors:2x@600] [--json]
     canarykit render gateway-api|istio --name N --namespace NS --stable SVC --canary SVC
                      --weight W [--header NAME=REGEX] [--mirror PCT]
@@ -11,7 +12,9 @@
 ``simulate`` loads the policy (`load_policy`), builds the scenario's scripted metrics
 (`canarykit.testing.SCENARIOS`, at the policy's ``[simulation] requests_per_second``),
 runs the rollout in virtual time (`canarykit.testing.simulate`) and prints the timeline,
-one line per entry, then the outcome. ``--json`` prints the same as one JSON object.
+one line per entry, then the outcome. ``--json`` prints the same as one JSON object;
+``--plot FILE`` also draws the rollout (weight, error rates, p99, verdicts) to an SVG or
+PNG file (needs the ``plot`` extra, matplotlib).
 
 ``evaluate`` runs the policy many times by Monte-Carlo (`canarykit.testing.evaluate`)
 against traffic at the policy's ``[simulation] requests_per_second`` (1% errors and
@@ -40,6 +43,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -52,6 +56,7 @@ from ._events import RolloutOutcome, TimelineEntry
 from ._plan import Plan
 from ._policy import Policy, format_duration, load_policy
 from .deciders import format_value
+from .plot import add_plot_option, plot_rollout
 
 __all__ = ["main"]
 
@@ -120,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--json", action="store_true", help="print the outcome and timeline as one JSON object"
     )
+    add_plot_option(simulate)
     _add_evaluate(commands)
     add_render_command(commands)
     return parser
@@ -219,6 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         what = "evaluation" if args.command == "evaluate" else "simulation"
         print(f"{PROG}: error: the {what} failed: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. --plot into a directory that does not exist
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -252,6 +261,9 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
         out.write("\n")
     else:
         _print_report(policy, settings, outcome, out)
+    if args.plot is not None:
+        title = f"{Path(args.policy).name}, {args.scenario} scenario"
+        plot_rollout(result, args.plot, title=title)
     return 0
 
 
