@@ -72,6 +72,7 @@ import anyio.abc
 import anyio.to_thread
 import attrs
 
+from .._binaries import router_binary
 from .._errors import ConfigError, RouterError
 from .._looplock import loop_lock
 from .._protocols import RouterCapabilities
@@ -656,7 +657,7 @@ class HAProxyRouter:
         path = self.persist_config
         staged = await anyio.to_thread.run_sync(_stage, path, self.backend, wanted)
         try:
-            binary = self._binary()
+            binary = router_binary(self.haproxy, "haproxy", "haproxy")
             try:
                 with anyio.fail_after(self.timeout):
                     result = await anyio.run_process([binary, "-c", "-f", staged], check=False)
@@ -677,16 +678,6 @@ class HAProxyRouter:
                 os.unlink(staged)
             raise
         return staged
-
-    def _binary(self) -> str:
-        if self.haproxy is not None:
-            return self.haproxy
-        from ..testing._processes import BinaryNotFound, find_binary
-
-        try:
-            return find_binary("haproxy", "haproxy")
-        except BinaryNotFound as exc:
-            raise RouterError(str(exc)) from None
 
 
 def _stage(path: Path, backend: str, wanted: Mapping[str, int]) -> str:

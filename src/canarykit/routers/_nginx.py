@@ -83,6 +83,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from .._binaries import router_binary
 from .._errors import ConfigError, RouterError
 from .._looplock import loop_lock
 from .._protocols import RouterCapabilities
@@ -488,7 +489,7 @@ class NginxRouter:
         text = self.render(split)
         async with loop_lock(self):
             started = time.perf_counter()
-            binary = self._binary()
+            binary = router_binary(self.nginx, "nginx", "nginx-light")
             previous = await anyio.to_thread.run_sync(self._swap_in, text)
             progress = _Reload()
             try:
@@ -582,16 +583,6 @@ class NginxRouter:
         )
 
     # -- the steps of apply --
-
-    def _binary(self) -> str:
-        if self.nginx is not None:
-            return self.nginx
-        from ..testing._processes import BinaryNotFound, find_binary
-
-        try:
-            return find_binary("nginx", "nginx-light")
-        except BinaryNotFound as exc:
-            raise RouterError(str(exc)) from None
 
     def _nginx_argv(self, binary: str, *args: str) -> list[str]:
         argv = [binary]

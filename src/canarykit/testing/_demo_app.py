@@ -24,16 +24,15 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from .._safe import check_name
-from ._processes import ManagedProcess, free_port, http_ok
+from ._processes import ManagedProcess, StartStop, free_port, http_ok
 
 __all__ = ["DemoApp"]
 
 
-class DemoApp:
+class DemoApp(StartStop):
     """One version of a demo application, served by a child process on 127.0.0.1.
 
     Use it as a context manager; `directory` holds its log.
@@ -90,18 +89,6 @@ class DemoApp:
     def stop(self) -> None:
         """Stop the app."""
         self._process.stop()
-
-    def __enter__(self) -> DemoApp:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<DemoApp {self.version} at {self.url}>"

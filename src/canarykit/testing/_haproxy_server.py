@@ -24,7 +24,6 @@ import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from .._errors import ConfigError
@@ -32,7 +31,7 @@ from .._safe import check_address, check_name
 from .._split import STABLE_ONLY, TrafficSplit
 from ..routers._haproxy import HAProxyRouter, weights_for
 from ..routers._probe import SplitProbe
-from ._processes import ManagedProcess, find_binary, free_port
+from ._processes import ManagedProcess, StartStop, find_binary, free_port
 
 __all__ = ["HAProxyServer"]
 
@@ -59,7 +58,7 @@ def _check_servers(field: str, value: Sequence[str]) -> tuple[str, ...]:
     return servers
 
 
-class HAProxyServer:
+class HAProxyServer(StartStop):
     """HAProxy in the foreground on 127.0.0.1, fronting the given stable and canary servers.
 
     Use it as a context manager; `router` is an `HAProxyRouter` for it, `url` its address,
@@ -210,22 +209,6 @@ class HAProxyServer:
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of HAProxy's output."""
         return "" if self._process is None else self._process.log_tail(lines)
-
-    def __enter__(self) -> HAProxyServer:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<HAProxyServer at {self.url}>"

@@ -20,7 +20,6 @@ import math
 import time
 from collections import Counter
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 import anyio
@@ -34,6 +33,7 @@ from .._runner import Rollout
 from .._split import STABLE_ONLY, TrafficSplit
 from ._demo_app import DemoApp
 from ._load import LoadGenerator
+from ._processes import StartStop
 
 __all__ = ["CanaryLab", "Fault", "Rehearsal"]
 
@@ -94,7 +94,7 @@ class Rehearsal:
         return max(0.0, self.canary_last_served - self.fault_at)
 
 
-class CanaryLab:
+class CanaryLab(StartStop):
     """Two demo app versions behind a real proxy with its router, scraped by Prometheus.
 
     Use it as a context manager. After entering: `router` (an `NginxRouter` or an
@@ -259,18 +259,6 @@ class CanaryLab:
             unanswered=sum(1 for r in responses if r.status is None),
             requests=len(load.responses),
         )
-
-    def __enter__(self) -> CanaryLab:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<CanaryLab {self.proxy} at {self.url or 'not started'}>"

@@ -17,13 +17,12 @@ import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from .._split import STABLE_ONLY, TrafficSplit
 from ..routers._nginx import NginxRouter
 from ..routers._probe import SplitProbe
-from ._processes import ManagedProcess, find_binary, free_port
+from ._processes import ManagedProcess, StartStop, find_binary, free_port
 
 __all__ = ["NginxServer"]
 
@@ -36,7 +35,7 @@ def _listening(port: int) -> bool:
         return False
 
 
-class NginxServer:
+class NginxServer(StartStop):
     """nginx in the foreground on 127.0.0.1, fronting the given stable and canary servers.
 
     Use it as a context manager; `router` is an `NginxRouter` for it, `url` its address.
@@ -141,18 +140,6 @@ class NginxServer:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> NginxServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<NginxServer at {self.url}>"

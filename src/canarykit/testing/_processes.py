@@ -8,8 +8,6 @@ bounded poll; stopping ends the process by its id, so nothing outlives a test.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,30 +18,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["BinaryNotFound", "ManagedProcess", "find_binary", "free_port", "http_ok"]
+from typing_extensions import Self
 
-# Debian's packages put daemons in sbin, which is not on every user's PATH.
-_EXTRA_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+from .._binaries import BinaryNotFound, find_binary
 
-
-class BinaryNotFound(RuntimeError):
-    """A server binary is not installed; the message says how to install it."""
-
-    def __init__(self, name: str, package: str) -> None:
-        self.name = name
-        self.package = package
-        self.install_command = f"apt-get install -y {package}"
-        super().__init__(f"{name} is not installed; install it with: {self.install_command}")
-
-
-def find_binary(name: str, package: str) -> str:
-    """The path of executable `name`, or raise `BinaryNotFound` naming its Debian package."""
-    path = shutil.which(name) or shutil.which(
-        name, path=os.pathsep.join((os.environ.get("PATH", ""), *_EXTRA_DIRS))
-    )
-    if path is None:
-        raise BinaryNotFound(name, package)
-    return path
+__all__ = [
+    "BinaryNotFound",
+    "ManagedProcess",
+    "StartStop",
+    "find_binary",
+    "free_port",
+    "http_ok",
+]
 
 
 def free_port() -> int:
@@ -63,7 +49,35 @@ def http_ok(url: str, *, timeout: float = 0.5) -> bool:
         return False
 
 
-class ManagedProcess:
+class StartStop:
+    """A context manager over `start()` and `stop()`; a failed start stops what it began."""
+
+    def start(self) -> None:
+        """Start; subclasses wait here until ready."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop whatever was started; safe to call more than once."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ManagedProcess(StartStop):
     """A child process that is ready when `ready()` says so, and is always stopped.
 
     Use it as a context manager. Output goes to `log_path`; if the process exits or is not
@@ -139,15 +153,3 @@ class ManagedProcess:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> ManagedProcess:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -16,12 +16,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from .._errors import ConfigError
 from .._safe import check_address, check_label_value, check_name
-from ._processes import ManagedProcess, find_binary, free_port, http_ok
+from ._processes import ManagedProcess, StartStop, find_binary, free_port, http_ok
 
 __all__ = ["PrometheusServer"]
 
@@ -59,7 +58,7 @@ def _targets(value: Any) -> dict[str, dict[str, str]]:
     return targets
 
 
-class PrometheusServer:
+class PrometheusServer(StartStop):
     """Prometheus on 127.0.0.1 scraping `targets` every `scrape_interval` seconds.
 
     Use it as a context manager; `directory` holds its configuration, its storage and
@@ -177,18 +176,6 @@ class PrometheusServer:
         """Wait until Prometheus has scraped `address` successfully and can query it."""
         check_address("address", address)
         self.wait_for_query(f'up{{instance="{address}"}} == 1', timeout=timeout)
-
-    def __enter__(self) -> PrometheusServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<PrometheusServer at {self.url} scraping {len(self.targets)} targets>"
