@@ -36,6 +36,9 @@ from ._errors import StateVersionError as StateVersionError
 from ._errors import UnsupportedPlanError as UnsupportedPlanError
 from ._events import AnalysisError as AnalysisError
 from ._events import CommandReceived as CommandReceived
+from ._events import GateOpened as GateOpened
+from ._events import GateWaiting as GateWaiting
+from ._events import HookRan as HookRan
 from ._events import LeaseLost as LeaseLost
 from ._events import PhaseChanged as PhaseChanged
 from ._events import RolloutEvent as RolloutEvent
@@ -46,6 +49,13 @@ from ._events import SplitConfirmed as SplitConfirmed
 from ._events import TimelineEntry as TimelineEntry
 from ._events import VerdictReached as VerdictReached
 from ._histogram import LatencyHistogram as LatencyHistogram
+from ._hooks import Approval as Approval
+from ._hooks import FileApproval as FileApproval
+from ._hooks import HookAnswer as HookAnswer
+from ._hooks import HookCall as HookCall
+from ._hooks import HookFunction as HookFunction
+from ._hooks import Hooks as Hooks
+from ._hooks import Webhook as Webhook
 from ._lease import FileLease as FileLease
 from ._lease import Lease as Lease
 from ._lease import MemoryLease as MemoryLease
@@ -55,6 +65,8 @@ from ._machine import ApplyFailed as ApplyFailed
 from ._machine import ApplySplit as ApplySplit
 from ._machine import CollectWindow as CollectWindow
 from ._machine import Finish as Finish
+from ._machine import HookAnswered as HookAnswered
+from ._machine import HookPoint as HookPoint
 from ._machine import Phase as Phase
 from ._machine import Promote as Promote
 from ._machine import PromoteFull as PromoteFull
@@ -64,6 +76,7 @@ from ._machine import Resume as Resume
 from ._machine import Retry as Retry
 from ._machine import RolloutMachine as RolloutMachine
 from ._machine import RolloutState as RolloutState
+from ._machine import RunHook as RunHook
 from ._machine import SplitApplied as SplitApplied
 from ._machine import Start as Start
 from ._machine import Tick as Tick
@@ -120,6 +133,7 @@ __all__ = [
     "Analyze",
     "ApplyFailed",
     "ApplySplit",
+    "Approval",
     "Arm",
     "ArmStats",
     "CanaryError",
@@ -131,11 +145,21 @@ __all__ = [
     "CorruptStateError",
     "Decider",
     "DeciderError",
+    "FileApproval",
     "FileLease",
     "FileStore",
     "Finish",
+    "GateOpened",
+    "GateWaiting",
     "HeaderMatch",
     "HeaderRoute",
+    "HookAnswer",
+    "HookAnswered",
+    "HookCall",
+    "HookFunction",
+    "HookPoint",
+    "HookRan",
+    "Hooks",
     "InvalidTransition",
     "Judgement",
     "LatencyHistogram",
@@ -173,6 +197,7 @@ __all__ = [
     "RouterCapabilities",
     "RouterError",
     "RouterFailure",
+    "RunHook",
     "SetHeaderRoutes",
     "SetMirror",
     "SetWeight",
@@ -196,6 +221,7 @@ __all__ = [
     "VerdictReached",
     "Wait",
     "WaitForPromotion",
+    "Webhook",
     "Window",
     "WindowFailed",
     "WindowJudged",

@@ -19,6 +19,9 @@ from ._verdict import Verdict, VerdictKind
 __all__ = [
     "AnalysisError",
     "CommandReceived",
+    "GateOpened",
+    "GateWaiting",
+    "HookRan",
     "LeaseLost",
     "PhaseChanged",
     "RolloutEvent",
@@ -144,6 +147,75 @@ class LeaseLost:
         )
 
 
+@attrs.frozen(kw_only=True)
+class GateWaiting:
+    """A gate said no: the rollout waits at `gate` (e.g. "confirm-promotion") since `since`.
+
+    Sent once per wait (and again by a runner that resumes one), not at every ask.
+    """
+
+    time: float
+    gate: str
+    step: int
+    since: float
+    reason: str
+
+    def timeline_entry(self, state: RolloutState) -> TimelineEntry:
+        """The timeline line for this event."""
+        said = f": {self.reason}" if self.reason else ""
+        return _hook_entry(self.time, "gate", state, f"waiting for {self.gate}{said}")
+
+
+@attrs.frozen(kw_only=True)
+class GateOpened:
+    """The gate `gate` said yes after the rollout had waited `waited` seconds there."""
+
+    time: float
+    gate: str
+    step: int
+    waited: float
+    reason: str
+
+    def timeline_entry(self, state: RolloutState) -> TimelineEntry:
+        """The timeline line for this event."""
+        said = f": {self.reason}" if self.reason else ""
+        text = f"{self.gate} opened after {self.waited:g} s{said}"
+        return _hook_entry(self.time, "gate", state, text)
+
+
+@attrs.frozen(kw_only=True)
+class HookRan:
+    """A one-off hook ran: create-canary, pre-rollout, retire-*, post-rollout or rollback.
+
+    `ok` says whether it succeeded (for the rollback hook: whether it forced a rollback).
+    A failure after the end is reported here and in the log; it never changes the outcome.
+    """
+
+    time: float
+    hook: str
+    ok: bool
+    reason: str
+
+    def timeline_entry(self, state: RolloutState) -> TimelineEntry:
+        """The timeline line for this event (an "error" line when the hook failed)."""
+        outcome = "ran" if self.ok else "failed"
+        said = f": {self.reason}" if self.reason else ""
+        kind = "hook" if self.ok else "error"
+        return _hook_entry(self.time, kind, state, f"{self.hook} hook {outcome}{said}")
+
+
+def _hook_entry(time: float, kind: str, state: RolloutState, reason: str) -> TimelineEntry:
+    confirmed = state.confirmed
+    return TimelineEntry(
+        time=time,
+        kind=kind,
+        phase=state.phase,
+        step=state.step,
+        canary_percent=0.0 if confirmed is None else confirmed.canary_percent,
+        reason=reason,
+    )
+
+
 RolloutEvent: TypeAlias = (
     PhaseChanged
     | SplitConfirmed
@@ -153,6 +225,9 @@ RolloutEvent: TypeAlias = (
     | CommandReceived
     | RolloutResumed
     | LeaseLost
+    | GateWaiting
+    | GateOpened
+    | HookRan
 )
 
 
@@ -164,7 +239,8 @@ def _percent(split: TrafficSplit | None) -> str:
 class TimelineEntry:
     """One line of a rollout's history, small enough to keep for every window.
 
-    `kind` is "phase", "split", "verdict", "error", "command" or "resume". Verdict entries carry the
+    `kind` is "phase", "split", "verdict", "error", "command", "resume", "gate" (a gate
+    waiting or opened) or "hook" (a one-off hook that ran). Verdict entries carry the
     verdict's kind and reason, and each arm's error rate and p99 latency (seconds) for the
     window; the per-metric verdicts go to listeners (`VerdictReached`), not the timeline.
     """
@@ -184,7 +260,7 @@ class TimelineEntry:
     @classmethod
     def for_event(cls, event: RolloutEvent, state: RolloutState) -> TimelineEntry:
         """The timeline entry recording `event`, given the state just after it."""
-        if isinstance(event, (RolloutResumed, LeaseLost)):
+        if isinstance(event, (RolloutResumed, LeaseLost, GateWaiting, GateOpened, HookRan)):
             return event.timeline_entry(state)
         confirmed = state.confirmed
         percent = 0.0 if confirmed is None else confirmed.canary_percent

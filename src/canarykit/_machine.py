@@ -30,6 +30,17 @@ The rules:
   A split that was applied but not yet confirmed when the old process died counts as
   confirmed; an unknown or different one is applied again (routers apply idempotently).
   No step is repeated or skipped, and timers run on from their saved deadlines.
+- Hooks. `state.hook_points` names the points where the rollout has hooks (given by
+  `Start`, `Recovered` or kept by `Retry`); with none, nothing below happens. At a point
+  the next action is `RunHook` and the driver reports `HookAnswered`. Before any traffic
+  moves the rollout stays PENDING through confirm-rollout (a gate), create-canary and
+  pre-rollout (a failure aborts). A weight increase waits for confirm-traffic-increase,
+  promotion for confirm-promotion: the rollout stays PROGRESSING with `state.gate` set,
+  analysis keeps watching, and neither the progress deadline nor the pause limit runs;
+  only a `stop` answer (a denial, a gate timeout) ends the wait. The rollback hook is
+  asked every so often while progressing or paused; its yes rolls back. Once ended, the
+  rollout calls retire-stable or retire-canary, then post-rollout, each once, before
+  `Finish`; their answers never change the outcome.
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
 import attrs
@@ -55,6 +66,8 @@ __all__ = [
     "ApplySplit",
     "CollectWindow",
     "Finish",
+    "HookAnswered",
+    "HookPoint",
     "Phase",
     "Promote",
     "PromoteFull",
@@ -64,6 +77,7 @@ __all__ = [
     "Retry",
     "RolloutMachine",
     "RolloutState",
+    "RunHook",
     "SplitApplied",
     "Start",
     "Tick",
@@ -119,15 +133,74 @@ class AnalysisKind(enum.Enum):
         return f"AnalysisKind.{self.name}"
 
 
+class HookPoint(enum.Enum):
+    """Where a rollout calls its hooks: Flagger's webhook types, plus the canary's lifecycle.
+
+    In the order a rollout meets them: CONFIRM_ROLLOUT (a gate), CREATE_CANARY and
+    PRE_ROLLOUT before any traffic moves; CONFIRM_TRAFFIC_INCREASE (a gate) before each
+    weight increase; ROLLBACK every so often while the canary is watched;
+    CONFIRM_PROMOTION (a gate) before promotion; then, once the rollout has ended,
+    RETIRE_STABLE (after a promotion) or RETIRE_CANARY (after a rollback or an abort),
+    and POST_ROLLOUT.
+    """
+
+    CONFIRM_ROLLOUT = "confirm-rollout"
+    CREATE_CANARY = "create-canary"
+    PRE_ROLLOUT = "pre-rollout"
+    CONFIRM_TRAFFIC_INCREASE = "confirm-traffic-increase"
+    CONFIRM_PROMOTION = "confirm-promotion"
+    ROLLBACK = "rollback"
+    RETIRE_STABLE = "retire-stable"
+    RETIRE_CANARY = "retire-canary"
+    POST_ROLLOUT = "post-rollout"
+
+    # Identity hash, as for Phase: the machine checks membership on every settle.
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"HookPoint.{self.name}"
+
+    @property
+    def is_gate(self) -> bool:
+        """True for the points that hold the rollout until they say yes (confirm-*)."""
+        return self in _GATES
+
+
+_HP = HookPoint
+_GATES = frozenset({_HP.CONFIRM_ROLLOUT, _HP.CONFIRM_TRAFFIC_INCREASE, _HP.CONFIRM_PROMOTION})
+# Called in this order before any traffic moves; a failure of the last two aborts.
+_BEFORE_TRAFFIC = (_HP.CONFIRM_ROLLOUT, _HP.CREATE_CANARY, _HP.PRE_ROLLOUT)
+_AFTER_END = frozenset({_HP.RETIRE_STABLE, _HP.RETIRE_CANARY, _HP.POST_ROLLOUT})
+_NO_POINTS: frozenset[HookPoint] = frozenset()
+
+
+def _hook_points(value: Iterable[HookPoint]) -> frozenset[HookPoint]:
+    points = frozenset(value)
+    for point in points:
+        if not isinstance(point, HookPoint):
+            raise TypeError(f"hook points must be HookPoint members, got {point!r}")
+    return points
+
+
+def _maybe_hook_points(value: Iterable[HookPoint] | None) -> frozenset[HookPoint] | None:
+    return None if value is None else _hook_points(value)
+
+
 # ---------------------------------------------------------------------------- events
 
 
 @attrs.frozen
 class Start:
-    """Begin the rollout. `current` is the split the router reported before we started."""
+    """Begin the rollout. `current` is the split the router reported before we started.
+
+    `hook_points` are the points where the driver has hooks. Started again while still
+    PENDING (a runner stopped while waiting at confirm-rollout, say), the rollout keeps
+    what its hooks had already done and how long it has been waiting.
+    """
 
     now: float
     current: TrafficSplit = STABLE_ONLY
+    hook_points: frozenset[HookPoint] = attrs.field(default=_NO_POINTS, converter=_hook_points)
 
 
 @attrs.frozen
@@ -224,11 +297,35 @@ class Recovered:
     """A new runner took the rollout over from its saved state (after a crash, say).
 
     `current` is the split the router reports now, or None when it cannot tell: then the
-    target is applied again, which routers do idempotently.
+    target is applied again, which routers do idempotently. `hook_points`, when given,
+    replace the saved ones (the new runner's hooks); a gate being waited at stays.
     """
 
     now: float
     current: TrafficSplit | None = None
+    hook_points: frozenset[HookPoint] | None = attrs.field(
+        default=None, converter=_maybe_hook_points
+    )
+
+
+@attrs.frozen
+class HookAnswered:
+    """The hooks at `point` answered `yes` or no; `reason` says what they said.
+
+    A gate's no holds the rollout until `ask_again_at` (None: ask again at once), and the
+    rollback hook's no until its next check then; with `stop` the no ends the rollout
+    instead (a denial, or a gate that waited longer than allowed): aborted, rolled back
+    first if traffic moved. Any no from create-canary or pre-rollout aborts likewise. A
+    yes from the rollback hook rolls back. After the end an answer only records that the
+    hook ran: it never changes the outcome.
+    """
+
+    now: float
+    point: HookPoint
+    yes: bool
+    reason: str = ""
+    ask_again_at: float | None = None
+    stop: bool = False
 
 
 Event: TypeAlias = (
@@ -245,6 +342,7 @@ Event: TypeAlias = (
     | Abort
     | Retry
     | Recovered
+    | HookAnswered
 )
 
 OPERATOR_EVENTS: tuple[type[Any], ...] = (
@@ -291,7 +389,14 @@ class Finish:
     reason: str
 
 
-Action: TypeAlias = ApplySplit | CollectWindow | Wait | Finish
+@attrs.frozen
+class RunHook:
+    """Call the rollout's hooks at `point`, then report `HookAnswered`."""
+
+    point: HookPoint
+
+
+Action: TypeAlias = ApplySplit | CollectWindow | Wait | Finish | RunHook
 
 # ---------------------------------------------------------------------------- state
 
@@ -300,7 +405,12 @@ _P = Phase
 # listed is an invalid transition. The docs' state diagram is generated from this table.
 _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
     _P.PENDING: {
-        Start: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        # Still PENDING while the hooks due before traffic moves have not all said yes.
+        Start: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        HookAnswered: frozenset(
+            {_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK, _P.ABORTED}
+        ),
+        Tick: frozenset({_P.PENDING}),  # waited for a gate's next ask: nothing changes
         Abort: frozenset({_P.ABORTED}),
     },
     _P.PROGRESSING: {
@@ -314,6 +424,7 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         RequestPause: frozenset({_P.PAUSED}),
         Abort: frozenset({_P.ROLLING_BACK}),
         Recovered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        HookAnswered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
     },
     _P.PAUSED: {
         SplitApplied: frozenset({_P.PAUSED}),
@@ -327,6 +438,7 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         Resume: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
         Abort: frozenset({_P.ROLLING_BACK}),
         Recovered: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
+        HookAnswered: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
     },
     _P.PROMOTING: {
         SplitApplied: frozenset({_P.PROMOTING, _P.SUCCEEDED}),
@@ -336,6 +448,7 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         Tick: frozenset({_P.PROMOTING}),
         Abort: frozenset({_P.ROLLING_BACK}),
         Recovered: frozenset({_P.PROMOTING}),
+        HookAnswered: frozenset({_P.PROMOTING}),
     },
     _P.ROLLING_BACK: {
         SplitApplied: frozenset({_P.ROLLING_BACK, _P.ROLLED_BACK, _P.ABORTED}),
@@ -346,10 +459,18 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         Tick: frozenset({_P.ROLLING_BACK}),
         Abort: frozenset({_P.ROLLING_BACK}),
         Recovered: frozenset({_P.ROLLING_BACK}),
+        HookAnswered: frozenset({_P.ROLLING_BACK}),
     },
-    _P.SUCCEEDED: {},
-    _P.ROLLED_BACK: {Retry: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING})},
-    _P.ABORTED: {Retry: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING})},
+    # Ended: the hooks that run after the end only record that they ran.
+    _P.SUCCEEDED: {HookAnswered: frozenset({_P.SUCCEEDED})},
+    _P.ROLLED_BACK: {
+        Retry: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        HookAnswered: frozenset({_P.ROLLED_BACK}),
+    },
+    _P.ABORTED: {
+        Retry: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        HookAnswered: frozenset({_P.ABORTED}),
+    },
 }
 
 
@@ -378,6 +499,12 @@ class RolloutState:
     `confirmed` (the split the router last confirmed; None when unknown) and `reason`.
     Times (`step_deadline`, `progress_deadline_at`, ...) are absolute, on the rollout's
     clock, so they mean the same after a restart.
+
+    Hooks: `hook_points` (where the rollout has hooks), `gate` (the point it waits at, or
+    is about to call before traffic moves; None otherwise), `gate_since` (since when),
+    `gate_ask_at` (when to ask again; None: now), `rollback_check_at` (when to ask the
+    rollback hook next) and `hooks_done` (the one-off hooks already called). They are
+    saved only when set, so a rollout without hooks saves what earlier versions did.
     """
 
     phase: Phase = Phase.PENDING
@@ -402,6 +529,12 @@ class RolloutState:
     reason: str = ""
     started_at: float | None = None
     finished_at: float | None = None
+    hook_points: frozenset[HookPoint] = _NO_POINTS
+    gate: HookPoint | None = None
+    gate_since: float | None = None
+    gate_ask_at: float | None = None
+    rollback_check_at: float | None = None
+    hooks_done: frozenset[HookPoint] = _NO_POINTS
 
     @property
     def is_terminal(self) -> bool:
@@ -415,6 +548,17 @@ class RolloutState:
         data["target"] = self.target.to_json()
         data["confirmed"] = _json_split(self.confirmed)
         data["last_verdict"] = None if self.last_verdict is None else self.last_verdict.value
+        # Hook fields only when set: a state without hooks stays readable by older versions,
+        # and one with them is refused there (unknown fields) rather than misread.
+        for name in _HOOK_FIELDS:
+            value = data.pop(name)
+            if isinstance(value, frozenset):
+                if value:
+                    data[name] = sorted(point.value for point in value)
+            elif isinstance(value, HookPoint):
+                data[name] = value.value
+            elif value is not None:
+                data[name] = value
         data["schema"] = STATE_SCHEMA_VERSION
         return data
 
@@ -451,15 +595,24 @@ class RolloutState:
             data.setdefault("progress_deadline_at", None)  # version 2 added it
         names = _STATE_FIELDS
         unknown = sorted(str(name) for name in data if name not in names)
-        missing = sorted(name for name in names if name not in data)
+        missing = sorted(name for name in names if name not in data and name not in _HOOK_FIELDS)
         if unknown or missing:
             problems = [f"unknown field(s) {', '.join(unknown)}"] if unknown else []
             problems += [f"missing field(s) {', '.join(missing)}"] if missing else []
             raise CorruptStateError(f"saved rollout state: {'; '.join(problems)}")
-        return cls(**{name: _read_field(name, data[name]) for name in names})
+        return cls(**{name: _read_field(name, data[name]) for name in names if name in data})
 
 
 _STATE_FIELDS = tuple(field.name for field in attrs.fields(RolloutState))
+# Saved only when set (see `RolloutState.to_json`); absent ones take their defaults.
+_HOOK_FIELDS = (
+    "hook_points",
+    "gate",
+    "gate_since",
+    "gate_ask_at",
+    "rollback_check_at",
+    "hooks_done",
+)
 _INT_FIELDS = frozenset({"step", "step_windows", "consecutive_errors"})
 _BOOL_FIELDS = frozenset({"step_entered", "rollback_pending", "aborting"})
 _TIME_FIELDS = frozenset(
@@ -472,6 +625,9 @@ _TIME_FIELDS = frozenset(
         "paused_at",
         "started_at",
         "finished_at",
+        "gate_since",
+        "gate_ask_at",
+        "rollback_check_at",
     }
 )
 
@@ -527,7 +683,29 @@ def _read_field(name: str, value: Any) -> Any:
         if value is not None and not isinstance(value, str):
             raise bad("must be a string or null")
         return value
+    if name in ("hook_points", "hooks_done", "gate"):
+        return _read_hook_points(name, value, bad)
     return value  # decider states: whatever JSON the decider saved
+
+
+def _read_hook_points(
+    name: str, value: Any, bad: Callable[[str], CorruptStateError]
+) -> frozenset[HookPoint] | HookPoint | None:
+    """A saved `gate` (one point or null), or `hook_points`/`hooks_done` (lists of points)."""
+    known = ", ".join(point.value for point in HookPoint)
+    if name == "gate":
+        if value is None:
+            return None
+        try:
+            return HookPoint(value)
+        except ValueError:
+            raise bad(f"must be null or one of {known}") from None
+    if not isinstance(value, list):
+        raise bad("must be a list of hook points")
+    try:
+        return frozenset(HookPoint(item) for item in value)
+    except (TypeError, ValueError):
+        raise bad(f"must list only {known}") from None
 
 
 def _plain(value: Any) -> Any:
@@ -612,6 +790,16 @@ def _background_end(plan: Plan, state: RolloutState) -> float:
     return state.window_start + plan.analysis_interval
 
 
+_NO_GATE: dict[str, Any] = {"gate": None, "gate_since": None, "gate_ask_at": None}
+
+
+def _hold(state: RolloutState, point: HookPoint, now: float) -> RolloutState:
+    """Wait at the gate `point` (asking its hooks at once); nothing moves until it opens."""
+    if state.gate is not point:
+        state = _evolve(state, gate=point, gate_since=now, gate_ask_at=None)
+    return _evolve(state, reason=f"waiting for {point.value}")
+
+
 def _enter_pause(state: RolloutState, now: float, reason: str) -> RolloutState:
     remaining = None
     if state.step_deadline is not None:
@@ -625,6 +813,7 @@ def _enter_pause(state: RolloutState, now: float, reason: str) -> RolloutState:
         hold_remaining=remaining,
         step_deadline=None,
         progress_deadline_at=None,
+        **_NO_GATE,  # a paused rollout is not at a gate; resuming comes back to it
     )
 
 
@@ -639,6 +828,7 @@ def _rollback(state: RolloutState, now: float, reason: str, *, abort: bool) -> R
         paused_at=None,
         pause_reason=None,
         progress_deadline_at=None,
+        **_NO_GATE,
     )
 
 
@@ -652,6 +842,7 @@ def _promote(state: RolloutState, now: float, reason: str) -> RolloutState:
         paused_at=None,
         pause_reason=None,
         progress_deadline_at=None,
+        **_NO_GATE,
     )
 
 
@@ -672,6 +863,8 @@ def _next_step(state: RolloutState) -> RolloutState:
 def _settle(plan: Plan, state: RolloutState, now: float) -> RolloutState:
     """Enter and complete steps for as long as they are done at `now`."""
     while state.phase is Phase.PROGRESSING:
+        if state.gate is not None:
+            return state  # held at a gate until its hooks say yes
         if state.step >= len(plan.steps):
             passed = state.last_verdict is VerdictKind.PASS
             if plan.analysis_interval is not None and plan.require_pass and not passed:
@@ -679,9 +872,18 @@ def _settle(plan: Plan, state: RolloutState, now: float) -> RolloutState:
                 return _enter_pause(
                     state, now, f"analysis has not passed before promotion (last: {last})"
                 )
+            if _HP.CONFIRM_PROMOTION in state.hook_points:
+                return _hold(state, _HP.CONFIRM_PROMOTION, now)
             return _promote(state, now, "all steps completed")
         step = plan.steps[state.step]
         if not state.step_entered:
+            if (
+                state.hook_points
+                and _HP.CONFIRM_TRAFFIC_INCREASE in state.hook_points
+                and isinstance(step, SetWeight)
+                and step.percent > state.target.canary_percent
+            ):
+                return _hold(state, _HP.CONFIRM_TRAFFIC_INCREASE, now)
             state = _enter_step(plan, state, step, now)
             if state.phase is not Phase.PROGRESSING:
                 return state
@@ -712,6 +914,8 @@ def _progress_deadline(
 
 
 def _enter_step(plan: Plan, state: RolloutState, step: Any, now: float) -> RolloutState:
+    if state.gate is not None:  # an operator who promotes at a gate opens it
+        state = _evolve(state, **_NO_GATE)
     state = _evolve(
         state, step_entered=True, progress_deadline_at=_progress_deadline(plan, step, now)
     )
@@ -733,18 +937,103 @@ def _enter_step(plan: Plan, state: RolloutState, step: Any, now: float) -> Rollo
 
 
 def _on_start(plan: Plan, state: RolloutState, event: Start) -> RolloutState:
+    # Started again while PENDING (the runner stopped at a hook before traffic moved): the
+    # hooks already done stay done, and a gate's wait goes on from when it began.
+    started = event.now if state.started_at is None else state.started_at
     state = _evolve(
         state,
         phase=Phase.PROGRESSING,
-        started_at=event.now,
+        started_at=started,
         confirmed=event.current,
         target=STABLE_ONLY,
         reason="started",
+        hook_points=event.hook_points,
     )
     if not event.current.is_stable_only:
         # Whatever a previous attempt left behind, the plan starts from stable.
         state = _evolve(state, reason="started (router was not at stable)")
-    return _settle(plan, state, event.now)
+    return _begin(plan, state, event.now)
+
+
+def _begin(plan: Plan, state: RolloutState, now: float) -> RolloutState:
+    """Call the hooks due before traffic moves, in order; once all said yes, go on."""
+    points = state.hook_points
+    if not points:
+        return _settle(plan, state, now)
+    for point in _BEFORE_TRAFFIC:
+        if point in points and point not in state.hooks_done:
+            if state.gate is not point:
+                state = _evolve(state, gate=point, gate_since=now, gate_ask_at=None)
+            return _evolve(state, phase=Phase.PENDING, reason=f"waiting for {point.value}")
+    if state.phase is Phase.PENDING:
+        state = _evolve(state, phase=Phase.PROGRESSING, reason="started")
+    if _HP.ROLLBACK in points and state.rollback_check_at is None:
+        state = _evolve(state, rollback_check_at=now)
+    return _settle(plan, state, now)
+
+
+def _on_hook_answered(plan: Plan, state: RolloutState, event: HookAnswered) -> RolloutState:
+    point, now, said = event.point, event.now, event.reason
+    if state.phase.is_terminal:
+        # A create-canary cut short by an abort counts as called: its canary is retired.
+        if point in _AFTER_END or point is _HP.CREATE_CANARY:
+            return _evolve(state, hooks_done=state.hooks_done | {point})
+        return state
+    ask_again = now if event.ask_again_at is None else event.ask_again_at
+    if point is _HP.ROLLBACK:
+        if state.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+            return state  # promoting or rolling back already
+        if event.yes:
+            reason = "the rollback hook asked for a rollback"
+            return _rollback(state, now, f"{reason}: {said}" if said else reason, abort=False)
+        return _evolve(state, rollback_check_at=ask_again)
+    if point is not state.gate:
+        return state  # stale: the rollout moved on meanwhile (an operator promoted, say)
+    if point in (_HP.CREATE_CANARY, _HP.PRE_ROLLOUT):
+        state = _evolve(state, hooks_done=state.hooks_done | {point})
+        if not event.yes:
+            why = f"{point.value} hook failed: {said}" if said else f"{point.value} hook failed"
+            return _stop_at_hook(state, now, f"{why}; aborted before any traffic moved")
+    elif not event.yes:
+        if event.stop:
+            return _stop_at_hook(state, now, f"{point.value}: {said}" if said else point.value)
+        waiting = f"waiting for {point.value}: {said}" if said else f"waiting for {point.value}"
+        return _evolve(state, gate_ask_at=ask_again, reason=waiting)
+    state = _evolve(state, **_NO_GATE)
+    if point is _HP.CONFIRM_TRAFFIC_INCREASE:
+        step = plan.steps[state.step]
+        return _settle(plan, _enter_step(plan, state, step, now), now)
+    if point is _HP.CONFIRM_PROMOTION:
+        return _promote(state, now, "all steps completed; promotion confirmed")
+    if point is _HP.CONFIRM_ROLLOUT:
+        state = _evolve(state, hooks_done=state.hooks_done | {point})
+    return _begin(plan, state, now)
+
+
+def _stop_at_hook(state: RolloutState, now: float, reason: str) -> RolloutState:
+    """End the rollout as aborted; roll back first unless the router is known at stable."""
+    confirmed = state.confirmed
+    if state.phase is Phase.PENDING and confirmed is not None and confirmed.is_stable_only:
+        return _evolve(
+            state, phase=Phase.ABORTED, reason=reason, finished_at=now, aborting=True, **_NO_GATE
+        )
+    return _rollback(state, now, reason, abort=True)
+
+
+def _hook_after_end(state: RolloutState) -> HookPoint | None:
+    """The next hook to call once the rollout has ended, if any: retire, then post-rollout."""
+    points, done = state.hook_points, state.hooks_done
+    if state.started_at is None:
+        return None  # aborted before it started: nothing to clean up
+    retire = _HP.RETIRE_STABLE if state.phase is Phase.SUCCEEDED else _HP.RETIRE_CANARY
+    # A canary whose create-canary hook was never called has nothing to retire.
+    never_created = _HP.CREATE_CANARY in points and _HP.CREATE_CANARY not in done
+    skip = retire is _HP.RETIRE_CANARY and never_created
+    if retire in points and retire not in done and not skip:
+        return retire
+    if _HP.POST_ROLLOUT in points and _HP.POST_ROLLOUT not in done:
+        return _HP.POST_ROLLOUT
+    return None
 
 
 def _on_split_applied(plan: Plan, state: RolloutState, event: SplitApplied) -> RolloutState:
@@ -980,6 +1269,8 @@ def _on_resume(plan: Plan, state: RolloutState, event: Resume) -> RolloutState:
 
 def _on_abort(plan: Plan, state: RolloutState, event: Abort) -> RolloutState:
     if state.phase is Phase.PENDING:
+        if state.gate is not None:
+            state = _evolve(state, **_NO_GATE)
         return _evolve(
             state, phase=Phase.ABORTED, reason=event.reason, finished_at=event.now, aborting=True
         )
@@ -988,12 +1279,17 @@ def _on_abort(plan: Plan, state: RolloutState, event: Abort) -> RolloutState:
 
 def _on_retry(plan: Plan, state: RolloutState, event: Retry) -> RolloutState:
     fresh = RolloutState(phase=Phase.PROGRESSING, started_at=event.now, reason="retried")
-    fresh = _evolve(fresh, confirmed=state.confirmed)
-    return _settle(plan, fresh, event.now)
+    # A new attempt: the hooks before traffic (confirm, create, pre-rollout) run again.
+    fresh = _evolve(fresh, confirmed=state.confirmed, hook_points=state.hook_points)
+    return _begin(plan, fresh, event.now)
 
 
 def _on_recovered(plan: Plan, state: RolloutState, event: Recovered) -> RolloutState:
     now, current = event.now, event.current
+    if event.hook_points is not None:
+        state = _evolve(state, hook_points=event.hook_points)
+        if _HP.ROLLBACK in event.hook_points and state.rollback_check_at is None:
+            state = _evolve(state, rollback_check_at=now)
     if state.phase is Phase.PAUSED and state.rollback_pending:
         # A rollback that failed before the restart: the new runner tries it again.
         if current is not None:
@@ -1037,6 +1333,7 @@ _HANDLERS: dict[type[Any], Callable[[Plan, RolloutState, Any], RolloutState]] = 
     Abort: _on_abort,
     Retry: _on_retry,
     Recovered: _on_recovered,
+    HookAnswered: _on_hook_answered,
 }
 
 
@@ -1068,16 +1365,26 @@ def transition(plan: Plan, state: RolloutState, event: Event) -> RolloutState:
 def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
     """What the driver should do next, at time `now`.
 
-    Order of precedence: finish a terminal rollout; wait (with a deadline already passed,
-    so the driver ticks at once) when the progress deadline has run out; apply the
-    target split when the router has not confirmed it (or when promoting or rolling
-    back); collect a window that has ended; otherwise wait.
+    Order of precedence: finish a terminal rollout (after its hooks after the end);
+    wait (with a deadline already passed, so the driver ticks at once) when the progress
+    deadline has run out; apply the target split when the router has not confirmed it
+    (or when promoting or rolling back); call the hooks that are due; collect a window
+    that has ended; otherwise wait.
     """
     phase = state.phase
     if phase.is_terminal:
+        if state.hook_points:
+            after = _hook_after_end(state)
+            if after is not None:
+                return RunHook(point=after)
         return Finish(phase=phase, reason=state.reason)
     if phase is Phase.PENDING:
-        return Wait(until=math.inf)
+        gate = state.gate  # a hook before traffic moves, or nothing started yet
+        if gate is None:
+            return Wait(until=math.inf)
+        if state.gate_ask_at is None or now >= state.gate_ask_at:
+            return RunHook(point=gate)
+        return Wait(until=state.gate_ask_at)
     if phase is Phase.PROGRESSING:
         progress = state.progress_deadline_at
         if progress is not None and now >= progress:
@@ -1090,6 +1397,10 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
         # the router already reports that split: only a confirmation ends them.
         return ApplySplit(split=target)
     until = math.inf
+    if state.hook_points:
+        due, until = _hook_due(state, now)
+        if due is not None:
+            return RunHook(point=due)
     if phase is Phase.PROGRESSING and _in_analyze_step(plan, state):
         step = plan.steps[state.step]
         assert isinstance(step, Analyze) and state.step_window_start is not None
@@ -1101,7 +1412,7 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
                 end=end,
                 decider_state=state.step_decider_state,
             )
-        until = end
+        until = min(until, end)
     if phase in (Phase.PROGRESSING, Phase.PAUSED) and _needs_windows(plan, state):
         end = _background_end(plan, state)
         if now >= end:
@@ -1126,6 +1437,23 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
     ):
         until = min(until, state.paused_at + plan.pause_limit)
     return Wait(until=until)
+
+
+def _hook_due(state: RolloutState, now: float) -> tuple[HookPoint | None, float]:
+    """A hook to call now (the gate waited at, or the rollback check), or when one is due."""
+    until = math.inf
+    gate = state.gate
+    if gate is not None and state.phase is Phase.PROGRESSING:
+        ask = state.gate_ask_at
+        if ask is None or now >= ask:
+            return gate, now
+        until = ask
+    check = state.rollback_check_at
+    if check is not None and _HP.ROLLBACK in state.hook_points:
+        if now >= check:
+            return _HP.ROLLBACK, now
+        until = min(until, check)
+    return None, until
 
 
 class RolloutMachine:

@@ -29,6 +29,7 @@ lease.acquire      `Lease.acquire`, before anything else
 lease.renew        `Lease.renew`, in a background task every ``ttl / 3`` (real time)
 load               `StateStore.load`, once, under the lease
 start.read         `TrafficRouter.read` before the first step (read-back routers)
+start.backoff      `Clock.sleep_until` between those reads
 recover.read       `TrafficRouter.read` when continuing a saved rollout
 save               `StateStore.save`, before each action that follows a change of state
 save.backoff       `Clock.sleep_until` between save attempts
@@ -37,6 +38,7 @@ apply.read_back    `TrafficRouter.read` verifying an apply (read-back routers)
 apply.backoff      `Clock.sleep_until` between apply attempts
 collect            `MetricsSource.collect`
 judge              `Decider.judge`, when it returns an awaitable
+hook               a hook of `Hooks` (a gate, a check, a lifecycle call), when one is due
 wait               `Clock.sleep_until` until the next deadline or operator command
 lease.release      `Lease.release`, at the end
 =================  =====================================================================
@@ -86,6 +88,7 @@ from ._events import (
     TimelineEntry,
     VerdictReached,
 )
+from ._hooks import HookDriver, Hooks
 from ._lease import Lease
 from ._machine import (
     Abort,
@@ -95,6 +98,7 @@ from ._machine import (
     CollectWindow,
     Event,
     Finish,
+    HookPoint,
     Phase,
     Promote,
     PromoteFull,
@@ -104,6 +108,7 @@ from ._machine import (
     Retry,
     RolloutMachine,
     RolloutState,
+    RunHook,
     SplitApplied,
     Start,
     Tick,
@@ -135,6 +140,7 @@ AWAIT_POINTS = (
     "lease.renew",
     "load",
     "start.read",
+    "start.backoff",
     "recover.read",
     "save",
     "save.backoff",
@@ -143,6 +149,7 @@ AWAIT_POINTS = (
     "apply.backoff",
     "collect",
     "judge",
+    "hook",
     "wait",
     "lease.release",
 )
@@ -276,6 +283,11 @@ class Rollout:
     - `lease`: who may drive this key; by default the store's own (`FileStore.lease`,
       `MemoryStore.lease`), none without a store.
     - `state`: start from this state instead of what the store holds (advanced).
+    - `hooks`: gates, checks and lifecycle calls at Flagger's hook points (`Hooks`):
+      confirm-rollout, create-canary and pre-rollout before traffic moves, a gate before
+      each weight increase and before promotion, a rollback check, and the calls after
+      the end. A rollout waiting at a gate shows it in `state.gate`; it is saved, and a
+      resumed rollout waits on.
 
     Resuming. A rollout with a store continues what is saved under its key: create a
     `Rollout` with the same plan, store and key in the new process and `run()` it::
@@ -323,6 +335,7 @@ class Rollout:
         key: str = "rollout",
         lease: Lease | None = None,
         state: RolloutState | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         if not isinstance(plan, Plan):
             raise ConfigError("plan", plan, "must be a canarykit.Plan")
@@ -366,6 +379,8 @@ class Rollout:
             _positive("lease.ttl", lease.ttl)
         if state is not None and not isinstance(state, RolloutState):
             raise ConfigError("state", state, "must be a RolloutState")
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise ConfigError("hooks", hooks, "must be a canarykit.Hooks")
         self.plan = plan
         self.router = router
         self.metrics = metrics
@@ -398,6 +413,8 @@ class Rollout:
         self._lease_valid_until = -math.inf
         self._drive_scope: anyio.CancelScope | None = None
         self._stop_at = math.inf
+        self.hooks = Hooks() if hooks is None else hooks
+        self._hook_driver = HookDriver(self.hooks, key, self.clock)
 
     # ------------------------------------------------------------------ reading
 
@@ -474,8 +491,10 @@ class Rollout:
 
         With a store, the first `run()` continues what is saved under the key (see the
         class documentation). Raises `LeaseHeldError` when another runner holds the
-        rollout, `LeaseLostError` when this one lost its lease mid-run, and the
-        `StateError` kinds for saved state that cannot be used or saved.
+        rollout, `LeaseLostError` when this one lost its lease mid-run, the
+        `StateError` kinds for saved state that cannot be used or saved, and
+        `RouterError` when a read-back router's split cannot be read before the first
+        step (after `apply_attempts` tries; nothing has moved, the rollout is aborted).
         """
         if self._running:
             raise InvalidTransition("this rollout is already running")
@@ -540,7 +559,8 @@ class Rollout:
         self._stop_at = stop_at
         if self.phase is Phase.PENDING:
             current = await self._read_current()
-            self._handle(Start(self.clock.now(), current))
+            if self.phase is Phase.PENDING:  # an abort() during the read ended it already
+                self._handle(Start(self.clock.now(), current, self.hooks.points))
         elif self._recover_pending:
             await self._recover()
             self._recover_pending = False  # only once done: an interrupted one is redone
@@ -557,6 +577,8 @@ class Rollout:
                     return
             elif isinstance(action, CollectWindow):
                 await self._collect(action)
+            elif isinstance(action, RunHook):
+                await self._run_hook(action.point)
             elif action.until <= now:
                 # A deadline has passed. Windows due at the same moment were collected
                 # first (next_action puts them ahead), so the step ends on fresh data.
@@ -572,18 +594,49 @@ class Rollout:
                 except ClockStalled:
                     return
 
+    async def _run_hook(self, point: HookPoint) -> None:
+        """Call the hooks at `point` and report their answer to the machine and listeners."""
+        # An operator command cuts a gate's or the rollback check's call short (the next
+        # action says what now); a task (create, retire, ...) always runs to its end.
+        interruptible = point.is_gate or point is HookPoint.ROLLBACK
+        self._interrupted = False
+        with anyio.CancelScope() as scope:
+            if interruptible:
+                self._wake_scope = scope
+            try:
+                answered, events = await self._hook_driver.ask(
+                    point, self.plan, self.state
+                )  # await point: hook
+            finally:
+                self._wake_scope = None
+        if scope.cancelled_caught:
+            return
+        for event in events:  # before the phase change the answer may cause: its cause
+            self._emit(event)
+        self._handle(answered)
+
     async def _read_current(self) -> TrafficSplit:
         if not self.router.capabilities.read_back:
             return STABLE_ONLY
-        try:
-            with anyio.fail_after(self._call_timeout):
-                current = await self.router.read()  # await point: start.read
-        except Exception as exc:
-            raise RouterError(
-                f"could not read the router's split before starting: "
-                f"{_describe(exc, self._call_timeout)}"
-            ) from exc
-        return STABLE_ONLY if current is None else current
+        # Retried like an apply: one failed read must not abort a rollout for good.
+        reason = "not attempted"
+        for attempt in range(1, self._apply_attempts + 1):
+            try:
+                with anyio.fail_after(self._call_timeout):
+                    current = await self.router.read()  # await point: start.read
+            except Exception as exc:
+                reason = _describe(exc, self._call_timeout)
+                if attempt < self._apply_attempts:
+                    delay = self._retry_delay * 2 ** (attempt - 1)
+                    await self._wait(self.clock.now() + delay)  # await point: start.backoff
+                    if self.phase is not Phase.PENDING:
+                        return STABLE_ONLY  # aborted meanwhile: `_drive` will not start it
+                continue
+            return STABLE_ONLY if current is None else current
+        raise RouterError(
+            f"could not read the router's split before starting ({self._apply_attempts} "
+            f"attempts, the last: {reason})"
+        )
 
     async def _recover(self) -> None:
         """Continue a saved rollout: tell the machine what the router reports now."""
@@ -611,7 +664,7 @@ class Rollout:
                 current=current,
             )
         )
-        self._handle(Recovered(now, current))
+        self._handle(Recovered(now, current, self.hooks.points))
 
     async def _wait(self, until: float) -> None:
         """Sleep on the clock until `until`, or until an operator command comes."""
@@ -810,6 +863,7 @@ class Rollout:
         if record is None:
             return
         state = _decode_record(record, self.key, self.plan, self._fingerprint)
+        self._hook_driver.check_resumable(state)
         self._machine.state = state
         self._saved_state = state
         self._resumed = True
