@@ -36,9 +36,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """Build the docs with warnings as errors."""
+    """Build the docs site (mkdocs.yml) with warnings as errors, into build/docs-site."""
     install(session)
-    session.run("sphinx-build", "-W", "-b", "html", "docs", "docs/_build/html")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session

@@ -1,8 +1,15 @@
-"""The examples run as plain scripts, and the docs build without a single warning."""
+"""The examples run as plain scripts, and the docs build in strict mode.
+
+The docs are an mkdocs site (``mkdocs.yml``, ``docs/``): these tests build it with
+``mkdocs build --strict``, run the ``>>>`` examples of its pages, and check that the API
+reference documents every public name and that what the pages generate from the code
+(the state diagram, the CLI's output, the policy schema) is there.
+"""
 
 from __future__ import annotations
 
 import doctest
+import html
 import importlib.util
 import os
 import re
@@ -27,6 +34,41 @@ import canarykit.testing
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXAMPLES = ["custom_router.py", "seed_flow.py", "test_my_policy.py"]
+PUBLIC_MODULES = (
+    canarykit,
+    canarykit.deciders,
+    canarykit.exporter,
+    canarykit.metrics,
+    canarykit.notify,
+    canarykit.plot,
+    canarykit.presets,
+    canarykit.routers,
+    canarykit.testing,
+)
+# The pages as written (not what a build generates into docs/_generated/).
+PAGES = sorted(
+    path.relative_to(DOCS).as_posix()
+    for path in DOCS.rglob("*.md")
+    if "_generated" not in path.relative_to(DOCS).parts
+)
+# The pages a reader finds in the navigation; every one must be built.
+NAV_PAGES = [
+    "index",
+    "getting_started",
+    "concepts",
+    "deciders",
+    "adapters",
+    "kubernetes",
+    "custom_router",
+    "testing_policies",
+    "operating",
+    "hooks",
+    "ecosystem",
+    "state_machine",
+    "cli",
+    "comparison",
+    "api/index",
+]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -39,22 +81,32 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _require_sphinx() -> None:
-    if importlib.util.find_spec("sphinx") is not None:
+def _require(condition: bool, what: str) -> None:
+    if condition:
         return
     if os.environ.get("CANARYKIT_REQUIRE_INTEGRATION") == "1":
-        pytest.fail("sphinx is not installed, and CANARYKIT_REQUIRE_INTEGRATION=1")
-    pytest.skip("sphinx is not installed")
+        pytest.fail(f"{what}, and CANARYKIT_REQUIRE_INTEGRATION=1")
+    pytest.skip(what)
 
 
-def _load_diagram_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_state_diagram", DOCS / "make_state_diagram.py"
-    )
+def _require_mkdocs() -> None:
+    # mkdocs, the material theme, and mkdocstrings with its Python handler (the test extra).
+    modules = ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers")
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    _require(not missing, f"not installed: {', '.join(missing)} (pip install '.[test]')")
+
+
+def _load_docs_script(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, DOCS / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _text(page: Path) -> str:
+    """A built page's text, tags stripped, entities decoded."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
 
 
 def test_every_example_is_run_by_a_test() -> None:
@@ -93,7 +145,7 @@ def test_seed_flow_prints_both_outcomes() -> None:
 
 
 def test_state_diagram_is_generated_from_the_transition_table(tmp_path: Path) -> None:
-    dot_path, rst_path = _load_diagram_script().generate(tmp_path)
+    dot_path, table_path = _load_docs_script("make_state_diagram").generate(tmp_path)
     dot = dot_path.read_text(encoding="utf-8")
     table = canarykit.transition_table()
 
@@ -113,94 +165,139 @@ def test_state_diagram_is_generated_from_the_transition_table(tmp_path: Path) ->
                 expected.setdefault((phase.value, target.value), set()).add(event)
     assert edges == expected  # one edge per (phase, target), every event on its label
 
-    rst = rst_path.read_text(encoding="utf-8")
-    rows = sum(len(row) or 1 for row in table.values())
-    assert rst.count("   * - ``") == rows
-
-
-def test_api_page_documents_every_public_name() -> None:
-    text = (DOCS / "api.rst").read_text(encoding="utf-8")
-    documented: set[str] = set()
-    module = ""
-    for line in text.splitlines():
-        found = re.match(r"\.\. (?:currentmodule|automodule):: (\S+)", line)
-        if found:
-            module = found.group(1)
+    rows = re.findall(r"^\| `(\w+)` \| (.*?) \| (.*) \|$", table_path.read_text(), re.MULTILINE)
+    assert len(rows) == sum(len(row) or 1 for row in table.values())
+    for phase_name, event_cell, targets_cell in rows:
+        row = table[canarykit.Phase(phase_name)]
+        if not row:
+            assert event_cell == "(none)"
             continue
-        found = re.match(r"\.\. (?:auto\w+|py:data|py:class|py:function):: (\S+)", line)
-        if found:
-            documented.add(f"{module}.{found.group(1)}")
-    public = {
-        f"{mod.__name__}.{name}"
-        for mod in (
-            canarykit,
-            canarykit.deciders,
-            canarykit.exporter,
-            canarykit.metrics,
-            canarykit.notify,
-            canarykit.plot,
-            canarykit.presets,
-            canarykit.routers,
-            canarykit.testing,
-        )
-        for name in mod.__all__
-    }
-    assert sorted(public - documented) == [], "public names missing from docs/api.rst"
-    for dotted in documented:
+        event = re.search(r"`(\w+)`", event_cell)
+        assert event is not None and event.group(1) in row, (phase_name, event_cell)
+        shown = set(re.findall(r"`(\w+)`", targets_cell))
+        assert shown == {target.value for target in row[event.group(1)]}, (phase_name, event)
+
+
+def test_api_pages_document_every_public_name() -> None:
+    documented: set[str] = set()
+    for page in sorted((DOCS / "api").glob("*.md")):
+        documented |= set(re.findall(r"^::: (\S+)", page.read_text(encoding="utf-8"), re.M))
+    public = {f"{mod.__name__}.{name}" for mod in PUBLIC_MODULES for name in mod.__all__}
+    modules = {mod.__name__ for mod in PUBLIC_MODULES}
+    assert sorted(public - documented - modules) == [], "public names missing from docs/api/"
+    for dotted in documented - modules:
         module_name, _, name = dotted.rpartition(".")
-        assert hasattr(sys.modules[module_name], name), f"docs/api.rst documents {dotted}"
+        assert module_name in modules, f"docs/api/ documents {dotted} from a private module"
+        assert name in sys.modules[module_name].__all__, f"docs/api/ documents {dotted}"
 
 
-@pytest.mark.parametrize("page", sorted(path.name for path in DOCS.glob("*.rst")))
+def _fenced_examples(text: str) -> tuple[list[tuple[int, str]], list[int]]:
+    """The ``pycon`` blocks of a page (line, text), and lines with ``>>>`` outside them."""
+    blocks: list[tuple[int, str]] = []
+    stray: list[int] = []
+    fence: str | None = None
+    language = ""
+    current: list[str] = []
+    start = 0
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if fence is None:
+            opened = re.match(r"(`{3,}|~{3,})\s*([\w-]*)", stripped)
+            if opened:
+                fence, language, current, start = opened.group(1), opened.group(2), [], number
+            elif stripped.startswith(">>>"):
+                stray.append(number)
+        elif stripped == fence:
+            if language == "pycon":
+                blocks.append((start, "\n".join(current)))
+            fence = None
+        else:
+            current.append(line)
+            if language != "pycon" and stripped.startswith(">>>"):
+                stray.append(number)
+    return blocks, stray
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_doc_page_examples_give_the_output_shown(page: str) -> None:
-    results = doctest.testfile(
-        str(DOCS / page),
-        module_relative=False,
-        globs={"canarykit": canarykit},
-        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-        report=False,
+    path = DOCS / page
+    blocks, stray = _fenced_examples(path.read_text(encoding="utf-8"))
+    assert stray == [], f"{page}: '>>>' examples outside a pycon block are not run: {stray}"
+    parser = doctest.DocTestParser()
+    runner = doctest.DocTestRunner(
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
     )
-    assert results.failed == 0
+    report: list[str] = []
+    globs = {"canarykit": canarykit}  # one namespace for the page, as doctest.testfile
+    for line, block in blocks:
+        test = parser.get_doctest(block, globs, f"{page}:{line}", str(path), line)
+        runner.run(test, out=report.append, clear_globs=False)
+        globs = test.globs  # a DocTest runs on a copy: carry its names to the next block
+    assert runner.failures == 0, "".join(report)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("graphviz", [True, False], ids=["graphviz", "dot-source"])
-def test_docs_build_without_warnings(tmp_path: Path, graphviz: bool) -> None:
-    _require_sphinx()
-    if graphviz and shutil.which("dot") is None:
-        pytest.skip("Graphviz's dot is not installed (the DOT-source fallback is tested)")
+def test_docs_build_in_strict_mode(tmp_path: Path, graphviz: bool) -> None:
+    _require_mkdocs()
+    if graphviz:
+        _require(shutil.which("dot") is not None, "Graphviz's dot is not installed")
+    site = tmp_path / "site"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sphinx",
-            "-W",
-            "--keep-going",
-            "-b",
-            "html",
-            "-d",
-            str(tmp_path / "doctrees"),
-            str(DOCS),
-            str(tmp_path / "html"),
-        ],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
         cwd=ROOT,
-        env=_env(CANARYKIT_DOCS_GRAPHVIZ="1" if graphviz else "0"),
+        env=_env(CANARYKIT_DOCS_GRAPHVIZ="1" if graphviz else "0", NO_MKDOCS_2_WARNING="1"),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=300,
     )
-    assert result.returncode == 0, f"sphinx-build failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode == 0, f"mkdocs build failed:\n{result.stdout}\n{result.stderr}"
+    for page in NAV_PAGES:
+        assert (site / f"{page}.html").is_file(), page
 
-    html = tmp_path / "html"
-    for page in ("index", "concepts", "custom_router", "testing_policies", "state_machine"):
-        assert (html / f"{page}.html").is_file(), page
-    for page in ("cli", "api"):
-        assert (html / f"{page}.html").is_file(), page
-    state_machine = (html / "state_machine.html").read_text(encoding="utf-8")
+    # The state diagram, drawn at build time from the transition table (or its DOT source).
+    state_machine = (site / "state_machine.html").read_text(encoding="utf-8")
     if graphviz:
-        assert 'class="graphviz"' in state_machine
-        assert list((html / "_images").glob("graphviz-*.svg"))
+        assert 'src="_generated/states.svg"' in state_machine
+        svg = (site / "_generated" / "states.svg").read_text(encoding="utf-8")
+        for phase in canarykit.Phase:
+            assert f"<title>{phase.value}</title>" in svg, phase
     else:
-        assert "digraph" in state_machine
+        assert "states.svg" not in state_machine
+        assert "digraph rollout {" in _text(site / "state_machine.html")
     for phase in canarykit.Phase:
-        assert phase.value in state_machine
+        assert phase.value in _text(site / "state_machine.html"), phase
+
+    # The pictures of a healthy and a rolled-back rollout.
+    ecosystem = (site / "ecosystem.html").read_text(encoding="utf-8")
+    for picture in ("rollout-healthy.svg", "rollout-rolled-back.svg"):
+        assert f'src="_static/{picture}"' in ecosystem
+        assert (site / "_static" / picture).read_bytes() == (
+            DOCS / "_static" / picture
+        ).read_bytes()
+
+    # What the pages include: CLI runs made at this build, the schema, the examples.
+    cli = _text(site / "cli.html")
+    for generated in ("cli_help.txt", "simulate_healthy.txt", "simulate_errors.txt"):
+        for line in (DOCS / "_generated" / generated).read_text(encoding="utf-8").splitlines():
+            assert line.strip() in cli, (generated, line)
+    assert "usage: canarykit simulate" in cli
+    for line in (DOCS / "_generated" / "policy_schema.toml").read_text().splitlines():
+        assert line.strip() in cli, line
+    assert "class NginxUpstreamRouter" in _text(site / "custom_router.html")
+    assert "def main() -> None:" in _text(site / "custom_router.html")
+    assert "def test_" in _text(site / "testing_policies.html")
+
+    # The API reference renders every public name (mkdocstrings, one anchor each).
+    api = "".join(page.read_text(encoding="utf-8") for page in (site / "api").glob("*.html"))
+    for module in PUBLIC_MODULES:
+        for name in module.__all__:
+            assert f'id="{module.__name__}.{name}"' in api, f"{module.__name__}.{name}"
+
+    # Nothing is fetched from elsewhere when a page is read: no web fonts, no CDN.
+    external = re.compile(
+        r"<(?:link|script|img|iframe|source)\b[^>]*?(?:href|src)=\"(?:https?:)?//"
+    )
+    for page in site.rglob("*.html"):
+        found = external.search(page.read_text(encoding="utf-8"))
+        assert found is None, f"{page.relative_to(site)} loads {found.group(0) if found else ''}"

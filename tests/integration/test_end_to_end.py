@@ -23,7 +23,9 @@ RATE = 120.0
 
 # One lab per proxy, shared by its scenarios; each proxy's runs use one event loop backend
 # (a router is used from one loop), nginx's asyncio and HAProxy's trio, so both are covered.
-@pytest.fixture(scope="module", params=[("nginx", "asyncio"), ("haproxy", "trio")], ids=lambda p: "-".join(p))
+@pytest.fixture(
+    scope="module", params=[("nginx", "asyncio"), ("haproxy", "trio")], ids=lambda p: "-".join(p)
+)
 def setup(request):
     return request.param
 
