@@ -76,8 +76,9 @@ def test_no_data_labels():
     assert label(kayenta_metric("cpu", must_have_data=True), [None, None], BASE) == "NodataFailure"
     critical = kayenta_metric("cpu", critical=True).classify([math.nan], BASE)
     assert (critical.label, critical.critical_failure) == ("Nodata", True)
+    # Replacing NaNs with zeros cannot invent readings for an arm that has none.
     replaced = kayenta_metric("cpu", nan_strategy="replace").classify([], BASE)
-    assert replaced.label == "Pass"
+    assert replaced.label == "Nodata"
 
 
 def test_identical_and_single_valued_data_pass():

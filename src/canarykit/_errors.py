@@ -61,7 +61,16 @@ class ConfigError(CanaryError, ValueError):
         self.field = field
         self.value = value
         self.problem = problem
-        super().__init__(f"{field}: {problem}, got {value!r}")
+        super().__init__(f"{field}: {problem}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """`value`'s repr for a message, cut to 200 characters; never raises."""
+    try:
+        text = repr(value)
+    except Exception:  # e.g. an int too long to print (sys.set_int_max_str_digits)
+        return f"<{type(value).__name__} that cannot be shown>"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class UnsupportedPlanError(ConfigError):

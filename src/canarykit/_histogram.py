@@ -20,6 +20,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
@@ -30,6 +31,7 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
+from ._validate import MAX_COUNT, finite
 
 __all__ = [
     "MAX_INDEX",
@@ -49,6 +51,7 @@ MIN_INDEX = -136
 MAX_INDEX = 112
 """The highest bucket index, upper bound ``2 ** 14`` s; larger values land here."""
 
+_MAX_DENSE = 1_000_000
 _PER_OCTAVE = 1 << SCHEMA  # 8 buckets per doubling
 _MIN_VALUE = 2.0**-17  # upper bound of MIN_INDEX
 _MAX_VALUE = 2.0**14  # upper bound of MAX_INDEX
@@ -119,7 +122,16 @@ def bucket_bounds(index: int) -> tuple[float, float]:
 
 
 def _to_counts(value: Iterable[int]) -> tuple[int, ...]:
-    return value if isinstance(value, tuple) else tuple(value)
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ConfigError("counts", value, "must be a sequence of counts")
+    # A cap for endless iterables; leading and trailing zeros are trimmed later, so a
+    # valid sequence may be longer than the index range.
+    counts = tuple(itertools.islice(value, _MAX_DENSE + 1))
+    if len(counts) > _MAX_DENSE:
+        raise ConfigError("counts", value, f"must hold at most {_MAX_DENSE} counts")
+    return counts
 
 
 def _check_sum(value: Any, count: int) -> float | None:
@@ -127,7 +139,10 @@ def _check_sum(value: Any, count: int) -> float | None:
         return None
     if _bad_number(value):
         raise ConfigError("sum", value, "must be a number or None")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
     if not math.isfinite(number) or number < 0:
         raise ConfigError("sum", value, "must be finite and >= 0")
     if count == 0 and number != 0:
@@ -161,6 +176,8 @@ class LatencyHistogram:
                 raise ConfigError(f"counts[{k}]", count, "must be an int >= 0")
             if count < 0:
                 raise ConfigError(f"counts[{k}]", count, "must be an int >= 0")
+            if count > MAX_COUNT:
+                raise ConfigError(f"counts[{k}]", count, "must be at most 2**53")
         offset = self.offset
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise ConfigError("offset", offset, "must be an int")
@@ -198,13 +215,15 @@ class LatencyHistogram:
         >>> LatencyHistogram.from_samples([1.0, 1.0, 2.0])
         LatencyHistogram(offset=0, counts=(2, 0, 0, 0, 0, 0, 0, 0, 1), sum=4.0)
         """
+        if isinstance(samples, (str, bytes, Mapping)) or not isinstance(samples, Iterable):
+            raise ConfigError("samples", samples, "must be a sequence of latencies in seconds")
         by_index: dict[int, int] = {}
         values: list[float] = []
         for position, value in enumerate(samples):
             if _bad_number(value):
                 raise ConfigError(f"samples[{position}]", value, "must be a number")
             try:
-                index = bucket_index(value)
+                index = bucket_index(finite(f"samples[{position}]", value))
             except ConfigError:
                 raise ConfigError(
                     f"samples[{position}]", value, "must be a finite latency >= 0 seconds"
@@ -235,6 +254,8 @@ class LatencyHistogram:
                 )
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ConfigError(f"counts[{index}]", count, "must be an int >= 0")
+            if count > MAX_COUNT:
+                raise ConfigError(f"counts[{index}]", count, "must be at most 2**53")
             if count:
                 clean[int(index)] = int(count)
         total = _check_sum(sum, 1 if clean else 0)
@@ -389,7 +410,7 @@ class LatencyHistogram:
         if not isinstance(data, Mapping):
             raise ConfigError("latency", data, "must be a mapping")
         schema = data.get("schema", SCHEMA)
-        if schema != SCHEMA:
+        if isinstance(schema, bool) or schema != SCHEMA:
             raise ConfigError("schema", schema, f"must be {SCHEMA}")
         counts = data.get("counts", ())
         if not isinstance(counts, (list, tuple)):

@@ -28,7 +28,8 @@ import attrs
 
 from ._errors import ConfigError
 from ._histogram import LatencyHistogram
-from ._split import TrafficSplit
+from ._split import TrafficSplit, _keys
+from ._validate import count, finite, printable_name
 
 __all__ = ["METRIC_NAMES", "Arm", "ArmStats", "Observation", "Window"]
 
@@ -46,10 +47,6 @@ class Arm(enum.Enum):
 _NO_GAUGES: Mapping[str, float] = MappingProxyType({})
 
 
-def _bad_int(value: Any) -> bool:
-    return type(value) is not int and (isinstance(value, bool) or not isinstance(value, int))
-
-
 def _freeze_gauges(value: Any) -> Mapping[str, float]:
     """Copy gauges into a read-only mapping of str to float, or raise ConfigError."""
     if not value:
@@ -62,6 +59,7 @@ def _freeze_gauges(value: Any) -> Mapping[str, float]:
     for name, number in value.items():
         if not isinstance(name, str) or not name:
             raise ConfigError("gauges", name, "gauge names must be non-empty strings")
+        printable_name("gauges", name, "gauge name")
         if name in METRIC_NAMES:
             raise ConfigError(
                 f"gauges[{name!r}]", number, "is a built-in metric name; give the gauge another"
@@ -69,7 +67,10 @@ def _freeze_gauges(value: Any) -> Mapping[str, float]:
         if type(number) is not float:
             if isinstance(number, bool) or not isinstance(number, (int, float)):
                 raise ConfigError(f"gauges[{name!r}]", number, "must be a number")
-            number = float(number)
+            try:
+                number = float(number)
+            except OverflowError:  # an int beyond the float range
+                raise ConfigError(f"gauges[{name!r}]", number, "is too large") from None
         frozen[name] = number
     return MappingProxyType(frozen)
 
@@ -102,9 +103,12 @@ def _weighted(a: float, wa: float, b: float, wb: float) -> float:
 class ArmStats:
     """What one arm did in a window: requests, errors, latency and named gauges.
 
+    `requests` and `errors` are ints from 0 to 2**53, errors at most requests; anything
+    else (a negative or NaN count, more errors than requests) is refused here.
     `gauges` holds any other readings by name ("cpu", "memory", a business metric);
-    NaN or an infinity is accepted and means "no reading". Gauge names may not be
-    built-in metric names (see `METRIC_NAMES`).
+    NaN or an infinity is accepted and means "no reading", which no decider counts as a
+    pass. Gauge names are printable and may not be built-in metric names (see
+    `METRIC_NAMES`).
 
     >>> s = ArmStats(requests=200, errors=3, gauges={"cpu": 0.5})
     >>> s.error_rate, s.success_rate, s.p99
@@ -119,11 +123,8 @@ class ArmStats:
     )
 
     def __attrs_post_init__(self) -> None:
-        requests, errors = self.requests, self.errors
-        if _bad_int(requests) or requests < 0:
-            raise ConfigError("requests", requests, "must be an int >= 0")
-        if _bad_int(errors) or errors < 0:
-            raise ConfigError("errors", errors, "must be an int >= 0")
+        requests = count("requests", self.requests)
+        errors = count("errors", self.errors)
         if errors > requests:
             raise ConfigError("errors", errors, f"must not exceed requests ({requests})")
         if self.latency is not None and not isinstance(self.latency, LatencyHistogram):
@@ -198,12 +199,13 @@ class ArmStats:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ArmStats:
         """Inverse of `to_json`."""
+        (requests,) = _keys("stats", data, "requests")
         latency = data.get("latency")
         gauges = data.get("gauges") or {}
         if not isinstance(gauges, Mapping):
             raise ConfigError("gauges", gauges, "must be a mapping of name to number")
         return cls(
-            requests=data["requests"],
+            requests=requests,
             errors=data.get("errors", 0),
             latency=None if latency is None else LatencyHistogram.from_json(latency),
             gauges={str(k): _gauge_from_json(str(k), v) for k, v in gauges.items()},
@@ -214,8 +216,7 @@ def _check_span(start: Any, end: Any) -> None:
     for field, value in (("start", start), ("end", end)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(field, value, "must be a number of seconds")
-        if not math.isfinite(value):
-            raise ConfigError(field, value, "must be finite")
+        finite(field, value)
     if not end > start:
         raise ConfigError("end", end, f"must be after start ({start!r})")
 
@@ -251,9 +252,8 @@ class Window:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Window:
         """Inverse of `to_json`."""
-        return cls(
-            start=data["start"], end=data["end"], split=TrafficSplit.from_json(data["split"])
-        )
+        start, end, split = _keys("window", data, "start", "end", "split")
+        return cls(start=start, end=end, split=TrafficSplit.from_json(split))
 
 
 def _throughput(stats: ArmStats, duration: float) -> float | None:
@@ -357,11 +357,12 @@ class Observation:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Observation:
         """Inverse of `to_json`."""
+        start, end, stable, canary = _keys("observation", data, "start", "end", "stable", "canary")
         return cls(
-            start=data["start"],
-            end=data["end"],
-            stable=ArmStats.from_json(data["stable"]),
-            canary=ArmStats.from_json(data["canary"]),
+            start=start,
+            end=end,
+            stable=ArmStats.from_json(stable),
+            canary=ArmStats.from_json(canary),
         )
 
 

@@ -410,7 +410,7 @@ def _quantiles(table: PolicyTable) -> list[float]:
             found = _LEVEL_NAME.match(item.strip())
             if found is not None:
                 level = float(Decimal(found.group(1)) / 100)
-        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+        elif isinstance(item, (int, float)) and not isinstance(item, bool) and 0 < item < 1:
             level = float(item)
         if level is None or not 0 < level < 1:
             raise ConfigError(

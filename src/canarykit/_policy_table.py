@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import json
 import math
 import re
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from ._errors import ConfigError
+from ._validate import finite
 
 __all__ = ["PolicyTable", "format_duration", "parse_duration"]
 
 _MISSING: Any = object()
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _error(field: str, problem: str, value: Any = _MISSING) -> ConfigError:
@@ -46,7 +49,7 @@ def parse_duration(field: str, value: Any, *, allow_zero: bool = False) -> float
     if isinstance(value, bool):
         raise ConfigError(field, value, _DURATION_HELP)
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        seconds = finite(field, value)
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -87,8 +90,10 @@ def format_duration(seconds: float) -> str:
     >>> format_duration(5400), format_duration(0.25), format_duration(90), format_duration(0)
     ('1h30m', '250ms', '1m30s', '0s')
     """
+    if not math.isfinite(seconds) or not 0 <= seconds < 1e15:
+        return f"{seconds!r}s"  # no whole number of milliseconds to write
     millis = round(seconds * 1000)
-    if millis < 0 or abs(millis / 1000 - seconds) > 1e-9:
+    if abs(millis / 1000 - seconds) > 1e-9:
         return f"{seconds!r}s"
     hours, rest = divmod(millis, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
@@ -155,7 +160,13 @@ class PolicyTable:
         return key in self.data
 
     def field(self, key: str) -> str:
-        """Return the dotted path of `key` in this table, e.g. ``plan.hold``."""
+        """Return the dotted path of `key` in this table, e.g. ``plan.hold``.
+
+        A key that is not a bare TOML key (empty, or with spaces, dots, quotes or line
+        breaks) is written quoted, as TOML would: ``plan."a.b"``.
+        """
+        if not _BARE_KEY.fullmatch(key):
+            key = json.dumps(key)
         return f"{self.path}.{key}" if self.path else key
 
     def check_keys(
@@ -184,13 +195,10 @@ class PolicyTable:
         if key not in self.data and default is not _MISSING:
             return default  # type: ignore[no-any-return]
         value = self.raw(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(self.field(key), value, "must be a number")
-        if not math.isfinite(value):
-            raise ConfigError(self.field(key), value, "must be finite")
-        if above is not None and not value > above:
+        number = finite(self.field(key), value)
+        if above is not None and not number > above:
             raise ConfigError(self.field(key), value, f"must be > {above:g}")
-        return float(value)
+        return number
 
     def integer(self, key: str, default: Any = _MISSING, *, minimum: int | None = None) -> int:
         """Read an integer, at least `minimum` when given."""

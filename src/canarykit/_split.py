@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -14,10 +15,10 @@ from ._validate import finite, to_enum
 
 __all__ = ["HeaderMatch", "HeaderRoute", "TrafficSplit"]
 
-# Header names are HTTP tokens (RFC 9110). Refusing anything else keeps a name from
-# smuggling a newline, quote or brace into a load balancer's config.
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_FORBIDDEN_IN_VALUE = ("\n", "\r", "\x00")
+# Header names are HTTP tokens (RFC 9110) less the quote characters it allows (' and `).
+# Refusing anything else keeps a name from smuggling a newline, quote or brace into a
+# load balancer's config. (fullmatch: "$" would also match before a final newline.)
+_HEADER_NAME = re.compile(r"[!#$%&*+.^_|~0-9A-Za-z-]{1,256}")
 
 
 def check_percent(field: str, value: Any, *, allow_zero: bool = True) -> float:
@@ -66,12 +67,16 @@ class HeaderRoute:
     percent: float = 100.0
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.header, str) or not _HEADER_NAME.match(self.header):
+        if not isinstance(self.header, str) or not _HEADER_NAME.fullmatch(self.header):
             raise ConfigError("header_route.header", self.header, "must be an HTTP header name")
         if not isinstance(self.value, str) or not self.value:
             raise ConfigError("header_route.value", self.value, "must be a non-empty string")
-        if any(bad in self.value for bad in _FORBIDDEN_IN_VALUE):
-            raise ConfigError("header_route.value", self.value, "must not hold a line break or NUL")
+        if not self.value.isprintable():
+            raise ConfigError(
+                "header_route.value",
+                self.value,
+                "must be printable (no line break, NUL or other control character)",
+            )
         if not isinstance(self.match, HeaderMatch):
             raise ConfigError(
                 "header_route.match", self.match, "must be one of 'exact', 'prefix', 'regex'"
@@ -81,7 +86,9 @@ class HeaderRoute:
         if self.match is HeaderMatch.REGEX:
             try:
                 re.compile(self.value)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
+                # OverflowError: a repeat count such as {99999999999}; RecursionError: a
+                # pattern nested thousands deep.
                 raise ConfigError(
                     "header_route.value", self.value, f"is not a regular expression ({exc})"
                 ) from None
@@ -106,16 +113,41 @@ class HeaderRoute:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HeaderRoute:
         """Inverse of `to_json`; state saved before `percent` existed means 100."""
-        return cls(
-            header=data["header"],
-            value=data["value"],
-            match=data["match"],
-            percent=data.get("percent", 100.0),
-        )
+        header, value, match = _keys("header_route", data, "header", "value", "match")
+        return cls(header=header, value=value, match=match, percent=data.get("percent", 100.0))
+
+
+def _keys(field: str, data: Any, *names: str) -> list[Any]:
+    """The values of `names` in saved `data`, or ConfigError naming what is missing."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(field, data, "must be a mapping")
+    for name in names:
+        if name not in data:
+            raise ConfigError(f"{field}.{name}", None, "is missing")
+    return [data[name] for name in names]
+
+
+MAX_ROUTES = 100
+"""The most header routes a split may hold: a router writes one rule per route."""
+
+
+def header_routes(field: str, value: Any) -> tuple[HeaderRoute, ...]:
+    """`value` (one route, or an iterable of at most `MAX_ROUTES`) as a tuple, or ConfigError.
+
+    The items themselves are checked by the caller, which knows their field names.
+    """
+    if isinstance(value, HeaderRoute):
+        return (value,)
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ConfigError(field, value, "must be a sequence of HeaderRoute")
+    routes = tuple(itertools.islice(value, MAX_ROUTES + 1))
+    if len(routes) > MAX_ROUTES:
+        raise ConfigError(field, value, f"must hold at most {MAX_ROUTES} routes")
+    return routes
 
 
 def _routes(value: Iterable[HeaderRoute]) -> tuple[HeaderRoute, ...]:
-    return tuple(value)
+    return header_routes("header_routes", value)
 
 
 def _percent(field: str) -> Any:
@@ -171,10 +203,15 @@ class TrafficSplit:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrafficSplit:
         """Inverse of `to_json`."""
+        canary, routes, mirror = _keys(
+            "split", data, "canary_percent", "header_routes", "mirror_percent"
+        )
+        if not isinstance(routes, list):
+            raise ConfigError("split.header_routes", routes, "must be a list")
         return cls(
-            canary_percent=data["canary_percent"],
-            header_routes=tuple(HeaderRoute.from_json(r) for r in data["header_routes"]),
-            mirror_percent=data["mirror_percent"],
+            canary_percent=canary,
+            header_routes=tuple(HeaderRoute.from_json(r) for r in routes),
+            mirror_percent=mirror,
         )
 
 

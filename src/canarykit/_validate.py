@@ -8,14 +8,24 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["finite", "optional_finite", "to_enum"]
+__all__ = ["MAX_COUNT", "count", "finite", "optional_finite", "printable_name", "to_enum"]
+
+MAX_COUNT = 2**53
+"""The largest count (requests, errors, histogram bucket) accepted: exact as a float.
+
+Larger integers would lose precision or overflow in the float arithmetic that every
+rate, mean and test statistic does with them; no real window holds that many requests.
+"""
 
 
 def finite(field: str, value: Any) -> float:
     """`value` as a finite float; bools and non-numbers are refused."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(field, value, "must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        raise ConfigError(field, value, "must be finite (it is too large)") from None
     if not math.isfinite(number):
         raise ConfigError(field, value, "must be finite")
     return number
@@ -24,6 +34,32 @@ def finite(field: str, value: Any) -> float:
 def optional_finite(field: str, value: Any) -> float | None:
     """None, or `value` as a finite float."""
     return None if value is None else finite(field, value)
+
+
+def count(field: str, value: Any) -> int:
+    """`value` as an int in [0, `MAX_COUNT`]; bools, floats and int-likes are refused."""
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(field, value, "must be an int >= 0")
+    if value < 0:
+        raise ConfigError(field, value, "must be an int >= 0")
+    if value > MAX_COUNT:
+        raise ConfigError(field, value, "must be at most 2**53")
+    return int(value)
+
+
+def printable_name(field: str, value: Any, what: str = "name") -> str:
+    """A non-empty name without line breaks or control characters.
+
+    Metric, gauge and group names end up in verdict reasons, events and logs; a line
+    break or an escape sequence in one could forge a log line or garble a terminal.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(field, value, f"must be a non-empty {what}")
+    if not value.isprintable():
+        raise ConfigError(
+            field, value, f"must be a printable {what} (no line breaks or control characters)"
+        )
+    return value
 
 
 def to_enum(kind: type[enum.Enum], value: Any) -> Any:

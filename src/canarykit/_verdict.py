@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+
+from ._errors import ConfigError
+from ._validate import to_enum
 
 __all__ = ["Judgement", "MetricVerdict", "Verdict", "VerdictKind"]
 
@@ -49,14 +52,48 @@ class VerdictKind(enum.Enum):
 _SEVERITY = {kind: index for index, kind in enumerate(VerdictKind)}
 
 
+def _to_kind(value: Any) -> Any:
+    return to_enum(VerdictKind, value)
+
+
+def _check_kind(field: str, value: Any) -> None:
+    # A kind given as any other object would be read as neither FAIL nor PASS by the
+    # rollout: a failing canary must not slip through as an unknown kind.
+    if not isinstance(value, VerdictKind):
+        raise ConfigError(field, value, "must be a VerdictKind or one of " + _KIND_NAMES)
+
+
+_KIND_NAMES = ", ".join(repr(kind.value) for kind in VerdictKind)
+
+
+def _required(field: str, data: Any, *names: str) -> list[Any]:
+    """The values of `names` in saved `data`, or ConfigError naming what is missing."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(field, data, "must be a mapping")
+    for name in names:
+        if name not in data:
+            raise ConfigError(f"{field}.{name}", None, "is missing")
+    return [data[name] for name in names]
+
+
 @attrs.frozen(kw_only=True)
 class MetricVerdict:
     """One metric's verdict and why, e.g. ``error_rate: fail (canary 5.1% > max 2%)``."""
 
     metric: str
-    kind: VerdictKind
+    kind: VerdictKind = attrs.field(converter=_to_kind)
     reason: str
     value: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.metric, str):
+            raise ConfigError("metric", self.metric, "must be a metric name")
+        _check_kind("kind", self.kind)
+        if not isinstance(self.reason, str):
+            raise ConfigError("reason", self.reason, "must be a string")
+        value = self.value
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError("value", value, "must be a number or None")
 
     def __str__(self) -> str:
         return f"{self.metric}: {self.kind.value} ({self.reason})"
@@ -73,15 +110,17 @@ class MetricVerdict:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MetricVerdict:
         """Inverse of `to_json`."""
-        return cls(
-            metric=data["metric"],
-            kind=VerdictKind(data["kind"]),
-            reason=data["reason"],
-            value=data["value"],
-        )
+        metric, kind, reason = _required("metric_verdict", data, "metric", "kind", "reason")
+        if not isinstance(kind, str):
+            raise ConfigError("metric_verdict.kind", kind, "must be one of " + _KIND_NAMES)
+        return cls(metric=metric, kind=kind, reason=reason, value=data.get("value"))
 
 
 def _metric_verdicts(value: Iterable[MetricVerdict]) -> tuple[MetricVerdict, ...]:
+    if isinstance(value, tuple):
+        return value
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ConfigError("metrics", value, "must be a sequence of MetricVerdict")
     return tuple(value)
 
 
@@ -98,10 +137,20 @@ class Verdict:
     VerdictKind.PASS
     """
 
-    kind: VerdictKind
+    kind: VerdictKind = attrs.field(converter=_to_kind)
     reason: str
     metrics: tuple[MetricVerdict, ...] = attrs.field(default=(), converter=_metric_verdicts)
     early_pass: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        _check_kind("kind", self.kind)
+        if not isinstance(self.reason, str):
+            raise ConfigError("reason", self.reason, "must be a string")
+        for index, item in enumerate(self.metrics):
+            if not isinstance(item, MetricVerdict):
+                raise ConfigError(f"metrics[{index}]", item, "must be a MetricVerdict")
+        if not isinstance(self.early_pass, bool):
+            raise ConfigError("early_pass", self.early_pass, "must be True or False")
 
     @classmethod
     def from_metrics(cls, metrics: Iterable[MetricVerdict], *, reason: str = "") -> Verdict:
@@ -129,10 +178,15 @@ class Verdict:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Verdict:
         """Inverse of `to_json`."""
+        kind, reason, metrics = _required("verdict", data, "kind", "reason", "metrics")
+        if not isinstance(kind, str):
+            raise ConfigError("verdict.kind", kind, "must be one of " + _KIND_NAMES)
+        if not isinstance(metrics, list):
+            raise ConfigError("verdict.metrics", metrics, "must be a list")
         return cls(
-            kind=VerdictKind(data["kind"]),
-            reason=data["reason"],
-            metrics=tuple(MetricVerdict.from_json(m) for m in data["metrics"]),
+            kind=kind,
+            reason=reason,
+            metrics=tuple(MetricVerdict.from_json(m) for m in metrics),
             early_pass=data.get("early_pass", False),
         )
 
@@ -147,3 +201,7 @@ class Judgement:
 
     verdict: Verdict
     state: Any = None
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.verdict, Verdict):
+            raise ConfigError("verdict", self.verdict, "must be a Verdict")

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from ._errors import ConfigError
-from ._plan import Plan, SetWeight, from_weights, linear
+from ._plan import Plan, SetWeight, _check_plan_options, from_weights, linear
 
 __all__ = [
     "all_at_once",
@@ -21,8 +21,10 @@ __all__ = [
     "linear_10_percent_every_1_minute",
 ]
 
-_CANARY = re.compile(r"^Canary(\d+)Percent(\d+)Minutes?$")
-_LINEAR = re.compile(r"^Linear(\d+)PercentEvery(\d+)Minutes?$")
+# ASCII digits only (\d would take any script's), and few enough of them that int()
+# stays cheap and the minutes stay a sane duration.
+_CANARY = re.compile(r"Canary([0-9]{1,3})Percent([0-9]{1,6})Minutes?")
+_LINEAR = re.compile(r"Linear([0-9]{1,3})PercentEvery([0-9]{1,6})Minutes?")
 
 
 def _canary(percent: int, minutes: int, **plan_options: Any) -> Plan:
@@ -42,11 +44,14 @@ def codedeploy(name: str, **plan_options: Any) -> Plan:
     ``AllAtOnce`` (with or without the ``CodeDeployDefault.`` prefix). Extra keyword
     arguments go to `Plan` (for example ``analysis_interval=60``).
     """
-    short = name.removeprefix("CodeDeployDefault.") if isinstance(name, str) else name
+    if not isinstance(name, str):
+        raise ConfigError("name", name, "must be a CodeDeploy configuration name")
+    short = name.removeprefix("CodeDeployDefault.")
     if short == "AllAtOnce":
+        _check_plan_options(plan_options)
         return Plan(steps=[SetWeight(100)], **plan_options)
     for pattern, build in ((_CANARY, _canary), (_LINEAR, _linear)):
-        found = pattern.match(short) if isinstance(short, str) else None
+        found = pattern.fullmatch(short)
         if found:
             percent, minutes = int(found.group(1)), int(found.group(2))
             if not 0 < percent < 100 or minutes < 1:

@@ -7,7 +7,8 @@ accumulates them: the last `max_points` points per arm for each scalar metric, a
 cumulative histograms per arm, all JSON-able. Every `judge_every` windows it judges:
 
 1. Per `KayentaMetric`: missing points (None, NaN) are removed or replaced by 0
-   (``nan_strategy``); outliers beyond 3 interquartile ranges are removed per arm
+   (``nan_strategy``; an arm without a single reading has no data either way);
+   outliers beyond 3 interquartile ranges are removed per arm
    (``outliers="remove"``, Kayenta's ``IQRDetector(factor=3.0)``; nothing is removed
    when the interquartile range is 0, so a mostly-zero error rate keeps its errors).
    The Mann-Whitney test and the Hodges-Lehmann interval at ``confidence`` (0.98) follow
@@ -31,7 +32,8 @@ cumulative histograms per arm, all JSON-able. Every `judge_every` windows it jud
 
 Between judgements the verdict is NOT_YET. A judgement waits (NOT_YET, retried every
 window) while any metric has data but fewer than `min_points` points in an arm (for
-latency: requests in the histogram).
+latency: requests in the histogram), and while every metric is Nodata (unless rule 2 or
+``nodata_fail_percent`` fails it): no data is never a pass.
 
 >>> judge = kayenta(
 ...     kayenta_metric("error_rate", direction="increase", critical=True),
@@ -54,9 +56,9 @@ from typing import Any, Literal
 import attrs
 
 from .._errors import ConfigError
-from .._histogram import LatencyHistogram
+from .._histogram import MAX_INDEX, MIN_INDEX, LatencyHistogram
 from .._observe import Arm, Observation
-from .._validate import finite
+from .._validate import MAX_COUNT, finite, printable_name
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
 from ._mannwhitney import (
@@ -162,8 +164,7 @@ class KayentaMetric:
     tolerance: float = 0.25
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.metric, str) or not self.metric.strip():
-            raise ConfigError("metric", self.metric, "must be a non-empty metric name")
+        printable_name("metric", self.metric, "metric name")
         if self.direction not in _DIRECTIONS:
             raise ConfigError(
                 "direction", self.direction, "must be 'increase', 'decrease' or 'either'"
@@ -198,6 +199,7 @@ class KayentaMetric:
             raise ConfigError("group", self.group, "must be a group name")
         if not self.group:
             object.__setattr__(self, "group", self.metric)
+        printable_name("group", self.group, "group name")
         confidence = finite("confidence", self.confidence)
         if not 0.0 < confidence < 1.0:
             raise ConfigError("confidence", self.confidence, "must be in (0, 1)")
@@ -241,6 +243,11 @@ class KayentaMetric:
         >>> m.classify([0.05, 0.06, 0.05, 0.07] * 10, [0.01, 0.02, 0.01, 0.015] * 10).label
         'High'
         """
+        canary, stable = list(canary), list(stable)
+        if not _has_reading(canary) or not _has_reading(stable):
+            # "replace" fills gaps; it must not turn an arm without any reading into a
+            # run of zeros that passes (Kayenta too labels an empty series Nodata).
+            return self._no_data()
         xs, ys = self.clean(canary), self.clean(stable)
         if not xs or not ys:
             return self._no_data()
@@ -328,10 +335,6 @@ class KayentaMetric:
         )
 
     def _no_data(self) -> Classification:
-        if self.nan_strategy == "replace":
-            return Classification(
-                metric=self.metric, label="Pass", reason="Pass: no data (replaced)"
-            )
         if self.must_have_data and not self.critical:
             return Classification(
                 metric=self.metric,
@@ -466,6 +469,8 @@ def _to_weights(value: Any) -> Mapping[str, float]:
 def _positive_int(field: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(field, value, "must be an integer >= 1")
+    if value > MAX_COUNT:
+        raise ConfigError(field, value, "must be at most 2**53")
 
 
 _EMPTY_HISTOGRAM: dict[str, Any] = {"offset": 0, "counts": [], "sum": 0.0}
@@ -618,7 +623,12 @@ class KayentaJudge(Composable):
                 results.append((metric, metric.classify_histograms(canary_h, stable_h)))
             else:
                 arms = state["points"][metric.metric]
-                canary, stable = metric.clean(arms["canary"]), metric.clean(arms["stable"])
+                # An arm without a single reading has no points, whatever the NaN
+                # strategy: the judgement waits for data instead of passing on zeros.
+                canary, stable = (
+                    metric.clean(arms[arm]) if _has_reading(arms[arm]) else []
+                    for arm in ("canary", "stable")
+                )
                 sizes = [len(canary), len(stable)]
                 if any(sizes) and min(sizes) < self.min_points:
                     waiting.append(f"{metric.metric} {min(sizes)} of {self.min_points} points")
@@ -630,6 +640,11 @@ class KayentaJudge(Composable):
         score = kayenta_score(
             results, group_weights=self.group_weights, nodata_fail_percent=self.nodata_fail_percent
         )
+        if score.failure is None and not any(found.label in _COUNTED for _, found in results):
+            # Every metric is Nodata and no rule made that a failure: the score of 100
+            # would be a pass on no evidence at all. Wait, as for too few points.
+            reason = f"judgement due, no metric has data ({score.summary()})"
+            return Judgement(Verdict(kind=VerdictKind.NOT_YET, reason=reason), state)
         if score.score <= self.marginal_threshold:
             kind = VerdictKind.FAIL
         elif score.score >= self.pass_threshold:
@@ -640,9 +655,9 @@ class KayentaJudge(Composable):
             f"{score.summary()}; marginal {_num(self.marginal_threshold)}, "
             f"pass {_num(self.pass_threshold)}"
         )
-        next_due = state["next_judgement"]
-        while next_due <= state["windows"]:
-            next_due += self.judge_every
+        next_due, windows = state["next_judgement"], state["windows"]
+        if next_due <= windows:  # the first due judgement after this window
+            next_due += ((windows - next_due) // self.judge_every + 1) * self.judge_every
         new_state = {**state, "next_judgement": next_due, "last_score": score.score}
         metrics = [found.to_metric_verdict() for _, found in results]
         return Judgement(Verdict(kind=kind, reason=reason, metrics=metrics), new_state)
@@ -652,12 +667,18 @@ class KayentaJudge(Composable):
         if state is None:
             return self.initial_state()
         try:
+            points, latency, last = state["points"], state["latency"], state["last_score"]
             valid = (
                 type(state["windows"]) is int
+                and 0 <= state["windows"] <= MAX_COUNT
                 and type(state["next_judgement"]) is int
-                and len(state["points"]) == len(self._scalar_names)
-                and all(name in state["points"] for name in self._scalar_names)
-                and (state["latency"] is not None) is self._has_latency
+                and 1 <= state["next_judgement"] <= MAX_COUNT
+                and isinstance(points, Mapping)
+                and len(points) == len(self._scalar_names)
+                and all(_saved_points(points.get(name)) for name in self._scalar_names)
+                and (latency is not None) is self._has_latency
+                and (latency is None or _saved_latency(latency))
+                and (last is None or (type(last) in (int, float) and last == last))
                 and len(state) == _STATE_KEYS
             )
         except (TypeError, KeyError, AttributeError):
@@ -667,6 +688,40 @@ class KayentaJudge(Composable):
                 "state", state, "must be a state of this KayentaJudge (see initial_state)"
             )
         return state  # type: ignore[no-any-return]
+
+
+def _has_reading(values: Iterable[float | None]) -> bool:
+    """Whether `values` holds at least one finite number (None and NaN are no reading)."""
+    return any(value is not None and math.isfinite(value) for value in values)
+
+
+def _saved_points(arms: Any) -> bool:
+    """Whether a saved state's points of one metric are lists of numbers or None."""
+    return isinstance(arms, Mapping) and all(
+        isinstance(values, list)
+        and all(v is None or type(v) is float or type(v) is int for v in values)
+        for values in (arms.get("canary"), arms.get("stable"))
+    )
+
+
+def _saved_latency(latency: Any) -> bool:
+    """Whether a saved state's latency is two histograms as plain data (see `_merge`)."""
+    if not isinstance(latency, Mapping):
+        return False
+    for arm in ("canary", "stable"):
+        data = latency.get(arm)
+        if not isinstance(data, Mapping) or len(data) != len(_EMPTY_HISTOGRAM):
+            return False
+        offset, counts, total = data.get("offset"), data.get("counts"), data.get("sum")
+        if type(offset) is not int or not isinstance(counts, list):
+            return False
+        if counts and not MIN_INDEX <= offset <= MAX_INDEX - len(counts) + 1:
+            return False
+        if not all(type(c) is int and 0 <= c <= MAX_COUNT for c in counts):
+            return False
+        if total is not None and (type(total) not in (int, float) or not 0 <= total < math.inf):
+            return False
+    return True
 
 
 def _classify_clean(

@@ -52,6 +52,7 @@ import attrs
 from .._errors import ConfigError
 from .._observe import Observation
 from .._protocols import Decider
+from .._validate import MAX_COUNT
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
 
@@ -179,7 +180,7 @@ class Limits(Composable):
         counts = {"inner": state["inner"]}
         for name in _COUNTERS:
             value = state.get(name, 0)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
                 raise ConfigError(f"state[{name!r}]", value, "must be an integer >= 0")
             counts[name] = value
         failed = state.get("failed", False)

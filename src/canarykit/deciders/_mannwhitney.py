@@ -62,6 +62,7 @@ import attrs
 
 from .._errors import ConfigError
 from .._histogram import LatencyHistogram
+from .._validate import finite
 
 __all__ = [
     "Alternative",
@@ -140,12 +141,7 @@ def _samples(name: str, values: Iterable[float]) -> list[float]:
         raise ConfigError(name, values, "must be a sequence of numbers")
     out: list[float] = []
     for index, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name}[{index}]", value, "must be a number")
-        number = float(value)
-        if not math.isfinite(number):
-            raise ConfigError(f"{name}[{index}]", value, "must be finite")
-        out.append(number)
+        out.append(finite(f"{name}[{index}]", value))
     if not out:
         raise ConfigError(name, values, "must hold at least one value")
     return out

@@ -56,7 +56,7 @@ import attrs
 
 from .._errors import ConfigError
 from .._observe import _BUILT_IN, Arm, Observation
-from .._validate import optional_finite, to_enum
+from .._validate import optional_finite, printable_name, to_enum
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
 from ._threshold import NoDataPolicy, _to_no_data, format_value
@@ -219,8 +219,7 @@ class Comparison:
     _texts: dict[str, str] = attrs.field(init=False, repr=False, eq=False, hash=False)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.metric, str) or not self.metric.strip():
-            raise ConfigError("metric", self.metric, "must be a non-empty metric name")
+        printable_name("metric", self.metric, "metric name")
         rises = self.max_ratio is not None or self.max_increase is not None
         falls = self.min_ratio is not None or self.max_decrease is not None
         if not rises and not falls:

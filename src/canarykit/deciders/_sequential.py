@@ -38,15 +38,16 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Iterable
-from itertools import accumulate, repeat
+from itertools import accumulate, islice, repeat
 from operator import add, mul, sub
 from typing import Any
 
 import attrs
 
 from .._errors import ConfigError
-from .._histogram import LatencyHistogram
+from .._histogram import MAX_INDEX, MIN_INDEX, LatencyHistogram
 from .._observe import Observation
+from .._validate import MAX_COUNT, printable_name
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
 
@@ -67,7 +68,10 @@ def _number(field: str, value: Any, *, low: float, high: float, open_low: bool) 
     """Return `value` as a float in the range, or raise ConfigError naming `field`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(field, value, "must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
     below = number <= low if open_low else number < low
     if math.isnan(number) or below or number > high:
         bracket = "(" if open_low else "["
@@ -106,6 +110,24 @@ def _show_evidence(log_value: float) -> str:
     return f"{_exp(log_value):.3g}"
 
 
+def _numbers(values: Any, size: int) -> bool:
+    """Whether saved `values` is a list of `size` numbers, none of them NaN (state check)."""
+    return (
+        isinstance(values, list)
+        and len(values) == size
+        and all((type(v) is int and -MAX_COUNT <= v <= MAX_COUNT) or _not_nan(v) for v in values)
+    )
+
+
+def _not_nan(value: Any) -> bool:
+    return type(value) is float and value == value
+
+
+def _counts_list(values: Any) -> bool:
+    """Whether saved `values` is a list of ints >= 0 (a histogram's counts in a state)."""
+    return isinstance(values, list) and all(type(v) is int and 0 <= v <= MAX_COUNT for v in values)
+
+
 def _bad_state(kind: str, state: Any, example: str) -> ConfigError:
     return ConfigError("state", state, f"must be a {kind} state such as {example}")
 
@@ -131,7 +153,7 @@ class SequentialErrors(Composable):
     - `early_pass` with `margin`: PASS with ``early_pass=True`` once a canary rate more
       than ``1 + margin`` times the stable one is ruled out at level `alpha`.
 
-    Verdicts: NOT_YET before the canary has served a request (no data is never a pass)
+    Verdicts: NOT_YET before both arms have served a request (no data is never a pass)
     or before `min_errors`; FAIL as above; otherwise PASS with the current evidence.
 
     At 100 requests/s, a 10% canary, 1% errors and 10 s windows (``alpha=0.01``),
@@ -177,8 +199,7 @@ min_errors=0, early_pass=False, margin=0.2)
     _needed: str = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.metric, str) or not self.metric:
-            raise ConfigError("metric", self.metric, "must be a non-empty string")
+        printable_name("metric", self.metric, "metric name")
         alpha = _number("alpha", self.alpha, low=0.0, high=0.5, open_low=True)
         low = _number("min_ratio", self.min_ratio, low=1.0, high=math.inf, open_low=True)
         high = _number("max_ratio", self.max_ratio, low=low, high=1e6, open_low=True)
@@ -237,11 +258,11 @@ min_errors=0, early_pass=False, margin=0.2)
             log_pass = state.get("log_pass") if self.early_pass else None
             ok = (
                 isinstance(failed, bool)
-                and len(stable) == 2
-                and len(canary) == 2
-                and len(log_fail) == self.points
+                and _numbers(stable, 2)
+                and _numbers(canary, 2)
+                and _numbers(log_fail, self.points)
                 and (log_pass is None) is not self.early_pass
-                and (log_pass is None or len(log_pass) == self.points)
+                and (log_pass is None or _numbers(log_pass, self.points))
             )
         except (TypeError, KeyError, AttributeError):
             ok = False
@@ -381,9 +402,10 @@ min_errors=0, early_pass=False, margin=0.2)
                 f"{_show_evidence(log_evidence)} of {self._needed} needed; "
                 f"{e_c:g}/{n_c} canary, {e_s:g}/{n_s} stable)"
             )
-        elif not n_c:
+        elif not n_c or not n_s:
+            # Without both arms there is nothing to compare: no data is never a pass.
             kind = VerdictKind.NOT_YET
-            reason = "no canary requests yet"
+            reason = f"no {'canary' if not n_c else 'stable'} requests yet"
         elif e_s + e_c < self.min_errors:
             kind = VerdictKind.NOT_YET
             reason = (
@@ -508,10 +530,14 @@ def _level_name(q: float) -> str:
 
 def _to_quantiles(value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (float(value),)
+        return (value,)  # the validator checks it
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         return value  # the validator names the field
-    return tuple(value)
+    # A cap for endless iterables; the validator refuses more than _MAX_QUANTILES.
+    return tuple(islice(value, _MAX_QUANTILES + 1))
+
+
+_MAX_QUANTILES = 100
 
 
 @attrs.frozen(kw_only=True)
@@ -575,9 +601,11 @@ class SequentialLatency(Composable):
         quantiles = self.quantiles
         if not isinstance(quantiles, tuple) or not quantiles:
             raise ConfigError("quantiles", quantiles, "must be a non-empty sequence of levels")
+        if len(quantiles) > _MAX_QUANTILES:
+            raise ConfigError("quantiles", quantiles, f"must hold at most {_MAX_QUANTILES} levels")
         for index, q in enumerate(quantiles):
-            _number(f"quantiles[{index}]", q, low=0.0, high=1.0, open_low=True)
-            if q >= 1.0:
+            level = _number(f"quantiles[{index}]", q, low=0.0, high=math.inf, open_low=True)
+            if level >= 1.0:
                 raise ConfigError(f"quantiles[{index}]", q, "must be in (0, 1)")
         object.__setattr__(self, "quantiles", tuple(float(q) for q in quantiles))
         margin = _number("margin", self.margin, low=0.0, high=100.0, open_low=False)
@@ -611,10 +639,11 @@ class SequentialLatency(Composable):
             offset, stable, canary = state["offset"], state["stable"], state["canary"]
             ok = (
                 isinstance(failed, str)
-                and isinstance(offset, int)
-                and isinstance(stable, list)
-                and isinstance(canary, list)
+                and type(offset) is int
+                and _counts_list(stable)
+                and _counts_list(canary)
                 and len(stable) == len(canary)
+                and (not stable or MIN_INDEX <= offset <= MAX_INDEX - len(stable) + 1)
             )
         except (TypeError, KeyError):
             ok = False

@@ -40,7 +40,7 @@ import attrs
 
 from .._errors import ConfigError
 from .._observe import Arm, Observation
-from .._validate import optional_finite, to_enum
+from .._validate import MAX_COUNT, optional_finite, printable_name, to_enum
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
 
@@ -129,8 +129,7 @@ class Bound:
     arm: Arm = attrs.field(default=Arm.CANARY, converter=_to_arm)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.metric, str) or not self.metric.strip():
-            raise ConfigError("metric", self.metric, "must be a non-empty metric name")
+        printable_name("metric", self.metric, "metric name")
         if self.min is None and self.max is None:
             raise ConfigError("max", None, "a bound needs min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -208,7 +207,7 @@ def _failed_checks(state: Any) -> int:
     if state is None:
         return 0
     count = state.get("failed_checks") if isinstance(state, Mapping) else None
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+    if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
         raise ConfigError(
             "state", state, "must be a ThresholdDecider state such as {'failed_checks': 0}"
         )

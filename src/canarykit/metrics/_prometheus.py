@@ -168,7 +168,8 @@ def _check_url(value: Any) -> str:
             "must not hold credentials; pass auth=BasicAuth(...) instead (value hidden)",
         )
     if parts.query or parts.fragment:
-        raise ConfigError("url", value, "must not have a query or fragment")
+        # A query string can hold a token: do not quote it back.
+        raise ConfigError("url", _HIDDEN, "must not have a query or fragment (value hidden)")
     try:
         parts.port  # noqa: B018 (parses the port, raising ValueError when it is invalid)
     except ValueError:
