@@ -20,7 +20,6 @@ True
 
 from __future__ import annotations
 
-import itertools
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,7 +30,7 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
-from ._validate import MAX_COUNT, finite
+from ._validate import MAX_COUNT, bounded_items, finite
 
 __all__ = [
     "MAX_INDEX",
@@ -124,14 +123,9 @@ def bucket_bounds(index: int) -> tuple[float, float]:
 def _to_counts(value: Iterable[int]) -> tuple[int, ...]:
     if isinstance(value, tuple):
         return value
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise ConfigError("counts", value, "must be a sequence of counts")
-    # A cap for endless iterables; leading and trailing zeros are trimmed later, so a
-    # valid sequence may be longer than the index range.
-    counts = tuple(itertools.islice(value, _MAX_DENSE + 1))
-    if len(counts) > _MAX_DENSE:
-        raise ConfigError("counts", value, f"must hold at most {_MAX_DENSE} counts")
-    return counts
+    # Leading and trailing zeros are trimmed later, so a valid sequence may be longer
+    # than the index range.
+    return bounded_items("counts", value, _MAX_DENSE, "counts")
 
 
 def _check_sum(value: Any, count: int) -> float | None:

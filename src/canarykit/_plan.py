@@ -15,7 +15,6 @@ AppConfig's growth factor), each with an optional final bake at 100%.
 from __future__ import annotations
 
 import datetime
-import itertools
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, TypeAlias
@@ -25,7 +24,7 @@ import attrs
 from ._errors import ConfigError
 from ._protocols import Decider, RouterCapabilities
 from ._split import HeaderRoute, check_percent, header_routes
-from ._validate import finite
+from ._validate import bounded_items, finite
 
 __all__ = [
     "Analyze",
@@ -151,12 +150,7 @@ MAX_WEIGHTS = 1_000
 
 
 def _steps(value: Any) -> tuple[Step, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ConfigError("steps", value, "must be a sequence of steps")
-    steps = tuple(itertools.islice(value, MAX_STEPS + 1))
-    if len(steps) > MAX_STEPS:
-        raise ConfigError("steps", value, f"must hold at most {MAX_STEPS} steps")
-    return steps
+    return bounded_items("steps", value, MAX_STEPS, "steps")
 
 
 def _analysis_interval(value: Duration | None) -> float | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import itertools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
-from ._validate import finite, to_enum
+from ._validate import bounded_items, finite, to_enum
 
 __all__ = ["HeaderMatch", "HeaderRoute", "TrafficSplit"]
 
@@ -138,12 +137,7 @@ def header_routes(field: str, value: Any) -> tuple[HeaderRoute, ...]:
     """
     if isinstance(value, HeaderRoute):
         return (value,)
-    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
-        raise ConfigError(field, value, "must be a sequence of HeaderRoute")
-    routes = tuple(itertools.islice(value, MAX_ROUTES + 1))
-    if len(routes) > MAX_ROUTES:
-        raise ConfigError(field, value, f"must hold at most {MAX_ROUTES} routes")
-    return routes
+    return bounded_items(field, value, MAX_ROUTES, "routes")
 
 
 def _routes(value: Iterable[HeaderRoute]) -> tuple[HeaderRoute, ...]:

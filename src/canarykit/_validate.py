@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import enum
+import itertools
 import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["MAX_COUNT", "count", "finite", "optional_finite", "printable_name", "to_enum"]
+__all__ = [
+    "MAX_COUNT",
+    "bounded_items",
+    "count",
+    "finite",
+    "optional_finite",
+    "printable_name",
+    "to_enum",
+]
 
 MAX_COUNT = 2**53
 """The largest count (requests, errors, histogram bucket) accepted: exact as a float.
@@ -60,6 +70,23 @@ def printable_name(field: str, value: Any, what: str = "name") -> str:
             field, value, f"must be a printable {what} (no line breaks or control characters)"
         )
     return value
+
+
+def bounded_items(field: str, value: Any, limit: int, what: str) -> tuple[Any, ...]:
+    """`value`'s items as a tuple, or ConfigError: not a sequence, unreadable, or too long.
+
+    Reads at most `limit + 1` items, so an endless iterable is refused, not held in memory;
+    an iterable that raises while being read is refused naming `field`.
+    """
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise ConfigError(field, value, f"must be a sequence of {what}")
+    try:
+        items = tuple(itertools.islice(value, limit + 1))
+    except Exception as exc:
+        raise ConfigError(field, value, f"could not be read ({type(exc).__name__})") from None
+    if len(items) > limit:
+        raise ConfigError(field, value, f"must hold at most {limit} {what}")
+    return items
 
 
 def to_enum(kind: type[enum.Enum], value: Any) -> Any:

@@ -62,7 +62,7 @@ import attrs
 
 from .._errors import ConfigError
 from .._histogram import LatencyHistogram
-from .._validate import finite
+from .._validate import bounded_items, finite
 
 __all__ = [
     "Alternative",
@@ -136,12 +136,13 @@ def bucket_ratio(shift: float) -> float:
 # -- checks ------------------------------------------------------------------------------
 
 
+# Raw samples beyond this belong in a histogram (`mann_whitney_histograms`).
+_MAX_SAMPLES = 10_000_000
+
+
 def _samples(name: str, values: Iterable[float]) -> list[float]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise ConfigError(name, values, "must be a sequence of numbers")
-    out: list[float] = []
-    for index, value in enumerate(values):
-        out.append(finite(f"{name}[{index}]", value))
+    items = bounded_items(name, values, _MAX_SAMPLES, "numbers")
+    out = [finite(f"{name}[{index}]", value) for index, value in enumerate(items)]
     if not out:
         raise ConfigError(name, values, "must hold at least one value")
     return out

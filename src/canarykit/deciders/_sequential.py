@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Iterable
-from itertools import accumulate, islice, repeat
+from itertools import accumulate, repeat
 from operator import add, mul, sub
 from typing import Any
 
@@ -47,7 +47,7 @@ import attrs
 from .._errors import ConfigError
 from .._histogram import MAX_INDEX, MIN_INDEX, LatencyHistogram
 from .._observe import Observation
-from .._validate import MAX_COUNT, printable_name
+from .._validate import MAX_COUNT, bounded_items, printable_name
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
 
@@ -533,8 +533,7 @@ def _to_quantiles(value: Any) -> Any:
         return (value,)  # the validator checks it
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         return value  # the validator names the field
-    # A cap for endless iterables; the validator refuses more than _MAX_QUANTILES.
-    return tuple(islice(value, _MAX_QUANTILES + 1))
+    return bounded_items("quantiles", value, _MAX_QUANTILES, "quantiles")
 
 
 _MAX_QUANTILES = 100

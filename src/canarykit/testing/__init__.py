@@ -99,6 +99,6 @@ __all__ = [
 
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("canarykit.testing."):
+    if getattr(_obj, "__module__", "").startswith(("canarykit.testing.", "canarykit._")):
         _obj.__module__ = "canarykit.testing"
 del _name, _obj
