@@ -415,11 +415,6 @@ async def test_a_source_answering_garbage_never_promotes(anyio_backend, answer):
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runner judges an Observation without checking that it covers the window "
-    "asked for (needs a check in _runner.py, reported to the lead)",
-)
 async def test_an_observation_of_another_window_is_not_judged(anyio_backend):
     _, outcome = await rollout_with(stale)
     assert outcome.phase is not ck.Phase.SUCCEEDED

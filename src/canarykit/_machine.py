@@ -28,8 +28,10 @@ The rules:
   absolute time on the rollout's clock, so it survives a restart.
 - Resuming in a new process: `Recovered` tells the machine what the router reports now.
   A split that was applied but not yet confirmed when the old process died counts as
-  confirmed; an unknown or different one is applied again (routers apply idempotently).
-  No step is repeated or skipped, and timers run on from their saved deadlines.
+  confirmed; an unknown or different one is applied again (routers apply idempotently),
+  except stable-only where the saved state had canary traffic: that is a rollback the old
+  runner could not record, or a person's, and the rollout rolls back. No step is repeated
+  or skipped, and timers run on from their saved deadlines.
 - Hooks. `state.hook_points` names the points where the rollout has hooks (given by
   `Start`, `Recovered` or kept by `Retry`); with none, nothing below happens. At a point
   the next action is `RunHook` and the driver reports `HookAnswered`. Before any traffic
@@ -423,7 +425,7 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         PromoteFull: frozenset({_P.PROMOTING}),
         RequestPause: frozenset({_P.PAUSED}),
         Abort: frozenset({_P.ROLLING_BACK}),
-        Recovered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        Recovered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
         HookAnswered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
     },
     _P.PAUSED: {
@@ -1314,6 +1316,16 @@ def _on_recovered(plan: Plan, state: RolloutState, event: Recovered) -> RolloutS
         return _evolve(state, confirmed=None)
     if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
         return _evolve(state, confirmed=current)  # only a fresh apply ends these
+    saved = state.confirmed
+    if current.is_stable_only and saved is not None and not saved.is_stable_only:
+        # Back at stable behind the saved state's back: a rollback that the runner before
+        # could not record (killed during it, or its store failing), or a person's. Honour
+        # it rather than send users to the canary again; `retry()` starts over.
+        reason = (
+            f"found the router at stable, not at the saved canary {saved.canary_percent:g}%: "
+            "rolled back outside this runner"
+        )
+        return _rollback(_evolve(state, confirmed=current), now, reason, abort=False)
     # Whatever the router reports is in force: as if it had just confirmed it. A split
     # applied just before the crash thus completes its step; any other is applied again.
     return _on_split_applied(plan, state, SplitApplied(now, current))

@@ -88,7 +88,11 @@ class MetricsSource(Protocol):
     """Collects what both arms did during a window."""
 
     async def collect(self, window: Window) -> Observation:
-        """An observation of both arms for `window`; raise `NoDataError` when there is none."""
+        """An observation of both arms for `window`; raise `NoDataError` when there is none.
+
+        The observation's start and end are the window's (within 5% of its length or
+        1 s); one of another window is refused as a metrics error.
+        """
         ...
 
 

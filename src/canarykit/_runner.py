@@ -29,8 +29,8 @@ lease.acquire      `Lease.acquire`, before anything else
 lease.renew        `Lease.renew`, in a background task every ``ttl / 3`` (real time)
 load               `StateStore.load`, once, under the lease
 start.read         `TrafficRouter.read` before the first step (read-back routers)
-start.backoff      `Clock.sleep_until` between those reads
 recover.read       `TrafficRouter.read` when continuing a saved rollout
+read.backoff       `Clock.sleep_until` between attempts of those two reads
 save               `StateStore.save`, before each action that follows a change of state
 save.backoff       `Clock.sleep_until` between save attempts
 apply              `TrafficRouter.apply`
@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import math
 import os
@@ -140,8 +141,8 @@ AWAIT_POINTS = (
     "lease.renew",
     "load",
     "start.read",
-    "start.backoff",
     "recover.read",
+    "read.backoff",
     "save",
     "save.backoff",
     "apply",
@@ -179,6 +180,20 @@ _SUPERSEDED = _Stop("superseded")  # the rollout wants another split now
 _DEADLINE = _Stop("progress deadline")  # the step's progress deadline passed
 _STOP_AT = _Stop("stop_at")  # the run reached the time it was asked to stop at
 _NO_REQUESTS = ArmStats(requests=0)  # both arms of a window a source had no data for
+
+
+def _check_covers(observation: Observation, window: Window) -> None:
+    """Refuse an observation of another window (a stale cache, a wrong offset) as an error.
+
+    A source may align its edges a little (to a scrape or a bucket): within 5% of the
+    window's length or 1 s, whichever is more.
+    """
+    slack = max(1.0, 0.05 * window.duration)
+    if abs(observation.start - window.start) > slack or abs(observation.end - window.end) > slack:
+        raise MetricsError(
+            f"collect() returned an observation of [{observation.start:g}, "
+            f"{observation.end:g}) for the window [{window.start:g}, {window.end:g})"
+        )
 
 
 def _positive(field: str, value: Any) -> float:
@@ -229,6 +244,11 @@ def _plan_difference(key: str, saved: Any, now: dict[str, Any]) -> str:
     )
 
 
+def _as_json(state: RolloutState) -> Any:
+    """`state` as a store gives it back: through JSON (tuples become lists)."""
+    return json.loads(json.dumps(state.to_json()))
+
+
 def _decode_record(record: Any, key: str, plan: Plan, fingerprint: str) -> RolloutState:
     """The state in a saved record, checked against the key and the plan."""
     if not isinstance(record, dict) or not isinstance(record.get("state"), dict):
@@ -266,6 +286,11 @@ class Rollout:
             tg.start_soon(watch_chat_for_commands, rollout)
             outcome = await rollout.run()
 
+    A command the rollout's phase does not accept raises `InvalidTransition`, as does one
+    that comes while `run()` is taking the rollout up (its lease, its saved state, which
+    would undo the command) or handing it back (releasing the lease, when nobody would act
+    on it): try it again a moment later.
+
     Parameters beyond the plan and its parts:
 
     - `clock`: where time comes from (`SystemClock()` by default; a `VirtualClock` in tests).
@@ -299,14 +324,18 @@ class Rollout:
     `run()` first takes the lease (`LeaseHeldError` at once if another runner has it),
     then loads the saved state. Nothing saved: the rollout starts. A rollout that ended:
     `run()` returns its outcome without touching traffic (`retry()` runs it again).
-    Otherwise it reads the router's split back and goes on from the step it was in:
-    a split applied but not confirmed before the crash counts once confirmed by the
-    read-back, an unknown or different one is applied again (idempotently), and timers
-    run on from their saved deadlines (a 5-minute pause interrupted at minute 4 holds for
-    one more minute). A record saved for another plan raises `PlanMismatchError`; a
-    damaged one `CorruptStateError`; one from a newer canarykit `StateVersionError`; in
-    each case before any traffic moves. `resumed` says whether a saved rollout was
-    continued; a `RolloutResumed` event and timeline entry report it.
+    Otherwise it reads the router's split back and goes on from the step it was in: a split
+    applied but not confirmed before the crash counts once confirmed by the read-back, a
+    different one (or any, for a router without read-back) is applied again (idempotently),
+    and timers run on from their saved deadlines (a 5-minute pause interrupted at minute 4
+    holds for one more minute). A router found at stable where the saved state had canary
+    traffic was rolled back behind the state's back (by a runner killed before it could
+    record it, or by a person): the rollout rolls back rather than expose users again; so it
+    does when a read-back router cannot be read at all (`RouterError`). A record saved for
+    another plan raises `PlanMismatchError`; a damaged one `CorruptStateError`; one from a
+    newer canarykit `StateVersionError`; in each case before any traffic moves.
+    `resumed` says whether a saved rollout was continued; a `RolloutResumed` event and
+    timeline entry report it.
 
     If the state cannot be saved (after `apply_attempts` tries), the rollout rolls back
     and `run()` raises `StateSaveError`: it never moves traffic on a step it could not
@@ -403,8 +432,11 @@ class Rollout:
         self._wake_scope: anyio.CancelScope | None = None
         self._interrupted = False  # set when a command cancels the wake scope
         self._running = False
+        # run() is taking the rollout up (its lease, its saved state) or handing it back:
+        # a command then would be undone by the loaded state, or acted on by nobody.
+        self._busy = False
         # Saving and resuming.
-        self._restored = state is not None  # an explicit state wins over the store's
+        self._skip_load = state is not None  # an explicit state wins over the store's, once
         self._resumed = False
         self._recover_pending = False
         self._saved_state: RolloutState | None = None
@@ -469,6 +501,10 @@ class Rollout:
         self._command(Retry(self.clock.now()), "retry")
 
     def _command(self, event: Event, name: str, reason: str = "") -> None:
+        if self._busy:
+            why = "run() is taking the rollout up or handing it back"
+            self._emit(CommandReceived(time=event.now, command=name, reason=why, accepted=False))
+            raise InvalidTransition(f"{name}: {why}; try again in a moment")
         try:
             self._handle(event, CommandReceived(time=event.now, command=name, reason=reason))
         except InvalidTransition as exc:  # nothing changed; record it and tell the caller
@@ -493,12 +529,14 @@ class Rollout:
         class documentation). Raises `LeaseHeldError` when another runner holds the
         rollout, `LeaseLostError` when this one lost its lease mid-run, the
         `StateError` kinds for saved state that cannot be used or saved, and
-        `RouterError` when a read-back router's split cannot be read before the first
-        step (after `apply_attempts` tries; nothing has moved, the rollout is aborted).
+        `RouterError` when a read-back router's split cannot be read (after
+        `apply_attempts` tries) before the first step, or on resuming a saved rollout:
+        the rollout is then aborted (and rolled back, if it had moved traffic).
         """
         if self._running:
             raise InvalidTransition("this rollout is already running")
         self._running = True
+        self._busy = self.store is not None  # until the saved state is taken up
         try:
             await self._acquire_lease()
             error: BaseException | None = None
@@ -506,11 +544,15 @@ class Rollout:
                 # Errors are carried out of the task group by hand: raised inside it, they
                 # would reach the caller wrapped in an exception group.
                 async with anyio.create_task_group() as tg:
+                    # Shielded, so that the lease is still renewed while a cancelled run()
+                    # rolls back (which may take longer than the lease lasts); stopped below.
+                    renewing = anyio.CancelScope(shield=True)
                     if self.lease is not None:
-                        tg.start_soon(self._keep_lease, self.lease)
+                        tg.start_soon(self._keep_lease, self.lease, renewing)
                     try:
                         with anyio.CancelScope() as self._drive_scope:
                             await self._restore()
+                            self._busy = False
                             await self._guarded_drive(math.inf if stop_at is None else stop_at)
                     except anyio.get_cancelled_exc_class():
                         raise
@@ -518,6 +560,8 @@ class Rollout:
                         error = exc
                     finally:
                         self._drive_scope = None
+                        self._busy = self.lease is not None  # while the lease is released
+                        renewing.cancel()
                         tg.cancel_scope.cancel()
             finally:
                 await self._release_lease()
@@ -527,6 +571,7 @@ class Rollout:
                 raise LeaseLostError(self._lost_message())
         finally:
             self._running = False
+            self._busy = False
         return self._outcome()
 
     async def _guarded_drive(self, stop_at: float) -> None:
@@ -544,7 +589,8 @@ class Rollout:
                     reason = f"stopped: {exc}"
                 else:
                     reason = f"stopped by an unexpected error: {exc!r}"
-                await self._emergency_rollback(reason)
+                # When the store is what failed, the rollback must not wait for it first.
+                await self._emergency_rollback(reason, record=not isinstance(exc, StateSaveError))
             raise
 
     async def _stop(self, reason: str) -> None:
@@ -567,7 +613,10 @@ class Rollout:
         ticked_at = -math.inf
         while True:
             if self.store is not None:
-                await self._save(strict=True)
+                # An operator's command may change the state while it is being saved:
+                # save again, so that the next action follows from what is on disk.
+                while self._machine.state is not self._saved_state:
+                    await self._save(strict=True)
             now = self.clock.now()
             action = self._machine.next_action(now)
             if isinstance(action, Finish):
@@ -618,24 +667,31 @@ class Rollout:
     async def _read_current(self) -> TrafficSplit:
         if not self.router.capabilities.read_back:
             return STABLE_ONLY
-        # Retried like an apply: one failed read must not abort a rollout for good.
+        current = await self._read_router("before starting")  # await point: start.read
+        return STABLE_ONLY if current is None else current
+
+    async def _read_router(self, when: str) -> TrafficSplit | None:
+        """The router's split, read with retries like an apply; `RouterError` if it cannot.
+
+        A rollout is not started, or continued, on a guess: one failed read must not end
+        it, and a router that cannot be read at all must not get the target blindly (it
+        may have been rolled back by a runner that could not record it).
+        """
         reason = "not attempted"
         for attempt in range(1, self._apply_attempts + 1):
             try:
                 with anyio.fail_after(self._call_timeout):
-                    current = await self.router.read()  # await point: start.read
+                    return await self.router.read()
             except Exception as exc:
                 reason = _describe(exc, self._call_timeout)
                 if attempt < self._apply_attempts:
                     delay = self._retry_delay * 2 ** (attempt - 1)
-                    await self._wait(self.clock.now() + delay)  # await point: start.backoff
-                    if self.phase is not Phase.PENDING:
-                        return STABLE_ONLY  # aborted meanwhile: `_drive` will not start it
-                continue
-            return STABLE_ONLY if current is None else current
+                    await self._wait(self.clock.now() + delay)  # await point: read.backoff
+                    if self.phase.is_terminal:
+                        return None  # aborted meanwhile (before starting): nothing to read for
         raise RouterError(
-            f"could not read the router's split before starting ({self._apply_attempts} "
-            f"attempts, the last: {reason})"
+            f"could not read the router's split {when} ({self._apply_attempts} attempts, "
+            f"the last: {reason})"
         )
 
     async def _recover(self) -> None:
@@ -643,17 +699,7 @@ class Rollout:
         saved = self.state
         current: TrafficSplit | None = None
         if self.router.capabilities.read_back:
-            try:
-                with anyio.fail_after(self._call_timeout):
-                    current = await self.router.read()  # await point: recover.read
-            except Exception as exc:
-                # Unknown, then: the target is applied again, which is safe (idempotent).
-                logger.warning(
-                    "%s: could not read the router's split on resuming (%s); applying the "
-                    "target again",
-                    self.key,
-                    _describe(exc, self._call_timeout),
-                )
+            current = await self._read_router("on resuming")  # await point: recover.read
         now = self.clock.now()
         self._emit(
             RolloutResumed(
@@ -778,6 +824,7 @@ class Rollout:
                 observation = await self.metrics.collect(window)
                 if not isinstance(observation, Observation):
                     raise MetricsError(f"collect() returned {type(observation).__name__}")
+                _check_covers(observation, window)
             except NoDataError:
                 # The source answered, with nothing to report: that is the decider's call
                 # (its no-data policy), not a metrics failure that counts towards rollback.
@@ -819,7 +866,7 @@ class Rollout:
         assert self.decider is not None
         return self.decider
 
-    async def _emergency_rollback(self, reason: str) -> None:
+    async def _emergency_rollback(self, reason: str, *, record: bool = True) -> None:
         with anyio.CancelScope(shield=True):
             if not self._lease_ok():
                 return  # another runner may own the rollout now: touch nothing
@@ -827,6 +874,10 @@ class Rollout:
                 # A rollout still pending is simply aborted; anything else rolls back.
                 with contextlib.suppress(InvalidTransition):
                     self._handle(Abort(self.clock.now(), reason))
+            if record and self.phase is Phase.ROLLING_BACK:
+                # Saved before it is done, as every action is: a runner killed during the
+                # rollback leaves a state that the next runner rolls back too.
+                await self._save(strict=False)
             while self.phase is Phase.ROLLING_BACK and self._lease_ok():
                 action = self._machine.next_action(self.clock.now())
                 if not isinstance(action, ApplySplit):
@@ -846,11 +897,17 @@ class Rollout:
         }
 
     async def _restore(self) -> None:
-        """Load the state saved under the key, once, if there is a store."""
+        """Load the state saved under the key, if there is a store.
+
+        At the first run() it is the rollout to continue. At a later run() of the same
+        runner it replaces this runner's state only if another runner saved over it
+        meanwhile (having taken the lease this one lost or released): a stale runner must
+        not drive from its old state. A load that failed is done again at the next run().
+        """
         store = self.store
-        if store is None or self._restored:
+        if store is None or self._skip_load:
+            self._skip_load = False
             return
-        self._restored = True
         try:
             with anyio.fail_after(self._call_timeout):
                 record = await store.load(self.key)  # await point: load
@@ -862,6 +919,9 @@ class Rollout:
             ) from exc
         if record is None:
             return
+        mine = None if self._saved_state is None else _as_json(self._saved_state)
+        if mine is not None and isinstance(record, dict) and record.get("state") == mine:
+            return  # still what this runner saved last: its own state is the latest
         state = _decode_record(record, self.key, self.plan, self._fingerprint)
         self._hook_driver.check_resumable(state)
         self._machine.state = state
@@ -925,19 +985,20 @@ class Rollout:
         self._lease_lost = None
         self._lease_valid_until = started + lease.ttl
 
-    async def _keep_lease(self, lease: Lease) -> None:
+    async def _keep_lease(self, lease: Lease, scope: anyio.CancelScope) -> None:
         """Renew the lease every ttl/3 (real time); on failure, stop the rollout at once."""
         period = lease.ttl / 3
-        while self._lease_lost is None:
-            await anyio.sleep(period)
-            started = anyio.current_time()
-            try:
-                with anyio.fail_after(period):
-                    await lease.renew()  # await point: lease.renew
-            except Exception as exc:
-                self._lose_lease(f"renewing it failed: {_describe(exc, period)}")
-                return
-            self._lease_valid_until = started + lease.ttl
+        with scope:
+            while self._lease_lost is None:
+                await anyio.sleep(period)
+                started = anyio.current_time()
+                try:
+                    with anyio.fail_after(period):
+                        await lease.renew()  # await point: lease.renew
+                except Exception as exc:
+                    self._lose_lease(f"renewing it failed: {_describe(exc, period)}")
+                    return
+                self._lease_valid_until = started + lease.ttl
 
     async def _release_lease(self) -> None:
         lease = self.lease

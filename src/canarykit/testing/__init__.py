@@ -8,6 +8,8 @@
 - `evaluate`: run many seeded rollouts of a policy through the state machine and its
   decider against a `Scenario` (traffic, errors, latency, an injected regression) and
   measure false rollbacks, detection times and bad requests served.
+- `FaultPlan` and the `Faulty*` wrappers: inject errors, hangs, slow calls and wrong
+  answers into a router, metrics source, decider, store or lease, per call.
 - `CanaryLab`: a dress rehearsal on loopback: two `DemoApp` versions behind a real
   nginx or HAProxy (`NginxServer`, `HAProxyServer`), a real Prometheus
   (`PrometheusServer`), real traffic (`LoadGenerator`); `rehearse` runs a plan and
@@ -34,6 +36,17 @@ from ._evaluate import Scenario as Scenario
 from ._evaluate import evaluate as evaluate
 from ._evaluate import hold_plan as hold_plan
 from ._evaluate import parse_regression as parse_regression
+from ._faults import FAULT_KINDS as FAULT_KINDS
+from ._faults import FAULT_POINTS as FAULT_POINTS
+from ._faults import FaultKind as FaultKind
+from ._faults import FaultPlan as FaultPlan
+from ._faults import FaultyDecider as FaultyDecider
+from ._faults import FaultyLease as FaultyLease
+from ._faults import FaultyMetrics as FaultyMetrics
+from ._faults import FaultyRouter as FaultyRouter
+from ._faults import FaultyStore as FaultyStore
+from ._faults import InjectedError as InjectedError
+from ._faults import InjectedFault as InjectedFault
 from ._haproxy_server import HAProxyServer as HAProxyServer
 from ._lab import CanaryLab as CanaryLab
 from ._lab import Fault as Fault
@@ -65,9 +78,20 @@ __all__ = [
     "CanaryLab",
     "DemoApp",
     "Evaluation",
+    "FAULT_KINDS",
+    "FAULT_POINTS",
     "FakeRouter",
     "Fault",
+    "FaultKind",
+    "FaultPlan",
+    "FaultyDecider",
+    "FaultyLease",
+    "FaultyMetrics",
+    "FaultyRouter",
+    "FaultyStore",
     "HAProxyServer",
+    "InjectedError",
+    "InjectedFault",
     "InjectedRegression",
     "LoadGenerator",
     "ManagedProcess",
