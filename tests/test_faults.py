@@ -32,8 +32,13 @@ EXAMPLES = settings.default.max_examples
 
 
 def property_settings(max_examples):
+    # derandomize: CI runs the same schedules every time, so a red run is reproducible and
+    # never a matter of luck; a developer explores new ones with --hypothesis-seed.
     return settings(
-        max_examples=max_examples, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+        derandomize=True,
     )
 
 
@@ -148,6 +153,22 @@ PROMOTE_DURING_SAVE = fh.Schedule(  # 5% applied before the promote was saved
 )
 
 
+# The router's first read lies (a mirror it does not have); cancelled while still pending,
+# the rollout must roll back what the router reported, not just end "aborted".
+ABORT_PENDING_AFTER_A_LYING_READ = fh.Schedule(
+    plan=ck.Plan(
+        steps=[ck.SetWeight(5), ck.Analyze(60, 30)],
+        consecutive_error_limit=1,
+        progress_deadline=120,
+    ),
+    read_back=True,
+    apply_attempts=1,
+    latency=0.5,
+    faults={"router.read": {1: "wrong"}},
+    hooks=True,
+    cancels=(3.0,),
+)
+
 PROMOTE_WHILE_RELEASING = fh.Schedule(  # run() returned PROMOTING, driven by nobody
     plan=ck.Plan(
         steps=[ck.SetWeight(50), ck.Pause(60), ck.SetWeight(75), ck.WaitForPromotion()],
@@ -187,6 +208,7 @@ def describe(schedule, result):
 @example(ABORT_WHILE_LOADING)
 @example(PROMOTE_DURING_SAVE)
 @example(PROMOTE_WHILE_RELEASING)
+@example(ABORT_PENDING_AFTER_A_LYING_READ)
 def test_faults_at_every_await_keep_every_invariant_on_asyncio(schedule):
     result = fh.run_schedule(schedule, "asyncio")
     assert result.violations == [], describe(schedule, result)
@@ -783,3 +805,26 @@ def test_the_event_loop_clock_is_virtual_so_an_hour_long_hang_costs_nothing(back
     real = time.perf_counter()
     assert fh.run_virtual(main, backend) == pytest.approx(3600)
     assert time.perf_counter() - real < 5
+
+
+# An open bug, kept as a strict xfail so that fixing it is noticed: a runner cancelled
+# while its lease renewals fail, whose successor cannot read the router, records stable
+# as confirmed while the router still serves the canary at 5%.
+LEASE_LOST_THEN_UNREADABLE_ROUTER = fh.Schedule(
+    plan=ck.Plan(steps=[ck.SetWeight(5), ck.Pause(30)], consecutive_error_limit=1),
+    read_back=True,
+    apply_attempts=1,
+    latency=1.0,
+    faults={
+        "lease.renew": {2: "error", 3: "error"},
+        "router.read": {3: "error"},
+        "store.save": {3: "slow"},
+    },
+    cancels=(6.0,),
+)
+
+
+@pytest.mark.xfail(strict=True, reason="open bug: see LEASE_LOST_THEN_UNREADABLE_ROUTER")
+def test_a_successor_that_cannot_read_the_router_keeps_the_state_true():
+    result = fh.run_schedule(LEASE_LOST_THEN_UNREADABLE_ROUTER, "asyncio")
+    assert result.violations == [], describe(LEASE_LOST_THEN_UNREADABLE_ROUTER, result)

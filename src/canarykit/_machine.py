@@ -413,7 +413,8 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
             {_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK, _P.ABORTED}
         ),
         Tick: frozenset({_P.PENDING}),  # waited for a gate's next ask: nothing changes
-        Abort: frozenset({_P.ABORTED}),
+        # Rolls back when the router reported canary traffic before the start.
+        Abort: frozenset({_P.ABORTED, _P.ROLLING_BACK}),
     },
     _P.PROGRESSING: {
         SplitApplied: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
@@ -1270,7 +1271,8 @@ def _on_resume(plan: Plan, state: RolloutState, event: Resume) -> RolloutState:
 
 
 def _on_abort(plan: Plan, state: RolloutState, event: Abort) -> RolloutState:
-    if state.phase is Phase.PENDING:
+    confirmed = state.confirmed
+    if state.phase is Phase.PENDING and (confirmed is None or confirmed.is_stable_only):
         if state.gate is not None:
             state = _evolve(state, **_NO_GATE)
         return _evolve(
