@@ -1,10 +1,7 @@
 """Notifications to Slack and JSON webhooks, against a local HTTP server that records them."""
 
-import json
 import logging
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import anyio
@@ -35,6 +32,7 @@ from canarykit.notify import (
     event_severity,
 )
 from canarykit.testing import SCENARIOS, FakeRouter, VirtualClock, simulate_async
+from http_endpoint import Endpoint
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
 
@@ -44,65 +42,9 @@ POLICY = canarykit.load_policy(Path(__file__).resolve().parent.parent / "example
 SECRET = "T0001/B0002/XyZsecretToken42"
 
 
-class Endpoint:
-    """A loopback HTTP server that records every POST and answers as scripted.
-
-    `script` is consumed one answer per request: a status code, or "hang" (read the
-    request, never answer). When it runs out, `default` answers.
-    """
-
-    def __init__(self):
-        self.requests = []
-        self.script = []
-        self.default = 200
-        self.release = threading.Event()
-        self.lock = threading.Lock()
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with endpoint.lock:
-                    answer = endpoint.script.pop(0) if endpoint.script else endpoint.default
-                    endpoint.requests.append(
-                        {
-                            "path": self.path,
-                            "headers": dict(self.headers),
-                            "body": json.loads(body),
-                            "answer": answer,
-                        }
-                    )
-                if answer == "hang":
-                    endpoint.release.wait(10)
-                    self.close_connection = True
-                    return
-                self.send_response(answer)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/services/{SECRET}"
-
-    @property
-    def bodies(self):
-        return [r["body"] for r in self.requests]
-
-    def close(self):
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
 def endpoint():
-    server = Endpoint()
+    server = Endpoint(f"/services/{SECRET}")
     try:
         yield server
     finally:
