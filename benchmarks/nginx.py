@@ -31,6 +31,7 @@ import anyio
 import anyio.to_thread
 
 from canarykit import TrafficSplit
+from canarykit._binaries import router_binary
 from canarykit.routers import SplitProbe
 from canarykit.routers._nginx import _children, _is_worker, _retiring
 from canarykit.testing import DemoApp, NginxServer, find_binary
@@ -49,7 +50,7 @@ async def apply_times(server: NginxServer, rounds: int) -> list[float]:
 async def phase_times(server: NginxServer, rounds: int) -> dict[str, float]:
     """The same steps as apply, timed one by one (private helpers, for the breakdown)."""
     router = server.router
-    binary = router._binary()
+    binary = router_binary(router.nginx, "nginx", "nginx-light")
     own, started_ms, retired_ms = [], [], []
     for index in range(rounds):
         split = TrafficSplit(canary_percent=30 if index % 2 else 40)
