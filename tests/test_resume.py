@@ -239,6 +239,38 @@ async def test_a_split_that_never_reached_the_router_is_applied_once_on_resume()
     assert percents(router.applied) == [50, 100]
 
 
+async def test_a_successor_that_cannot_read_the_router_trusts_no_stale_confirmation():
+    store = ck.MemoryStore()
+    stuck = AckLostRouter(stuck_at=50)  # 50% took effect; the old runner never heard
+    saved = await crash_while_applying(stuck, store)
+    assert (saved.target.canary_percent, saved.confirmed.canary_percent) == (50, 10)
+
+    # The successor's reads fail; its first apply (the rollback) fails too.
+    unreadable = FakeRouter(initial=stuck.current, fail_on={1, 2})
+    successor = ck.Rollout(
+        TWO_STEPS,
+        router=unreadable,
+        clock=VirtualClock(start=60),
+        store=store,
+        key="web",
+        apply_attempts=1,
+    )
+    with pytest.raises(ck.RouterError, match="on resuming"):
+        await successor.run()
+    assert unreadable.current.canary_percent == 50
+    # Neither in memory nor on disk does the state claim the 10% it cannot vouch for.
+    left = ck.RolloutState.from_json((await store.load("web"))["state"])
+    assert successor.state.confirmed is None and left.confirmed is None
+    assert left.phase is ck.Phase.PAUSED and left.rollback_pending
+
+    router = FakeRouter(initial=unreadable.current)
+    outcome = await ck.Rollout(
+        TWO_STEPS, router=router, clock=VirtualClock(start=90), store=store, key="web"
+    ).run()
+    assert outcome.phase is ck.Phase.ABORTED  # the rollback it could not finish, done
+    assert percents(router.applied) == [0]
+
+
 async def test_a_router_without_read_back_gets_the_target_again_idempotently():
     store = ck.MemoryStore()
     blind = ck.RouterCapabilities(weights=True)

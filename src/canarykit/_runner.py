@@ -607,7 +607,7 @@ class Rollout:
             current = await self._read_current()
             if self.phase is Phase.PENDING:  # an abort() during the read ended it already
                 self._handle(Start(self.clock.now(), current, self.hooks.points))
-        elif self._recover_pending:
+        elif self._recover_pending and not self.phase.is_terminal:
             await self._recover()
             self._recover_pending = False  # only once done: an interrupted one is redone
         ticked_at = -math.inf
@@ -698,8 +698,17 @@ class Rollout:
         """Continue a saved rollout: tell the machine what the router reports now."""
         saved = self.state
         current: TrafficSplit | None = None
-        if self.router.capabilities.read_back:
-            current = await self._read_router("on resuming")  # await point: recover.read
+        unread = self.router.capabilities.read_back
+        try:
+            if unread:
+                current = await self._read_router("on resuming")  # await point: recover.read
+                unread = False
+        finally:
+            if unread and not self.phase.is_terminal:
+                # Unread, the saved `confirmed` may be stale: the runner before may have
+                # stopped in the middle of applying its target. Whatever comes next (the
+                # rollback, as a rule) must not trust it, nor may the state that is saved.
+                self._handle(Recovered(self.clock.now(), None, self.hooks.points))
         now = self.clock.now()
         self._emit(
             RolloutResumed(
