@@ -2,7 +2,8 @@
 
 Faults. A `Schedule` is a plan, a router's capabilities, the runner's retry settings, and
 per await point (router apply and read, metrics, an async decider, store save and load,
-lease acquire, renew and release, and with `hooks` every hook) which call fails and how
+lease acquire, renew and release, and with `hooks` every hook, as a Python callable or as
+an HTTP webhook to a loopback server, `HookServer`) which call fails and how
 (`canarykit.testing.FaultPlan`: an error, a lost answer, a slow call, a hang, a wrong
 answer); plus operator commands (on the rollout's clock, or on the loop's so that they
 land mid-call), cancellations of run(), and early stops. `run_schedule` drives real
@@ -57,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import attrs
 
 import canarykit as ck
@@ -73,6 +75,7 @@ from canarykit.testing._faults import (
     FaultyMetrics,
     FaultyRouter,
     FaultyStore,
+    InjectedError,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -383,6 +386,7 @@ class Schedule:
     commands: tuple[tuple[float, str, bool], ...] = ()
     stops: tuple[float, ...] = ()  # early stop_at offsets of the first runners
     hooks: bool = False  # a hook at every hook point (their calls get faults too)
+    webhooks: bool = False  # with hooks: HTTP webhooks to a `HookServer`, not callables
     cancels: tuple[float, ...] = ()  # the first runners are cancelled after these (loop) seconds
     on_cancel: str = "rollback"
     # Which runner object each run uses: "new" (a new one each time, as a restarted deploy
@@ -441,6 +445,97 @@ def faulty_hooks(faults: FaultPlan) -> ck.Hooks:
     return ck.Hooks(**hooks, interval=30, gate_timeout=HOOK_GATE_TIMEOUT, call_timeout=CALL_TIMEOUT)
 
 
+class HookServer:
+    """Every hook point's webhook endpoint, with the faults, served in the runner's own loop.
+
+    An HTTP server on loopback (h11 on an anyio listener), in the same virtual-time event
+    loop as the runner, so the webhooks' timeouts and backoffs are virtual too. The hook at
+    point ``name`` POSTs to ``/name``; each request is a call at ``hook.name`` in `faults`,
+    as a Python hook's call is, and the fault takes its HTTP form: "error" answers 500
+    (which the webhook tries again), "hang" never answers (its timeout trips), "slow"
+    answers after `faults.slow`, "lost" decides and then closes the connection without
+    answering, "wrong" answers the opposite. Otherwise it answers 200 for yes (and for a
+    task done) and 403 for no.
+    """
+
+    def __init__(self, faults: FaultPlan) -> None:
+        self.faults = faults
+        self.url = ""
+        self.asked: list[str] = []  # the hook of each request, as it came
+        # (hook, status or None if lost), as answered: not a hung request, nor a slow one
+        # before its time
+        self.answered: list[tuple[str, int | None]] = []
+
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listen on a free loopback port, set `url` and serve until cancelled."""
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        self.url = f"http://127.0.0.1:{port}"
+        async with listener:
+            task_status.started()
+            await listener.serve(self._handle)
+
+    async def _handle(self, stream: anyio.abc.ByteStream) -> None:
+        import h11
+
+        async with stream:
+            connection = h11.Connection(h11.SERVER)
+            target = ""
+            try:
+                while True:
+                    event = connection.next_event()
+                    if event is h11.NEED_DATA:
+                        connection.receive_data(await stream.receive())
+                    elif isinstance(event, h11.Request):
+                        target = event.target.decode()
+                    elif isinstance(event, h11.EndOfMessage):
+                        break
+                    elif isinstance(event, h11.ConnectionClosed):
+                        return
+                status = await self._answer(target.strip("/"))
+                if status is None:
+                    return  # the answer is lost: the connection closes unanswered
+                headers = [("content-length", "0"), ("connection", "close")]
+                response = h11.Response(status_code=status, headers=headers)
+                await stream.send(connection.send(response) + connection.send(h11.EndOfMessage()))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, h11.ProtocolError, OSError):
+                return  # the webhook gave up on this request (its timeout) and hung up
+
+    async def _answer(self, name: str) -> int | None:
+        self.asked.append(name)
+        try:
+            kind = await self.faults.enter(f"hook.{name}")
+        except InjectedError:
+            self.answered.append((name, 500))
+            return 500
+        yes = _HOOK_ANSWERS[name] is not False
+        if kind == "wrong":
+            yes = not yes
+        status = None if kind == "lost" else 200 if yes else 403
+        self.answered.append((name, status))
+        return status
+
+
+# A webhook's own timeout and retries fit within the hook's call timeout (1 + 0.5 + 1 s).
+WEBHOOK_TIMEOUT = 1.0
+WEBHOOK_ATTEMPTS = 2
+
+
+def webhook_hooks(url: str) -> ck.Hooks:
+    """A `Webhook` at every hook point, posting to `HookServer` at `url`."""
+    hooks = {
+        name: ck.Webhook(
+            f"{url}/{name}",
+            name=name.replace("_", "-"),
+            timeout=WEBHOOK_TIMEOUT,
+            attempts=WEBHOOK_ATTEMPTS,
+            backoff=0.5,
+        )
+        for name in _HOOK_ANSWERS
+    }
+    return ck.Hooks(**hooks, interval=30, gate_timeout=HOOK_GATE_TIMEOUT, call_timeout=CALL_TIMEOUT)
+
+
 def _command(holder: list[ck.Rollout | None], name: str) -> None:
     rollout = holder[0]
     if rollout is None:
@@ -462,6 +557,8 @@ class ChainResult:
     endings: list[str] = attrs.Factory(list)
     injected: int = 0
     phase: Phase | None = None
+    webhooks_asked: list[str] = attrs.Factory(list)  # `HookServer.asked`
+    webhook_answers: list[tuple[str, int | None]] = attrs.Factory(list)  # `HookServer.answered`
 
 
 def _phase_changes(events: list[Any]) -> list[PhaseChanged]:
@@ -538,7 +635,14 @@ async def run_chain(schedule: Schedule) -> ChainResult:
                 tg.start_soon(_command_later, at / 10, current, name)
             else:
                 clock.call_at(at, functools.partial(_command, current, name))
-        result = await _run_chain(schedule, clock, current)
+        server = None
+        if schedule.webhooks:
+            server = HookServer(faults=FaultPlan())  # its faults are set by _run_chain
+            await tg.start(server.serve)
+        result = await _run_chain(schedule, clock, current, server)
+        if server is not None:
+            result.webhooks_asked = server.asked
+            result.webhook_answers = server.answered
         tg.cancel_scope.cancel()
     return result
 
@@ -564,10 +668,18 @@ def traffic_went_back(weights: list[float]) -> str | None:
 
 
 async def _run_chain(
-    schedule: Schedule, clock: VirtualClock, current: list[ck.Rollout | None]
+    schedule: Schedule,
+    clock: VirtualClock,
+    current: list[ck.Rollout | None],
+    server: HookServer | None,
 ) -> ChainResult:
     result = ChainResult()
     faults = FaultPlan(dict(schedule.faults), slow=SLOW, latency=schedule.latency)  # type: ignore[arg-type]
+    if server is not None:
+        server.faults = faults
+    hooks = None
+    if schedule.hooks:
+        hooks = faulty_hooks(faults) if server is None else webhook_hooks(server.url)
     capabilities = ck.RouterCapabilities(weights=True, read_back=schedule.read_back)
     timeline = Timeline()
     fake = TimelineRouter(timeline, capabilities)
@@ -611,7 +723,7 @@ async def _run_chain(
                 store=store,
                 key=KEY,
                 lease=lease,
-                hooks=faulty_hooks(faults) if schedule.hooks else None,
+                hooks=hooks,
             )
         events.clear()
         timeline.run = index
@@ -763,6 +875,7 @@ def schedules(*, dense: bool = False) -> Any:
         faults: dict[str, dict[int, str]] = {}
         drawn = draw(st.lists(fault, min_size=1, max_size=most))
         hooks = not dense and draw(st.integers(0, 3)) == 0
+        webhooks = hooks and draw(st.booleans())
         if hooks:
             drawn += draw(st.lists(hook_fault, max_size=4))
         for point, number, kind in drawn:
@@ -780,6 +893,7 @@ def schedules(*, dense: bool = False) -> Any:
             commands=tuple(draw(st.lists(command, max_size=2))),
             stops=tuple(draw(stops)),
             hooks=hooks,
+            webhooks=webhooks,
             **dict(zip(("cancels", "on_cancel", "runners"), draw(restarts), strict=True)),
         )
 

@@ -43,6 +43,7 @@ import attrs
 
 from ._errors import ConfigError
 from ._events import GateOpened, GateWaiting, HookRan, RolloutEvent
+from ._http import default_tls, import_httpx, worth_retrying
 from ._machine import HookAnswered, HookPoint, Phase, RolloutState
 from ._plan import Plan, SetWeight
 from ._protocols import Clock
@@ -362,19 +363,7 @@ class FileApproval:
 
 # ---------------------------------------------------------------------------- webhooks
 
-# Answers worth another try: the endpoint may answer the same request differently later.
-_RETRY_STATUS = frozenset({408, 425, 429})
 _BODY_EXCERPT = 200
-
-
-def _import_httpx() -> Any:
-    try:
-        import httpx
-    except ImportError:
-        raise ModuleNotFoundError(
-            f"canarykit.Webhook needs httpx, which is not installed: {_EXTRA}"
-        ) from None
-    return httpx
 
 
 def _text_map(field: str, value: Any) -> dict[str, str]:
@@ -462,7 +451,7 @@ class Webhook:
         self.metadata = _text_map("metadata", metadata)
         self.namespace = None if namespace is None else check_name("namespace", namespace)
         self._headers = {"Content-Type": "application/json", **_text_map("headers", headers)}
-        self._httpx = _import_httpx()
+        self._httpx = import_httpx("canarykit.Webhook", _EXTRA)
         self._secrets = _hidden_parts(url, _secret_parts(url), self._headers, self.metadata)
         self._requests = 0
         self._retries = 0
@@ -511,7 +500,9 @@ class Webhook:
         reason = "not attempted"
         try:
             async with httpx.AsyncClient(
-                timeout=httpx.Timeout(self.timeout), follow_redirects=False
+                timeout=httpx.Timeout(self.timeout),
+                verify=default_tls(httpx),
+                follow_redirects=False,
             ) as client:
                 for attempt in range(1, self.attempts + 1):
                     if attempt > 1:
@@ -531,7 +522,7 @@ class Webhook:
                         return HookAnswer(True, f"HTTP {status}")
                     excerpt = self._excerpt(response)
                     reason = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
-                    if status not in _RETRY_STATUS and status < 500:
+                    if not worth_retrying(status):
                         return HookAnswer(False, reason)
         finally:
             httpx_logger.removeFilter(log_filter)
@@ -691,6 +682,8 @@ class HookDriver:
             logger.warning("%s: %s hook failed: %s", self.key, point.value, reason)
             return HookAnswer(False, reason)
         if not answer.yes:
-            level = logging.INFO if point.is_gate else logging.WARNING
+            # A gate's no holds the rollout and the rollback hook's no is the healthy
+            # answer; only a task's no (a failure) deserves a warning.
+            level = logging.WARNING if task else logging.INFO
             logger.log(level, "%s: %s hook said no: %s", self.key, point.value, answer.reason)
         return answer

@@ -49,6 +49,7 @@ import anyio
 import attrs
 
 from .._errors import ConfigError, MetricsError, NoDataError
+from .._http import default_tls, import_httpx
 from .._observe import Arm, ArmStats, Observation, Window
 from .._safe import check_label_value
 from ._answers import (
@@ -80,13 +81,7 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _import_httpx() -> Any:
-    try:
-        import httpx
-    except ImportError:
-        raise ModuleNotFoundError(
-            f"PrometheusSource needs httpx, which is not installed: {_EXTRA}"
-        ) from None
-    return httpx
+    return import_httpx("PrometheusSource", _EXTRA)
 
 
 def _check_secret(field: str, value: Any) -> str:
@@ -414,7 +409,7 @@ class PrometheusSource:
         client: httpx.AsyncClient = module.AsyncClient(
             headers=headers,
             timeout=module.Timeout(self.timeout),
-            verify=_default_tls(module) if self.verify is True else self.verify,
+            verify=default_tls(module) if self.verify is True else self.verify,
             follow_redirects=False,
         )
         return client
@@ -606,21 +601,6 @@ class PrometheusSource:
         for secret in sorted(secrets, key=len, reverse=True):
             text = text.replace(secret, _HIDDEN)
         return text
-
-
-_tls: list[ssl.SSLContext] = []
-
-
-def _default_tls(module: Any) -> Any:
-    """The default TLS context of httpx, built once and shared by every client."""
-    # Building it loads the CA bundle (about 50 ms), which would otherwise happen for every
-    # window's client. An SSLContext may be shared between clients and threads.
-    create = getattr(module, "create_ssl_context", None)
-    if create is None:  # older httpx: let it build its own
-        return True
-    if not _tls:
-        _tls.append(create())
-    return _tls[0]
 
 
 def _time_text(at: float) -> str:

@@ -35,6 +35,7 @@ import anyio
 import attrs
 
 from .._errors import ConfigError
+from .._http import default_tls, import_httpx, worth_retrying
 from .._safe import check_name
 from .._validate import finite
 from ._describe import Notice, Severity, Tracker, describe_event, event_severity, is_routine
@@ -52,18 +53,6 @@ logger = logging.getLogger("canarykit.notify")
 
 _EXTRA = "pip install 'canarykit[http]'"
 _HIDDEN = "***"
-# Answers worth another try: the endpoint may take the same request later.
-_RETRY_STATUS = frozenset({408, 425, 429})
-
-
-def _import_httpx() -> Any:
-    try:
-        import httpx
-    except ImportError:
-        raise ModuleNotFoundError(
-            f"canarykit.notify needs httpx, which is not installed: {_EXTRA}"
-        ) from None
-    return httpx
 
 
 def _shown_url(url: str) -> str:
@@ -111,7 +100,7 @@ def _secret_parts(url: str) -> tuple[str, ...]:
         found.add(parts.password)
     # As httpx writes it in its log; without httpx or for an odd URL the raw forms do.
     with contextlib.suppress(Exception):
-        found.add(str(_import_httpx().URL(url)))
+        found.add(str(import_httpx("canarykit.notify", _EXTRA).URL(url)))
     return tuple(sorted(found, key=len, reverse=True))
 
 
@@ -195,7 +184,7 @@ class Notifier:
             raise ConfigError("backoff", backoff, "must be >= 0")
         self.queue_size = _count("queue_size", queue_size, 1)
         self.drain_timeout = _positive("drain_timeout", drain_timeout)
-        self._httpx = _import_httpx()
+        self._httpx = import_httpx("canarykit.notify", _EXTRA)
         self._filter = _RedactFilter(_secret_parts(url))
         self._trackers: dict[str, Tracker] = {}
         self._send: MemoryObjectSendStream[tuple[Notice, bytes]] | None = None
@@ -315,6 +304,7 @@ class Notifier:
         send, receive = anyio.create_memory_object_stream[tuple[Notice, bytes]](self.queue_size)
         client: httpx.AsyncClient = self._httpx.AsyncClient(
             timeout=self._httpx.Timeout(self.timeout),
+            verify=default_tls(self._httpx),
             follow_redirects=False,
         )
         logging.getLogger("httpx").addFilter(self._filter)
@@ -390,7 +380,7 @@ class Notifier:
                         self._sent += 1
                         return
                     reason = f"HTTP {status}"
-                    if status < 500 and status not in _RETRY_STATUS:
+                    if not worth_retrying(status):
                         break  # the same request will be refused again
                 if attempt < self.attempts:
                     self._retried += 1
