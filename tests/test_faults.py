@@ -268,9 +268,8 @@ def test_webhook_faults_over_http_hold_gates_and_never_change_the_outcome(backen
     # Every fault reached the server as a request, and took its HTTP form. confirm-rollout:
     # a 500, then a hang (its timeout; a no, after two tries), then a dropped connection.
     assert result.webhooks_asked[:5] == ["confirm_rollout"] * 4 + ["create_canary"]
-    assert answers[:3] == [("confirm_rollout", 500), ("confirm_rollout", None)] + [
-        ("confirm_rollout", 200)
-    ]
+    assert [status for _, status in answers[:3]] == [500, None, 200]
+    assert {name for name, _ in answers[:3]} == {"confirm_rollout"}
     # Answered only after the webhook had timed out and tried again (the 200 before it).
     assert answers.index(("create_canary", 200)) < answers.index(("post_rollout", 500))
     assert answers[-1] == ("create_canary", 200)
