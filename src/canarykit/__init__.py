@@ -104,6 +104,7 @@ from ._plan import linear as linear
 from ._policy import Policy as Policy
 from ._policy import SimulationSettings as SimulationSettings
 from ._policy import load_policy as load_policy
+from ._policy_run import Deployment as Deployment
 from ._protocols import Clock as Clock
 from ._protocols import Decider as Decider
 from ._protocols import MetricsSource as MetricsSource
@@ -145,6 +146,7 @@ __all__ = [
     "CorruptStateError",
     "Decider",
     "DeciderError",
+    "Deployment",
     "FileApproval",
     "FileLease",
     "FileStore",

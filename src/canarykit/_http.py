@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from typing import Any
 
 # Answers worth another try besides 5xx: the endpoint may answer the same request
 # differently later.
 RETRY_STATUS = frozenset({408, 425, 429})
+# A header name: an RFC 9110 token.
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def import_httpx(user: str, extra: str) -> Any:

@@ -1,4 +1,4 @@
-"""Policy files: a plan, a decider and simulation settings in one TOML document.
+"""Policy files: a plan, a decider, simulation settings and how to deploy, in one TOML document.
 
 How it works: the TOML is parsed (tomllib, or tomli on Python 3.10), then each table is
 read through a `PolicyTable`, which knows its dotted key path. Every key is checked
@@ -8,7 +8,10 @@ value is a `ConfigError` whose field is the key path, e.g. ``plan.hold``. Values
 then handed to the plan generators and decider classes, which validate them again;
 their errors are re-raised with the key path in front (``initial`` becomes
 ``plan.initial``). Decider kinds are a registry (`register_decider_kind`), so a new
-decider adds a builder without touching the loader.
+decider adds a builder without touching the loader. The tables that run a real rollout
+(``[rollout]``, ``[router]``, ``[metrics]``, ``[hooks]``, ``[[notify]]``) are checked the
+same way but only built, extras and secrets included, by `Deployment`'s ``build_*``
+methods (``canarykit run``), so ``canarykit simulate`` needs neither.
 
 Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"``,
 ``"1h30m"``, ``"250ms"``; percents are numbers in (0, 100]; indices count from 0)::
@@ -146,6 +149,152 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     requests_per_second = 100   # total, both arms
     seed = 0
 
+    # The tables below are optional; `canarykit run` uses them (Deployment), `canarykit
+    # simulate` ignores them. Secrets never go in the file: a key ending in _env names an
+    # environment variable, one ending in _file a file, read when the rollout starts.
+    [rollout]
+    name = "web"                # the rollout's key for its saved state and lease
+                                # (default: the policy file's name without .toml)
+    state_dir = ".canarykit"    # where the state and lease files live (default .canarykit);
+                                # the lease lets one runner at a time drive a rollout name
+    on_interrupt = "rollback"   # what SIGINT/SIGTERM do to traffic: rollback (default) | leave
+    call_timeout = "30s"        # each router, metrics, store or lease call (default 30s)
+    rollback_timeout = "2m"     # a rollback, confirmed by read-back (default 2m)
+    apply_attempts = 3          # tries of each traffic change before rolling back (default 3)
+
+    # [router]: one kind; the other keys are its constructor's (canarykit.routers). A
+    # SplitProbe (verify) has no TOML form: build the router in Python for that.
+    [router]
+    kind = "nginx"              # NginxRouter: nginx | haproxy | gateway-api | istio
+    include_path = "/etc/nginx/canary.conf"  # required: the file the router owns
+    main_config = "/etc/nginx/nginx.conf"    # required: the nginx.conf that includes it
+    pid_file = "/run/nginx.pid" # required: the master's pid file
+    stable = ["10.0.0.1:8080"]  # required: host:port, [v6]:port or unix:/path
+    canary = ["10.0.0.2:8080"]  # required
+    prefix = "/etc/nginx"       # nginx -p (default: none)
+    name = "canarykit"          # prefix of the upstreams and variables written
+    nginx = "/usr/sbin/nginx"   # the binary (default: found on PATH and in sbin)
+    reload = "signal"           # signal (SIGHUP to the master) | command (nginx -s reload)
+    timeout = "10s"             # each validation, reload and switch-over
+
+    [router]
+    kind = "haproxy"            # HAProxyRouter: weights through the runtime API
+    runtime_api = "/run/haproxy/admin.sock"  # required: stats socket path or host:port
+    backend = "app"             # required: the backend holding the servers
+    stable = ["v1a", "v1b"]     # required: server names
+    canary = ["v2"]             # required
+    timeout = "5s"              # each exchange with the runtime API
+    weight_tolerance = 0.1      # percentage points a split may be off (default 0.1)
+    persist_config = "/etc/haproxy/haproxy.cfg"  # also write the weights there (opt-in)
+    haproxy = "/usr/sbin/haproxy"  # the binary for haproxy -c
+
+    [router]
+    kind = "gateway-api"        # GatewayAPIRouter: an HTTPRoute (the kubernetes extra)
+    route = "shop"              # required: the HTTPRoute
+    namespace = "prod"          # required
+    stable_service = "shop-v1"  # required
+    canary_service = "shop-v2"  # required
+    port = 8080                 # the canary backendRef's port (default: the stable one's)
+    rule = "main"               # the rule to split (default: the route's one rule)
+    conflict_attempts = 5       # tries when someone else changes the route meanwhile
+    [router.kubernetes]         # gateway-api and istio: KubernetesConnection (optional)
+    kubeconfig = "/home/deploy/.kube/config"  # default: $KUBECONFIG, else ~/.kube/config
+    context = "prod"            # default: the kubeconfig's current context
+    in_cluster = false          # true: the pod's service account (default: guessed)
+    service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    timeout = "10s"             # each request
+    field_manager = "canarykit" # recorded in managedFields
+    trust_env = true            # proxy and certificate settings from the environment
+
+    [router]
+    kind = "istio"              # IstioRouter: a VirtualService (the kubernetes extra)
+    virtual_service = "app"     # required
+    namespace = "default"       # required
+    host = "app"                # required
+    stable_subset = "v1"        # required
+    canary_subset = "v2"        # required
+    route = "main"              # the http route to split (default: the one to stable)
+    destination_rule = "app"    # default: the host's first label
+    create_subsets = false      # create the DestinationRule's missing subsets
+    subset_label = "version"    # the pod label the subsets select
+    conflict_attempts = 5       # and [router.kubernetes] as for gateway-api
+
+    [metrics]
+    kind = "prometheus"         # PrometheusSource (the prometheus extra)
+    url = "http://prometheus:9090"  # required; no credentials or query string in it
+    stable = "v1"               # required: the stable arm's label value ({arm})
+    canary = "v2"               # required
+    timeout = "5s"              # one HTTP request (default 5s)
+    attempts = 3                # tries per query (default 3)
+    backoff = "250ms"           # before the first retry, doubling (default 250ms)
+    deadline = "20s"            # a whole collect, retries included (default 20s)
+    settle = "0s"               # wait after a window's end before querying (default 0s)
+    verify = true               # TLS: true | false | "/path/to/ca.pem" (a CA bundle)
+    bearer_token_env = "PROMETHEUS_TOKEN"  # Authorization: Bearer, from a variable ...
+    # bearer_token_file = "/var/run/secrets/prometheus/token"  # ... or from a file; or
+    # basic_user = "grafana" with basic_password_env = "VAR" (or basic_password_file)
+    headers_env = {X-Scope-OrgID = "PROMETHEUS_TENANT"}  # more headers, values from variables
+
+    # The queries: [metrics.http] (http_queries) or [metrics.queries] (PrometheusQueries);
+    # neither: http_requests_total{version, code} and http_request_duration_seconds.
+    [metrics.http]
+    arm_label = "version"       # the label that tells the arms apart
+    requests_metric = "http_requests_total"  # a request counter with a status label
+    status_label = "code"
+    error_status = "5.."        # a regex: the statuses that are errors
+    latency_metric = "http_request_duration_seconds"  # a classic histogram; false: none
+    matchers = {job = "shop"}   # label equalities every selector must hold
+    gauges = {cpu = 'avg(rate(process_cpu_seconds_total{version="{arm}"}[{window}]))'}
+
+    [metrics.queries]           # PromQL templates: {arm} (in quotes) and {window}
+    requests = 'sum(increase(hits_total{track="{arm}"}[{window}]))'  # required
+    errors = 'sum(increase(hits_total{track="{arm}",code=~"5.."}[{window}]))'  # required
+    latency_buckets = 'sum by (le) (increase(latency_bucket{track="{arm}"}[{window}]))'
+    latency_sum = 'sum(increase(latency_sum{track="{arm}"}[{window}]))'
+    gauges = {cpu = 'avg(cpu{track="{arm}"})'}
+
+    [hooks]                     # canarykit.Hooks
+    interval = "1m"             # between asks of a closed gate, and rollback checks
+    gate_timeout = "2h"         # abort when a gate stays closed this long (default: never)
+    call_timeout = "1m"         # each call of a hook, its retries included
+    # One key per point: confirm_rollout, create_canary, pre_rollout,
+    # confirm_traffic_increase, rollback, confirm_promotion, retire_stable,
+    # retire_canary, post_rollout. Each takes a webhook URL (a Webhook: yes on 2xx), a
+    # table as below, or an array of these (all must say yes; rollback: the first yes).
+    pre_rollout = "http://smoke-tests.internal/run"
+    confirm_traffic_increase = {approval_file = "/run/deploy/web.approval"}  # FileApproval:
+                                # `echo approve > FILE` opens the gate, `echo deny` aborts
+    post_rollout = ["http://deploys.internal/done", "http://audit.internal/canary"]
+    [hooks.confirm_promotion]   # a Webhook
+    url_env = "PROMOTION_GATE_URL"  # the URL, or url = "https://..." (one of them)
+    name = "promotion-gate"     # shown in logs (default "webhook")
+    timeout = "10s"             # each try (default 10s)
+    attempts = 3                # tries on timeouts, connection errors, 408, 425, 429, 5xx
+    backoff = "1s"              # before the first retry, doubling (default 1s)
+    namespace = "shop"          # sent in the body, as Flagger's payload
+    metadata = {team = "web"}   # sent in the body
+    headers_env = {Authorization = "GATE_AUTHORIZATION"}  # headers, values from variables
+    [[hooks.rollback]]          # an array of tables works too
+    url = "http://alerts.internal/canary/rollback"
+
+    [[notify]]                  # one table per notifier; a background task posts
+    kind = "slack"              # slack (SlackNotifier) | webhook (WebhookNotifier)
+    url_env = "SLACK_WEBHOOK_URL"  # a Slack webhook URL is a secret: give it in a variable
+                                # (url = "https://..." works, but puts it in the file)
+    min_severity = "warn"       # info (default) | warn | error
+    every_verdict = false       # also passing and not-yet verdicts, one per window
+    channel = "#deploys"        # slack: overrides that legacy webhooks honour
+    username = "canarykit"
+    timeout = "5s"              # each attempt (default 5s)
+    attempts = 3                # in all (default 3)
+    backoff = "1s"              # before the first retry, doubling (default 1s)
+    queue_size = 100            # notices waiting in memory (default 100)
+    drain_timeout = "10s"       # to deliver what is queued once the rollout ends
+    [[notify]]
+    kind = "webhook"            # Notice.to_json() as the body
+    url = "http://events.internal/canary"
+    headers_env = {Authorization = "EVENTS_AUTHORIZATION"}  # webhook: headers from variables
+
 >>> policy = load_policy('''
 ... [plan]
 ... shape = "linear"
@@ -208,6 +357,13 @@ from ._policy_deciders import DeciderKind as DeciderKind
 from ._policy_deciders import _build_decider, _dump_decider
 from ._policy_deciders import decider_kinds as decider_kinds
 from ._policy_deciders import register_decider_kind as register_decider_kind
+from ._policy_run import (
+    _DEPLOYMENT_TABLES,
+    _SUB_TABLES,
+    Deployment,
+    _deployment_tables,
+    _read_deployment,
+)
 from ._policy_table import PolicyTable as PolicyTable
 from ._policy_table import _error, _prefixed
 from ._policy_table import format_duration as format_duration
@@ -442,20 +598,25 @@ class SimulationSettings:
 
 @attrs.frozen(kw_only=True)
 class Policy:
-    """A deploy policy: the plan, the decider that judges it, and simulation settings.
+    """A deploy policy: a plan, its decider, simulation settings and a `Deployment` to run it.
 
-    Load one from TOML with `load_policy`; write one back with `to_toml`.
+    `deployment` holds the router, metrics, hooks and notifiers that ``canarykit run``
+    builds (all absent in a policy for ``canarykit simulate`` only). Load one from TOML
+    with `load_policy`; write one back with `to_toml`.
     """
 
     plan: Plan
     decider: Decider
     simulation: SimulationSettings = attrs.field(factory=SimulationSettings)
+    deployment: Deployment = attrs.field(factory=Deployment)
 
     def to_toml(self) -> str:
         """Write the policy as TOML that `load_policy` reads back to an equal policy.
 
         The plan is written as ``shape = "steps"`` (a generator's shape is not kept);
-        the decider through its kind's ``dump``.
+        the decider through its kind's ``dump``; the deployment's tables as read, with
+        ``[rollout]`` settings only where they differ from the defaults. A URL written
+        in the file (``url = ...``) is written back: keep secrets in ``*_env`` keys.
         """
         lines = ["[plan]", 'shape = "steps"']
         plan = self.plan
@@ -482,6 +643,7 @@ class Policy:
             f"requests_per_second = {_toml_value(self.simulation.requests_per_second)}",
             f"seed = {self.simulation.seed}",
         ]
+        lines += _deployment_lines(self.deployment)
         return "\n".join(lines) + "\n"
 
 
@@ -491,8 +653,7 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        # A JSON string is a valid TOML basic string (same escapes).
-        return json.dumps(value)
+        return _toml_string(value)
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, (list, tuple)):
@@ -540,7 +701,14 @@ def _step_lines(index: int, step: Step) -> list[str]:
 
 
 def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    # A JSON string is a TOML basic string (same escapes), but for two things: JSON's
+    # ASCII escapes write a character beyond the BMP as a surrogate pair, which TOML
+    # refuses (so none are used), and JSON leaves DEL as it is, which TOML must escape.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _table_lines(path: str, data: Mapping[str, Any]) -> list[str]:
@@ -558,6 +726,31 @@ def _table_lines(path: str, data: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _deployment_lines(deployment: Deployment) -> list[str]:
+    lines: list[str] = []
+    for name, table in _deployment_tables(deployment).items():
+        if name == "notify":
+            for notifier in table:
+                lines += ["", "[[notify]]", *_table_lines(name, notifier)]
+        else:
+            lines += ["", f"[{name}]", *_sectioned_lines(name, table)]
+    return lines
+
+
+def _sectioned_lines(path: str, data: Mapping[str, Any]) -> list[str]:
+    """`_table_lines`, with sub-tables such as ``[router.kubernetes]`` written as tables."""
+    sections = {
+        key: value
+        for key, value in data.items()
+        if key in _SUB_TABLES and isinstance(value, Mapping)
+    }
+    lines = _table_lines(path, {k: v for k, v in data.items() if k not in sections})
+    for key, section in sections.items():
+        where = f"{path}.{_toml_key(key)}"
+        lines += ["", f"[{where}]", *_table_lines(where, section)]
+    return lines
+
+
 def _decider_lines(decider: Decider) -> list[str]:
     return _table_lines("decider", _dump_decider(decider, "decider"))
 
@@ -572,14 +765,15 @@ def _read_simulation(table: PolicyTable) -> SimulationSettings:
 
 def _read_policy(data: Mapping[str, Any]) -> Policy:
     top = PolicyTable(data, "")
-    top.check_keys(("plan", "decider", "simulation"))
+    top.check_keys(("plan", "decider", "simulation", *_DEPLOYMENT_TABLES))
     plan = _read_plan(top.table("plan"))
     decider = _build_decider(top.table("decider"))
     if "simulation" in top:
         simulation = _read_simulation(top.table("simulation"))
     else:
         simulation = SimulationSettings()
-    return Policy(plan=plan, decider=decider, simulation=simulation)
+    deployment = _read_deployment(top)
+    return Policy(plan=plan, decider=decider, simulation=simulation, deployment=deployment)
 
 
 MAX_POLICY_CHARS = 1_000_000

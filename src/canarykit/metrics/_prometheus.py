@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import logging
 import math
-import re
 import ssl
 import time
 import urllib.parse
@@ -49,7 +48,7 @@ import anyio
 import attrs
 
 from .._errors import ConfigError, MetricsError, NoDataError
-from .._http import default_tls, import_httpx
+from .._http import HEADER_NAME, default_tls, import_httpx
 from .._observe import Arm, ArmStats, Observation, Window
 from .._safe import check_label_value
 from ._answers import (
@@ -77,7 +76,6 @@ logger = logging.getLogger("canarykit.metrics.prometheus")
 
 _EXTRA = "pip install 'canarykit[prometheus]'"
 _HIDDEN = "***"
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _import_httpx() -> Any:
@@ -179,7 +177,7 @@ def _freeze_headers(value: Any) -> Mapping[str, str]:
         raise ConfigError("headers", value, "must be a mapping of header name to value")
     frozen: dict[str, str] = {}
     for name, header_value in value.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        if not isinstance(name, str) or not HEADER_NAME.fullmatch(name):
             raise ConfigError("headers", name, "header names must be HTTP tokens")
         frozen[name] = _check_secret(f"headers[{name!r}]", header_value)
     return MappingProxyType(frozen)

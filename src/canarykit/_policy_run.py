@@ -1,0 +1,1049 @@
+"""The tables of a policy file that run a real rollout: ``[rollout]``, ``[router]``,
+``[metrics]``, ``[hooks]`` and ``[[notify]]``.
+
+How it works. Loading a policy checks these tables but builds nothing: every key is
+checked against the keys its table (and, for ``[router]``, its kind) accepts, and every
+value against its type (a string, an array of strings, a duration, an integer, a table
+of strings...), each error naming the key path. What is kept is a `Deployment`: the run
+settings of ``[rollout]`` as attributes, and the other tables as read (durations in
+seconds, containers read-only), which `Policy.to_toml` writes back. Only
+`Deployment.build_router` and its siblings construct the real objects, importing the
+extras they need (httpx, lightkube) then, so that ``canarykit simulate`` works on a
+deploy policy without them. Values only a constructor can judge (an address, a PromQL
+template, a URL) are judged when built; its `ConfigError` comes out with the key path in
+front (``router.stable[0]``).
+
+Secrets never sit in the file: a key ending in ``_env`` names an environment variable
+and one ending in ``_file`` a file, both read when the object is built; a missing one is
+a `ConfigError` naming the key and the variable or file, never a value. The repr of a
+`Deployment` shows kinds and hook points only, never a URL.
+"""  # noqa: D205 (the summary needs two lines)
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+from ._errors import ConfigError
+from ._http import HEADER_NAME
+from ._machine import HookPoint
+from ._policy_table import PolicyTable, _error, _prefixed, format_duration, parse_duration
+from ._safe import check_name
+from ._validate import finite
+
+if TYPE_CHECKING:
+    from ._hooks import Hooks
+    from ._protocols import MetricsSource, TrafficRouter
+    from .notify import Notifier
+
+__all__ = ["Deployment"]
+
+_HIDDEN = "(hidden)"
+# Enough for any token or password; a bigger file is not one (and /dev/zero stops here).
+_SECRET_FILE_LIMIT = 65536
+
+
+def _frozen(value: Any) -> Any:
+    """`value` with its tables read-only and its arrays tuples, recursively."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    """Plain dicts and lists again, for a constructor or a TOML writer."""
+    if isinstance(value, Mapping):
+        return {key: _thawed(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thawed(item) for item in value]
+    return value
+
+
+def _shown(value: Any) -> Any:
+    """What an error may show of a value that could hold a secret: scalars but no text."""
+    if isinstance(value, str):
+        return _HIDDEN
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    return value
+
+
+def _duration_value(seconds: float) -> str | float:
+    """A duration as a policy file writes it: ``"1m30s"``, or seconds when that is not exact."""
+    text = format_duration(seconds)
+    try:
+        exact = parse_duration("duration", text, allow_zero=True) == seconds
+    except ConfigError:  # "1e+300s": a float's repr that is no duration string
+        exact = False
+    return text if exact else seconds
+
+
+# ---------------------------------------------------------------------------------------
+# The value types of the keys: each reads a key of a table (raising ConfigError naming its
+# path) and writes the value back for Policy.to_toml.
+
+
+class _Key:
+    def read(self, table: PolicyTable, key: str) -> Any:
+        raise NotImplementedError
+
+    def dump(self, value: Any) -> Any:
+        return _thawed(value)
+
+
+class _String(_Key):
+    def read(self, table: PolicyTable, key: str) -> Any:
+        return table.string(key)
+
+
+class _Strings(_Key):
+    def read(self, table: PolicyTable, key: str) -> Any:
+        value = table.raw(key)
+        where = table.field(key)
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(where, value, "must be a non-empty array of strings")
+        for index, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                raise ConfigError(f"{where}[{index}]", item, "must be a non-empty string")
+        return tuple(value)
+
+
+class _Duration(_Key):
+    def __init__(self, *, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        return table.duration(key, allow_zero=self.allow_zero)
+
+    def dump(self, value: Any) -> Any:
+        return _duration_value(value)
+
+
+class _Integer(_Key):
+    def __init__(self, minimum: int | None = None) -> None:
+        self.minimum = minimum
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        return table.integer(key, minimum=self.minimum)
+
+
+class _Number(_Key):
+    def read(self, table: PolicyTable, key: str) -> Any:
+        return table.number(key)
+
+
+class _Boolean(_Key):
+    def read(self, table: PolicyTable, key: str) -> Any:
+        return table.boolean(key)
+
+
+class _Choice(_Key):
+    def __init__(self, *choices: str) -> None:
+        self.choices = choices
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        return table.choice(key, self.choices)
+
+
+class _EnvName(_Key):
+    """The name of an environment variable that holds a secret."""
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        return _env_name(table.field(key), table.raw(key))
+
+
+def _env_name(field: str, value: Any) -> str:
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or not value.isprintable()
+        or "=" in value
+        or value != value.strip()
+    ):
+        raise ConfigError(field, value, "must be the name of an environment variable")
+    return value
+
+
+class _TextMap(_Key):
+    """A table of strings, e.g. ``{job = "shop"}``; values are never quoted in errors."""
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        value = table.raw(key)
+        where = table.field(key)
+        if not isinstance(value, Mapping):
+            raise ConfigError(where, _shown(value), "must be a table of strings")
+        inner = PolicyTable(value, where)
+        for name, item in value.items():
+            if not name:
+                raise _error(inner.field(name), "must be a non-empty key")
+            if not isinstance(item, str):
+                raise ConfigError(inner.field(name), _shown(item), "must be a string")
+        return MappingProxyType(dict(value))
+
+
+class _HeadersEnv(_Key):
+    """Request headers by name, each value read from the environment variable named."""
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        value = table.raw(key)
+        where = table.field(key)
+        if not isinstance(value, Mapping):
+            raise ConfigError(
+                where, _shown(value), "must be a table of header name = environment variable"
+            )
+        inner = PolicyTable(value, where)
+        for name, variable in value.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise ConfigError(inner.field(name), name, "must be an HTTP header name")
+            _env_name(inner.field(name), variable)
+        return MappingProxyType(dict(value))
+
+
+class _Section(_Key):
+    """A sub-table with keys of its own, e.g. ``[router.kubernetes]``."""
+
+    def __init__(self, schema: _Schema) -> None:
+        self.schema = schema
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        return self.schema.read(table.table(key))
+
+    def dump(self, value: Any) -> Any:
+        return self.schema.dump(value)
+
+
+class _BoolOrPath(_Key):
+    """``true``, ``false`` or a file path (``verify``: a CA bundle)."""
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        value = table.raw(key)
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip():
+            return value
+        raise ConfigError(table.field(key), value, "must be true, false or a CA bundle's path")
+
+
+class _StringOrFalse(_Key):
+    """A string, or ``false`` for none (``latency_metric``: TOML has no null)."""
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        value = table.raw(key)
+        if value is False or (isinstance(value, str) and value.strip()):
+            return value
+        raise ConfigError(table.field(key), value, "must be a non-empty string or false")
+
+
+@attrs.frozen
+class _Schema:
+    """The keys of one table: each one's type, and which are required."""
+
+    keys: Mapping[str, _Key]
+    required: tuple[str, ...] = ()
+
+    def read(
+        self,
+        table: PolicyTable,
+        *,
+        elsewhere: Mapping[str, str] | None = None,
+        needed_for: str = "",
+    ) -> Mapping[str, Any]:
+        table.check_keys(self.keys, elsewhere=elsewhere)
+        for key in self.required:
+            table.raw(key, needed_for=needed_for)
+        # In the schema's order, so that to_toml writes `kind` first.
+        read = {key: kind.read(table, key) for key, kind in self.keys.items() if key in table}
+        frozen: Mapping[str, Any] = _frozen(read)
+        return frozen
+
+    def dump(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: self.keys[key].dump(value) for key, value in data.items()}
+
+
+def _one_of(table: PolicyTable, keys: Sequence[str], *, required: bool) -> str | None:
+    """The one key of `keys` that `table` has; refuse two, and none when `required`."""
+    present = [key for key in keys if key in table]
+    if len(present) > 1:
+        raise _error(table.field(present[1]), f"cannot be given with {present[0]}")
+    if not present:
+        if required:
+            others = " or ".join(keys[1:])
+            raise _error(table.field(keys[0]), f"is required (or {others})")
+        return None
+    return present[0]
+
+
+# ---------------------------------------------------------------------------------------
+# [rollout]
+
+_ON_INTERRUPT = ("rollback", "leave")
+_ROLLOUT_KEYS = (
+    "name",
+    "state_dir",
+    "on_interrupt",
+    "call_timeout",
+    "rollback_timeout",
+    "apply_attempts",
+)
+_ROLLOUT_ELSEWHERE = {
+    "key": "is called name here",
+    "store": "is called state_dir here",
+    "on_cancel": "is called on_interrupt here",
+    "lease": "is always the state directory's file lease: one runner per rollout name",
+}
+
+
+def _read_rollout(table: PolicyTable) -> dict[str, Any]:
+    table.check_keys(_ROLLOUT_KEYS, elsewhere=_ROLLOUT_ELSEWHERE)
+    settings: dict[str, Any] = {}
+    if "name" in table:
+        settings["name"] = check_name(table.field("name"), table.raw("name"))
+    if "state_dir" in table:
+        settings["state_dir"] = table.string("state_dir")
+    if "on_interrupt" in table:
+        settings["on_interrupt"] = table.choice("on_interrupt", _ON_INTERRUPT)
+    for key in ("call_timeout", "rollback_timeout"):
+        if key in table:
+            settings[key] = table.duration(key)
+    if "apply_attempts" in table:
+        settings["apply_attempts"] = table.integer("apply_attempts", minimum=1)
+    return settings
+
+
+# ---------------------------------------------------------------------------------------
+# [router]
+
+_KUBERNETES = _Schema(
+    {
+        "kubeconfig": _String(),
+        "context": _String(),
+        "in_cluster": _Boolean(),
+        "service_account_dir": _String(),
+        "timeout": _Duration(),
+        "field_manager": _String(),
+        "trust_env": _Boolean(),
+    }
+)
+_NGINX = _Schema(
+    {
+        "kind": _Choice("nginx"),
+        "include_path": _String(),
+        "main_config": _String(),
+        "pid_file": _String(),
+        "stable": _Strings(),
+        "canary": _Strings(),
+        "prefix": _String(),
+        "name": _String(),
+        "nginx": _String(),
+        "reload": _Choice("signal", "command"),
+        "timeout": _Duration(),
+    },
+    required=("include_path", "main_config", "pid_file", "stable", "canary"),
+)
+_HAPROXY = _Schema(
+    {
+        "kind": _Choice("haproxy"),
+        "runtime_api": _String(),
+        "backend": _String(),
+        "stable": _Strings(),
+        "canary": _Strings(),
+        "timeout": _Duration(),
+        "weight_tolerance": _Number(),
+        "persist_config": _String(),
+        "haproxy": _String(),
+    },
+    required=("runtime_api", "backend", "stable", "canary"),
+)
+_GATEWAY_API = _Schema(
+    {
+        "kind": _Choice("gateway-api"),
+        "route": _String(),
+        "namespace": _String(),
+        "stable_service": _String(),
+        "canary_service": _String(),
+        "port": _Integer(),
+        "rule": _String(),
+        "conflict_attempts": _Integer(minimum=1),
+        "kubernetes": _Section(_KUBERNETES),
+    },
+    required=("route", "namespace", "stable_service", "canary_service"),
+)
+_ISTIO = _Schema(
+    {
+        "kind": _Choice("istio"),
+        "virtual_service": _String(),
+        "namespace": _String(),
+        "host": _String(),
+        "stable_subset": _String(),
+        "canary_subset": _String(),
+        "route": _String(),
+        "destination_rule": _String(),
+        "create_subsets": _Boolean(),
+        "subset_label": _String(),
+        "conflict_attempts": _Integer(minimum=1),
+        "kubernetes": _Section(_KUBERNETES),
+    },
+    required=("virtual_service", "namespace", "host", "stable_subset", "canary_subset"),
+)
+_ROUTER_KINDS = {"nginx": _NGINX, "haproxy": _HAPROXY, "gateway-api": _GATEWAY_API, "istio": _ISTIO}
+_NO_TOML_FORM = (
+    "has no TOML form (a SplitProbe is a Python object): build the router in Python to "
+    "check splits through the proxy"
+)
+
+
+def _read_router(table: PolicyTable) -> Mapping[str, Any]:
+    kind = table.choice("kind", tuple(_ROUTER_KINDS))
+    schema = _ROUTER_KINDS[kind]
+    takes = [key for key in schema.keys if key != "kind"]
+    elsewhere = {
+        key: f"is not used by router kind {kind!r} (it takes {', '.join(takes)})"
+        for other in _ROUTER_KINDS.values()
+        for key in other.keys
+        if key not in schema.keys
+    }
+    if kind in ("nginx", "haproxy"):
+        elsewhere["verify"] = _NO_TOML_FORM
+    elif "verify" not in elsewhere:
+        elsewhere["verify"] = f"is not used by router kind {kind!r} (it takes {', '.join(takes)})"
+    return schema.read(table, elsewhere=elsewhere, needed_for=f" for router kind {kind!r}")
+
+
+def _build_router(spec: Mapping[str, Any]) -> TrafficRouter:
+    from .routers import (
+        GatewayAPIRouter,
+        HAProxyRouter,
+        IstioRouter,
+        KubernetesConnection,
+        NginxRouter,
+    )
+
+    options = _thawed(spec)
+    kind = options.pop("kind")
+    connection = options.pop("kubernetes", None)
+    if connection is not None:
+        with _prefixed("router.kubernetes"):
+            options["connection"] = KubernetesConnection(**connection)
+    classes: dict[str, Any] = {
+        "nginx": NginxRouter,
+        "haproxy": HAProxyRouter,
+        "gateway-api": GatewayAPIRouter,
+        "istio": IstioRouter,
+    }
+    with _prefixed("router", {"connection": "kubernetes"}):
+        router: TrafficRouter = classes[kind](**options)
+    return router
+
+
+# ---------------------------------------------------------------------------------------
+# [metrics]
+
+_HTTP_QUERIES = _Schema(
+    {
+        "arm_label": _String(),
+        "requests_metric": _String(),
+        "status_label": _String(),
+        "error_status": _String(),
+        "latency_metric": _StringOrFalse(),
+        "matchers": _TextMap(),
+        "gauges": _TextMap(),
+    }
+)
+_QUERIES = _Schema(
+    {
+        "requests": _String(),
+        "errors": _String(),
+        "latency_buckets": _String(),
+        "latency_sum": _String(),
+        "gauges": _TextMap(),
+    },
+    required=("requests", "errors"),
+)
+_PROMETHEUS = _Schema(
+    {
+        "kind": _Choice("prometheus"),
+        "url": _String(),
+        "stable": _String(),
+        "canary": _String(),
+        "timeout": _Duration(),
+        "attempts": _Integer(minimum=1),
+        "backoff": _Duration(allow_zero=True),
+        "deadline": _Duration(),
+        "settle": _Duration(allow_zero=True),
+        "verify": _BoolOrPath(),
+        "bearer_token_env": _EnvName(),
+        "bearer_token_file": _String(),
+        "basic_user": _String(),
+        "basic_password_env": _EnvName(),
+        "basic_password_file": _String(),
+        "headers_env": _HeadersEnv(),
+        "http": _Section(_HTTP_QUERIES),
+        "queries": _Section(_QUERIES),
+    },
+    required=("url", "stable", "canary"),
+)
+_PLAIN_SECRETS = {
+    "auth": "is given as bearer_token_env, bearer_token_file, or basic_user with "
+    "basic_password_env or basic_password_file",
+    "bearer_token": "would put a secret in the policy file: use bearer_token_env "
+    "(an environment variable) or bearer_token_file",
+    "token": "would put a secret in the policy file: use bearer_token_env or bearer_token_file",
+    "basic_password": "would put a secret in the policy file: use basic_password_env or "
+    "basic_password_file",
+    "password": "would put a secret in the policy file: use basic_password_env or "
+    "basic_password_file",
+    "headers": "takes its values from environment variables here: headers_env = "
+    '{Header-Name = "VARIABLE"}',
+}
+
+
+def _read_metrics(table: PolicyTable) -> Mapping[str, Any]:
+    table.choice("kind", ("prometheus",))
+    table.check_keys(_PROMETHEUS.keys, elsewhere=_PLAIN_SECRETS)
+    _one_of(table, ("http", "queries"), required=False)
+    _one_of(table, ("bearer_token_env", "bearer_token_file", "basic_user"), required=False)
+    password = _one_of(table, ("basic_password_env", "basic_password_file"), required=False)
+    if "basic_user" in table and password is None:
+        raise _error(
+            table.field("basic_password_env"),
+            "is required with basic_user (or basic_password_file)",
+        )
+    if password is not None and "basic_user" not in table:
+        raise _error(table.field("basic_user"), f"is required with {password}")
+    return _PROMETHEUS.read(table, elsewhere=_PLAIN_SECRETS)
+
+
+def _build_metrics(spec: Mapping[str, Any]) -> MetricsSource:
+    from .metrics import BasicAuth, BearerAuth, PrometheusQueries, PrometheusSource, http_queries
+
+    options = _thawed(spec)
+    options.pop("kind")
+    http = options.pop("http", None)
+    queries = options.pop("queries", None)
+    if queries is not None:
+        with _prefixed("metrics.queries"):
+            options["queries"] = PrometheusQueries(**queries)
+    elif http is not None:
+        if http.get("latency_metric") is False:
+            http["latency_metric"] = None
+        with _prefixed("metrics.http"):
+            options["queries"] = http_queries(**http)
+    rename: dict[str, str] = {"headers": "headers_env"}
+    token_key = next((k for k in ("bearer_token_env", "bearer_token_file") if k in options), None)
+    if token_key is not None:
+        token = _secret(f"metrics.{token_key}", token_key, options.pop(token_key))
+        rename["auth.token"] = token_key
+        with _prefixed("metrics", rename):
+            options["auth"] = BearerAuth(token=token)
+    user = options.pop("basic_user", None)
+    if user is not None:
+        key = "basic_password_env" if "basic_password_env" in options else "basic_password_file"
+        password = _secret(f"metrics.{key}", key, options.pop(key))
+        rename.update({"auth.username": "basic_user", "auth.password": key})
+        with _prefixed("metrics", rename):
+            options["auth"] = BasicAuth(username=user, password=password)
+    headers = options.pop("headers_env", None)
+    if headers is not None:
+        options["headers"] = _headers_from_env("metrics.headers_env", headers)
+    verify = options.get("verify")
+    if isinstance(verify, str):
+        options["verify"] = _tls_context("metrics.verify", verify)
+    with _prefixed("metrics", rename):
+        source: MetricsSource = PrometheusSource(**options)
+    return source
+
+
+def _tls_context(field: str, path: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(field, path, f"cannot load the CA certificates ({reason})") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Secrets: read when built, never shown
+
+
+def _from_env(field: str, variable: str) -> str:
+    value = os.environ.get(variable)
+    if value is None:
+        raise ConfigError(field, variable, "names an environment variable that is not set")
+    if not value.strip():
+        raise ConfigError(field, variable, "names an environment variable that is empty")
+    return value.strip()
+
+
+def _from_file(field: str, path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(_SECRET_FILE_LIMIT + 1)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(field, path, f"cannot be read ({reason})") from None
+    if len(raw) > _SECRET_FILE_LIMIT:
+        raise ConfigError(field, path, f"is over {_SECRET_FILE_LIMIT} bytes: not a secret")
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(field, path, "is not UTF-8 text") from None
+    if not text:
+        raise ConfigError(field, path, "is empty")
+    return text
+
+
+def _secret(field: str, key: str, where: str) -> str:
+    """The secret that `key` (``..._env`` or ``..._file``) points to."""
+    return _from_env(field, where) if key.endswith("_env") else _from_file(field, where)
+
+
+def _headers_from_env(field: str, headers: Mapping[str, str]) -> dict[str, str]:
+    table = PolicyTable(headers, field)
+    return {name: _from_env(table.field(name), variable) for name, variable in headers.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# [hooks]
+
+_POINTS = tuple(point.value.replace("-", "_") for point in HookPoint)
+_HOOK_TIMING = {
+    "interval": _Duration(),
+    "gate_timeout": _Duration(),
+    "call_timeout": _Duration(),
+}
+_WEBHOOK = _Schema(
+    {
+        "url": _String(),
+        "url_env": _EnvName(),
+        "name": _String(),
+        "timeout": _Duration(),
+        "attempts": _Integer(minimum=1),
+        "backoff": _Duration(allow_zero=True),
+        "namespace": _String(),
+        "metadata": _TextMap(),
+        "headers_env": _HeadersEnv(),
+    }
+)
+_APPROVAL = _Schema({"approval_file": _String()})
+_HOOK_HELP = (
+    "must be a webhook URL, a table {url = ...} (or url_env), a table {approval_file = ...}, "
+    "or an array of these"
+)
+
+
+class _HookPoint(_Key):
+    """A hook point's hooks: a URL, a webhook or approval table, or an array of these."""
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        value = table.raw(key)
+        where = table.field(key)
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ConfigError(where, [], "must hold at least one hook (or leave it out)")
+            return tuple(_read_hook(f"{where}[{i}]", item) for i, item in enumerate(value))
+        return _read_hook(where, value)
+
+    def dump(self, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [_dump_hook(item) for item in value]
+        return _dump_hook(value)
+
+
+def _read_hook(where: str, value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ConfigError(where, value, _HOOK_HELP)
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(where, _shown(value), _HOOK_HELP)
+    table = PolicyTable(value, where)
+    if "approval_file" in table:
+        webhook_only = "is a webhook setting; an approval_file hook takes only approval_file"
+        return _APPROVAL.read(table, elsewhere=dict.fromkeys(_WEBHOOK.keys, webhook_only))
+    elsewhere = {"headers": _PLAIN_SECRETS["headers"], "path": "is approval_file here"}
+    table.check_keys(_WEBHOOK.keys, elsewhere=elsewhere)
+    _one_of(table, ("url", "url_env", "approval_file"), required=True)
+    return _WEBHOOK.read(table, elsewhere=elsewhere)
+
+
+def _dump_hook(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    schema = _APPROVAL if "approval_file" in value else _WEBHOOK
+    return schema.dump(value)
+
+
+_HOOKS = _Schema({**_HOOK_TIMING, **{point: _HookPoint() for point in _POINTS}})
+
+
+def _build_hook(where: str, spec: Any) -> Any:
+    from ._hooks import FileApproval, Webhook
+
+    if isinstance(spec, str):
+        with _prefixed(where, {"url": ""}):
+            return Webhook(spec)
+    options = _thawed(spec)
+    if "approval_file" in options:
+        with _prefixed(where, {"path": "approval_file"}):
+            return FileApproval(options["approval_file"])
+    url_key = "url" if "url" in options else "url_env"
+    url = options.pop("url", None)
+    variable = options.pop("url_env", None)
+    if variable is not None:
+        url = _from_env(f"{where}.url_env", variable)
+    headers = options.pop("headers_env", None)
+    if headers is not None:
+        options["headers"] = _headers_from_env(f"{where}.headers_env", headers)
+    with _prefixed(where, {"url": url_key, "headers": "headers_env"}):
+        return Webhook(url, **options)
+
+
+def _build_hooks(spec: Mapping[str, Any]) -> Hooks:
+    from ._hooks import Hooks
+
+    options: dict[str, Any] = {}
+    for key, value in spec.items():
+        where = f"hooks.{key}"
+        if key in _HOOK_TIMING:
+            options[key] = value
+        elif isinstance(value, tuple):
+            options[key] = [_build_hook(f"{where}[{i}]", item) for i, item in enumerate(value)]
+        else:
+            options[key] = _build_hook(where, value)
+    with _prefixed("hooks"):
+        return Hooks(**options)
+
+
+# ---------------------------------------------------------------------------------------
+# [[notify]]
+
+_NOTIFY_COMMON: dict[str, _Key] = {
+    "kind": _Choice("slack", "webhook"),
+    "url": _String(),
+    "url_env": _EnvName(),
+    "min_severity": _Choice("info", "warn", "error"),
+    "every_verdict": _Boolean(),
+    "timeout": _Duration(),
+    "attempts": _Integer(minimum=1),
+    "backoff": _Duration(allow_zero=True),
+    "queue_size": _Integer(minimum=1),
+    "drain_timeout": _Duration(),
+}
+_NOTIFY_KINDS = {
+    "slack": _Schema({**_NOTIFY_COMMON, "channel": _String(), "username": _String()}),
+    "webhook": _Schema({**_NOTIFY_COMMON, "headers_env": _HeadersEnv()}),
+}
+_NOTIFY_ELSEWHERE = {
+    "rollout": "is the rollout's own name ([rollout] name, or the policy file's name)",
+    "headers": _PLAIN_SECRETS["headers"],
+}
+
+
+def _read_notifier(table: PolicyTable) -> Mapping[str, Any]:
+    kind = table.choice("kind", tuple(_NOTIFY_KINDS))
+    schema = _NOTIFY_KINDS[kind]
+    elsewhere = {
+        key: f"is not used by notify kind {kind!r}"
+        for other in _NOTIFY_KINDS.values()
+        for key in other.keys
+        if key not in schema.keys
+    }
+    elsewhere.update(_NOTIFY_ELSEWHERE)
+    table.check_keys(schema.keys, elsewhere=elsewhere)
+    _one_of(table, ("url", "url_env"), required=True)
+    return schema.read(table, elsewhere=elsewhere)
+
+
+def _read_notifiers(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(where, _shown(value), f"must be an array of tables ([[{where}]])")
+    notifiers = []
+    for index, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where}[{index}]", _shown(item), "must be a table")
+        notifiers.append(_read_notifier(PolicyTable(item, f"{where}[{index}]")))
+    return tuple(notifiers)
+
+
+def _build_notifier(where: str, spec: Mapping[str, Any], rollout: str | None) -> Notifier:
+    from .notify import SlackNotifier, WebhookNotifier
+
+    options = _thawed(spec)
+    kind = options.pop("kind")
+    url_key = "url" if "url" in options else "url_env"
+    url = options.pop("url", None)
+    variable = options.pop("url_env", None)
+    if variable is not None:
+        url = _from_env(f"{where}.url_env", variable)
+    headers = options.pop("headers_env", None)
+    if headers is not None:
+        options["headers"] = _headers_from_env(f"{where}.headers_env", headers)
+    if rollout is not None:
+        options["rollout"] = rollout
+    notifier_class = SlackNotifier if kind == "slack" else WebhookNotifier
+    with _prefixed(where, {"url": url_key, "headers": "headers_env"}):
+        notifier: Notifier = notifier_class(url, **options)
+    return notifier
+
+
+# ---------------------------------------------------------------------------------------
+# The deployment
+
+
+def _table(name: str, value: Any, read: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, _shown(value), f"must be a table ([{name}])")
+    result: Mapping[str, Any] = read(PolicyTable(value, name))
+    return result
+
+
+def _router_table(value: Any) -> Mapping[str, Any] | None:
+    return _table("router", value, _read_router)
+
+
+def _metrics_table(value: Any) -> Mapping[str, Any] | None:
+    return _table("metrics", value, _read_metrics)
+
+
+def _hooks_table(value: Any) -> Mapping[str, Any] | None:
+    return _table("hooks", value, _HOOKS.read)
+
+
+def _notify_converter(value: Any) -> tuple[Mapping[str, Any], ...]:
+    return () if value is None else _read_notifiers(value, "notify")
+
+
+def _check_optional_name(_inst: Any, _attr: Any, value: Any) -> None:
+    if value is not None:
+        check_name("name", value)
+
+
+def _check_state_dir(_inst: Any, _attr: Any, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("state_dir", value, "must be a non-empty string (a directory)")
+
+
+def _check_on_interrupt(_inst: Any, _attr: Any, value: Any) -> None:
+    if value not in _ON_INTERRUPT:
+        raise ConfigError("on_interrupt", value, "must be 'rollback' or 'leave'")
+
+
+def _seconds(name: str, value: Any) -> float:
+    number = finite(name, value)
+    if not number > 0:
+        raise ConfigError(name, value, "must be > 0 seconds")
+    return number
+
+
+def _call_timeout(value: Any) -> float:
+    return _seconds("call_timeout", value)
+
+
+def _rollback_timeout(value: Any) -> float:
+    return _seconds("rollback_timeout", value)
+
+
+def _check_attempts(_inst: Any, _attr: Any, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("apply_attempts", value, "must be an integer >= 1")
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class Deployment:
+    """How ``canarykit run`` runs a policy for real: its ``[rollout]``, ``[router]``,
+    ``[metrics]``, ``[hooks]`` and ``[[notify]]`` tables (schema: the command line docs).
+
+    The ``[rollout]`` settings are attributes: `name` (the rollout's key for its saved
+    state and lease; None: the caller picks one, ``canarykit run`` the file's name),
+    `state_dir` (which also holds the lease, so one runner drives a rollout name),
+    `on_interrupt` (``"rollback"`` or ``"leave"``: what SIGINT and SIGTERM do to traffic),
+    `call_timeout`, `rollback_timeout` (seconds) and `apply_attempts`, with `Rollout`'s
+    defaults. The other tables are kept as read, checked but not built: `router_table`,
+    `metrics_table`, `hooks_table` (None when absent) and `notify_tables`. The
+    ``build_*`` methods construct the objects they describe, reading the environment
+    variables and files their ``*_env`` and ``*_file`` keys name; each raises
+    `ConfigError` naming the key path, or `ModuleNotFoundError` naming the extra to
+    install. The repr shows kinds and hook points, never a URL or a secret.
+
+    >>> from canarykit import load_policy
+    >>> policy = load_policy('''
+    ... [plan]
+    ... shape = "linear"
+    ... initial = 10
+    ... step = 45
+    ... hold = "2m"
+    ... analysis_interval = "30s"
+    ... [decider]
+    ... kind = "threshold"
+    ... [[decider.metrics]]
+    ... metric = "error_rate"
+    ... max = "2%"
+    ... [rollout]
+    ... name = "web"
+    ... [router]
+    ... kind = "haproxy"
+    ... runtime_api = "/run/haproxy/admin.sock"
+    ... backend = "app"
+    ... stable = ["v1"]
+    ... canary = ["v2"]
+    ... ''')
+    >>> policy.deployment
+    Deployment(name='web', router='haproxy')
+    >>> router = policy.deployment.build_router()
+    >>> type(router).__name__, router.backend, router.stable
+    ('HAProxyRouter', 'app', ('v1',))
+    """  # noqa: D205 (the summary needs two lines)
+
+    name: str | None = attrs.field(default=None, validator=_check_optional_name)
+    state_dir: str = attrs.field(default=".canarykit", validator=_check_state_dir)
+    on_interrupt: Literal["rollback", "leave"] = attrs.field(
+        default="rollback", validator=_check_on_interrupt
+    )
+    call_timeout: float = attrs.field(default=30.0, converter=_call_timeout)
+    rollback_timeout: float = attrs.field(default=120.0, converter=_rollback_timeout)
+    apply_attempts: int = attrs.field(default=3, validator=_check_attempts)
+    router_table: Mapping[str, Any] | None = attrs.field(
+        default=None, converter=_router_table, hash=False
+    )
+    metrics_table: Mapping[str, Any] | None = attrs.field(
+        default=None, converter=_metrics_table, hash=False
+    )
+    hooks_table: Mapping[str, Any] | None = attrs.field(
+        default=None, converter=_hooks_table, hash=False
+    )
+    notify_tables: tuple[Mapping[str, Any], ...] = attrs.field(
+        default=(), converter=_notify_converter, hash=False
+    )
+
+    @property
+    def has_router(self) -> bool:
+        """True when the policy has a ``[router]`` table."""
+        return self.router_table is not None
+
+    @property
+    def has_metrics(self) -> bool:
+        """True when the policy has a ``[metrics]`` table."""
+        return self.metrics_table is not None
+
+    def build_router(self) -> TrafficRouter:
+        """The router ``[router]`` describes (`canarykit.routers`), e.g. an `NginxRouter`.
+
+        Raises `ConfigError` naming ``router`` when there is no such table.
+        """
+        if self.router_table is None:
+            raise _error("router", "is required to run a rollout: the policy has no [router]")
+        return _build_router(self.router_table)
+
+    def build_metrics(self) -> MetricsSource:
+        """The metrics source ``[metrics]`` describes: a `PrometheusSource` (needs httpx).
+
+        Raises `ConfigError` naming ``metrics`` when there is no such table, and naming
+        the key when an environment variable or file it names cannot be read.
+        """
+        if self.metrics_table is None:
+            raise _error("metrics", "is required to run a rollout: the policy has no [metrics]")
+        return _build_metrics(self.metrics_table)
+
+    def build_hooks(self) -> Hooks | None:
+        """The `Hooks` that ``[hooks]`` describes, or None without that table."""
+        if self.hooks_table is None:
+            return None
+        return _build_hooks(self.hooks_table)
+
+    def build_notifiers(self, *, rollout: str | None = None) -> list[Notifier]:
+        """The notifiers that ``[[notify]]`` describes, in order (none without it).
+
+        Each shows `rollout` (default: `name`) for events given to it directly; use
+        `Notifier.attach` to report a `Rollout` under its own key.
+        """
+        if rollout is not None:
+            check_name("rollout", rollout)
+        shown = self.name if rollout is None else rollout
+        return [
+            _build_notifier(f"notify[{index}]", spec, shown)
+            for index, spec in enumerate(self.notify_tables)
+        ]
+
+    def __repr__(self) -> str:
+        parts = []
+        for field in attrs.fields(Deployment):
+            if not field.name.endswith(("_table", "_tables")):
+                value = getattr(self, field.name)
+                if value != field.default:
+                    parts.append(f"{field.name}={value!r}")
+        if self.router_table is not None:
+            parts.append(f"router={self.router_table['kind']!r}")
+        if self.metrics_table is not None:
+            parts.append(f"metrics={self.metrics_table['kind']!r}")
+        if self.hooks_table is not None:
+            points = [key for key in self.hooks_table if key in _POINTS]
+            parts.append(f"hooks={points!r}")
+        if self.notify_tables:
+            parts.append(f"notify={[spec['kind'] for spec in self.notify_tables]!r}")
+        return f"Deployment({', '.join(parts)})"
+
+
+def _deployment_tables(deployment: Deployment) -> dict[str, Any]:
+    """The tables of `deployment` as a policy file writes them (for `Policy.to_toml`).
+
+    ``{"rollout": {...}, "router": {...}, ..., "notify": [{...}]}``: only the settings
+    that differ from the defaults, and only the tables present; durations as strings
+    such as ``"30s"``.
+    """
+    rollout: dict[str, Any] = {}
+    for field in attrs.fields(Deployment):
+        if field.name.endswith(("_table", "_tables")):
+            continue
+        value = getattr(deployment, field.name)
+        if value != field.default:
+            is_duration = field.name.endswith("_timeout")
+            rollout[field.name] = _duration_value(value) if is_duration else value
+    found: dict[str, Any] = {}
+    if rollout:
+        found["rollout"] = rollout
+    if deployment.router_table is not None:
+        router = deployment.router_table
+        found["router"] = _ROUTER_KINDS[router["kind"]].dump(router)
+    if deployment.metrics_table is not None:
+        found["metrics"] = _PROMETHEUS.dump(deployment.metrics_table)
+    if deployment.hooks_table is not None:
+        found["hooks"] = _HOOKS.dump(deployment.hooks_table)
+    if deployment.notify_tables:
+        found["notify"] = [
+            _NOTIFY_KINDS[spec["kind"]].dump(spec) for spec in deployment.notify_tables
+        ]
+    return found
+
+
+def _read_deployment(top: PolicyTable) -> Deployment:
+    """The `Deployment` in a policy's top-level table (an empty one without its tables)."""
+    settings = _read_rollout(top.table("rollout")) if "rollout" in top else {}
+    router = _read_router(top.table("router")) if "router" in top else None
+    metrics = _read_metrics(top.table("metrics")) if "metrics" in top else None
+    hooks = _HOOKS.read(top.table("hooks")) if "hooks" in top else None
+    notify = _read_notifiers(top.raw("notify"), "notify") if "notify" in top else ()
+    return Deployment(
+        **settings,
+        router_table=router,
+        metrics_table=metrics,
+        hooks_table=hooks,
+        notify_tables=notify,
+    )
+
+
+_DEPLOYMENT_TABLES = ("rollout", "router", "metrics", "hooks", "notify")
+"""The top-level keys of a policy file that a `Deployment` reads."""
+
+_SUB_TABLES = frozenset({"kubernetes", "http", "queries", *_POINTS})
+"""Keys whose table `Policy.to_toml` writes as a table of its own (``[router.kubernetes]``)."""
