@@ -5,7 +5,9 @@ is one JSON object.
   seed: the same schedules each time) run through a chain of real `Rollout` runners in
   virtual time, as in tests/test_faults.py: errors, lost answers, slow calls, hangs and
   wrong answers at the router (apply, read), metrics, an async decider, the store (save,
-  load) and the lease (acquire, renew, release), with operator commands and restarts.
+  load), the lease (acquire, renew, release) and the hooks (Python callables, or HTTP
+  webhooks to a loopback server: ``fault_webhook_schedules`` counts those), with
+  operator commands and restarts.
   Split as the tests split them: 60% on asyncio, 20% on trio, 20% with dense router and
   store faults. A violation is a schedule that broke any invariant (see
   tests/fault_harness.py); ``fault_faults_injected`` counts the faults that fired.
@@ -55,7 +57,13 @@ def fault_schedules(count: int, backend: str, dense: bool, seed: int) -> dict[st
     from hypothesis import Phase as HypothesisPhase
     from hypothesis import seed as hypothesis_seed
 
-    found: dict[str, Any] = {"schedules": 0, "violations": 0, "injected": 0, "first": []}
+    found: dict[str, Any] = {
+        "schedules": 0,
+        "webhooks": 0,
+        "violations": 0,
+        "injected": 0,
+        "first": [],
+    }
     endings: collections.Counter[str] = collections.Counter()
 
     @hypothesis_seed(seed)
@@ -70,6 +78,7 @@ def fault_schedules(count: int, backend: str, dense: bool, seed: int) -> dict[st
     def run(schedule: fh.Schedule) -> None:
         result = fh.run_schedule(schedule, backend)
         found["schedules"] += 1
+        found["webhooks"] += schedule.webhooks
         found["injected"] += result.injected
         endings[result.endings[-1].split(" ")[0]] += 1
         if result.violations:
@@ -144,13 +153,14 @@ def main() -> None:
     bulk = options.schedules * 3 // 5
     parts = [("asyncio", False, bulk), ("trio", False, options.schedules // 5)]
     parts.append(("asyncio", True, options.schedules - bulk - parts[1][2]))
-    schedules = violations = injected = 0
+    schedules = webhooks = violations = injected = 0
     first: list[Any] = []
     endings: collections.Counter[str] = collections.Counter()
     for index, (backend, dense, count) in enumerate(parts):
         part_started = time.perf_counter()
         found = fault_schedules(count, backend, dense, options.seed + index)
         schedules += found["schedules"]
+        webhooks += found["webhooks"]
         violations += found["violations"]
         injected += found["injected"]
         first += found["first"]
@@ -162,6 +172,7 @@ def main() -> None:
         )
     figures.update(
         fault_schedules=schedules,
+        fault_webhook_schedules=webhooks,
         fault_violations=violations,
         fault_faults_injected=injected,
         fault_endings=dict(endings.most_common()),

@@ -10,7 +10,8 @@ writes into ``docs/_generated/`` (ignored by git), which the pages include with
   that; ``GRAPHVIZ_DOT`` names another ``dot``);
 - the policy file schema, from the docstring of the policy loader, the one source of
   truth;
-- ``canarykit simulate``'s help and the output of two runs on ``examples/policy.toml``;
+- the help of ``canarykit simulate`` and ``canarykit run``, and the output of two
+  simulations of ``examples/policy.toml``;
 - ``examples/*.py``, whole and each top-level class and function on its own, as fenced
   blocks, so a page can show one of them (Sphinx's ``literalinclude :pyobject:``) and
   stays right when the example changes.
@@ -158,6 +159,7 @@ def generate(output: Path = GENERATED) -> None:
     state_diagram(output)
     policy_schema(output)
     cli_output("cli_help", "simulate", "--help", output=output)
+    cli_output("cli_run_help", "run", "--help", output=output)
     cli_output("simulate_healthy", "simulate", "examples/policy.toml", output=output)
     cli_output(
         "simulate_errors", "simulate", "examples/policy.toml", "--scenario", "errors", output=output

@@ -1,10 +1,12 @@
-"""The ``canarykit`` command line: try a deploy policy against scripted traffic.
+"""The ``canarykit`` command line: try a deploy policy, then run it for real.
 
 ::
 
     canarykit simulate POLICY.toml [--scenario healthy|errors|latency] [--seed N] [--json]
                                    [--plot FILE.svg|FILE.png]
     canarykit evaluate POLICY.toml [--runs N] [--seed S] [--regression errors:2x@600] [--json]
+    canarykit run POLICY.toml [--name NAME] [--state-dir DIR] [--leave-traffic] [--json]
+                              [--no-status]
     canarykit render gateway-api|istio --name N --namespace NS --stable SVC --canary SVC
                      --weight W [--header NAME=REGEX] [--mirror PCT]
     canarykit --version
@@ -24,16 +26,20 @@ or ``none``), and prints the false-rollback rate, the detection rate, the time t
 the bad requests served and the time to promotion. A progress line goes to stderr when
 it is a terminal (or with ``--progress``).
 
+``run`` runs the policy's plan for real through its ``[router]`` and ``[metrics]``
+tables, showing each event as a line and, on a terminal, a live status line; see
+`canarykit._cli_run` for its exit codes and its handling of SIGINT and SIGTERM.
+
 ``render`` prints, as YAML, the Gateway API HTTPRoute or Istio VirtualService that
 `canarykit.routers.GatewayAPIRouter` or `IstioRouter` would apply for the split, for
 review or for ``kubectl apply`` (needs the ``kubernetes`` extra).
 
-Exit codes: 0 when the simulation ran, whatever its outcome (a rollback is a result, not
-an error); 2 for bad input (a bad policy file or bad arguments), with the message on
-stderr and no traceback; 1 when the simulation itself failed; 130 when interrupted
-(Ctrl-C), with one line on stderr and no traceback. Both commands run in virtual time
-against a fake router, so an interrupted run moves no real traffic (a rollout run for
-real rolls back on Ctrl-C by itself: see `Rollout`'s ``on_cancel``).
+Exit codes of ``simulate`` and ``evaluate``: 0 when the simulation ran, whatever its
+outcome (a rollback is a result, not an error); 2 for bad input (a bad policy file or
+bad arguments), with the message on stderr and no traceback; 1 when the simulation
+itself failed; 130 when interrupted (Ctrl-C), with one line on stderr and no traceback.
+Both run in virtual time against a fake router, so an interrupted run moves no real
+traffic. ``run`` moves real traffic, and rolls it back when interrupted.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ import attrs
 
 from . import __version__
 from ._cli_render import add_render_command, run_render
+from ._cli_run import add_run_command, run_run
 from ._errors import CanaryError, ConfigError
 from ._events import RolloutOutcome, TimelineEntry
 from ._plan import Plan
@@ -127,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_plot_option(simulate)
     _add_evaluate(commands)
+    add_run_command(commands)
     add_render_command(commands)
     return parser
 
@@ -217,12 +225,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_render(args, sys.stdout)
         if args.command == "evaluate":
             return _evaluate(args, sys.stdout, sys.stderr)
+        if args.command == "run":
+            return run_run(args, sys.stdout, sys.stderr)
         return _simulate(args, sys.stdout)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:  # an optional extra the policy needs
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     except CanaryError as exc:
-        what = "evaluation" if args.command == "evaluate" else "simulation"
+        what = {"evaluate": "evaluation", "run": "rollout"}.get(args.command, "simulation")
         print(f"{PROG}: error: the {what} failed: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. --plot into a directory that does not exist

@@ -466,6 +466,15 @@ class Rollout:
         return tuple(self._timeline)
 
     @property
+    def outcome(self) -> RolloutOutcome:
+        """Where the rollout stands now, as `run()` would return it.
+
+        For a caller that cancelled `run()` (after it rolled back, say) or reads a rollout
+        that another task drives.
+        """
+        return self._outcome()
+
+    @property
     def resumed(self) -> bool:
         """True when `run()` continued a rollout saved in the store (by another process)."""
         return self._resumed
