@@ -1,6 +1,6 @@
 """``canarykit run``'s driver and display, in-process on a fake router and virtual time.
 
-The command itself, on real nginx and Prometheus, is tests/integration/test_cli_run.py.
+The command itself, on real nginx and Prometheus, is tests/integration/test_run_command.py.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import anyio
 import anyio.abc
@@ -43,6 +43,9 @@ from ._plan import Analyze, Pause, SetHeaderRoutes, SetMirror, SetWeight, WaitFo
 from ._policy import Policy, format_duration, load_policy
 from ._runner import Rollout
 from ._stores import FileStore
+
+if TYPE_CHECKING:
+    from .notify import Notifier
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -154,7 +157,7 @@ def execute(
     out: TextIO,
     lines: TextIO,
     status: TextIO | None = None,
-    notifiers: Sequence[Any] = (),
+    notifiers: Sequence[Notifier] = (),
     json_outcome: bool = False,
     leaves_traffic: bool = False,
     heading: tuple[Policy, str, str] | None = None,
@@ -184,7 +187,7 @@ def execute(
 
 
 async def _drive(
-    rollout: Rollout, display: RunDisplay, notifiers: list[Any]
+    rollout: Rollout, display: RunDisplay, notifiers: list[Notifier]
 ) -> tuple[RolloutOutcome, str | None]:
     """Run the rollout until it ends or a signal cancels it; the outcome and the signal."""
     interrupted: list[str] = []
@@ -208,7 +211,7 @@ async def _drive(
 
 
 async def _keep_open(
-    notifier: Any, rollout: Rollout, *, task_status: anyio.abc.TaskStatus[None]
+    notifier: Notifier, rollout: Rollout, *, task_status: anyio.abc.TaskStatus[None]
 ) -> None:
     """Enter `notifier`, attach it to `rollout` and keep it open until cancelled."""
     async with notifier:
