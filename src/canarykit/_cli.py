@@ -7,6 +7,7 @@
     canarykit evaluate POLICY.toml [--runs N] [--seed S] [--regression errors:2x@600] [--json]
     canarykit run POLICY.toml [--name NAME] [--state-dir DIR] [--leave-traffic] [--json]
                               [--no-status]
+    canarykit promote|pause|resume|abort|status POLICY.toml [--name NAME] [--state-dir DIR]
     canarykit render gateway-api|istio --name N --namespace NS --stable SVC --canary SVC
                      --weight W [--header NAME=REGEX] [--mirror PCT]
     canarykit --version
@@ -29,6 +30,9 @@ it is a terminal (or with ``--progress``).
 ``run`` runs the policy's plan for real through its ``[router]`` and ``[metrics]``
 tables, showing each event as a line and, on a terminal, a live status line; see
 `canarykit._cli_run` for its exit codes and its handling of SIGINT and SIGTERM.
+``promote``, ``pause``, ``resume`` and ``abort`` send a command to the ``run`` driving
+the policy's rollout and print its answer; ``status`` shows the saved state
+(`canarykit._cli_control`).
 
 ``render`` prints, as YAML, the Gateway API HTTPRoute or Istio VirtualService that
 `canarykit.routers.GatewayAPIRouter` or `IstioRouter` would apply for the split, for
@@ -56,6 +60,7 @@ from typing import Any, TextIO
 import attrs
 
 from . import __version__
+from ._cli_control import COMMANDS, add_control_commands, run_control
 from ._cli_render import add_render_command, run_render
 from ._cli_run import add_run_command, run_run
 from ._errors import CanaryError, ConfigError
@@ -92,7 +97,7 @@ def _scenario_names() -> list[str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Canary deployments as a library: try a deploy policy before it ships.",
+        description="Canary deployments as a library: try a deploy policy, then run it.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -135,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     add_plot_option(simulate)
     _add_evaluate(commands)
     add_run_command(commands)
+    add_control_commands(commands)
     add_render_command(commands)
     return parser
 
@@ -227,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args, sys.stdout, sys.stderr)
         if args.command == "run":
             return run_run(args, sys.stdout, sys.stderr)
+        if args.command in COMMANDS or args.command == "status":
+            return run_control(args, sys.stdout, sys.stderr)
         return _simulate(args, sys.stdout)
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -235,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except CanaryError as exc:
-        what = {"evaluate": "evaluation", "run": "rollout"}.get(args.command, "simulation")
+        what = {"evaluate": "evaluation", "simulate": "simulation"}.get(args.command, "rollout")
         print(f"{PROG}: error: the {what} failed: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. --plot into a directory that does not exist

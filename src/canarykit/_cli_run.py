@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal, TextIO
 import anyio
 import anyio.abc
 
+from ._cli_control import CommandInbox, serve_inbox
 from ._errors import ConfigError
 from ._events import RolloutEvent, RolloutOutcome, TimelineEntry
 from ._machine import Phase
@@ -145,6 +146,7 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         lines=err if args.json else out,
         status=status,
         notifiers=notifiers,
+        inbox=CommandInbox(state_dir, name),
         json_outcome=args.json,
         leaves_traffic=on_cancel == "leave",
         heading=(policy, str(args.policy), str(state_dir)),
@@ -158,6 +160,7 @@ def execute(
     lines: TextIO,
     status: TextIO | None = None,
     notifiers: Sequence[Notifier] = (),
+    inbox: CommandInbox | None = None,
     json_outcome: bool = False,
     leaves_traffic: bool = False,
     heading: tuple[Policy, str, str] | None = None,
@@ -165,13 +168,14 @@ def execute(
     """Run `rollout` (in a new event loop) showing its progress; return the exit code.
 
     `lines` gets the event lines, `status` (a terminal, or None) the status line and `out`
-    the outcome (as JSON with `json_outcome`). SIGINT and SIGTERM cancel the run.
+    the outcome (as JSON with `json_outcome`). Operator commands come from `inbox` (see
+    `canarykit._cli_control`). SIGINT and SIGTERM cancel the run.
     """
     display = RunDisplay(rollout, lines, status, leaves_traffic=leaves_traffic)
     rollout.add_listener(display)
     if heading is not None:
         display.header(*heading)
-    outcome, interrupted = anyio.run(_drive, rollout, display, list(notifiers))
+    outcome, interrupted = anyio.run(_drive, rollout, display, list(notifiers), inbox)
     display.close()
     if json_outcome:
         data = {"name": rollout.key, "interrupted": interrupted}
@@ -187,7 +191,10 @@ def execute(
 
 
 async def _drive(
-    rollout: Rollout, display: RunDisplay, notifiers: list[Notifier]
+    rollout: Rollout,
+    display: RunDisplay,
+    notifiers: list[Notifier],
+    inbox: CommandInbox | None,
 ) -> tuple[RolloutOutcome, str | None]:
     """Run the rollout until it ends or a signal cancels it; the outcome and the signal."""
     interrupted: list[str] = []
@@ -195,6 +202,10 @@ async def _drive(
     async with anyio.create_task_group() as tg:
         for notifier in notifiers:
             await tg.start(_keep_open, notifier, rollout)
+        if inbox is not None:
+            started = anyio.Event()
+            rollout.add_listener(lambda event: started.set())
+            tg.start_soon(serve_inbox, rollout, inbox, started)
         with anyio.CancelScope() as run_scope:
             # Started (its handlers installed) before the rollout can move any traffic.
             await tg.start(_watch_signals, run_scope, display, rollout, interrupted)

@@ -10,6 +10,7 @@ import fcntl
 import functools
 import os
 import pty
+import re
 import signal
 import struct
 import subprocess
@@ -32,12 +33,7 @@ state_dir = "{state}"
 call_timeout = "5s"
 rollback_timeout = "20s"
 
-[plan]
-shape = "weights"
-weights = [10, 50]
-hold = "{hold}"
-final_bake = "6s"
-analysis_interval = "3s"
+{plan}
 
 [decider]
 kind = "threshold"
@@ -84,11 +80,35 @@ async def policy(lab, tmp_path):
     return write_policy(lab, tmp_path)
 
 
-def write_policy(lab, directory, *, hold="6s"):
+PLAN = """
+[plan]
+shape = "weights"
+weights = [10, 50]
+hold = "{hold}"
+final_bake = "6s"
+analysis_interval = "3s"
+"""
+# Held at 10% until an operator promotes it.
+PLAN_WAITING = """
+[plan]
+shape = "steps"
+analysis_interval = "3s"
+[[plan.steps]]
+set_weight = 10
+[[plan.steps]]
+wait_for_promotion = true
+[[plan.steps]]
+set_weight = 50
+[[plan.steps]]
+pause = "3s"
+"""
+
+
+def write_policy(lab, directory, *, hold="6s", plan=None):
     router = lab.router
     text = POLICY.format(
         state=directory / "state",
-        hold=hold,
+        plan=PLAN.format(hold=hold) if plan is None else plan,
         router=router,
         stable=f'["{lab.stable.address}"]',
         canary=f'["{lab.canary.address}"]',
@@ -210,7 +230,10 @@ async def test_a_killed_run_is_continued_by_the_next_one(lab, tmp_path):
 
     run = await run_with_load(lab, policy)
     assert run.code == 0, run
-    assert "resume: resumed progressing at step 1" in run.out, run
+    # Killed just after the 10% was confirmed: whether the confirmation was saved (step 2,
+    # saved 10%) or not yet (step 1, saved 0%), the router's 10% is taken as done.
+    resumed = r"resume: resumed progressing at step (1; saved canary 0|2; saved canary 10)%"
+    assert re.search(resumed + ", router reports 10%", run.out), run
     assert await lab.router.read() == ck.TrafficSplit(canary_percent=100)
 
 
@@ -223,3 +246,45 @@ async def test_on_a_terminal_a_status_line_is_redrawn_below_the_events(lab, poli
     assert "left in the step" in run.err and "running 0:" in run.err
     assert run.err.endswith("\r\x1b[K")  # erased at the end: only the event lines stay
     assert "\x1b" not in run.out  # stdout is not the terminal: plain lines
+
+
+def command(*argv):
+    """Run a ``canarykit`` command to completion: (exit code, stdout, stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "canarykit", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+async def test_an_operator_promotes_from_another_process_and_sees_the_status(lab, tmp_path):
+    await lab.reset()
+    policy = write_policy(lab, tmp_path, plan=PLAN_WAITING)
+    seen = {}
+
+    async def operator():
+        # Once the rollout waits at 10%, look at it, then promote it, as a person would.
+        while (await lab.router.read()).canary_percent != 10:
+            await anyio.sleep(0.2)
+        await anyio.sleep(4)  # a window or so at 10%
+        seen["status"] = await anyio.to_thread.run_sync(command, "status", policy)
+        seen["promote"] = await anyio.to_thread.run_sync(command, "promote", policy)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(operator)
+        run = await run_with_load(lab, policy)
+
+    assert run.code == 0, run
+    assert await lab.router.read() == ck.TrafficSplit(canary_percent=100)
+    code, out, _ = seen["status"]
+    assert code == 0 and "phase     paused at step 2/4; canary 10%" in out, out
+    assert "reason    waiting for promotion" in out
+    assert "lease     held by " in out
+    code, out, _ = seen["promote"]
+    assert code == 0 and out == "promote: accepted: the rollout is progressing\n", out
+    assert "command: promote" in run.out, run
+    assert any(" 50%  split: canary 50%" in line for line in run.out.splitlines()), run
+    code, out, _ = command("status", policy)
+    assert code == 0 and "phase     succeeded" in out and "lease     released by " in out
