@@ -191,3 +191,14 @@ def test_a_command_without_a_runner_exits_1_and_says_so(tmp_path, capsys):
     assert "the command was taken back" in err
     assert main(["abort", str(policy), "--wait", "-1"]) == 2
     assert "--wait" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["not json", '{"format": "canarykit.state", "version": 1}'])
+def test_status_of_a_damaged_state_file_is_a_clear_error(tmp_path, capsys, text):
+    policy = write_policy(tmp_path)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "web.json").write_text(text)
+    assert main(["status", str(policy)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("canarykit: error: the command failed: ") and "web.json" in err
+    assert "Traceback" not in err

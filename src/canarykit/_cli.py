@@ -243,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except CanaryError as exc:
-        what = {"evaluate": "evaluation", "simulate": "simulation"}.get(args.command, "rollout")
+        what = {"evaluate": "evaluation", "simulate": "simulation", "run": "rollout"}.get(
+            args.command, "command"
+        )
         print(f"{PROG}: error: the {what} failed: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. --plot into a directory that does not exist

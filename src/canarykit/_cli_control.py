@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import anyio
 
-from ._errors import ConfigError, InvalidTransition
+from ._errors import ConfigError, CorruptStateError, InvalidTransition
 from ._policy import load_policy
 from ._runner import Rollout
 from ._stores import FileStore
@@ -285,6 +285,8 @@ def _status(store: FileStore, name: str, out: TextIO) -> int:
     if record is None:
         out.write(f"{name}: nothing saved in {store.directory}\n")
         return 1
+    if not isinstance(record.get("state"), dict):
+        raise CorruptStateError(f"{store.path(name)}: the record holds no rollout state")
     state = RolloutState.from_json(record["state"])
     plan = record.get("plan") or {}
     steps = plan.get("steps") if isinstance(plan, dict) else None
