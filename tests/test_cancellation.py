@@ -183,3 +183,39 @@ def test_ctrl_c_in_the_command_line_tool_exits_130_without_a_traceback(
     assert main(["simulate", str(tmp_path / "policy.toml")]) == 130
     captured = capsys.readouterr()
     assert captured.err == "canarykit: interrupted\n"
+
+
+class InterruptedRenewal:
+    """A lease whose renewal is where Ctrl-C lands: the renewing task, not the driving one."""
+
+    ttl = 0.06  # renewed every 20 ms
+
+    def __init__(self):
+        self.holder = "interrupted-renewal"
+        self.renewals = 0
+
+    async def acquire(self):
+        pass
+
+    async def renew(self):
+        self.renewals += 1
+        raise KeyboardInterrupt
+
+    async def release(self):
+        pass
+
+
+def test_ctrl_c_landing_in_a_task_of_run_comes_out_as_keyboard_interrupt():
+    # Trio delivers a Ctrl-C at a checkpoint of any task, such as run()'s lease renewal
+    # or its task group's exit (found by the kill -9 trials). The caller must get a
+    # KeyboardInterrupt, what a deploy tool catches, not an exception group; and traffic
+    # must be back on stable. (asyncio raises a task's KeyboardInterrupt out of the event
+    # loop itself, so there it cannot reach run()'s task group.)
+    router = FakeRouter()
+    lease = InterruptedRenewal()
+    rollout = ck.Rollout(FOREVER, router=router, clock=ck.SystemClock(), lease=lease)
+    with pytest.raises(KeyboardInterrupt):
+        anyio.run(rollout.run, backend="trio")
+    assert lease.renewals == 1
+    assert [split.canary_percent for split in router.applied] == [25, 0]
+    assert rollout.phase is ck.Phase.ABORTED

@@ -54,10 +54,15 @@ import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import anyio
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on Python 3.10 only
+    # anyio's dependency there, so it may be absent where mypy runs.
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
 from ._errors import (
     CanaryError,
@@ -572,6 +577,13 @@ class Rollout:
                         self._busy = self.lease is not None  # while the lease is released
                         renewing.cancel()
                         tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # A Ctrl-C that landed in the lease renewal, or (on trio) at the task
+                # group's exit: the caller gets the KeyboardInterrupt it catches. By then
+                # the drive was cancelled, so it has rolled back (or ended already).
+                if group.split(KeyboardInterrupt)[0] is None:
+                    raise
+                raise KeyboardInterrupt from group
             finally:
                 await self._release_lease()
             if error is not None:
