@@ -47,6 +47,9 @@ import canarykit as ck
 from canarykit import deciders as dk
 from canarykit import presets
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from toml_doc import RawToml, dotted, paths, toml_key, toml_value  # shared with the tests
+
 HANG_SECONDS = 2.0
 
 # ---------------------------------------------------------------------------------------
@@ -169,16 +172,6 @@ def base_policies() -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------
 # Hostile values
-
-
-class RawToml:
-    """A TOML value written as is (datetimes, huge integers, deep nesting)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return f"RawToml({self.text[:40]!r})"
 
 
 _KNOWN_KEYS = sorted(
@@ -395,81 +388,22 @@ PY_HOSTILE: list[Any] = [
 # Writing TOML
 
 
-def _toml_string(text: str) -> str:
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04x}")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("\\ufffd")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_key(key: str) -> str:
-    if key and all(c.isascii() and (c.isalnum() or c in "_-") for c in key):
-        return key
-    return _toml_string(key)
-
-
-def toml_value(value: Any) -> str:
-    """`value` as an inline TOML value."""
-    if isinstance(value, RawToml):
-        return value.text
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, dict):
-        inner = ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items())
-        return "{" + inner + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
 def to_toml(doc: dict[str, Any], rng: random.Random) -> str:
     """Write `doc` as TOML: tables as ``[headers]`` (or, at random, inline at the top)."""
     top, tables = [], []
     inline = rng.random() < 0.2
     for key, value in doc.items():
         if isinstance(value, dict) and not inline:
-            tables.append(f"[{_toml_key(key)}]")
-            tables.extend(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items())
+            tables.append(f"[{toml_key(key)}]")
+            tables.extend(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items())
             tables.append("")
         else:
-            top.append(f"{_toml_key(key)} = {toml_value(value)}")
+            top.append(f"{toml_key(key)} = {toml_value(value)}")
     return "\n".join([*top, "", *tables])
 
 
 # ---------------------------------------------------------------------------------------
 # Mutating a policy
-
-
-def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [path] if path else []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += _paths(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _paths(item, (*path, index))
-    return found
 
 
 def _tables(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -487,17 +421,6 @@ def _get(doc: Any, path: tuple[Any, ...]) -> Any:
     for part in path:
         doc = doc[part]
     return doc
-
-
-def dotted(path: tuple[Any, ...]) -> str:
-    """The key path as the loader names it: ``decider.metrics[0].max``."""
-    text = ""
-    for part in path:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
 
 
 def _table_prefix(path: tuple[Any, ...]) -> str:
@@ -519,8 +442,8 @@ def mutate(doc: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], str
     """One mutation of `doc` (in place); return it, a description and the table touched."""
     roll = rng.random()
     if roll < 0.6:
-        paths = _paths(doc)
-        path = rng.choice(paths)
+        found = paths(doc)
+        path = rng.choice(found)
         value = rng.choice(TOML_HOSTILE)
         parent = _get(doc, path[:-1])
         if value is None:
@@ -545,7 +468,7 @@ def mutate(doc: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], str
     if roll < 0.9:
         # Swap a kind or a shape: the keys no longer fit.
         candidates = [
-            p for p in _paths(doc) if p and p[-1] in ("kind", "shape", "metric", "direction")
+            p for p in paths(doc) if p and p[-1] in ("kind", "shape", "metric", "direction")
         ]
         path = rng.choice(candidates)
         choices = {
@@ -558,7 +481,7 @@ def mutate(doc: dict[str, Any], rng: random.Random) -> tuple[dict[str, Any], str
         _get(doc, path[:-1])[path[-1]] = value
         return doc, f"swap {dotted(path)} = {value!r}", _table_prefix(path)
     # Replace a whole table or array with a hostile value.
-    containers = [p for p in _paths(doc) if isinstance(_get(doc, p), (dict, list))]
+    containers = [p for p in paths(doc) if isinstance(_get(doc, p), (dict, list))]
     path = rng.choice(containers)
     value = copy.deepcopy(rng.choice([v for v in TOML_HOSTILE if v is not None]))
     _get(doc, path[:-1])[path[-1]] = value
@@ -890,10 +813,10 @@ def _valid_json_arguments(spec: Spec) -> None:
 def mutate_json(data: Any, rng: random.Random) -> tuple[Any, str]:
     """Damage saved JSON-like data: a value replaced, a key deleted or added."""
     data = copy.deepcopy(data)
-    paths = _paths(data)
-    if not paths or rng.random() < 0.1:
+    found = paths(data)
+    if not found or rng.random() < 0.1:
         return rng.choice(PY_HOSTILE), "replace the whole data"
-    path = rng.choice(paths)
+    path = rng.choice(found)
     parent = _get(data, path[:-1])
     roll = rng.random()
     if roll < 0.2 and isinstance(parent, dict):

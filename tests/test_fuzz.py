@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 import canarykit as ck
 from canarykit import deciders as dk
 from canarykit import presets
+from toml_doc import dotted, paths, toml_key, toml_value
 
 # ---------------------------------------------------------------------------------------
 # Valid policies, and writing them as TOML
@@ -104,37 +105,6 @@ for _policy in POLICIES:
     _policy["plan"].setdefault("analysis_interval", 30)
 
 
-def toml_string(text):
-    escaped = []
-    for char in text:
-        if char in '"\\' or ord(char) < 0x20 or ord(char) == 0x7F:
-            escaped.append(json.dumps(char)[1:-1] if char in '"\\' else f"\\u{ord(char):04x}")
-        else:
-            escaped.append(char)
-    return '"' + "".join(escaped) + '"'
-
-
-def toml_key(key):
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else toml_string(key)
-
-
-def toml_value(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    assert isinstance(value, list)
-    return "[" + ", ".join(toml_value(v) for v in value) + "]"
-
-
 def to_toml(doc):
     lines = []
     for table, body in doc.items():
@@ -144,25 +114,6 @@ def to_toml(doc):
         else:
             lines.insert(0, f"{toml_key(table)} = {toml_value(body)}")
     return "\n".join(lines) + "\n"
-
-
-def paths(value, path=()):
-    """Every key path in `value`: ("plan", "steps", 0, "set_weight") and so on."""
-    found = [path] if path else []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += paths(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += paths(item, (*path, index))
-    return found
-
-
-def dotted(path):
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
 
 
 def table_of(path):

@@ -44,6 +44,7 @@ from canarykit.routers import (
     KubernetesConnection,
     NginxRouter,
 )
+from toml_doc import dotted, paths, toml_key, toml_value
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_EXAMPLE = ROOT / "examples" / "deploy_policy.toml"
@@ -1246,26 +1247,6 @@ values = st.one_of(
 )
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return ("inf" if value > 0 else "-inf") if math.isinf(value) else repr(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return policy_module._toml_string(value)
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return "[" + ", ".join(toml_value(item) for item in value) + "]"
-
-
-def toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else policy_module._toml_string(key)
-
-
 def to_toml(doc: dict[str, Any]) -> str:
     """`PLAN` and the tables of `doc`; a table replaced by a scalar goes before `PLAN`."""
     head, lines = [], [PLAN]
@@ -1282,24 +1263,6 @@ def to_toml(doc: dict[str, Any]) -> str:
         else:
             head.append(f"{key} = {toml_value(body)}")
     return "\n".join(head + lines) + "\n"
-
-
-def paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [path] if path else []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found += paths(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += paths(item, (*path, index))
-    return found
-
-
-def dotted(path: tuple[Any, ...]) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
-    return text
 
 
 def under(field: str, prefix: str) -> bool:
