@@ -24,9 +24,11 @@ ids are this host's: the file lease that keeps one runner per rollout is too.)
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -34,10 +36,19 @@ import anyio
 
 from ._errors import ConfigError, CorruptStateError, InvalidTransition
 from ._policy import load_policy
+from ._policy_run import Deployment
 from ._runner import Rollout
 from ._stores import FileStore
 
-__all__ = ["COMMANDS", "CommandInbox", "add_control_commands", "run_control", "serve_inbox"]
+__all__ = [
+    "COMMANDS",
+    "CommandInbox",
+    "add_control_commands",
+    "add_location_arguments",
+    "locate",
+    "run_control",
+    "serve_inbox",
+]
 
 # The commands, and what each does, for the help.
 COMMANDS = {
@@ -154,26 +165,17 @@ def _apply(rollout: Rollout, command: dict[str, Any] | None) -> tuple[bool, str]
         return False, "the command file could not be read"
     name = command.get("command")
     reason = command.get("reason")
+    given = (reason,) if isinstance(reason, str) and reason else ()  # else the default
+    actions: dict[str, Callable[[], None]] = {
+        "promote": rollout.promote_full if command.get("full") else rollout.promote,
+        "pause": functools.partial(rollout.pause, *given),
+        "resume": rollout.resume,
+        "abort": functools.partial(rollout.abort, *given),
+    }
+    if not isinstance(name, str) or name not in actions:
+        return False, f"unknown command {name!r}"
     try:
-        if name == "promote":
-            if command.get("full"):
-                rollout.promote_full()
-            else:
-                rollout.promote()
-        elif name == "pause":
-            if isinstance(reason, str) and reason:
-                rollout.pause(reason)
-            else:
-                rollout.pause()
-        elif name == "resume":
-            rollout.resume()
-        elif name == "abort":
-            if isinstance(reason, str) and reason:
-                rollout.abort(reason)
-            else:
-                rollout.abort()
-        else:
-            return False, f"unknown command {name!r}"
+        actions[name]()
     except InvalidTransition as exc:
         return False, str(exc)
     return True, f"the rollout is {rollout.phase.value.replace('_', ' ')}"
@@ -210,7 +212,7 @@ def add_control_commands(commands: Any) -> None:
                 "2 for bad input."
             ),
         )
-        _locate(parser)
+        add_location_arguments(parser)
         if name == "promote":
             parser.add_argument(
                 "--full", action="store_true", help="skip the remaining steps: promote now"
@@ -229,24 +231,35 @@ def add_control_commands(commands: Any) -> None:
         help="show a rollout's saved state and who drives it",
         description="Show the state `canarykit run` saved for POLICY's rollout.",
     )
-    _locate(status)
+    add_location_arguments(status)
 
 
-def _locate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("policy", metavar="POLICY.toml", help="the rollout's policy file")
-    parser.add_argument("--name", default=None, help="the rollout's name (as for run)")
-    parser.add_argument("--state-dir", default=None, metavar="DIR", help="as for run")
+def add_location_arguments(parser: argparse.ArgumentParser) -> None:
+    """POLICY.toml, ``--name`` and ``--state-dir``: which rollout, for run and the commands."""
+    parser.add_argument("policy", metavar="POLICY.toml", help="the policy file")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="the rollout's name, its key in the state directory "
+        "(default: [rollout] name, else the policy file's name without .toml)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where the state and the lease live (default: [rollout] state_dir)",
+    )
 
 
-def _where(args: argparse.Namespace) -> tuple[str, str]:
-    deployment = load_policy(args.policy).deployment
+def locate(args: argparse.Namespace, deployment: Deployment) -> tuple[str, str]:
+    """The rollout's name and state directory, from the arguments and the policy."""
     name = args.name or deployment.name or Path(args.policy).stem
     return name, args.state_dir or deployment.state_dir
 
 
 def run_control(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run ``canarykit promote|pause|resume|abort|status``; return the exit code."""
-    name, state_dir = _where(args)
+    name, state_dir = locate(args, load_policy(args.policy).deployment)
     store = FileStore(state_dir)  # checks the name as a key
     try:
         store.path(name)

@@ -30,13 +30,12 @@ import shutil
 import signal
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import anyio
 import anyio.abc
 
-from ._cli_control import CommandInbox, serve_inbox
+from ._cli_control import CommandInbox, add_location_arguments, locate, serve_inbox
 from ._errors import ConfigError
 from ._events import RolloutEvent, RolloutOutcome, TimelineEntry
 from ._machine import Phase
@@ -79,19 +78,7 @@ def add_run_command(commands: Any) -> None:
             "2 bad input, 1 any other failure."
         ),
     )
-    run.add_argument("policy", metavar="POLICY.toml", help="the policy file")
-    run.add_argument(
-        "--name",
-        default=None,
-        help="the rollout's name, its key in the state directory "
-        "(default: [rollout] name, else the policy file's name without .toml)",
-    )
-    run.add_argument(
-        "--state-dir",
-        default=None,
-        metavar="DIR",
-        help="where the state and the lease live (default: [rollout] state_dir)",
-    )
+    add_location_arguments(run)
     run.add_argument(
         "--leave-traffic",
         action="store_true",
@@ -111,8 +98,7 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run ``canarykit run`` with parsed `args`; return the exit code."""
     policy = load_policy(args.policy)
     deployment = policy.deployment
-    name = args.name or deployment.name or Path(args.policy).stem
-    state_dir = args.state_dir or deployment.state_dir
+    name, state_dir = locate(args, deployment)
     on_cancel: Literal["rollback", "leave"] = (
         "leave" if args.leave_traffic else deployment.on_interrupt
     )
