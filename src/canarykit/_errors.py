@@ -18,6 +18,8 @@
     ├── LeaseError               a rollout's lease could not be taken or kept
     │   ├── LeaseHeldError       another runner holds it
     │   └── LeaseLostError       lost mid-rollout; the runner stopped without touching traffic
+    ├── FileRefusedError         a file or directory canarykit will not use (also an OSError):
+    │                            not a regular file, a symlink, too large, open to other users
     └── ClockStalled             a virtual clock was asked to wait for something that can never come
 """
 
@@ -31,6 +33,7 @@ __all__ = [
     "ConfigError",
     "CorruptStateError",
     "DeciderError",
+    "FileRefusedError",
     "InvalidTransition",
     "LeaseError",
     "LeaseHeldError",
@@ -131,3 +134,13 @@ class LeaseHeldError(LeaseError):
 
 class LeaseLostError(LeaseError):
     """The runner lost its lease mid-rollout and stopped without touching traffic again."""
+
+
+class FileRefusedError(CanaryError, OSError):
+    """A file or directory canarykit refuses to use; the message names it and says why.
+
+    Not a regular file (a FIFO, socket, device or directory where a file belongs), a
+    symbolic link where links are not followed, larger than its limit, or a directory
+    that other users may write to. It is an `OSError` too, so code that handles a file
+    it cannot read handles this one the same way.
+    """
