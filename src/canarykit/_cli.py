@@ -67,6 +67,7 @@ from ._errors import CanaryError, ConfigError
 from ._events import RolloutOutcome, TimelineEntry
 from ._plan import Plan
 from ._policy import Policy, format_duration, load_policy
+from ._text import MAX_TEXT, shown
 from .deciders import format_value
 from .plot import add_plot_option, plot_rollout
 
@@ -227,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 2
     try:
+        _check_reason(args)
         if args.command == "render":
             return run_render(args, sys.stdout)
         if args.command == "evaluate":
@@ -237,23 +239,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_control(args, sys.stdout, sys.stderr)
         return _simulate(args, sys.stdout)
     except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {shown(exc)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:  # an optional extra the policy needs
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {shown(exc)}", file=sys.stderr)
         return 2
     except CanaryError as exc:
         what = {"evaluate": "evaluation", "simulate": "simulation", "run": "rollout"}.get(
             args.command, "command"
         )
-        print(f"{PROG}: error: the {what} failed: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: the {what} failed: {shown(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. --plot into a directory that does not exist
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {shown(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_reason(args: argparse.Namespace) -> None:
+    """Refuse a ``--reason`` longer than the rollout keeps (`canarykit._text.MAX_TEXT`).
+
+    The runner would keep its first characters only; a person who wrote that much is
+    told so now instead.
+    """
+    reason = getattr(args, "reason", None)
+    if isinstance(reason, str) and len(reason) > MAX_TEXT:
+        problem = f"is {len(reason)} characters long; a reason is at most {MAX_TEXT}"
+        raise ConfigError("--reason", reason[:40] + "...", problem)
 
 
 def _simulate(args: argparse.Namespace, out: TextIO) -> int:
@@ -312,9 +326,10 @@ def _pair(metric: str, stable: float | None, canary: float | None) -> str:
 
 
 def _event(entry: TimelineEntry) -> str:
+    reason = shown(entry.reason)  # one line, whatever the text holds
     if entry.kind == "verdict" and entry.verdict is not None:
-        return f"{entry.verdict.value}: {entry.reason}"
-    return f"{entry.kind}: {entry.reason}" if entry.reason else entry.kind
+        return f"{entry.verdict.value}: {reason}"
+    return f"{entry.kind}: {reason}" if reason else entry.kind
 
 
 def _describe_plan(plan: Plan) -> tuple[str, str]:
@@ -370,7 +385,7 @@ def _print_report(
     started = outcome.started_at if outcome.started_at is not None else 0.0
     took = format_duration(max(0.0, outcome.finished_at - started))
     split = "unknown" if outcome.split is None else _percent(outcome.split.canary_percent)
-    why = "" if outcome.reason in ("", word) else f": {outcome.reason}"
+    why = "" if outcome.reason in ("", word) else f": {shown(outcome.reason)}"
     out.write(
         f"\noutcome   {word} at {_clock(outcome.finished_at)}{why}\n"
         f"          {took} of virtual time; canary left at {split}\n"

@@ -6,7 +6,10 @@ tables are built into their objects (`Deployment`), and a `Rollout` runs the pla
 the same command again after a crash, a reboot or a kill continues where the rollout
 stopped, and the store's lease refuses a second runner of the same name.
 
-Every event is printed as one line (time, phase, canary weight, what happened). When the
+Every event is printed as one line (time, phase, canary weight, what happened); free text
+in it (a reason from an operator, a server or a webhook) has its control characters
+escaped and is at most `canarykit._text.MAX_TEXT` characters long, so it cannot break
+the line, forge another or move the cursor. When the
 status stream (stderr) is a terminal, a status line below them is redrawn every second:
 the step, the weight, the time left in the step or how long a gate has been waiting.
 When it is not, the lines are all there is: plain text, fit for a CI log. With ``--json``
@@ -43,6 +46,7 @@ from ._plan import Analyze, Pause, SetHeaderRoutes, SetMirror, SetWeight, WaitFo
 from ._policy import Policy, format_duration, load_policy
 from ._runner import Rollout
 from ._stores import FileStore
+from ._text import shown
 
 if TYPE_CHECKING:
     from .notify import Notifier
@@ -310,10 +314,11 @@ class RunDisplay:
         """The lines before the rollout starts: what runs, where its state lives."""
         plan = policy.plan
         weights = " -> ".join(f"{w:g}%" for w in plan.weights) or "no weight steps"
-        self.line(f"rollout   {self.rollout.key} (policy {path}; state in {state_dir})")
+        where = f"policy {shown(path)}; state in {shown(state_dir)}"
+        self.line(f"rollout   {self.rollout.key} ({where})")
         self.line(f"plan      canary {weights}; {len(plan.steps)} steps")
-        self.line(f"router    {self.rollout.router!r}")
-        self.line(f"decider   {policy.decider}")
+        self.line(f"router    {shown(repr(self.rollout.router))}")
+        self.line(f"decider   {shown(policy.decider)}")
 
     def __call__(self, event: RolloutEvent) -> None:
         """The listener: one line for `event`."""
@@ -321,7 +326,9 @@ class RunDisplay:
 
     def _entry_text(self, entry: TimelineEntry) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(entry.time))
-        what = entry.reason
+        # A reason is free text from outside (an operator, a server): escaped, so that it
+        # stays on its line and cannot forge others or move the cursor.
+        what = shown(entry.reason)
         if entry.kind == "verdict" and entry.verdict is not None:
             what = f"{entry.verdict.value}: {what}"
         what = f"{entry.kind}: {what}" if what else entry.kind
@@ -348,7 +355,7 @@ class RunDisplay:
         if state.gate is not None and state.gate_since is not None:
             parts.append(f"waiting for {state.gate.value} for {_span(now - state.gate_since)}")
         elif state.phase is Phase.PAUSED:
-            parts.append(f"paused: {state.pause_reason or state.reason}")
+            parts.append(f"paused: {shown(state.pause_reason or state.reason)}")
         elif state.step_deadline is not None and state.phase is Phase.PROGRESSING:
             parts.append(f"{_span(state.step_deadline - now)} left in the step")
         parts.append(f"running {_span(time.monotonic() - self.started)}")
@@ -389,7 +396,7 @@ class RunDisplay:
             Phase.ABORTED: "aborted",
         }.get(outcome.phase, f"stopped {outcome.phase.value.replace('_', ' ')}")
         split = "unknown" if outcome.split is None else f"{outcome.split.canary_percent:g}%"
-        why = f": {outcome.reason}" if outcome.reason not in ("", word) else ""
+        why = f": {shown(outcome.reason)}" if outcome.reason not in ("", word) else ""
         after = f" ({interrupted})" if interrupted else ""
         self.line(f"outcome   {word}{after}{why}")
         took = _span(time.monotonic() - self.started)

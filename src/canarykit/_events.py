@@ -3,6 +3,11 @@
 Listeners get the full events (a `VerdictReached` carries its observation). The outcome's
 timeline keeps one small `TimelineEntry` per event instead, so a long rollout's memory
 stays flat however large its observations are.
+
+Every `reason` is free text, often from outside (an operator, a server's error): each
+event keeps at most `canarykit._text.MAX_TEXT` characters of it, cut with a note, and
+control characters as they came. Whatever shows a reason escapes them
+(`canarykit._text.shown`), so a reason stays on one line.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from typing import Any, TypeAlias
 
 import attrs
 
-from ._machine import AnalysisKind, Phase, RolloutState
+from ._machine import AnalysisKind, Phase, RolloutState, _kept
 from ._observe import Observation
 from ._split import TrafficSplit
 from ._verdict import Verdict, VerdictKind
@@ -42,7 +47,7 @@ class PhaseChanged:
     old: Phase
     new: Phase
     step: int
-    reason: str
+    reason: str = attrs.field(converter=_kept)
 
 
 @attrs.frozen(kw_only=True)
@@ -72,7 +77,7 @@ class AnalysisError:
     time: float
     kind: AnalysisKind
     end: float
-    reason: str
+    reason: str = attrs.field(converter=_kept)
 
 
 @attrs.frozen(kw_only=True)
@@ -82,7 +87,7 @@ class RouterFailure:
     time: float
     split: TrafficSplit
     attempt: int
-    reason: str
+    reason: str = attrs.field(converter=_kept)
 
 
 @attrs.frozen(kw_only=True)
@@ -91,7 +96,7 @@ class CommandReceived:
 
     time: float
     command: str
-    reason: str = ""
+    reason: str = attrs.field(default="", converter=_kept)
     accepted: bool = True
 
 
@@ -132,7 +137,7 @@ class LeaseLost:
 
     time: float
     holder: str
-    reason: str
+    reason: str = attrs.field(converter=_kept)
 
     def timeline_entry(self, state: RolloutState) -> TimelineEntry:
         """The timeline line for this event."""
@@ -158,7 +163,7 @@ class GateWaiting:
     gate: str
     step: int
     since: float
-    reason: str
+    reason: str = attrs.field(converter=_kept)
 
     def timeline_entry(self, state: RolloutState) -> TimelineEntry:
         """The timeline line for this event."""
@@ -174,7 +179,7 @@ class GateOpened:
     gate: str
     step: int
     waited: float
-    reason: str
+    reason: str = attrs.field(converter=_kept)
 
     def timeline_entry(self, state: RolloutState) -> TimelineEntry:
         """The timeline line for this event."""
@@ -194,7 +199,7 @@ class HookRan:
     time: float
     hook: str
     ok: bool
-    reason: str
+    reason: str = attrs.field(converter=_kept)
 
     def timeline_entry(self, state: RolloutState) -> TimelineEntry:
         """The timeline line for this event (an "error" line when the hook failed)."""
@@ -250,7 +255,7 @@ class TimelineEntry:
     phase: Phase
     step: int | None
     canary_percent: float
-    reason: str = ""
+    reason: str = attrs.field(default="", converter=_kept)
     verdict: VerdictKind | None = None
     stable_error_rate: float | None = None
     canary_error_rate: float | None = None
@@ -327,7 +332,7 @@ class RolloutOutcome:
     """
 
     phase: Phase
-    reason: str
+    reason: str = attrs.field(converter=_kept)
     split: TrafficSplit | None
     started_at: float | None
     finished_at: float

@@ -43,6 +43,9 @@ The rules:
   asked every so often while progressing or paused; its yes rolls back. Once ended, the
   rollout calls retire-stable or retire-canary, then post-rollout, each once, before
   `Finish`; their answers never change the outcome.
+- Free text is data. A reason from outside (an operator's, a server's, a webhook's) is
+  kept to `canarykit._text.MAX_TEXT` characters, cut with a note, in events and in the
+  state alike, so no reason can bloat the saved state; it is escaped where it is shown.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from ._errors import CanaryError, CorruptStateError, InvalidTransition, StateVer
 from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
 from ._split import FULL_CANARY, STABLE_ONLY, TrafficSplit
 from ._stores import canonical_json
+from ._text import MAX_TEXT
 from ._verdict import Verdict, VerdictKind
 
 __all__ = [
@@ -95,6 +99,24 @@ __all__ = [
 # Version 2 added `progress_deadline_at`; version 1 states are migrated on load.
 STATE_SCHEMA_VERSION = 2
 OLDEST_READABLE_SCHEMA = 1
+
+
+def _kept(text: str) -> str:
+    """`text` as the machine keeps it: at most `MAX_TEXT` characters, cut with a note.
+
+    Reasons come from operators, servers and webhooks; one of 20 MB must not be saved,
+    printed and sent on at every step. The note counts what was cut, and the result,
+    note included, stays within `MAX_TEXT`, so a later `shown` never cuts it again.
+    Control characters are kept: the text is data here, and escaped where it is shown.
+    """
+    if not isinstance(text, str) or len(text) <= MAX_TEXT:
+        return text
+    keep = MAX_TEXT - len(f"... ({len(text)} more characters)")
+    return f"{text[:keep]}... ({len(text) - keep} more characters)"
+
+
+def _kept_or_none(text: str | None) -> str | None:
+    return None if text is None else _kept(text)
 
 
 class Phase(enum.Enum):
@@ -219,7 +241,7 @@ class ApplyFailed:
 
     now: float
     split: TrafficSplit
-    reason: str
+    reason: str = attrs.field(converter=_kept)
 
 
 @attrs.frozen
@@ -240,7 +262,7 @@ class WindowFailed:
     now: float
     kind: AnalysisKind
     end: float
-    reason: str
+    reason: str = attrs.field(converter=_kept)
 
 
 @attrs.frozen
@@ -269,7 +291,7 @@ class RequestPause:
     """Operator: hold the rollout where it is (analysis keeps watching)."""
 
     now: float
-    reason: str = "paused by operator"
+    reason: str = attrs.field(default="paused by operator", converter=_kept)
 
 
 @attrs.frozen
@@ -284,7 +306,7 @@ class Abort:
     """Operator: roll back to stable and end as ABORTED."""
 
     now: float
-    reason: str = "aborted by operator"
+    reason: str = attrs.field(default="aborted by operator", converter=_kept)
 
 
 @attrs.frozen
@@ -325,7 +347,7 @@ class HookAnswered:
     now: float
     point: HookPoint
     yes: bool
-    reason: str = ""
+    reason: str = attrs.field(default="", converter=_kept)
     ask_again_at: float | None = None
     stop: bool = False
 
@@ -526,10 +548,10 @@ class RolloutState:
     last_verdict: VerdictKind | None = None
     consecutive_errors: int = 0
     paused_at: float | None = None
-    pause_reason: str | None = None
+    pause_reason: str | None = attrs.field(default=None, converter=_kept_or_none)
     rollback_pending: bool = False
     aborting: bool = False
-    reason: str = ""
+    reason: str = attrs.field(default="", converter=_kept)
     started_at: float | None = None
     finished_at: float | None = None
     hook_points: frozenset[HookPoint] = _NO_POINTS
@@ -777,6 +799,12 @@ def _evolve(state: RolloutState, **changes: Any) -> RolloutState:
 
     Safe because the machine only ever changes fields to values of their declared types.
     """
+    # Every reason the machine writes passes here: free text from outside (an operator's
+    # pause reason, a server's error) is kept to MAX_TEXT characters, prefixes included.
+    if "reason" in changes:
+        changes["reason"] = _kept(changes["reason"])
+    if changes.get("pause_reason") is not None:
+        changes["pause_reason"] = _kept(changes["pause_reason"])
     new = object.__new__(RolloutState)
     fields = new.__dict__
     fields.update(state.__dict__)

@@ -16,6 +16,10 @@ Which event gets which severity:
   (the canary's weight changed); `VerdictReached` pass or not_yet; `CommandReceived`
   accepted; `RolloutResumed` (a new runner took over); any event kind added later.
 
+A notice's `message` and `reason` are free text from outside (an operator's reason, a
+server's error): they hold no control characters (escaped, `canarykit._text.shown`) and
+at most `canarykit._text.MAX_TEXT` characters of each reason.
+
 Why: as in Flagger, a finished promotion is info, a failed check (Flagger's "halt
 advancement") is warn and a failed canary is error. Rolling back is announced at warn and
 its end at error, so an error-only channel hears once per rollback. A rollback that could
@@ -46,6 +50,7 @@ from .._events import (
 from .._machine import Phase
 from .._observe import ArmStats
 from .._split import TrafficSplit
+from .._text import shown
 from .._verdict import VerdictKind
 
 __all__ = ["Notice", "Severity", "describe_event", "event_severity"]
@@ -207,6 +212,14 @@ def _arm(stats: ArmStats) -> dict[str, Any]:
     }
 
 
+def _metric_json(data: dict[str, Any]) -> dict[str, Any]:
+    """A metric verdict's JSON with its reason (a decider's, maybe a server's) escaped."""
+    reason = data.get("reason")
+    if isinstance(reason, str):
+        data["reason"] = shown(reason)
+    return data
+
+
 def _phase_message(event: PhaseChanged) -> str:
     old, new, reason = event.old, event.new, event.reason
     if new is Phase.PROGRESSING:
@@ -246,7 +259,7 @@ def _describe(event: object) -> tuple[str, str, dict[str, Any]]:
             "analysis": event.kind.value,
             "verdict": verdict.kind.value,
             "window": [event.start, event.end],
-            "metrics": [m.to_json() for m in verdict.metrics],
+            "metrics": [_metric_json(m.to_json()) for m in verdict.metrics],
             "stable": _arm(event.observation.stable),
             "canary": _arm(event.observation.canary),
         }
@@ -329,6 +342,9 @@ def describe_event(
         tracker = Tracker(rollout)
         tracker.observe(event)
     message, reason, details = _describe(event)
+    # Reasons are free text from outside (an operator, a server): a notice carries them
+    # on one line, control characters escaped, at most MAX_TEXT characters of each.
+    message, reason = shown(message), shown(reason)
     time = getattr(event, "time", math.nan)
     return Notice(
         rollout=rollout,
