@@ -34,24 +34,32 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any, TypeAlias
 
 import anyio
 import anyio.to_thread
 import attrs
 
+from . import _text
 from ._errors import ConfigError
 from ._events import GateOpened, GateWaiting, HookRan, RolloutEvent
-from ._http import default_tls, import_httpx, worth_retrying
+from ._http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    ResponseTooLarge,
+    check_max_bytes,
+    default_tls,
+    exchange,
+    header_secrets,
+    import_httpx,
+    redacting_httpx_logs,
+    url_secrets,
+    worth_retrying,
+)
 from ._machine import HookAnswered, HookPoint, Phase, RolloutState
 from ._plan import Plan, SetWeight
 from ._protocols import Clock
 from ._safe import check_name
 from ._validate import finite
-
-if TYPE_CHECKING:
-    import httpx
 
 __all__ = [
     "Approval",
@@ -363,8 +371,6 @@ class FileApproval:
 
 # ---------------------------------------------------------------------------- webhooks
 
-_BODY_EXCERPT = 200
-
 
 def _text_map(field: str, value: Any) -> dict[str, str]:
     if value is None:
@@ -382,24 +388,8 @@ def _text_map(field: str, value: Any) -> dict[str, str]:
     return out
 
 
-def _hidden_parts(
-    url: str, url_parts: tuple[str, ...], headers: Mapping[str, str], metadata: Mapping[str, str]
-) -> tuple[str, ...]:
-    """Every substring to blank out of reasons and logs, longest first.
-
-    Beyond the URL's own parts: each query value and each long path segment (a token
-    echoed back by the endpoint is still a token), and header and metadata values and
-    their long words (the token of ``Bearer <token>``).
-    """
-    found = set(url_parts)
-    parts = urlsplit(url)
-    found.update(value for _, value in parse_qsl(parts.query) if len(value) >= 4)
-    found.update(segment for segment in parts.path.split("/") if len(segment) >= 8)
-    for value in [*headers.values(), *metadata.values()]:
-        if value != "application/json" and len(value) >= 4:
-            found.add(value)
-            found.update(word for word in value.split() if len(word) >= 8)
-    return tuple(sorted(found, key=len, reverse=True))
+# Characters of an error answer quoted in a webhook's reason.
+_REASON_EXCERPT = 200
 
 
 class Webhook:
@@ -411,13 +401,19 @@ class Webhook:
     doubles from `backoff` seconds (real time); other answers are final at once. It never
     raises: a failure is a no, with the status and the start of the body as the reason.
 
+    Bounds: `timeout` (10 s) is a deadline for each try as a whole, connecting, sending
+    and reading the answer, so a server that sends a byte at a time cannot stretch it.
+    A 2xx answer's body is read up to `max_response_bytes` (1 MiB; a longer one is a no
+    that says so); an error answer's only far enough to quote its start.
+
     The body is `HookCall.to_json` (``name``, ``type``, ``phase``, ``step``, ``steps``,
     ``weight``, ``next_weight``, ``waiting_since``, ``reason``, ``time``) plus
     ``namespace`` when given and ``metadata`` (a mapping of strings), as Flagger's
     payload. `headers` are sent with each request (an ``Authorization``, say).
 
     URLs, headers and metadata may hold secrets: reprs and logs show only the scheme and
-    host of the URL and never header or metadata values. Needs httpx
+    host of the URL and never header or metadata values, and they are blanked out of any
+    text the endpoint sends back before it is quoted. Needs httpx
     (``pip install 'canarykit[http]'``).
     """
 
@@ -432,9 +428,10 @@ class Webhook:
         metadata: Mapping[str, str] | None = None,
         namespace: str | None = None,
         headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         # The URL helpers are the notifiers' own: one rule for hiding secrets.
-        from .notify._deliver import _check_url, _secret_parts, _shown_url
+        from .notify._deliver import _check_url, _shown_url
 
         self._url = _check_url(url)
         self._shown = _shown_url(url)
@@ -448,11 +445,14 @@ class Webhook:
         self.backoff = finite("backoff", backoff)
         if self.backoff < 0:
             raise ConfigError("backoff", backoff, "must be >= 0")
+        self.max_response_bytes = check_max_bytes("max_response_bytes", max_response_bytes)
         self.metadata = _text_map("metadata", metadata)
         self.namespace = None if namespace is None else check_name("namespace", namespace)
         self._headers = {"Content-Type": "application/json", **_text_map("headers", headers)}
         self._httpx = import_httpx("canarykit.Webhook", _EXTRA)
-        self._secrets = _hidden_parts(url, _secret_parts(url), self._headers, self.metadata)
+        self._redact = _text.Redactor(
+            [*url_secrets(url), *header_secrets(self._headers), *header_secrets(self.metadata)]
+        )
         self._requests = 0
         self._retries = 0
 
@@ -474,31 +474,12 @@ class Webhook:
         body["metadata"] = dict(self.metadata)
         return body
 
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def _excerpt(self, response: httpx.Response) -> str:
-        try:
-            text = response.text
-        except Exception:
-            return ""
-        text = " ".join(self._redact(text[: _BODY_EXCERPT * 2]).split())
-        text = "".join(c for c in text if c.isprintable())
-        return text if len(text) <= _BODY_EXCERPT else text[:_BODY_EXCERPT] + "..."
-
     async def __call__(self, call: HookCall) -> HookAnswer:
         """The hook: POST the call and answer yes on 2xx (after retries for transient failures)."""
-        from .notify._deliver import _RedactFilter
-
         httpx = self._httpx
         body = json.dumps(self.payload(call), allow_nan=False).encode()
-        log_filter = _RedactFilter(self._secrets)
-        httpx_logger = logging.getLogger("httpx")
-        httpx_logger.addFilter(log_filter)  # httpx logs each request's URL at INFO
         reason = "not attempted"
-        try:
+        with redacting_httpx_logs(self._redact):
             async with httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout),
                 verify=default_tls(httpx),
@@ -510,22 +491,30 @@ class Webhook:
                         await anyio.sleep(self.backoff * 2 ** (attempt - 2))
                     self._requests += 1
                     try:
-                        response = await client.post(self._url, content=body, headers=self._headers)
-                    except httpx.TimeoutException:
+                        answer = await exchange(
+                            client,
+                            "POST",
+                            self._url,
+                            deadline=self.timeout,
+                            max_bytes=self.max_response_bytes,
+                            content=body,
+                            headers=self._headers,
+                        )
+                    except TimeoutError:
                         reason = f"timed out after {self.timeout:g} s"
                         continue
+                    except ResponseTooLarge as exc:
+                        return HookAnswer(False, exc.advice("max_response_bytes"))
                     except httpx.HTTPError as exc:
-                        reason = self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                        text = self._redact(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                        reason = _text.shown(text, limit=_REASON_EXCERPT)
                         continue
-                    status = response.status_code
-                    if 200 <= status < 300:
-                        return HookAnswer(True, f"HTTP {status}")
-                    excerpt = self._excerpt(response)
-                    reason = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
-                    if not worth_retrying(status):
+                    if answer.ok:
+                        return HookAnswer(True, f"HTTP {answer.status}")
+                    excerpt = answer.text(self._redact, limit=_REASON_EXCERPT).strip()
+                    reason = f"HTTP {answer.status}" + (f": {excerpt}" if excerpt else "")
+                    if not worth_retrying(answer.status):
                         return HookAnswer(False, reason)
-        finally:
-            httpx_logger.removeFilter(log_filter)
         tries = f" ({self.attempts} tries)" if self.attempts > 1 else ""
         return HookAnswer(False, f"{reason}{tries}")
 

@@ -1,10 +1,28 @@
-"""httpx, imported lazily by the parts that speak HTTP, and what they share."""
+"""httpx, imported lazily by the parts that speak HTTP, and what they share.
+
+How this works. Every exchange with a server goes through `exchange`: one deadline for
+the whole of it, and a streamed body read up to a limit, so that neither a slow server
+nor a huge answer can hold or fill the process. Text quoted from an answer goes through
+`Answer.text`: secrets blanked on the raw text first (`Redactor`), then shown on one
+line (`shown`). `RedactLogs` does the same for httpx's own log lines.
+"""
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import logging
 import re
 import ssl
+from collections.abc import Iterator, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import attrs
+
+from ._errors import ConfigError
+from ._text import MAX_TEXT, Redactor, shown
 
 # Answers worth another try besides 5xx: the endpoint may answer the same request
 # differently later.
@@ -41,3 +59,201 @@ def default_tls(httpx: Any) -> Any:
     if not _tls:
         _tls.append(create())
     return _tls[0]
+
+
+# ---------------------------------------------------------------------------- bounded reads
+
+# The part of an error answer read to quote it: enough for any message a server writes,
+# and the rest is never downloaded.
+EXCERPT_BYTES = 4096
+# The default limit for answers canarykit only checks the status of (webhooks,
+# notifications): nothing legitimate comes near it.
+DEFAULT_MAX_RESPONSE_BYTES = 1 << 20
+
+
+def check_max_bytes(field: str, value: Any) -> int:
+    """A response size limit: an int of at least 1 KiB (an error excerpt must fit)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+        raise ConfigError(field, value, "must be an integer number of bytes >= 1024")
+    return value
+
+
+def size_text(size: int) -> str:
+    """A byte count for people: ``1 MiB``, ``64 KiB``, ``1500 bytes``."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
+
+
+class ResponseTooLarge(Exception):
+    """A successful answer longer than the limit; the caller names its own option."""
+
+    def __init__(self, status: int, limit: int) -> None:
+        super().__init__(f"HTTP {status} answer larger than {size_text(limit)}")
+        self.status = status
+        self.limit = limit
+
+    def advice(self, field: str) -> str:
+        """The message for the user: the limit, and the option that raises it."""
+        return (
+            f"the HTTP {self.status} answer is larger than {field}={self.limit} "
+            f"({size_text(self.limit)}); it was not read further (raise {field} if the "
+            "answer is legitimately that large)"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Answer:
+    """A response read within bounds: its status, and its body or the start of it.
+
+    `cut` is True when the body went on past what was read (always an error answer: an
+    oversized successful answer raises `ResponseTooLarge`).
+    """
+
+    status: int
+    body: bytes
+    cut: bool
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx status."""
+        return 200 <= self.status < 300
+
+    def text(self, redact: Redactor, *, limit: int = MAX_TEXT) -> str:
+        """The body as text: secrets blanked first, then shown on one line (`shown`)."""
+        return shown(redact(decoded(self.body, cut=self.cut), cut=self.cut), limit=limit)
+
+
+def decoded(body: bytes, *, cut: bool) -> str:
+    """`body` as UTF-8 text (bad bytes replaced); a character cut in two at the end is dropped.
+
+    Dropping it, rather than showing U+FFFD, keeps the text a prefix of what was sent, so
+    that the redactor still recognises the start of a secret cut there.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    return decoder.decode(body, final=not cut)
+
+
+async def exchange(
+    client: Any,
+    method: str,
+    url: str,
+    *,
+    deadline: float,
+    max_bytes: int,
+    excerpt_bytes: int = EXCERPT_BYTES,
+    **request: Any,
+) -> Answer:
+    """One HTTP request and its answer, bounded in time and in size.
+
+    `deadline` bounds the whole exchange, connecting, sending, waiting for the headers and
+    reading the body, so a server that drips a byte every second cannot stretch it (httpx's
+    own timeouts are per operation, and each byte restarts them). Past it this raises
+    `TimeoutError`, as does an httpx timeout. The body is streamed: a successful answer is
+    read up to `max_bytes` and `ResponseTooLarge` raised beyond; an error answer is read
+    only up to `excerpt_bytes`, enough to quote it, and the rest never downloaded. Other
+    httpx errors (a refused connection, a broken answer) pass through.
+    """
+    httpx = import_httpx("canarykit", "pip install 'canarykit[http]'")
+    try:
+        with anyio.fail_after(deadline):
+            async with client.stream(method, url, **request) as response:
+                status = response.status_code
+                ok = 200 <= status < 300
+                body, cut = await _read(
+                    response, max_bytes if ok else min(excerpt_bytes, max_bytes)
+                )
+    except httpx.TimeoutException:
+        raise TimeoutError(f"no answer within {deadline:g} s") from None
+    if ok and cut:
+        raise ResponseTooLarge(status, max_bytes)
+    return Answer(status=status, body=body, cut=cut)
+
+
+async def _read(response: Any, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of the body, and whether there was more."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        room = limit - len(body)
+        if len(chunk) > room:
+            body += chunk[:room]
+            return bytes(body), True
+        body += chunk
+    return bytes(body), False
+
+
+# ---------------------------------------------------------------------------- secrets
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of `url` to blank out of any text: the URL as given and as httpx writes it,
+    its path, query, password, each query value and each long path segment (a token in a
+    path, echoed back by the endpoint, is still a token).
+    """  # noqa: D205 (the summary needs two lines)
+    found = [url]
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return found
+    if len(parts.path) > 1:
+        found.append(parts.path)
+    if parts.query:
+        found.append(parts.query)
+        found.extend(value for _, value in parse_qsl(parts.query))
+    if password:
+        found.append(password)
+    found.extend(segment for segment in parts.path.split("/") if len(segment) >= 8)
+    # As httpx writes it in its log line; without httpx or for an odd URL the raw forms do.
+    with contextlib.suppress(Exception):
+        import httpx
+
+        found.append(str(httpx.URL(url)))
+    return found
+
+
+def header_secrets(headers: Mapping[str, str]) -> list[str]:
+    """Header (or metadata) values to blank out of any text, and their long words (the
+    token of ``Bearer <token>``, the credentials of ``Basic <base64>``).
+    """  # noqa: D205 (the summary needs two lines)
+    found: list[str] = []
+    for value in headers.values():
+        if value in _NOT_SECRET:
+            continue
+        found.append(value)
+        found.extend(word for word in value.split() if len(word) >= 8)
+    return found
+
+
+_NOT_SECRET = frozenset({"application/json", "canarykit"})
+
+
+class RedactLogs(logging.Filter):
+    """Blanks secrets out of the records of the logger it is attached to (httpx logs each
+    request's URL, and the status line of its answer, at INFO).
+    """  # noqa: D205 (the summary needs two lines)
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self.redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = self.redact(message)
+        if hidden != message:
+            record.msg = hidden
+            record.args = None
+        return True
+
+
+@contextlib.contextmanager
+def redacting_httpx_logs(redact: Redactor) -> Iterator[None]:
+    """While inside, httpx's log records have `redact`'s secrets blanked."""
+    log_filter = RedactLogs(redact)
+    httpx_logger = logging.getLogger("httpx")
+    httpx_logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        httpx_logger.removeFilter(log_filter)

@@ -7,7 +7,9 @@ without waiting (``send_nowait``), so a slow or dead endpoint can never slow the
 or make it fail. The task posts the notices in order, each attempt bounded by `timeout`;
 a timeout, a connection error, HTTP 408, 425, 429 or 5xx is retried, `attempts` tries in
 all, after a backoff that doubles from `backoff` seconds (real time: notifications are
-about the real world even when the rollout runs on a virtual clock).
+about the real world even when the rollout runs on a virtual clock). `timeout` is a
+deadline for the attempt as a whole, the answer included; the answer's body is read up to
+`max_response_bytes` (1 MiB) for a 2xx and only far enough to quote its start otherwise.
 
 A notice that cannot be delivered is dropped, counted in `stats` and logged, never raised:
 the queue was full, the endpoint kept failing, it answered with a 4xx that a retry would
@@ -17,13 +19,12 @@ cancelled (a rollback's notice matters most then), for at most `drain_timeout` s
 
 Secrets. Webhook URLs carry secrets (a Slack incoming webhook's URL *is* one). A notifier
 shows only the scheme and host (``https://hooks.slack.com/***``) in its repr and its logs,
-blanks the URL out of any error text it logs, and, while it runs, out of httpx's own
-request log line.
+blanks the URL and header values out of any error text it logs (on the raw text, before
+it is cut or escaped), and, while it runs, out of httpx's own request log line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -35,8 +36,20 @@ import anyio
 import attrs
 
 from .._errors import ConfigError
-from .._http import default_tls, import_httpx, worth_retrying
+from .._http import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    RedactLogs,
+    ResponseTooLarge,
+    check_max_bytes,
+    default_tls,
+    exchange,
+    header_secrets,
+    import_httpx,
+    url_secrets,
+    worth_retrying,
+)
 from .._safe import check_name
+from .._text import Redactor, shown
 from .._validate import finite
 from ._describe import Notice, Severity, Tracker, describe_event, event_severity, is_routine
 
@@ -53,6 +66,8 @@ logger = logging.getLogger("canarykit.notify")
 
 _EXTRA = "pip install 'canarykit[http]'"
 _HIDDEN = "***"
+# Characters of an error answer (or error message) quoted in a log line.
+_EXCERPT = 200
 
 
 def _shown_url(url: str) -> str:
@@ -88,22 +103,6 @@ def _check_url(url: Any) -> str:
     return url
 
 
-def _secret_parts(url: str) -> tuple[str, ...]:
-    """Substrings of `url` to blank out of any text: the URL, its path, query and password."""
-    parts = urlsplit(url)
-    found = {url}
-    if len(parts.path) > 1:
-        found.add(parts.path)
-    if parts.query:
-        found.add(parts.query)
-    if parts.password:
-        found.add(parts.password)
-    # As httpx writes it in its log; without httpx or for an odd URL the raw forms do.
-    with contextlib.suppress(Exception):
-        found.add(str(import_httpx("canarykit.notify", _EXTRA).URL(url)))
-    return tuple(sorted(found, key=len, reverse=True))
-
-
 def _positive(field: str, value: Any) -> float:
     number = finite(field, value)
     if not number > 0:
@@ -115,26 +114,6 @@ def _count(field: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(field, value, f"must be an integer >= {minimum}")
     return value
-
-
-class _RedactFilter(logging.Filter):
-    """Blanks a notifier's secrets out of records of the logger it is attached to."""
-
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, _HIDDEN)
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            record.msg = self.redact(message)
-            record.args = None
-        return True
 
 
 @attrs.frozen(kw_only=True)
@@ -169,6 +148,7 @@ class Notifier:
         backoff: float = 1.0,
         queue_size: int = 100,
         drain_timeout: float = 10.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._url = _check_url(url)
         self._shown = _shown_url(url)
@@ -184,8 +164,12 @@ class Notifier:
             raise ConfigError("backoff", backoff, "must be >= 0")
         self.queue_size = _count("queue_size", queue_size, 1)
         self.drain_timeout = _positive("drain_timeout", drain_timeout)
+        self.max_response_bytes = check_max_bytes("max_response_bytes", max_response_bytes)
         self._httpx = import_httpx("canarykit.notify", _EXTRA)
-        self._filter = _RedactFilter(_secret_parts(url))
+        # A subclass sets its extra headers before calling this: their values are
+        # secrets too (tokens).
+        self._redact = Redactor([*url_secrets(url), *header_secrets(self._headers())])
+        self._filter = RedactLogs(self._redact)
         self._trackers: dict[str, Tracker] = {}
         self._send: MemoryObjectSendStream[tuple[Notice, bytes]] | None = None
         self._group: TaskGroup | None = None
@@ -368,19 +352,27 @@ class Notifier:
         try:
             for attempt in range(1, self.attempts + 1):
                 try:
-                    with anyio.fail_after(self.timeout):
-                        response = await client.post(
-                            self._url, content=body, headers=self._headers()
-                        )
+                    answer = await exchange(
+                        client,
+                        "POST",
+                        self._url,
+                        deadline=self.timeout,
+                        max_bytes=self.max_response_bytes,
+                        content=body,
+                        headers=self._headers(),
+                    )
+                except ResponseTooLarge as exc:
+                    reason = exc.advice("max_response_bytes")
+                    break  # the endpoint will send it again
                 except Exception as exc:
                     reason = self._describe(exc)
                 else:
-                    status = response.status_code
-                    if 200 <= status < 300:
+                    if answer.ok:
                         self._sent += 1
                         return
-                    reason = f"HTTP {status}"
-                    if not worth_retrying(status):
+                    excerpt = answer.text(self._redact, limit=_EXCERPT).strip()
+                    reason = f"HTTP {answer.status}" + (f": {excerpt}" if excerpt else "")
+                    if not worth_retrying(answer.status):
                         break  # the same request will be refused again
                 if attempt < self.attempts:
                     self._retried += 1
@@ -394,8 +386,10 @@ class Notifier:
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError):
             return f"timed out after {self.timeout:g} s"
-        text = self._filter.redact(str(exc))
-        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+        text = self._redact(str(exc))
+        return shown(
+            f"{type(exc).__name__}: {text}" if text else type(exc).__name__, limit=_EXCERPT
+        )
 
 
 def _headers_checked(headers: Mapping[str, str] | None) -> dict[str, str]:

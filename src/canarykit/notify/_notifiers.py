@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._errors import ConfigError
+from .._http import DEFAULT_MAX_RESPONSE_BYTES
 from ._deliver import Notifier, _headers_checked
 from ._describe import Notice, Severity
 
@@ -126,9 +127,12 @@ class SlackNotifier(Notifier):
     - `every_verdict`: also send passing and not-yet verdicts (one every analysis window;
       off by default, as such a stream is not news).
     - `channel`, `username`: overrides that legacy incoming webhooks honour.
-    - `timeout` (5 s per attempt), `attempts` (3 in all), `backoff` (1 s, doubling),
-      `queue_size` (100 notices), `drain_timeout` (10 s to deliver what is queued when
-      the block ends).
+    - `timeout` (5 s per attempt, a deadline for the whole exchange, the answer
+      included), `attempts` (3 in all), `backoff` (1 s, doubling), `queue_size` (100
+      notices), `drain_timeout` (10 s to deliver what is queued when the block ends).
+    - `max_response_bytes` (1 MiB): the most of a 2xx answer's body read; a longer one
+      is refused (the notice dropped, saying so). Of an error answer only its start is
+      read, to quote it in the log.
 
     The URL is a secret: it never appears in full in a repr, an error or a log.
     `stats` counts what was sent, dropped and retried.
@@ -148,6 +152,7 @@ class SlackNotifier(Notifier):
         backoff: float = 1.0,
         queue_size: int = 100,
         drain_timeout: float = 10.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.channel = _optional_text("channel", channel)
         self.username = _optional_text("username", username)
@@ -161,6 +166,7 @@ class SlackNotifier(Notifier):
             backoff=backoff,
             queue_size=queue_size,
             drain_timeout=drain_timeout,
+            max_response_bytes=max_response_bytes,
         )
 
     def _payload(self, notice: Notice) -> dict[str, Any]:
@@ -202,6 +208,7 @@ class WebhookNotifier(Notifier):
         backoff: float = 1.0,
         queue_size: int = 100,
         drain_timeout: float = 10.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self._extra_headers = _headers_checked(headers)
         super().__init__(
@@ -214,11 +221,7 @@ class WebhookNotifier(Notifier):
             backoff=backoff,
             queue_size=queue_size,
             drain_timeout=drain_timeout,
-        )
-        # Header values are secrets too (tokens): keep them out of logged error text.
-        values = tuple(v for v in self._extra_headers.values() if len(v) >= 4)
-        self._filter.secrets = tuple(
-            sorted(set(self._filter.secrets) | set(values), key=len, reverse=True)
+            max_response_bytes=max_response_bytes,
         )
 
     def _payload(self, notice: Notice) -> dict[str, Any]:
