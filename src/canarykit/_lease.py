@@ -16,7 +16,11 @@ lease or a Redis key with an expiry. canarykit ships two:
   The kernel drops the lock when the process dies, even by ``kill -9``, so a crashed
   runner never blocks the next one. The file also records the holder, its process, host
   and the time the lease expires, so a stuck holder is visible: the error a second runner
-  gets says who holds the lease and whether it is overdue.
+  gets says who holds the lease and whether it is overdue. Given the traffic `target`
+  (what the router controls: an include file, a socket and backend, an object), it also
+  locks a file named after that target in a directory shared by all of this user's
+  rollouts on the host (`target_lock_dir`), so two rollout names or two state
+  directories can never drive one router.
 - `MemoryLease`: a lease held in a dict (`MemoryStore` uses one), with an expiry.
 
 The errors::
@@ -29,23 +33,33 @@ The errors::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import secrets
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from ._errors import ConfigError, LeaseError, LeaseHeldError, LeaseLostError
+from ._files import open_nofollow, parse_json, private_dir
+from ._text import shown
 
 __all__ = [
+    "LOCK_DIR_VARIABLE",
     "FileLease",
     "Lease",
     "MemoryLease",
     "default_holder",
+    "pid_alive",
+    "target_lock_dir",
 ]
+
+# The environment variable that moves the directory of traffic-target locks.
+LOCK_DIR_VARIABLE = "CANARYKIT_LOCK_DIR"
 
 
 @runtime_checkable
@@ -106,6 +120,94 @@ def _ttl(value: Any) -> float:
     return float(value)
 
 
+def target_lock_dir() -> Path:
+    """Where the locks on traffic targets live: one private directory per user and host.
+
+    ``$CANARYKIT_LOCK_DIR`` when set, else ``$XDG_RUNTIME_DIR/canarykit/targets``, else
+    ``<temporary directory>/canarykit-<uid>/targets``. It does not depend on the state
+    directory: that is the point, two state directories must meet here.
+    """
+    chosen = os.environ.get(LOCK_DIR_VARIABLE)
+    if chosen:
+        return Path(chosen)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        return Path(runtime) / "canarykit" / "targets"
+    user = os.geteuid() if hasattr(os, "geteuid") else "user"
+    return Path(tempfile.gettempdir()) / f"canarykit-{user}" / "targets"
+
+
+def pid_alive(pid: Any) -> bool:
+    """True if process `pid` runs on this host (another user's process counts)."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    except (OverflowError, OSError):  # not a pid this system can have
+        return False
+    return True
+
+
+class _Lock:
+    """One flock held on one file, and the JSON the holder keeps in it."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        self.path = path
+        self.what = what
+        self.fd: int | None = None
+
+    def take(self) -> dict[str, Any] | None:
+        """Lock the file: None when taken, else what its holder wrote (possibly None too)."""
+        fcntl = _fcntl()
+        private_dir(self.path.parent, what=f"directory of the {self.what}")
+        for _ in range(3):
+            fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT, 0o600, what=self.what)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                info = _read_info(fd)
+                os.close(fd)
+                return info if info is not None else {}
+            except BaseException:
+                os.close(fd)
+                raise
+            # The holder we raced with may have replaced the file between our open and
+            # our lock; a lock on a file no longer at the path guards nothing: try again.
+            if _same_file(fd, self.path):
+                self.fd = fd
+                return None
+            os.close(fd)
+        raise LeaseError(f"{self.path}: the lock file keeps being replaced")  # pragma: no cover
+
+    def intact(self) -> bool:
+        return self.fd is not None and _same_file(self.fd, self.path)
+
+    def write(self, info: dict[str, Any]) -> None:
+        assert self.fd is not None
+        data = (json.dumps(info, sort_keys=True) + "\n").encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, data, 0)
+
+    def drop(self, info: dict[str, Any] | None) -> None:
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        try:
+            if info is not None and _same_file(fd, self.path):
+                data = (json.dumps(info, sort_keys=True) + "\n").encode()
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, data, 0)
+        finally:
+            try:
+                _fcntl().flock(fd, _fcntl().LOCK_UN)
+            finally:
+                os.close(fd)
+
+
 class FileLease:
     """A `Lease` held as an exclusive ``flock`` on a lock file (POSIX only).
 
@@ -115,17 +217,35 @@ class FileLease:
     The file holds JSON saying who holds the lease and until when (`read_holder`); it is
     never deleted, since a lock on a deleted file would no longer exclude anyone. `renew`
     fails if the file was removed or replaced meanwhile.
+
+    The lock file is opened without following a symbolic link and must be a regular
+    file; its directory is created private (0700) and refused when other users may
+    write to it (`FileRefusedError`).
+
+    With ``target="nginx include /etc/nginx/canary/web.conf"`` (any string that names
+    what the router controls), the lease also locks ``<sha256 of target>.lock`` in
+    `target_lock_dir`: a second lease on the same target is refused (`LeaseHeldError`,
+    naming the target and its holder) whatever its own path.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, holder: str | None = None, ttl: float = 30.0
+        self,
+        path: str | os.PathLike[str],
+        *,
+        holder: str | None = None,
+        ttl: float = 30.0,
+        target: str | None = None,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise ConfigError("path", path, "must be a file path")
+        if target is not None and (not isinstance(target, str) or not target):
+            raise ConfigError("target", target, "must be a non-empty string (or None)")
         self.path = Path(path)
+        self.target = target
         self._holder = _holder(holder)
         self._ttl = _ttl(ttl)
-        self._fd: int | None = None
+        self._lock = _Lock(self.path, "lock file")
+        self._target_lock: _Lock | None = None
         self._acquired_at = 0.0
 
     @property
@@ -141,78 +261,81 @@ class FileLease:
     @property
     def held(self) -> bool:
         """True between a successful `acquire` and `release`."""
-        return self._fd is not None
+        return self._lock.fd is not None
+
+    @property
+    def target_path(self) -> Path | None:
+        """The lock file of the traffic target (None without a target)."""
+        if self.target is None:
+            return None
+        digest = hashlib.sha256(self.target.encode("utf-8", "surrogatepass")).hexdigest()
+        return target_lock_dir() / f"{digest}.lock"
 
     async def acquire(self) -> None:
-        """Lock the file, or raise `LeaseHeldError` naming the current holder."""
-        if self._fd is not None:
+        """Lock the file (and the target's), or raise `LeaseHeldError` naming the holder."""
+        if self.held:
             await self.renew()
             return
-        fcntl = _fcntl()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        held_by = self._lock.take()
+        if held_by is not None:
+            raise LeaseHeldError(self._held_message(held_by or None))
+        target_path = self.target_path
+        if target_path is not None:
+            target_lock = _Lock(target_path, "traffic target lock file")
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                info = _read_info(fd)
-                os.close(fd)
-                raise LeaseHeldError(self._held_message(info)) from None
+                held_by = target_lock.take()
             except BaseException:
-                os.close(fd)
+                self._lock.drop(None)
                 raise
-            # The holder we raced with may have replaced the file between our open and
-            # our lock; a lock on a file no longer at the path guards nothing: try again.
-            if _same_file(fd, self.path):
-                break
-            os.close(fd)
-        else:  # pragma: no cover - needs three replacements racing one acquire
-            raise LeaseError(f"{self.path}: the lock file keeps being replaced")
-        self._fd = fd
+            if held_by is not None:
+                self._lock.drop(None)
+                raise LeaseHeldError(self._target_held_message(held_by or None))
+            self._target_lock = target_lock
         self._acquired_at = time.time()
         self._write_info(released=False)
 
     async def renew(self) -> None:
-        """Extend the lease; `LeaseLostError` if it is not held or its file was replaced."""
-        if self._fd is None:
+        """Extend the lease; `LeaseLostError` if it is not held or a lock file was replaced."""
+        if not self.held:
             raise LeaseLostError(f"{self.path}: the lease is not held")
-        if not _same_file(self._fd, self.path):
-            raise LeaseLostError(
-                f"{self.path}: the lock file was removed or replaced, so another runner "
-                "may hold the lease now"
-            )
+        for lock in (self._lock, self._target_lock):
+            if lock is not None and not lock.intact():
+                raise LeaseLostError(
+                    f"{lock.path}: the lock file was removed or replaced, so another runner "
+                    "may hold the lease now"
+                )
         self._write_info(released=False)
 
     async def release(self) -> None:
-        """Unlock and close the file (a no-op if not held)."""
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
+        """Unlock and close the files (a no-op if not held)."""
+        target_lock, self._target_lock = self._target_lock, None
         try:
-            if _same_file(fd, self.path):
-                self._write_info(released=True, fd=fd)
+            if target_lock is not None:
+                target_lock.drop(self._info(released=True))
         finally:
-            try:
-                _fcntl().flock(fd, _fcntl().LOCK_UN)
-            finally:
-                os.close(fd)
+            self._lock.drop(self._info(released=True))
 
     def read_holder(self) -> dict[str, Any] | None:
-        """What the lock file says: holder, pid, host, acquired_at, expires_at (or None)."""
+        """What the lock file says: holder, pid, host, acquired_at, expires_at (or None).
+
+        ``stale`` is added, True when the holder ran on this host and its process is
+        gone (its lock died with it), so a report does not show a dead runner as live.
+        """
         try:
-            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            fd = open_nofollow(self.path, os.O_RDONLY, what="lock file")
         except FileNotFoundError:
             return None
         try:
-            return _read_info(fd)
+            info = _read_info(fd)
         finally:
             os.close(fd)
+        if info is not None:
+            info["stale"] = _stale(info)
+        return info
 
-    def _write_info(self, *, released: bool, fd: int | None = None) -> None:
-        fd = self._fd if fd is None else fd
-        assert fd is not None
+    def _info(self, *, released: bool) -> dict[str, Any]:
         now = time.time()
-        info = {
+        info: dict[str, Any] = {
             "holder": self._holder,
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -221,32 +344,68 @@ class FileLease:
             "expires_at": None if released else now + self._ttl,
             "released": released,
         }
-        data = (json.dumps(info, sort_keys=True) + "\n").encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+        if self.target is not None:
+            info["target"] = self.target
+            info["lock"] = str(self.path.absolute())
+        return info
+
+    def _write_info(self, *, released: bool) -> None:
+        info = self._info(released=released)
+        self._lock.write(info)
+        if self._target_lock is not None:
+            self._target_lock.write(info)
 
     def _held_message(self, info: dict[str, Any] | None) -> str:
         base = f"{self.path}: the rollout is already being run by another runner"
-        if info is None or not isinstance(info.get("holder"), str):
-            return base + " (holder unknown); only one runner may drive a rollout"
-        who = f"{info['holder']} (pid {info.get('pid')} on {info.get('host')})"
-        expires = info.get("expires_at")
-        if isinstance(expires, (int, float)) and not isinstance(expires, bool):
-            left = expires - time.time()
-            if left < 0:
-                status = (
-                    f"its lease ran out {-left:.0f} s ago but it still holds the lock: it "
-                    "looks stuck; stop that process to take over"
-                )
-            else:
-                status = f"lease renewed, expires in {left:.0f} s"
-        else:
-            status = "expiry unknown"
-        return f"{base}: {who}; {status}; only one runner may drive a rollout"
+        return base + _holder_status(info)
+
+    def _target_held_message(self, info: dict[str, Any] | None) -> str:
+        rollout = ""
+        if info is not None and isinstance(info.get("lock"), str):
+            rollout = f" for the rollout locked by {shown(info['lock'])}"
+        base = (
+            f"traffic target {shown(self.target)} is already being driven by another "
+            f"runner{rollout}"
+        )
+        return base + _holder_status(info)
 
     def __repr__(self) -> str:
         state = "held" if self.held else "not held"
-        return f"<FileLease {str(self.path)!r} {self._holder!r} {state}>"
+        target = "" if self.target is None else f" target {self.target!r}"
+        return f"<FileLease {str(self.path)!r}{target} {self._holder!r} {state}>"
+
+
+def _stale(info: dict[str, Any]) -> bool:
+    if info.get("released") is True or info.get("host") != socket.gethostname():
+        return False
+    return not pid_alive(info.get("pid"))
+
+
+def _holder_status(info: dict[str, Any] | None) -> str:
+    """Who holds a lease and how it stands, to end the message of a refusal."""
+    if info is None or not isinstance(info.get("holder"), str):
+        return " (holder unknown); only one runner may drive a rollout"
+    who = (
+        f"{shown(info['holder'], limit=200)} (pid {shown(info.get('pid'), limit=20)} "
+        f"on {shown(info.get('host'), limit=200)})"
+    )
+    expires = info.get("expires_at")
+    if (
+        isinstance(expires, (int, float))
+        and not isinstance(expires, bool)
+        and math.isfinite(expires)
+    ):
+        left = expires - time.time()
+        if left < 0:
+            status = (
+                f"its lease ran out {-left:.0f} s ago but it still holds the lock: it "
+                "looks stuck; stop that process to take over"
+            )
+        else:
+            status = f"lease renewed, expires in {left:.0f} s"
+    else:
+        status = "expiry unknown"
+    return f": {who}; {status}; only one runner may drive a rollout"
 
 
 def _fcntl() -> Any:
@@ -261,7 +420,7 @@ def _fcntl() -> Any:
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        at_path = os.stat(path)
+        at_path = os.lstat(path)
     except FileNotFoundError:
         return False
     mine = os.fstat(fd)
@@ -270,8 +429,7 @@ def _same_file(fd: int, path: Path) -> bool:
 
 def _read_info(fd: int) -> dict[str, Any] | None:
     try:
-        data = os.pread(fd, 4096, 0)
-        info = json.loads(data.decode("utf-8"))
+        info = parse_json(os.pread(fd, 4096, 0), what="lock file")
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
@@ -282,7 +440,9 @@ class MemoryLease:
 
     `MemoryStore.lease(key)` gives one; runners using the same store exclude each other.
     An expired lease (not renewed for `ttl` seconds) may be taken over by another holder,
-    as with a Redis key or an etcd lease; the old holder's next `renew` then fails.
+    as with a Redis key or an etcd lease; the old holder's next `renew` then fails. With
+    a `target`, the lease also claims that traffic target in the same dict, so two keys
+    of one store cannot drive one router.
     """
 
     def __init__(
@@ -292,11 +452,17 @@ class MemoryLease:
         *,
         holder: str | None = None,
         ttl: float = 30.0,
+        target: str | None = None,
     ) -> None:
+        if target is not None and (not isinstance(target, str) or not target):
+            raise ConfigError("target", target, "must be a non-empty string (or None)")
         self._holders = holders
         self.key = key
+        self.target = target
         self._holder = _holder(holder)
         self._ttl = _ttl(ttl)
+        # A key is a plain name (no colon), so a target's entry never meets a key's.
+        self._entries = (key,) if target is None else (key, f"target:{target}")
 
     @property
     def holder(self) -> str:
@@ -308,30 +474,40 @@ class MemoryLease:
         """Seconds the lease lasts after an acquire or renew."""
         return self._ttl
 
+    def _what(self, entry: str) -> str:
+        if entry == self.key:
+            return f"rollout {self.key!r} is already being run"
+        return f"traffic target {shown(self.target)} is already being driven"
+
     async def acquire(self) -> None:
         """Take the lease unless another holder has it and it has not expired."""
-        current = self._holders.get(self.key)
         now = time.monotonic()
-        if current is not None and current[0] != self._holder and current[1] > now:
-            raise LeaseHeldError(
-                f"rollout {self.key!r} is already being run by {current[0]} (lease expires "
-                f"in {current[1] - now:.0f} s); only one runner may drive a rollout"
-            )
-        self._holders[self.key] = (self._holder, now + self._ttl)
+        for entry in self._entries:
+            current = self._holders.get(entry)
+            if current is not None and current[0] != self._holder and current[1] > now:
+                raise LeaseHeldError(
+                    f"{self._what(entry)} by {current[0]} (lease expires in "
+                    f"{current[1] - now:.0f} s); only one runner may drive a rollout"
+                )
+        for entry in self._entries:
+            self._holders[entry] = (self._holder, now + self._ttl)
 
     async def renew(self) -> None:
         """Extend the lease, or `LeaseLostError` if another holder has taken it."""
-        current = self._holders.get(self.key)
-        if current is None or current[0] != self._holder:
-            taken = "released" if current is None else f"taken by {current[0]}"
-            raise LeaseLostError(f"rollout {self.key!r}: the lease was {taken}")
-        self._holders[self.key] = (self._holder, time.monotonic() + self._ttl)
+        for entry in self._entries:
+            current = self._holders.get(entry)
+            if current is None or current[0] != self._holder:
+                taken = "released" if current is None else f"taken by {current[0]}"
+                raise LeaseLostError(f"rollout {self.key!r}: the lease was {taken}")
+        for entry in self._entries:
+            self._holders[entry] = (self._holder, time.monotonic() + self._ttl)
 
     async def release(self) -> None:
         """Give the lease up if it is still ours."""
-        current = self._holders.get(self.key)
-        if current is not None and current[0] == self._holder:
-            del self._holders[self.key]
+        for entry in self._entries:
+            current = self._holders.get(entry)
+            if current is not None and current[0] == self._holder:
+                del self._holders[entry]
 
     def __repr__(self) -> str:
         return f"<MemoryLease {self.key!r} {self._holder!r}>"

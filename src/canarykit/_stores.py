@@ -9,8 +9,15 @@ record or the new one, never half of one. Each file carries its format version, 
 and a SHA-256 of its data, so a damaged or hand-edited file is refused by name instead
 of resuming a rollout from garbage. `MemoryStore` keeps records in a dict, for tests.
 
+The directory is trusted only if it is private: `FileStore` creates it 0700 whatever the
+umask and refuses one that other users own or may write to; it opens every file there
+without following symbolic links, reads only regular files of bounded size, and creates
+temporary files exclusively, so whoever cannot write the directory cannot make a save
+write anywhere else or a load hang or crash.
+
 Both offer `lease(key)`, the default `Lease` that keeps a second runner off the same
-rollout (a lock file beside the state for `FileStore`).
+rollout (a lock file beside the state for `FileStore`), and with ``target=`` off the same
+traffic target.
 
 The errors about saved state::
 
@@ -24,12 +31,11 @@ The errors about saved state::
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
 import os
-import tempfile
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +44,12 @@ import anyio.to_thread
 from ._errors import (
     ConfigError,
     CorruptStateError,
+    FileRefusedError,
     StateError,
     StateSaveError,
     StateVersionError,
 )
+from ._files import parse_json, private_dir, read_regular_async, write_private
 from ._lease import FileLease, MemoryLease
 from ._safe import check_name
 
@@ -51,15 +59,14 @@ __all__ = ["FileStore", "MemoryStore"]
 # inside it, which carries its own schema version).
 FILE_FORMAT = "canarykit-state"
 FILE_FORMAT_VERSION = 1
+# The largest state file a load reads. Saved state is small (a plan, a state, a decider's
+# counts; free text in it is cut to MAX_TEXT), so a bigger file was not written by us.
+MAX_STATE_BYTES = 16 * 1024 * 1024
 
 
 def canonical_json(data: Any) -> str:
     """`data` as compact JSON with sorted keys: equal data gives equal text (for checksums)."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in saved state")
 
 
 class FileStore:
@@ -76,6 +83,11 @@ class FileStore:
     ``fsync=False`` skips the two fsyncs (faster; a power cut may then lose the last
     saves, though never leave half a file). `lease(key)` gives a `FileLease` on
     ``<key>.lock`` beside the state, which `Rollout` takes by default.
+
+    The directory is created mode 0700 whatever the umask, and refused
+    (`FileRefusedError`, saying how to fix it) when another user owns it or group or
+    others may write to it. Files in it are never opened through a symbolic link, and a
+    state file that is not a regular file or exceeds 16 MiB is refused as damaged.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, fsync: bool = True) -> None:
@@ -90,9 +102,21 @@ class FileStore:
         """The file that holds `key`'s state (ConfigError for a key that is not a plain name)."""
         return self.directory / f"{check_name('key', key)}.json"
 
-    def lease(self, key: str, *, holder: str | None = None, ttl: float = 30.0) -> FileLease:
-        """The default lease for `key`: a `FileLease` on ``<key>.lock`` beside the state."""
-        return FileLease(self.directory / f"{check_name('key', key)}.lock", holder=holder, ttl=ttl)
+    def lease(
+        self,
+        key: str,
+        *,
+        holder: str | None = None,
+        ttl: float = 30.0,
+        target: str | None = None,
+    ) -> FileLease:
+        """The default lease for `key`: a `FileLease` on ``<key>.lock`` beside the state.
+
+        With `target` (what the router controls), it also locks that target host-wide,
+        so another state directory or rollout name cannot drive the same router.
+        """
+        path = self.directory / f"{check_name('key', key)}.lock"
+        return FileLease(path, holder=holder, ttl=ttl, target=target)
 
     async def save(self, key: str, data: dict[str, Any]) -> None:
         """Replace `key`'s state with `data`, atomically and durably."""
@@ -113,43 +137,32 @@ class FileStore:
         text = json.dumps(envelope, sort_keys=True, indent=1, allow_nan=False) + "\n"
         try:
             await anyio.to_thread.run_sync(self._write, path, text)
+        except FileRefusedError as exc:
+            raise StateSaveError(f"could not save the state: {exc}") from exc
         except OSError as exc:
             raise StateSaveError(f"{path}: could not write the state: {exc}") from exc
 
     def _write(self, path: Path, text: str) -> None:
-        directory = path.parent
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         # The temporary file starts with a dot, so it can never be taken for a key's file.
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(text)
-                file.flush()
-                if self._fsync:
-                    os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
-        if self._fsync:
-            # The rename is durable only once the directory entry is on disk too.
-            dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+        write_private(path, text.encode("utf-8"), fsync=self._fsync, what="state file")
 
     async def load(self, key: str) -> dict[str, Any] | None:
         """`key`'s saved data, or None if nothing was saved under it."""
         path = self.path(key)
         try:
-            text = await anyio.to_thread.run_sync(_read_text, path)
+            _check_directory(self.directory)
+        except OSError as exc:  # FileRefusedError: open to other users
+            raise StateError(f"could not read the saved state: {exc}") from None
+        try:
+            raw = await read_regular_async(path, limit=MAX_STATE_BYTES, what="state file")
+        except FileNotFoundError:
+            return None
+        except FileRefusedError as exc:
+            raise CorruptStateError(f"{exc}; it cannot be a saved state") from None
         except OSError as exc:
             raise StateError(f"{path}: could not read the saved state: {exc}") from exc
-        if text is None:
-            return None
-        return _unwrap(path, key, text)
+        return _unwrap(path, key, raw)
 
     async def delete(self, key: str) -> None:
         """Forget `key`'s state (nothing happens if there is none); its lock file stays."""
@@ -163,19 +176,22 @@ class FileStore:
         return f"FileStore({str(self.directory)!r})"
 
 
-def _read_text(path: Path) -> str | None:
+def _check_directory(directory: Path) -> None:
+    """Refuse to load from a state directory that others may write (when it exists)."""
     try:
-        return path.read_text(encoding="utf-8")
+        info = os.stat(directory)
     except FileNotFoundError:
-        return None
+        return
+    if stat.S_ISDIR(info.st_mode):
+        private_dir(directory)
 
 
-def _unwrap(path: Path, key: str, text: str) -> dict[str, Any]:
+def _unwrap(path: Path, key: str, raw: bytes) -> dict[str, Any]:
     """The data inside a FileStore file, or a StateError saying what is wrong with it."""
     try:
-        envelope = json.loads(text, parse_constant=_refuse_constant)
-    except ValueError as exc:  # JSONDecodeError and NaN/Infinity
-        raise CorruptStateError(f"{path}: not valid JSON ({exc}); the file is damaged") from None
+        envelope = parse_json(raw, what=str(path))
+    except ValueError as exc:
+        raise CorruptStateError(f"{exc}; the file is damaged") from None
     if not isinstance(envelope, dict) or envelope.get("format") != FILE_FORMAT:
         raise CorruptStateError(f"{path}: not a canarykit state file")
     version = envelope.get("version")
@@ -233,9 +249,19 @@ class MemoryStore:
         """Forget `key`'s state."""
         self.saved.pop(key, None)
 
-    def lease(self, key: str, *, holder: str | None = None, ttl: float = 30.0) -> MemoryLease:
-        """The default lease for `key`: held in this store, so one runner per key per store."""
-        return MemoryLease(self._holders, key, holder=holder, ttl=ttl)
+    def lease(
+        self,
+        key: str,
+        *,
+        holder: str | None = None,
+        ttl: float = 30.0,
+        target: str | None = None,
+    ) -> MemoryLease:
+        """The default lease for `key`: held in this store, so one runner per key per store.
+
+        With `target`, two keys of this store cannot drive the same traffic target either.
+        """
+        return MemoryLease(self._holders, key, holder=holder, ttl=ttl, target=target)
 
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self.saved)} key(s)>"
