@@ -27,9 +27,17 @@ Errors: an empty `requests` answer raises `NoDataError`; connection errors, time
 raise `MetricsError` at once, quoting Prometheus' ``errorType`` and ``error``; an answer
 that is not what the API documents raises `MetricsError` quoting what was wrong.
 
+Bounds: `timeout` is a deadline for one request as a whole (connecting, sending, and
+reading the answer), so a server that drips its answer a byte at a time cannot stretch it;
+`deadline` bounds a whole `collect` or query. An answer's body is streamed and read up to
+`max_response_bytes` (16 MiB: Prometheus' answers take about 24 bytes a point, so that is
+60 series of the 11,000 points a range query may return; instant queries' answers are a
+few hundred bytes); a longer one raises `MetricsError` naming the option. Of an error
+answer only the start is read, to quote it.
+
 Credentials (`BearerAuth`, `BasicAuth`, header values) never appear in a repr, an error
 message or a log record: they are only placed in request headers, and any text quoted from
-an answer has them blanked out.
+an answer has them blanked out, on the raw text before it is cut, decoded or quoted.
 """
 
 from __future__ import annotations
@@ -48,9 +56,19 @@ import anyio
 import attrs
 
 from .._errors import ConfigError, MetricsError, NoDataError
-from .._http import HEADER_NAME, default_tls, import_httpx
+from .._http import (
+    HEADER_NAME,
+    Answer,
+    ResponseTooLarge,
+    check_max_bytes,
+    default_tls,
+    exchange,
+    header_secrets,
+    import_httpx,
+)
 from .._observe import Arm, ArmStats, Observation, Window
 from .._safe import check_label_value
+from .._text import Redactor
 from ._answers import (
     Malformed,
     PrometheusSample,
@@ -76,6 +94,10 @@ logger = logging.getLogger("canarykit.metrics.prometheus")
 
 _EXTRA = "pip install 'canarykit[prometheus]'"
 _HIDDEN = "***"
+# See the module docs: 60 series of a range query's maximum 11,000 points.
+_MAX_RESPONSE_BYTES = 16 << 20
+# Characters of an error answer quoted in a message.
+_EXCERPT = 200
 
 
 def _import_httpx() -> Any:
@@ -249,7 +271,8 @@ class PrometheusSource:
       ``http_request_duration_seconds{version}``.
     - `auth`: `BearerAuth`, `BasicAuth` or None; `headers`: more request headers (for
       example a tenant id). Neither is ever shown in a repr, an error or a log.
-    - `timeout`: seconds for one HTTP request (5); `attempts`: tries per query (3);
+    - `timeout`: seconds for one HTTP request, its answer included (5); `attempts`:
+      tries per query (3);
       `backoff`: seconds before the first retry, doubling after each (0.25);
       `deadline`: seconds for a whole `collect` or query, retries included (20, less
       than the runner's default 30 s call timeout).
@@ -257,6 +280,8 @@ class PrometheusSource:
       module docs on Prometheus' lag. `settle + deadline` should stay below the runner's
       `call_timeout`.
     - `verify`: TLS certificate verification (True, False or an `ssl.SSLContext`).
+    - `max_response_bytes`: the most of an answer read (16 MiB, see the module docs); a
+      longer answer raises `MetricsError`.
 
     >>> source = PrometheusSource(
     ...     url="http://127.0.0.1:9090", stable="v1", canary="v2", auth=BearerAuth(token="s3")
@@ -284,6 +309,11 @@ class PrometheusSource:
     deadline: float = attrs.field(default=20.0, validator=_positive("deadline"))
     settle: float = attrs.field(default=0.0, validator=_not_negative("settle"))
     verify: bool | ssl.SSLContext = attrs.field(default=True, validator=_check_verify, repr=False)
+    max_response_bytes: int = attrs.field(
+        default=_MAX_RESPONSE_BYTES,
+        validator=lambda _i, _a, v: check_max_bytes("max_response_bytes", v),
+        repr=False,
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.canary == self.stable:
@@ -469,31 +499,38 @@ class PrometheusSource:
                 break
             tried = attempt
             per_call = min(self.timeout, remaining)
-            response = None
+            answer: Answer | None = None
             started = time.perf_counter()
-            with anyio.move_on_after(per_call) as scope:
-                try:
-                    response = await client.post(url, data=form, timeout=per_call)
-                except httpx.TimeoutException:
-                    last = f"no answer within {per_call:g} s"
-                except httpx.TransportError as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                except httpx.HTTPError as exc:  # an invalid request: retrying cannot help
-                    raise MetricsError(
-                        self._redact(f"Prometheus {what}: {type(exc).__name__}: {exc}")
-                    ) from None
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            if scope.cancelled_caught:
+            try:
+                answer = await exchange(
+                    client,
+                    "POST",
+                    url,
+                    deadline=per_call,
+                    max_bytes=self.max_response_bytes,
+                    data=form,
+                )
+            except TimeoutError:
                 last = f"no answer within {per_call:g} s"
-            if response is not None:
-                status = response.status_code
-                body = response.content
+            except ResponseTooLarge as exc:  # the same query gets the same answer
+                raise MetricsError(
+                    f"Prometheus {what}: {exc.advice('max_response_bytes')}"
+                ) from None
+            except httpx.TransportError as exc:
+                last = self._redact(f"{type(exc).__name__}: {exc}")
+            except httpx.HTTPError as exc:  # an invalid request: retrying cannot help
+                raise MetricsError(
+                    self._redact(f"Prometheus {what}: {type(exc).__name__}: {exc}")
+                ) from None
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if answer is not None:
+                status = answer.status
                 logger.debug(
                     "%s %s: HTTP %d in %.1f ms", what, quote(form["query"]), status, elapsed_ms
                 )
-                if 200 <= status < 300:
-                    return self._data(body, what)
-                detail = self._detail(body)
+                if answer.ok:
+                    return self._data(answer, what)
+                detail = self._detail(answer)
                 if status != 429 and status < 500:
                     hint = " (check the credentials)" if status in (401, 403) else ""
                     raise MetricsError(
@@ -501,7 +538,7 @@ class PrometheusSource:
                     )
                 last = f"HTTP {status}: {detail}"
             else:
-                logger.debug("%s %s: %s", what, quote(form["query"]), self._redact(last))
+                logger.debug("%s %s: %s", what, quote(form["query"]), last)
             if attempt < self.attempts:
                 pause = min(self.backoff * 2 ** (attempt - 1), give_up_at - anyio.current_time())
                 logger.warning(
@@ -519,24 +556,36 @@ class PrometheusSource:
             )
         )
 
-    def _data(self, body: bytes, what: str) -> Any:
+    def _data(self, answer: Answer, what: str) -> Any:
+        body = self._blanked(answer)
         refused = error_of(body)
         if refused is not None:
-            raise MetricsError(self._redact(f"Prometheus {what}: {quote(refused)}"))
+            raise MetricsError(f"Prometheus {what}: {quote(self._redact(refused))}")
         try:
             data, warnings = data_of(body)
         except Malformed as exc:
             raise MetricsError(self._redact(f"Prometheus {what}: {exc}")) from None
         for warning in warnings:
-            logger.warning("Prometheus %s warns: %s", what, self._redact(quote(warning)))
+            logger.warning("Prometheus %s warns: %s", what, quote(self._redact(warning)))
         return data
 
-    def _detail(self, body: bytes) -> str:
-        refused = error_of(body)
+    def _blanked(self, answer: Answer) -> bytes:
+        """The body with every secret blanked on its raw text, before anything parses,
+        cuts or quotes it (a JSON field, a repr, an excerpt would each change its form).
+        """  # noqa: D205 (the summary needs two lines)
+        redact = self._redactor()
+        if not redact:
+            return answer.body
+        text = answer.body.decode("utf-8", "surrogateescape")
+        hidden = redact(text, cut=answer.cut)
+        return answer.body if hidden == text else hidden.encode("utf-8", "surrogateescape")
+
+    def _detail(self, answer: Answer) -> str:
+        refused = None if answer.cut else error_of(self._blanked(answer))
         if refused is not None:
-            return quote(refused)
-        text = body[:200].decode("utf-8", "replace").strip()
-        return quote(text) if text else "(empty body)"
+            return quote(self._redact(refused))
+        text = answer.text(self._redactor(), limit=_EXCERPT).strip()
+        return text if text else "(empty body)"
 
     # -- results --------------------------------------------------------------------------
 
@@ -592,13 +641,14 @@ class PrometheusSource:
     def _label(self, arm: Arm) -> str:
         return self.canary if arm is Arm.CANARY else self.stable
 
-    def _redact(self, text: str) -> str:
-        secrets = list(self.headers.values())
+    def _redactor(self) -> Redactor:
+        secrets = header_secrets(self.headers)
         if self.auth is not None:
             secrets.extend(self.auth.secrets())
-        for secret in sorted(secrets, key=len, reverse=True):
-            text = text.replace(secret, _HIDDEN)
-        return text
+        return Redactor(secrets)
+
+    def _redact(self, text: str) -> str:
+        return self._redactor()(text)
 
 
 def _time_text(at: float) -> str:
