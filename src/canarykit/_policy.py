@@ -152,10 +152,13 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     # The tables below are optional; `canarykit run` uses them (Deployment), `canarykit
     # simulate` ignores them. Secrets never go in the file: a key ending in _env names an
     # environment variable, one ending in _file a file, read when the rollout starts.
+    # Relative paths (state_dir, include_path, pid_file, runtime_api, approval_file, *_file,
+    # verify, kubeconfig, ...) are relative to the policy file's folder.
     [rollout]
     name = "web"                # the rollout's key for its saved state and lease
                                 # (default: the policy file's name without .toml)
-    state_dir = ".canarykit"    # where the state and lease files live (default .canarykit);
+    state_dir = ".canarykit"    # where the state and lease files live (default .canarykit
+                                # beside the policy file);
                                 # the lease lets one runner at a time drive a rollout name
     on_interrupt = "rollback"   # what SIGINT/SIGTERM do to traffic: rollback (default) | leave
     call_timeout = "30s"        # each router, metrics, store or lease call (default 30s)
@@ -763,7 +766,7 @@ def _read_simulation(table: PolicyTable) -> SimulationSettings:
         return SimulationSettings(requests_per_second=rate, seed=seed)
 
 
-def _read_policy(data: Mapping[str, Any]) -> Policy:
+def _read_policy(data: Mapping[str, Any], base: Path | None = None) -> Policy:
     top = PolicyTable(data, "")
     top.check_keys(("plan", "decider", "simulation", *_DEPLOYMENT_TABLES))
     plan = _read_plan(top.table("plan"))
@@ -772,7 +775,7 @@ def _read_policy(data: Mapping[str, Any]) -> Policy:
         simulation = _read_simulation(top.table("simulation"))
     else:
         simulation = SimulationSettings()
-    deployment = _read_deployment(top)
+    deployment = _read_deployment(top, base)
     return Policy(plan=plan, decider=decider, simulation=simulation, deployment=deployment)
 
 
@@ -826,7 +829,14 @@ def load_policy(source: str | os.PathLike[str]) -> Policy:
     TOML itself (a string holding a newline, ``=`` or a ``[table]`` header). Anything
     wrong raises `ConfigError` naming the key path (``plan.hold``), or the file and line
     for a TOML syntax error.
+
+    Relative paths in a policy file (``state_dir``, ``include_path``, ``approval_file``,
+    ``bearer_token_file``, ...) are relative to the file's folder, not to the working
+    directory, and are kept absolute; the state directory defaults to ``.canarykit``
+    beside the file. In TOML text they are kept as written (relative to the working
+    directory when used).
     """
+    base: Path | None = None
     if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)):
         path = Path(source)
         try:
@@ -838,10 +848,12 @@ def load_policy(source: str | os.PathLike[str]) -> Policy:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise _error(str(path), f"cannot read the policy file ({reason})") from None
         name = str(path)
+        # Relative paths in the policy mean the same files from any working directory.
+        base = path.absolute().parent.resolve()
     elif isinstance(source, str):
         text, name = source, "policy"
     else:
         raise ConfigError("source", source, "must be a path or TOML text")
     if len(text) > MAX_POLICY_CHARS:
         raise _error(name, f"is too large for a policy (over {MAX_POLICY_CHARS} characters)")
-    return _read_policy(_parse_toml(text, name))
+    return _read_policy(_parse_toml(text, name), base)

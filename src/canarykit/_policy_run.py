@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import ssl
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
 __all__ = ["Deployment"]
 
 _HIDDEN = "(hidden)"
+DEFAULT_STATE_DIR = ".canarykit"
+"""The state directory when ``[rollout] state_dir`` is not given: beside the policy file."""
 # Enough for any token or password; a bigger file is not one (and /dev/zero stops here).
 _SECRET_FILE_LIMIT = 65536
 
@@ -98,6 +101,46 @@ class _Key:
 
     def dump(self, value: Any) -> Any:
         return _thawed(value)
+
+    def resolve(self, value: Any, base: Path) -> Any:
+        """`value` with its relative paths made absolute against `base` (none here)."""
+        return value
+
+
+def _resolved(path: str, base: Path) -> str:
+    """`path` (``~`` expanded) as an absolute path: relative ones are taken from `base`."""
+    try:
+        expanded = Path(path).expanduser()
+    except RuntimeError:  # no home directory to expand ~ to: left for the reader to refuse
+        expanded = Path(path)
+    if not expanded.is_absolute():
+        return str(base / expanded)
+    return path if expanded == Path(path) else str(expanded)
+
+
+class _Path(_Key):
+    """A file or directory path: a relative one is relative to the policy file's folder.
+
+    `command`: a program, where a bare name (``nginx``) is looked up on ``PATH`` and only
+    a name with a ``/`` in it is a path. `socket`: a UNIX socket path, ``unix:PATH``, or a
+    ``host:port`` (which holds no ``/``) left as it is.
+    """
+
+    def __init__(self, *, command: bool = False, socket: bool = False) -> None:
+        self.command = command
+        self.socket = socket
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        return table.string(key)
+
+    def resolve(self, value: Any, base: Path) -> Any:
+        if not isinstance(value, str) or not value:
+            return value
+        if self.socket and value.startswith("unix:"):
+            return "unix:" + _resolved(value[len("unix:") :], base)
+        if (self.command or self.socket) and "/" not in value:
+            return value
+        return _resolved(value, base)
 
 
 class _String(_Key):
@@ -220,6 +263,9 @@ class _Section(_Key):
     def dump(self, value: Any) -> Any:
         return self.schema.dump(value)
 
+    def resolve(self, value: Any, base: Path) -> Any:
+        return self.schema.resolve(value, base)
+
 
 class _BoolOrPath(_Key):
     """``true``, ``false`` or a file path (``verify``: a CA bundle)."""
@@ -231,6 +277,9 @@ class _BoolOrPath(_Key):
         if isinstance(value, str) and value.strip():
             return value
         raise ConfigError(table.field(key), value, "must be true, false or a CA bundle's path")
+
+    def resolve(self, value: Any, base: Path) -> Any:
+        return _resolved(value, base) if isinstance(value, str) else value
 
 
 class _StringOrFalse(_Key):
@@ -267,6 +316,11 @@ class _Schema:
 
     def dump(self, data: Mapping[str, Any]) -> dict[str, Any]:
         return {key: self.keys[key].dump(value) for key, value in data.items()}
+
+    def resolve(self, data: Mapping[str, Any], base: Path) -> Mapping[str, Any]:
+        """`data` (as read) with every relative path in it made absolute against `base`."""
+        resolved = {key: self.keys[key].resolve(value, base) for key, value in data.items()}
+        return MappingProxyType(resolved)
 
 
 def _one_of(table: PolicyTable, keys: Sequence[str], *, required: bool) -> str | None:
@@ -324,10 +378,10 @@ def _read_rollout(table: PolicyTable) -> dict[str, Any]:
 
 _KUBERNETES = _Schema(
     {
-        "kubeconfig": _String(),
+        "kubeconfig": _Path(),
         "context": _String(),
         "in_cluster": _Boolean(),
-        "service_account_dir": _String(),
+        "service_account_dir": _Path(),
         "timeout": _Duration(),
         "field_manager": _String(),
         "trust_env": _Boolean(),
@@ -336,14 +390,14 @@ _KUBERNETES = _Schema(
 _NGINX = _Schema(
     {
         "kind": _Choice("nginx"),
-        "include_path": _String(),
-        "main_config": _String(),
-        "pid_file": _String(),
+        "include_path": _Path(),
+        "main_config": _Path(),
+        "pid_file": _Path(),
         "stable": _Strings(),
         "canary": _Strings(),
-        "prefix": _String(),
+        "prefix": _Path(),
         "name": _String(),
-        "nginx": _String(),
+        "nginx": _Path(command=True),
         "reload": _Choice("signal", "command"),
         "timeout": _Duration(),
     },
@@ -352,14 +406,14 @@ _NGINX = _Schema(
 _HAPROXY = _Schema(
     {
         "kind": _Choice("haproxy"),
-        "runtime_api": _String(),
+        "runtime_api": _Path(socket=True),
         "backend": _String(),
         "stable": _Strings(),
         "canary": _Strings(),
         "timeout": _Duration(),
         "weight_tolerance": _Number(),
-        "persist_config": _String(),
-        "haproxy": _String(),
+        "persist_config": _Path(),
+        "haproxy": _Path(command=True),
     },
     required=("runtime_api", "backend", "stable", "canary"),
 )
@@ -481,10 +535,10 @@ _PROMETHEUS = _Schema(
         "settle": _Duration(allow_zero=True),
         "verify": _BoolOrPath(),
         "bearer_token_env": _EnvName(),
-        "bearer_token_file": _String(),
+        "bearer_token_file": _Path(),
         "basic_user": _String(),
         "basic_password_env": _EnvName(),
-        "basic_password_file": _String(),
+        "basic_password_file": _Path(),
         "headers_env": _HeadersEnv(),
         "http": _Section(_HTTP_QUERIES),
         "queries": _Section(_QUERIES),
@@ -633,7 +687,7 @@ _WEBHOOK = _Schema(
         "headers_env": _HeadersEnv(),
     }
 )
-_APPROVAL = _Schema({"approval_file": _String()})
+_APPROVAL = _Schema({"approval_file": _Path()})
 _HOOK_HELP = (
     "must be a webhook URL, a table {url = ...} (or url_env), a table {approval_file = ...}, "
     "or an array of these"
@@ -656,6 +710,13 @@ class _HookPoint(_Key):
         if isinstance(value, (list, tuple)):
             return [_dump_hook(item) for item in value]
         return _dump_hook(value)
+
+    def resolve(self, value: Any, base: Path) -> Any:
+        if isinstance(value, (list, tuple)):
+            return tuple(self.resolve(item, base) for item in value)
+        if isinstance(value, Mapping) and "approval_file" in value:
+            return _APPROVAL.resolve(value, base)
+        return value  # a URL, or a webhook table: no paths
 
 
 def _read_hook(where: str, value: Any) -> Any:
@@ -906,7 +967,7 @@ class Deployment:
     """  # noqa: D205 (the summary needs two lines)
 
     name: str | None = attrs.field(default=None, validator=_check_optional_name)
-    state_dir: str = attrs.field(default=".canarykit", validator=_check_state_dir)
+    state_dir: str = attrs.field(default=DEFAULT_STATE_DIR, validator=_check_state_dir)
     on_interrupt: Literal["rollback", "leave"] = attrs.field(
         default="rollback", validator=_check_on_interrupt
     )
@@ -1026,13 +1087,28 @@ def _deployment_tables(deployment: Deployment) -> dict[str, Any]:
     return found
 
 
-def _read_deployment(top: PolicyTable) -> Deployment:
-    """The `Deployment` in a policy's top-level table (an empty one without its tables)."""
+def _read_deployment(top: PolicyTable, base: Path | None = None) -> Deployment:
+    """The `Deployment` in a policy's top-level table (an empty one without its tables).
+
+    `base` is the policy file's folder (absolute): every relative path in the tables, and
+    the state directory (given or default), is made absolute against it, so the policy
+    means the same files whatever the working directory. Without `base` (TOML text, not
+    a file) paths are kept as written: relative to the working directory. A policy
+    without any of these tables (for ``canarykit simulate`` only) gets `Deployment()`.
+    """
     settings = _read_rollout(top.table("rollout")) if "rollout" in top else {}
     router = _read_router(top.table("router")) if "router" in top else None
     metrics = _read_metrics(top.table("metrics")) if "metrics" in top else None
     hooks = _HOOKS.read(top.table("hooks")) if "hooks" in top else None
     notify = _read_notifiers(top.raw("notify"), "notify") if "notify" in top else ()
+    if base is not None and any(name in top for name in _DEPLOYMENT_TABLES):
+        settings["state_dir"] = _resolved(settings.get("state_dir", DEFAULT_STATE_DIR), base)
+        if router is not None:
+            router = _ROUTER_KINDS[router["kind"]].resolve(router, base)
+        if metrics is not None:
+            metrics = _PROMETHEUS.resolve(metrics, base)
+        if hooks is not None:
+            hooks = _HOOKS.resolve(hooks, base)
     return Deployment(
         **settings,
         router_table=router,
