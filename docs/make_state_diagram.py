@@ -1,18 +1,18 @@
 """Draw the rollout state diagram from `canarykit.transition_table()`.
 
 The diagram is never drawn by hand: this script reads the machine's own transition
-table and writes two files that the docs include (the idea of h11's
-``docs/source/make-state-diagrams.py``):
+table and renders it twice (the idea of h11's ``docs/source/make-state-diagrams.py``):
 
-- ``_generated/states.dot``: Graphviz DOT, one node per `canarykit.Phase` (terminal
-  phases drawn as double circles) and one edge per (phase, target) pair, labelled with
-  every event that can take the rollout along it;
-- ``_generated/transitions.md``: the same table as a Markdown table: phase, event,
-  possible next phases.
+- `render_dot`: Graphviz DOT, one node per `canarykit.Phase` (terminal phases drawn as
+  double circles) and one edge per (phase, target) pair, labelled with every event that
+  can take the rollout along it;
+- `render_markdown`: the same table as a Markdown table: phase, event, possible next
+  phases.
 
-``docs/mkdocs_hooks.py`` runs it at every build of the docs (and draws the DOT source
-with Graphviz when it can); run it by hand with
-``python docs/make_state_diagram.py [OUTPUT_DIR]``.
+``python docs/generate.py`` writes the docs' committed copies: the DOT source and its
+drawing in ``docs/_generated/``, the table in ``docs/state_machine.md``. To look at them
+elsewhere: ``python docs/make_state_diagram.py OUTPUT_DIR`` writes ``states.dot`` and
+``transitions.md`` there.
 """
 
 from __future__ import annotations
@@ -22,9 +22,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import canarykit
-
-HERE = Path(__file__).resolve().parent
-DEFAULT_OUTPUT = HERE / "_generated"
 
 # Layout hints only (what is drawn comes from the table): phases drawn in one column,
 # and phases whose self-loop goes below the circle, where its label has room.
@@ -108,7 +105,7 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-def generate(output: Path = DEFAULT_OUTPUT) -> tuple[Path, Path]:
+def generate(output: Path) -> tuple[Path, Path]:
     """Write ``states.dot`` and ``transitions.md`` into `output`; return their paths."""
     output.mkdir(parents=True, exist_ok=True)
     table = canarykit.transition_table()
@@ -119,6 +116,7 @@ def generate(output: Path = DEFAULT_OUTPUT) -> tuple[Path, Path]:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUTPUT
-    for written in generate(target):
+    if len(sys.argv) != 2:
+        sys.exit("usage: python docs/make_state_diagram.py OUTPUT_DIR")
+    for written in generate(Path(sys.argv[1])):
         print(f"wrote {written}")
