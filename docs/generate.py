@@ -297,11 +297,24 @@ def generate(root: Path = ROOT, *, help_texts: bool = True) -> list[str]:
     return written
 
 
+_BLOCKS_HELP = """\
+A page shows generated text between "<!-- generated: KEY -->" and
+"<!-- end generated -->" lines; KEY is one of:
+  command canarykit ARGS...   what the command prints (COLUMNS=88)
+  file PATH                   a file of the repository, fenced
+  python PATH NAME            one top-level class or function of a script
+  policy schema               the policy loader's schema, as TOML
+  transition table            canarykit.transition_table() as a Markdown table
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line: refresh, or with ``--check`` only report."""
     parser = argparse.ArgumentParser(
         prog=REFRESH,
         description="Refresh the docs' generated files and the generated blocks of the pages.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_BLOCKS_HELP,
     )
     parser.add_argument(
         "--check", action="store_true", help="only list what is stale; exit 1 if anything is"

@@ -290,3 +290,15 @@ def test_mkdocs_build_warns_naming_a_stale_file_and_the_command(
         "docs/cli.md: stale; refresh with: python docs/generate.py"
     ]
     assert caplog.records[0].name.startswith("mkdocs.")  # counted by --strict
+
+
+def test_mkdocs_serve_refreshes_what_is_stale(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    hooks = _docs_module("mkdocs_hooks")
+    monkeypatch.setattr(hooks.generate, "generate", lambda: ["docs/cli.md"])
+    monkeypatch.setattr(hooks.generate, "stale", lambda: pytest.fail("serve only refreshes"))
+    hooks.on_startup(command="serve", dirty=False)
+    with caplog.at_level(logging.INFO, logger="mkdocs"):
+        hooks.on_pre_build(config=None)
+    assert [record.getMessage() for record in caplog.records] == ["refreshed docs/cli.md"]
