@@ -330,7 +330,8 @@ from typing import Any
 
 import attrs
 
-from ._errors import ConfigError
+from ._errors import ConfigError, FileRefusedError
+from ._files import read_regular
 from ._plan import (
     DEFAULT_PROGRESS_DEADLINE,
     PROGRESS_DEADLINE_POLICIES,
@@ -822,6 +823,27 @@ def _looks_like_path(text: str) -> bool:
     return bool(stripped) and "\n" not in text and "=" not in text and not stripped.startswith("[")
 
 
+def _read_policy_text(path: Path) -> str:
+    """The text of the policy file at `path`: a regular file, UTF-8, of bounded size.
+
+    The operator names the policy file, so a symbolic link there is followed (to the file
+    it names); a FIFO, a device or a directory is refused at once instead of blocking the
+    command (or, for /dev/zero, filling the memory).
+    """
+    real = str(path)
+    try:
+        real = os.path.realpath(path)
+        # Up to 4 bytes a character: enough to tell, after decoding, a file too large.
+        raw = read_regular(real, limit=4 * MAX_POLICY_CHARS + 4, what="policy file")
+        return raw.decode("utf-8")
+    except FileRefusedError as exc:
+        reason = str(exc).removeprefix(f"policy file {real}: ")
+        raise _error(str(path), f"cannot read the policy file ({reason})") from None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _error(str(path), f"cannot read the policy file ({reason})") from None
+
+
 def load_policy(source: str | os.PathLike[str]) -> Policy:
     """Read a policy from a TOML file, or from TOML text.
 
@@ -839,14 +861,7 @@ def load_policy(source: str | os.PathLike[str]) -> Policy:
     base: Path | None = None
     if isinstance(source, os.PathLike) or (isinstance(source, str) and _looks_like_path(source)):
         path = Path(source)
-        try:
-            with path.open(encoding="utf-8") as file:
-                # At most one character too many: enough to tell the file is too large
-                # (and /dev/zero, say, does not fill the memory).
-                text = file.read(MAX_POLICY_CHARS + 1)
-        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, or a NUL in the path
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise _error(str(path), f"cannot read the policy file ({reason})") from None
+        text = _read_policy_text(path)
         name = str(path)
         # Relative paths in the policy mean the same files from any working directory.
         base = path.absolute().parent.resolve()

@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ._errors import ConfigError
+from ._errors import ConfigError, FileRefusedError
+from ._files import read_regular
 from ._http import HEADER_NAME
 from ._machine import HookPoint
 from ._policy_table import PolicyTable, _error, _prefixed, format_duration, parse_duration
@@ -49,6 +50,8 @@ DEFAULT_STATE_DIR = ".canarykit"
 """The state directory when ``[rollout] state_dir`` is not given: beside the policy file."""
 # Enough for any token or password; a bigger file is not one (and /dev/zero stops here).
 _SECRET_FILE_LIMIT = 65536
+# Enough for any CA bundle (the whole Mozilla bundle is about 220 kB).
+_CA_FILE_LIMIT = 4 * 1024 * 1024
 
 
 def _frozen(value: Any) -> Any:
@@ -617,11 +620,56 @@ def _build_metrics(spec: Mapping[str, Any]) -> MetricsSource:
 
 
 def _tls_context(field: str, path: str) -> ssl.SSLContext:
+    # Read here, not by ssl from the path: a FIFO or a link there must not hang or mislead.
+    cannot = "cannot load the CA certificates"
+    raw = _read_named_file(field, path, limit=_CA_FILE_LIMIT, what="CA bundle", cannot=cannot)
     try:
-        return ssl.create_default_context(cafile=path)
-    except (OSError, ssl.SSLError, ValueError) as exc:
+        return ssl.create_default_context(cadata=raw.decode("ascii"))
+    except (ssl.SSLError, ValueError) as exc:  # UnicodeDecodeError: not PEM text
+        raise ConfigError(field, path, f"{cannot} ({exc})") from None
+
+
+def _read_named_file(
+    field: str, path: str, *, limit: int, what: str, cannot: str = "cannot be read"
+) -> bytes:
+    """The bytes of the file a policy key names (a secret, a CA bundle), read safely.
+
+    The file must be a regular file of at most `limit` bytes: a FIFO, a device or a
+    directory is refused at once (it cannot hang the run), as is a symbolic link out of
+    its own folder (a link to an unrelated file, such as someone else's secrets). A link
+    within its folder is followed: Kubernetes mounts a secret's files that way
+    (``token -> ..data/token``). Anything wrong is a `ConfigError` naming `field`; one
+    that cannot be opened says `cannot` and why.
+    """
+    target = path
+    try:
+        target = _within_own_folder(path, what)
+        return read_regular(target, limit=limit, what=what)
+    except FileRefusedError as exc:
+        # "secret file /x/token: is a FIFO ...": the field and the path are named anyway.
+        reason = str(exc).removeprefix(f"{what} {target}: ")
+        raise ConfigError(field, path, reason) from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(field, path, f"cannot load the CA certificates ({reason})") from None
+        raise ConfigError(field, path, f"{cannot} ({reason})") from None
+
+
+def _within_own_folder(path: str, what: str) -> str:
+    """`path`, or the file its symbolic link leads to when that is in the link's own folder.
+
+    Raises `FileRefusedError` for a link that leads out of it.
+    """
+    if not os.path.islink(path):
+        return path
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    target = os.path.realpath(path)
+    if os.path.commonpath([folder, target]) != folder:
+        raise FileRefusedError(
+            f"{what} {path}: is a symbolic link to {target}, outside its own folder; "
+            "canarykit follows a link here only within the folder (as Kubernetes mounts "
+            "secrets): put the file itself there"
+        )
+    return target
 
 
 # ---------------------------------------------------------------------------------------
@@ -638,14 +686,7 @@ def _from_env(field: str, variable: str) -> str:
 
 
 def _from_file(field: str, path: str) -> str:
-    try:
-        with open(path, "rb") as file:
-            raw = file.read(_SECRET_FILE_LIMIT + 1)
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError(field, path, f"cannot be read ({reason})") from None
-    if len(raw) > _SECRET_FILE_LIMIT:
-        raise ConfigError(field, path, f"is over {_SECRET_FILE_LIMIT} bytes: not a secret")
+    raw = _read_named_file(field, path, limit=_SECRET_FILE_LIMIT, what="secret file")
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
