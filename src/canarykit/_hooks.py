@@ -52,6 +52,7 @@ from ._http import (
     header_secrets,
     import_httpx,
     redacting_httpx_logs,
+    secret_redactor,
     url_secrets,
     worth_retrying,
 )
@@ -450,7 +451,7 @@ class Webhook:
         self.namespace = None if namespace is None else check_name("namespace", namespace)
         self._headers = {"Content-Type": "application/json", **_text_map("headers", headers)}
         self._httpx = import_httpx("canarykit.Webhook", _EXTRA)
-        self._redact = _text.Redactor(
+        self._redact = secret_redactor(
             [*url_secrets(url), *header_secrets(self._headers), *header_secrets(self.metadata)]
         )
         self._requests = 0

@@ -9,14 +9,15 @@ line (`shown`). `RedactLogs` does the same for httpx's own log lines.
 
 from __future__ import annotations
 
+import base64
 import codecs
 import contextlib
 import logging
 import re
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import anyio
 import attrs
@@ -161,26 +162,55 @@ async def exchange(
             async with client.stream(method, url, **request) as response:
                 status = response.status_code
                 ok = 200 <= status < 300
-                body, cut = await _read(
-                    response, max_bytes if ok else min(excerpt_bytes, max_bytes)
-                )
+                if not ok:
+                    body, cut = await _read(response, min(excerpt_bytes, max_bytes))
+                    return Answer(status=status, body=body, cut=cut)
+                declared = response.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > max_bytes:
+                    raise ResponseTooLarge(status, max_bytes)  # not worth downloading
+                body, cut = await _read(response, max_bytes, keep_cut=False)
+                if cut:
+                    raise ResponseTooLarge(status, max_bytes)
+                return Answer(status=status, body=body, cut=False)
     except httpx.TimeoutException:
         raise TimeoutError(f"no answer within {deadline:g} s") from None
-    if ok and cut:
-        raise ResponseTooLarge(status, max_bytes)
-    return Answer(status=status, body=body, cut=cut)
 
 
-async def _read(response: Any, limit: int) -> tuple[bytes, bool]:
-    """Up to `limit` bytes of the body, and whether there was more."""
+async def _read(response: Any, limit: int, *, keep_cut: bool = True) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of the body, and whether there was more (then not all of it).
+
+    A cut body is returned only with `keep_cut` (copying a large one costs memory).
+    """
     body = bytearray()
-    async for chunk in response.aiter_bytes():
-        room = limit - len(body)
-        if len(chunk) > room:
-            body += chunk[:room]
-            return bytes(body), True
-        body += chunk
-    return bytes(body), False
+    cut = False
+    chunks = response.aiter_bytes()
+    try:
+        async for chunk in chunks:
+            room = limit - len(body)
+            if len(chunk) > room:
+                cut = True
+                if keep_cut:
+                    body += chunk[:room]
+                break
+            body += chunk
+    finally:
+        if cut:
+            await _abandon(response, chunks)
+    return (bytes(body) if keep_cut or not cut else b""), cut
+
+
+async def _abandon(response: Any, chunks: Any) -> None:
+    """Stop reading `response` before its end, closing its connection.
+
+    httpx reads a body through a chain of async generators, and leaving the outer one
+    early leaves the inner ones to the garbage collector, which trio warns about. Closing
+    the response closes the connection under them; the next read then fails inside the
+    innermost one, and the error ends each generator of the chain in turn.
+    """
+    await response.aclose()
+    with contextlib.suppress(Exception):
+        async for _ in chunks:
+            pass
 
 
 # ---------------------------------------------------------------------------- secrets
@@ -188,13 +218,14 @@ async def _read(response: Any, limit: int) -> tuple[bytes, bool]:
 
 def url_secrets(url: str) -> list[str]:
     """The parts of `url` to blank out of any text: the URL as given and as httpx writes it,
-    its path, query, password, each query value and each long path segment (a token in a
-    path, echoed back by the endpoint, is still a token).
+    its path, query, password (as written and decoded, and the basic credentials httpx
+    sends for it), each query value and each long path segment (a token in a path, echoed
+    back by the endpoint, is still a token).
     """  # noqa: D205 (the summary needs two lines)
     found = [url]
     try:
         parts = urlsplit(url)
-        password = parts.password
+        username, password = parts.username, parts.password
     except ValueError:
         return found
     if len(parts.path) > 1:
@@ -203,8 +234,12 @@ def url_secrets(url: str) -> list[str]:
         found.append(parts.query)
         found.extend(value for _, value in parse_qsl(parts.query))
     if password:
-        found.append(password)
-    found.extend(segment for segment in parts.path.split("/") if len(segment) >= 8)
+        found += [password, unquote(password)]
+        pair = f"{unquote(username or '')}:{unquote(password)}".encode()
+        found.append(base64.b64encode(pair).decode("ascii"))
+    for segment in parts.path.split("/"):
+        if len(segment) >= 8:
+            found += [segment, unquote(segment)]
     # As httpx writes it in its log line; without httpx or for an odd URL the raw forms do.
     with contextlib.suppress(Exception):
         import httpx
@@ -229,14 +264,44 @@ def header_secrets(headers: Mapping[str, str]) -> list[str]:
 _NOT_SECRET = frozenset({"application/json", "canarykit"})
 
 
-class RedactLogs(logging.Filter):
-    """Blanks secrets out of the records of the logger it is attached to (httpx logs each
-    request's URL, and the status line of its answer, at INFO).
+def secret_redactor(secrets: Iterable[str]) -> Redactor:
+    """A `Redactor` for `secrets`, also in the form httpx shows a status line in: without
+    its non-ASCII characters (``Response.reason_phrase`` drops them).
     """  # noqa: D205 (the summary needs two lines)
+    given = [secret for secret in secrets if isinstance(secret, str)]
+    ascii_only = [secret.encode("ascii", "ignore").decode() for secret in given]
+    return Redactor([*given, *(form for form in ascii_only if form not in given)])
+
+
+# httpx logs each request's URL and its answer's status line at INFO; httpcore logs each
+# step with its return value (the answer's headers, as bytes) at DEBUG. A filter applies
+# only to the records of the logger it is attached to, not to its children's.
+_HTTP_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+
+
+class RedactLogs(logging.Filter):
+    """Blanks secrets out of the log records of httpx and httpcore while attached."""
 
     def __init__(self, redact: Redactor) -> None:
         super().__init__()
         self.redact = redact
+
+    def attach(self) -> None:
+        """Start filtering httpx's and httpcore's records."""
+        for name in _HTTP_LOGGERS:
+            logging.getLogger(name).addFilter(self)
+
+    def detach(self) -> None:
+        """Stop filtering them."""
+        for name in _HTTP_LOGGERS:
+            logging.getLogger(name).removeFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -249,11 +314,10 @@ class RedactLogs(logging.Filter):
 
 @contextlib.contextmanager
 def redacting_httpx_logs(redact: Redactor) -> Iterator[None]:
-    """While inside, httpx's log records have `redact`'s secrets blanked."""
+    """While inside, httpx's and httpcore's log records have `redact`'s secrets blanked."""
     log_filter = RedactLogs(redact)
-    httpx_logger = logging.getLogger("httpx")
-    httpx_logger.addFilter(log_filter)
+    log_filter.attach()
     try:
         yield
     finally:
-        httpx_logger.removeFilter(log_filter)
+        log_filter.detach()

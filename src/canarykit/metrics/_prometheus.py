@@ -65,6 +65,7 @@ from .._http import (
     exchange,
     header_secrets,
     import_httpx,
+    secret_redactor,
 )
 from .._observe import Arm, ArmStats, Observation, Window
 from .._safe import check_label_value
@@ -645,7 +646,7 @@ class PrometheusSource:
         secrets = header_secrets(self.headers)
         if self.auth is not None:
             secrets.extend(self.auth.secrets())
-        return Redactor(secrets)
+        return secret_redactor(secrets)
 
     def _redact(self, text: str) -> str:
         return self._redactor()(text)

@@ -45,11 +45,12 @@ from .._http import (
     exchange,
     header_secrets,
     import_httpx,
+    secret_redactor,
     url_secrets,
     worth_retrying,
 )
 from .._safe import check_name
-from .._text import Redactor, shown
+from .._text import shown
 from .._validate import finite
 from ._describe import Notice, Severity, Tracker, describe_event, event_severity, is_routine
 
@@ -168,7 +169,7 @@ class Notifier:
         self._httpx = import_httpx("canarykit.notify", _EXTRA)
         # A subclass sets its extra headers before calling this: their values are
         # secrets too (tokens).
-        self._redact = Redactor([*url_secrets(url), *header_secrets(self._headers())])
+        self._redact = secret_redactor([*url_secrets(url), *header_secrets(self._headers())])
         self._filter = RedactLogs(self._redact)
         self._trackers: dict[str, Tracker] = {}
         self._send: MemoryObjectSendStream[tuple[Notice, bytes]] | None = None
@@ -291,7 +292,7 @@ class Notifier:
             verify=default_tls(self._httpx),
             follow_redirects=False,
         )
-        logging.getLogger("httpx").addFilter(self._filter)
+        self._filter.attach()
         group = anyio.create_task_group()
         await group.__aenter__()
         self._group = group
@@ -314,7 +315,7 @@ class Notifier:
         try:
             return await group.__aexit__(exc_type, exc, tb)
         finally:
-            logging.getLogger("httpx").removeFilter(self._filter)
+            self._filter.detach()
 
     async def _work(
         self,
