@@ -44,6 +44,7 @@ from ._events import RolloutEvent, RolloutOutcome, TimelineEntry
 from ._machine import Phase
 from ._plan import Analyze, Pause, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
 from ._policy import Policy, format_duration, load_policy
+from ._policy_run import check_plan_on_router
 from ._runner import Rollout
 from ._stores import FileStore
 from ._text import shown
@@ -106,8 +107,10 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     on_cancel: Literal["rollback", "leave"] = (
         "leave" if args.leave_traffic else deployment.on_interrupt
     )
-    # Built here, before any traffic moves: a bad table is refused by its key path.
+    # Built here, before any traffic moves: a bad table is refused by its key path, and
+    # so is a step the router could never apply (not found at that step, traffic live).
     router = deployment.build_router()
+    check_plan_on_router(policy.plan, router)
     metrics = deployment.build_metrics()
     hooks = deployment.build_hooks()
     notifiers = deployment.build_notifiers()

@@ -92,6 +92,7 @@ __all__ = [
     "WindowJudged",
     "next_action",
     "plan_fingerprint",
+    "plan_splits",
     "plan_to_json",
     "transition",
 ]
@@ -769,6 +770,35 @@ def _fields_json(value: Any) -> dict[str, Any]:
             continue
         out[field.name] = _plain(item)
     return out
+
+
+def plan_splits(plan: Plan) -> tuple[tuple[int | None, TrafficSplit], ...]:
+    """Every split `plan` may ask a router for, each with the index of the step that does.
+
+    The steps' splits in order (a weight, header-routes or mirror step changes the split
+    its predecessors built), then promotion (``FULL_CANARY``) and rollback
+    (``STABLE_ONLY``), with index None. Checking each against a router before any
+    traffic moves finds what it could never apply. A pure function of the plan, as
+    `transition` builds the targets.
+
+    >>> from canarykit import from_weights
+    >>> [(i, s.canary_percent) for i, s in plan_splits(from_weights([10, 50], hold=60))]
+    [(0, 10.0), (2, 50.0), (None, 100.0), (None, 0.0)]
+    """
+    found: list[tuple[int | None, TrafficSplit]] = []
+    split = STABLE_ONLY
+    for index, step in enumerate(plan.steps):
+        if isinstance(step, SetWeight):
+            split = attrs.evolve(split, canary_percent=step.percent)
+        elif isinstance(step, SetHeaderRoutes):
+            split = attrs.evolve(split, header_routes=step.routes)
+        elif isinstance(step, SetMirror):
+            split = attrs.evolve(split, mirror_percent=step.percent)
+        else:
+            continue
+        found.append((index, split))
+    found += [(None, FULL_CANARY), (None, STABLE_ONLY)]
+    return tuple(found)
 
 
 def plan_to_json(plan: Plan) -> dict[str, Any]:

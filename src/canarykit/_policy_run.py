@@ -22,6 +22,7 @@ a `ConfigError` naming the key and the variable or file, never a value. The repr
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +34,8 @@ import attrs
 from ._errors import ConfigError, FileRefusedError
 from ._files import read_regular
 from ._http import HEADER_NAME
-from ._machine import HookPoint
+from ._machine import HookPoint, plan_splits
+from ._plan import Plan, SetHeaderRoutes, SetMirror, SetWeight
 from ._policy_table import PolicyTable, _error, _prefixed, format_duration, parse_duration
 from ._safe import check_name
 from ._validate import finite
@@ -499,6 +501,55 @@ def _build_router(spec: Mapping[str, Any]) -> TrafficRouter:
     with _prefixed("router", {"connection": "kubernetes"}):
         router: TrafficRouter = classes[kind](**options)
     return router
+
+
+_SPLIT_FIELD = re.compile(r"header_routes\[(\d+)\]\.(\w+)")
+
+
+def check_plan_on_router(plan: Plan, router: TrafficRouter) -> None:
+    """Refuse, before any traffic moves, a step of `plan` that `router` could never apply.
+
+    Every split the plan may ask for (`canarykit._machine.plan_splits`) goes through the
+    router's own check: its ``check_split(split)`` when it has one, else, for an
+    `NginxRouter`, rendering its include file. A `ConfigError` names the policy key of
+    the step (``plan.steps[2].header_route.regex``), so ``canarykit run`` exits 2 with
+    that message instead of failing at step 3 with canary traffic live.
+    """
+    check = getattr(router, "check_split", None)
+    if not callable(check):
+        from .routers import NginxRouter
+
+        check = router.render if isinstance(router, NginxRouter) else None
+    if check is None:
+        return
+    for index, split in plan_splits(plan):
+        try:
+            check(split)
+        except ConfigError as exc:
+            where = "router" if index is None else _step_key(plan, index, exc.field)
+            problem = f"{exc.problem} ({type(router).__name__} could never apply it)"
+            raise ConfigError(where, exc.value, problem) from None
+
+
+def _step_key(plan: Plan, index: int, field: str) -> str:
+    """The policy key of what step `index` asks for, from a split's field that was refused."""
+    found = _SPLIT_FIELD.match(field)
+    # The routes came from the last header-routes step up to this one.
+    setters = [i for i in range(index + 1) if isinstance(plan.steps[i], SetHeaderRoutes)]
+    if found is not None and setters:
+        origin = plan.steps[setters[-1]]
+        assert isinstance(origin, SetHeaderRoutes)
+        route, key = int(found.group(1)), found.group(2)
+        if key == "value" and route < len(origin.routes):
+            key = origin.routes[route].match.value  # exact, prefix or regex in the file
+        where = f"plan.steps[{setters[-1]}].header_route"
+        return f"{where}[{route}].{key}" if len(origin.routes) > 1 else f"{where}.{key}"
+    step = plan.steps[index]
+    if isinstance(step, SetWeight):
+        return f"plan.steps[{index}].set_weight"
+    if isinstance(step, SetMirror):
+        return f"plan.steps[{index}].mirror"
+    return f"plan.steps[{index}]"
 
 
 # ---------------------------------------------------------------------------------------
