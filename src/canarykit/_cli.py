@@ -351,7 +351,7 @@ def _print_report(
     nominal = plan.nominal_seconds
     length = f"{format_duration(nominal)} if nothing pauses it; " if nominal else ""
     out.write(
-        f"policy    {settings['policy']}\n"
+        f"policy    {shown(settings['policy'])}\n"
         f"plan      canary {weights}; {length}{analysis}\n"
         f"decider   {policy.decider}\n"
         f"scenario  {settings['scenario']} (seed {settings['seed']}, "
@@ -494,7 +494,7 @@ def _print_evaluation(policy: Policy, name: str, result: Any, out: TextIO) -> No
     scenario = result.scenario
     runs = result.runs
     lines = [
-        f"policy           {name}",
+        f"policy           {shown(name)}",
         f"plan             canary {weights}; {analysis}",
         f"decider          {policy.decider}",
         f"scenario         {scenario.describe()}",
