@@ -43,12 +43,13 @@ an answer has them blanked out, on the raw text before it is cut, decoded or quo
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +66,7 @@ from .._http import (
     exchange,
     header_secrets,
     import_httpx,
+    redacting_httpx_logs,
     secret_redactor,
 )
 from .._observe import Arm, ArmStats, Observation, Window
@@ -348,7 +350,7 @@ class PrometheusSource:
                 promql = fill(name, template, arm=label_value, seconds=window.duration)
                 jobs.append(((arm, name), promql))
         started = time.perf_counter()
-        async with self._client() as client:
+        async with self._connected() as client:
             answers = await self._gather(client, jobs, window.end, give_up_at)
         logger.debug(
             "collected %d queries for [%s, %s) in %.1f ms",
@@ -385,7 +387,7 @@ class PrometheusSource:
         promql = _check_promql(promql)
         when = time.time() if at is None else _finite("at", at)
         give_up_at = anyio.current_time() + self.deadline
-        async with self._client() as client:
+        async with self._connected() as client:
             samples = await self._instant(client, promql, when, give_up_at, "query")
         if not samples:
             raise NoDataError(self._redact(f"Prometheus query {quote(promql)} returned no series"))
@@ -415,7 +417,7 @@ class PrometheusSource:
             "timeout": f"{self.timeout:g}",
         }
         give_up_at = anyio.current_time() + self.deadline
-        async with self._client() as client:
+        async with self._connected() as client:
             data = await self._post(client, "/api/v1/query_range", form, give_up_at, "query_range")
         try:
             series = matrix(data)
@@ -428,6 +430,13 @@ class PrometheusSource:
         return series
 
     # -- HTTP -----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _connected(self) -> AsyncIterator[httpx.AsyncClient]:
+        """A client, with httpx's and httpcore's log records redacted while it is in use."""
+        with redacting_httpx_logs(self._redactor()):
+            async with self._client() as client:
+                yield client
 
     def _client(self) -> httpx.AsyncClient:
         module = _import_httpx()
