@@ -114,14 +114,20 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     metrics = deployment.build_metrics()
     hooks = deployment.build_hooks()
     notifiers = deployment.build_notifiers()
+    store = FileStore(state_dir)
     try:
+        # The lease is the rollout name's and, when the router names what it controls,
+        # that traffic target's too: two names or two state directories, one router, one
+        # runner.
+        lease = store.lease(name, target=_traffic_target(router))
         rollout = Rollout(
             policy.plan,
             router=router,
             metrics=metrics,
             decider=policy.decider,
-            store=FileStore(state_dir),
+            store=store,
             key=name,
+            lease=lease,
             hooks=hooks,
             on_cancel=on_cancel,
             call_timeout=deployment.call_timeout,
@@ -144,6 +150,12 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         leaves_traffic=on_cancel == "leave",
         heading=(policy, str(args.policy), str(state_dir)),
     )
+
+
+def _traffic_target(router: object) -> str | None:
+    """What `router` controls, as its ``target`` names it (an nginx include file, ...)."""
+    target = getattr(router, "target", None)
+    return target if isinstance(target, str) and target else None
 
 
 def execute(
