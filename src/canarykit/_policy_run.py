@@ -15,7 +15,16 @@ front (``router.stable[0]``).
 
 Secrets never sit in the file: a key ending in ``_env`` names an environment variable
 and one ending in ``_file`` a file, both read when the object is built; a missing one is
-a `ConfigError` naming the key and the variable or file, never a value. The repr of a
+a `ConfigError` naming the key and the variable or file, never a value. Such a file (and
+a CA bundle) must be a regular file of bounded size, so a FIFO there cannot hang the
+run, and a symbolic link is followed only within its own folder (as Kubernetes mounts
+secrets), never to an unrelated file.
+
+Paths. In a policy file, relative paths (``state_dir``, the router's files and socket,
+``*_file``, ``verify``, ``kubeconfig``, ``approval_file``) are made absolute against the
+file's folder when it is loaded, and the state directory defaults to ``.canarykit``
+there: one policy means the same files, the same state and the same lease from any
+working directory. The repr of a
 `Deployment` shows kinds and hook points only, never a URL.
 """  # noqa: D205 (the summary needs two lines)
 
