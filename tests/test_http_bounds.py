@@ -18,6 +18,7 @@ from canarykit import HookCall, HookPoint, MetricsError, Webhook
 from canarykit._http import EXCERPT_BYTES, exchange
 from canarykit.metrics import PrometheusSource
 from canarykit.notify import WebhookNotifier
+from canarykit.routers import SplitProbe
 from http_hostile import HostileServer, drip, huge, silent, status_line
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
@@ -72,10 +73,18 @@ async def through_prometheus(url, caplog, **bounds):
     return str(caught.value)
 
 
+async def through_split_probe(url, caplog, **bounds):
+    probe = SplitProbe(url=url, requests=5, **bounds)
+    with pytest.raises(ck.RouterError) as caught:
+        await probe.measure(ck.TrafficSplit(canary_percent=10))
+    return str(caught.value)
+
+
 COMPONENTS = {
     "webhook": through_webhook,
     "notifier": through_notifier,
     "prometheus": through_prometheus,
+    "split-probe": through_split_probe,
 }
 
 
@@ -110,8 +119,17 @@ class PeakRss:
 # ---------------------------------------------------------------------------- huge answers
 
 
-@pytest.mark.parametrize("component", sorted(COMPONENTS))
-@pytest.mark.parametrize("status", [200, 500])
+# The probe counts an error page as an unclassified answer, not as an error: its 500
+# case is in test_the_split_probe_reads_only_the_start_of_a_huge_error_page.
+@pytest.mark.parametrize(
+    ("component", "status"),
+    [
+        (name, status)
+        for name in sorted(COMPONENTS)
+        for status in (200, 500)
+        if (name, status) != ("split-probe", 500)
+    ],
+)
 async def test_a_300_mb_answer_is_never_read_whole(anyio_backend, caplog, component, status):
     with HostileServer(huge(status, HUGE)) as server, PeakRss() as memory:
         started = time.monotonic()
@@ -123,6 +141,16 @@ async def test_a_300_mb_answer_is_never_read_whole(anyio_backend, caplog, compon
         assert "larger than max_response_bytes=" in text and "raise max_response_bytes" in text
     else:
         assert "HTTP 500" in text and "xxxx" in text  # quoted from the excerpt read
+
+
+async def test_the_split_probe_reads_only_the_start_of_a_huge_error_page(anyio_backend):
+    with HostileServer(huge(502, HUGE)) as server, PeakRss() as memory:
+        started = time.monotonic()
+        probe = SplitProbe(url=server.url, requests=3, timeout=30)
+        result = await probe.measure(ck.TrafficSplit(canary_percent=10))
+        took = time.monotonic() - started
+    assert result.unclassified == 3
+    assert memory.growth_mb < 50 and took < 10
 
 
 @pytest.mark.parametrize("component", sorted(COMPONENTS))
@@ -207,6 +235,7 @@ def test_a_tiny_or_odd_limit_is_refused_by_name(field, value):
         lambda: PrometheusSource(
             url="http://127.0.0.1:9", stable="a", canary="b", **{field: value}
         ),
+        lambda: SplitProbe(url="http://127.0.0.1:9/", **{field: value}),
     ):
         with pytest.raises(ck.ConfigError, match=field):
             build()

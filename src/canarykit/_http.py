@@ -115,6 +115,7 @@ class Answer:
     status: int
     body: bytes
     cut: bool
+    headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -164,14 +165,14 @@ async def exchange(
                 ok = 200 <= status < 300
                 if not ok:
                     body, cut = await _read(response, min(excerpt_bytes, max_bytes))
-                    return Answer(status=status, body=body, cut=cut)
+                    return Answer(status=status, body=body, cut=cut, headers=response.headers)
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
                     raise ResponseTooLarge(status, max_bytes)  # not worth downloading
                 body, cut = await _read(response, max_bytes, keep_cut=False)
                 if cut:
                     raise ResponseTooLarge(status, max_bytes)
-                return Answer(status=status, body=body, cut=False)
+                return Answer(status=status, body=body, cut=False, headers=response.headers)
     except httpx.TimeoutException:
         raise TimeoutError(f"no answer within {deadline:g} s") from None
 

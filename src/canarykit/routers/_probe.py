@@ -28,6 +28,7 @@ import anyio
 import attrs
 
 from .._errors import ConfigError, RouterError
+from .._http import DEFAULT_MAX_RESPONSE_BYTES, ResponseTooLarge, check_max_bytes, exchange
 from .._split import TrafficSplit
 from .._validate import finite
 
@@ -39,6 +40,10 @@ __all__ = ["ProbeResult", "SplitProbe", "binomial_tolerance"]
 # HTTP field names are tokens (RFC 9110).
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _MAX_REQUESTS = 1_000_000
+
+
+class _NoAnswer(Exception):
+    """One request's deadline passed (not the whole measure's)."""
 
 
 def _count(field: str, *, minimum: int) -> Callable[[Any, Any, Any], None]:
@@ -181,7 +186,11 @@ class SplitProbe:
       the canary, False for stable, or None for unclassified.
     - `headers`: request headers to send (e.g. a User-Agent that a header route
       matches: the target then becomes 100% for the split's matching routes).
-    - `timeout`: seconds per request; `deadline`: seconds for a whole `measure`.
+    - `timeout`: seconds per request, its answer included (a deadline for the whole
+      exchange); `deadline`: seconds for a whole `measure`.
+    - `max_response_bytes`: the most of an answer read (1 MiB); a longer 2xx answer is a
+      `RouterError` that names the option. Of an error answer only the start is read
+      (a `classify` callable sees that start as the response's body).
     - `converge`, `max_requests`: keep sampling batches until one is within tolerance,
       using at most `max_requests` (default 10 batches) in all.
 
@@ -205,6 +214,10 @@ class SplitProbe:
     deadline: float = attrs.field(default=60.0, validator=_seconds("deadline"))
     converge: bool = False
     max_requests: int | None = None
+    max_response_bytes: int = attrs.field(
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        validator=lambda _i, _a, v: check_max_bytes("max_response_bytes", v),
+    )
 
     @tolerance.validator
     def _check_tolerance(self, _attr: Any, value: Any) -> None:
@@ -285,10 +298,20 @@ class SplitProbe:
                         used = batches * self.requests
                         if result.within_tolerance or used + self.requests > self.request_budget:
                             return result
+        except _NoAnswer:
+            raise RouterError(
+                f"split probe request to {self.url} failed after {total} requests: "
+                f"no answer within timeout={self.timeout:g} s"
+            ) from None
         except TimeoutError:
             raise RouterError(
                 f"split probe of {self.url} did not finish within {self.deadline:g} s "
                 f"({total} requests sent)"
+            ) from None
+        except ResponseTooLarge as exc:
+            raise RouterError(
+                f"split probe request to {self.url} failed after {total} requests: "
+                f"{exc.advice('max_response_bytes')}"
             ) from None
         except httpx.HTTPError as exc:
             raise RouterError(
@@ -304,9 +327,20 @@ class SplitProbe:
         return result
 
     async def _one(self, client: httpx.AsyncClient) -> httpx.Response:
-        response = await client.get(self.url)
-        await response.aread()
-        return response
+        import httpx
+
+        try:
+            answer = await exchange(
+                client, "GET", self.url, deadline=self.timeout, max_bytes=self.max_response_bytes
+            )
+        except TimeoutError:  # this request's deadline; the whole measure's is raised above
+            raise _NoAnswer from None
+        return httpx.Response(
+            answer.status,
+            headers=answer.headers,
+            content=answer.body,
+            request=httpx.Request("GET", self.url),
+        )
 
     def _arm(self, response: httpx.Response) -> int:
         if self.classify is not None:
