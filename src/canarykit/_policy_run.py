@@ -18,14 +18,14 @@ and one ending in ``_file`` a file, both read when the object is built; a missin
 a `ConfigError` naming the key and the variable or file, never a value. Such a file (and
 a CA bundle) must be a regular file of bounded size, so a FIFO there cannot hang the
 run, and a symbolic link is followed only within its own folder (as Kubernetes mounts
-secrets), never to an unrelated file.
+secrets), never to an unrelated file. The repr of a `Deployment` shows kinds and hook
+points only, never a URL.
 
 Paths. In a policy file, relative paths (``state_dir``, the router's files and socket,
 ``*_file``, ``verify``, ``kubeconfig``, ``approval_file``) are made absolute against the
 file's folder when it is loaded, and the state directory defaults to ``.canarykit``
 there: one policy means the same files, the same state and the same lease from any
-working directory. The repr of a
-`Deployment` shows kinds and hook points only, never a URL.
+working directory.
 """  # noqa: D205 (the summary needs two lines)
 
 from __future__ import annotations
