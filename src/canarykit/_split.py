@@ -10,9 +10,17 @@ from typing import Any
 import attrs
 
 from ._errors import ConfigError
+from ._safe import check_regex
 from ._validate import bounded_items, finite, to_enum
 
-__all__ = ["HeaderMatch", "HeaderRoute", "TrafficSplit"]
+__all__ = ["MAX_MATCHED_VALUE", "HeaderMatch", "HeaderRoute", "TrafficSplit"]
+
+MAX_MATCHED_VALUE = 4096
+"""The longest header value `HeaderRoute.matches` runs a regex on; a longer one never matches.
+
+It bounds the time Python's backtracking engine may take (see `HeaderRoute`); HTTP
+servers refuse longer header lines by default (nginx at 8 kB for name and value).
+"""
 
 # Header names are HTTP tokens (RFC 9110) less the quote characters it allows (' and `).
 # Refusing anything else keeps a name from smuggling a newline, quote or brace into a
@@ -47,7 +55,7 @@ def _to_match(value: Any) -> Any:
 
 @attrs.frozen(kw_only=True)
 class HeaderRoute:
-    """Send `percent` of the requests whose header matches to the canary, whatever the weights say.
+    r"""Send `percent` of the requests whose header matches to the canary, whatever the weights say.
 
     Matching requests follow this route's own split (all of them to the canary by
     default); the others follow the split's `canary_percent`. Every Chrome user to the
@@ -58,6 +66,31 @@ class HeaderRoute:
 
     The seed's Istio example sends 10% of Chrome users to the canary and nobody else:
     ``TrafficSplit(canary_percent=0, header_routes=[HeaderRoute(..., percent=10)])``.
+
+    `match` is ``"exact"``, ``"prefix"`` or ``"regex"``; every match is case-sensitive
+    and covers the whole value. A regex is written in RE2's syntax
+    (https://github.com/google/re2/wiki/Syntax), the one Envoy (so Istio), the Gateway
+    API implementations and nginx's PCRE all accept, less what a backtracking engine
+    (Python's, PCRE) could take exponential time on. Refused when the route is built,
+    with a `ConfigError` naming ``header_route.value`` and what is not allowed:
+
+    - backreferences (``\1``, ``(?P=name)``), lookahead and lookbehind (``(?=``, ``(?!``,
+      ``(?<=``, ``(?<!``), atomic groups (``(?>``), possessive repetitions (``a*+``) and
+      conditionals (``(?(1)a|b)``): RE2 has none of them;
+    - Python's own spellings: ``\Z``, ``\u``, ``\U``, ``\N{...}``, octal escapes,
+      ``{,n}``, inline flags other than ``i``, ``m`` and ``s``, nested sets
+      (``[[:alpha:]]``); write ``\xHH`` for a character;
+    - a variable repetition inside another (``(a+)+``, ``(a*)*``, ``(\d+\.)+``) and,
+      inside a repetition, an alternation whose branches may start with the same
+      character (``(a|ab)+``; ``(Chrome|Firefox)+`` is fine);
+    - counts above 1,000 in ``{n,m}`` (RE2's limit), more than 1,000 characters, or more
+      than 1,000 once counted repetitions are spelled out.
+
+    Envoy may have a lower limit of its own on a regex's size (its runtime key
+    ``re2.max_program_size.error_level``). `WeightedRouter`, which matches in Python,
+    also refuses a regex that could take it more than ``MAX_BACKTRACKING`` steps (more
+    than two unbounded repetitions, ``*``, ``+``, ``{n,}``, say), and `matches` never
+    runs one on a value longer than `MAX_MATCHED_VALUE`.
     """
 
     header: str
@@ -83,24 +116,23 @@ class HeaderRoute:
         percent = check_percent("header_route.percent", self.percent, allow_zero=False)
         object.__setattr__(self, "percent", percent)
         if self.match is HeaderMatch.REGEX:
-            try:
-                re.compile(self.value)
-            except (re.error, OverflowError, RecursionError) as exc:
-                # OverflowError: a repeat count such as {99999999999}; RecursionError: a
-                # pattern nested thousands deep.
-                raise ConfigError(
-                    "header_route.value", self.value, f"is not a regular expression ({exc})"
-                ) from None
+            check_regex("header_route.value", self.value)
 
     def matches(self, header_value: str | None) -> bool:
-        """Whether a request carrying `header_value` in this header follows this route."""
+        r"""Whether a request carrying `header_value` in this header follows this route.
+
+        A regex is matched as RE2 does (``\d``, ``\w``, ``\s`` and ``\b`` are ASCII)
+        against the whole value; a value longer than `MAX_MATCHED_VALUE` never matches one.
+        """
         if header_value is None:
             return False
         if self.match is HeaderMatch.EXACT:
             return header_value == self.value
         if self.match is HeaderMatch.PREFIX:
             return header_value.startswith(self.value)
-        return re.fullmatch(self.value, header_value) is not None
+        if len(header_value) > MAX_MATCHED_VALUE:
+            return False
+        return re.fullmatch(self.value, header_value, re.ASCII) is not None
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for JSON."""

@@ -31,12 +31,27 @@ from typing import Any
 from .._errors import ConfigError
 from .._observe import Arm
 from .._protocols import RouterCapabilities
-from .._split import STABLE_ONLY, HeaderRoute, TrafficSplit
+from .._safe import backtracking_steps
+from .._split import MAX_MATCHED_VALUE, STABLE_ONLY, HeaderMatch, HeaderRoute, TrafficSplit
 
-__all__ = ["DEFAULT_SALT", "MAX_PERIOD", "WeightedRouter", "canary_share", "smooth_sequence"]
+__all__ = [
+    "DEFAULT_SALT",
+    "MAX_PERIOD",
+    "MAX_BACKTRACKING",
+    "WeightedRouter",
+    "canary_share",
+    "smooth_sequence",
+]
 
 MAX_PERIOD = 10_000
 """The largest round-robin period: shares are fractions with at most this denominator."""
+
+MAX_BACKTRACKING = 2**25
+"""The most steps a header regex may take here on a value of `MAX_MATCHED_VALUE` characters.
+
+Estimated by `backtracking_steps`: ``.*Chrome.*`` takes about 2**24; measured, such a
+regex takes tens of milliseconds on the longest value, microseconds on a usual one.
+"""
 
 DEFAULT_SALT = "canarykit"
 """The salt `WeightedRouter` hashes keys with unless given another."""
@@ -195,7 +210,12 @@ class WeightedRouter:
     picks remain valid there, but turns may repeat.
 
     It supports weights, header routes and read-back; not mirroring. The rollout's
-    runner reads back every split it applies.
+    runner reads back every split it applies. Header regexes run on Python's
+    backtracking engine: besides what `HeaderRoute` refuses for every router, a regex
+    here may take at most `MAX_BACKTRACKING` steps on the longest value it is run on
+    (at most two unbounded repetitions, as in ``.*Chrome.*``), and a header value
+    longer than `MAX_MATCHED_VALUE` never matches one, so a match costs milliseconds
+    whatever the request sends.
     """
 
     def __init__(
@@ -220,8 +240,32 @@ class WeightedRouter:
             raise ConfigError(
                 f"{field}.mirror_percent", split.mirror_percent, "WeightedRouter cannot mirror"
             )
+        for index, route in enumerate(split.header_routes):
+            if route.match is not HeaderMatch.REGEX:
+                continue
+            # Python's engine backtracks: k unbounded repetitions may cost time of the
+            # order of the value's length to the power k. The budget allows ".*Chrome.*".
+            steps = backtracking_steps(route.value, MAX_MATCHED_VALUE)
+            if steps > MAX_BACKTRACKING:
+                raise ConfigError(
+                    f"{field}.header_routes[{index}].value",
+                    route.value,
+                    f"WeightedRouter matches in Python, whose engine backtracks: this regex "
+                    f"may take {steps:.2g} steps on a {MAX_MATCHED_VALUE}-character value, "
+                    f"more than {MAX_BACKTRACKING:.2g} (use at most two of *, + and {{n,}}, "
+                    f"and few ? or {{n,m}} beside them)",
+                )
 
     # -- the TrafficRouter protocol -----------------------------------------------------
+
+    @property
+    def traffic_target(self) -> str:
+        """What this router controls: this object's own table of splits, unique to it."""
+        return f"WeightedRouter at {id(self):#x}"
+
+    def check_split(self, split: TrafficSplit) -> None:
+        """Raise `ConfigError` for a split `apply` would refuse: a mirror, or a costly regex."""
+        self._check(split, "split")
 
     @property
     def capabilities(self) -> RouterCapabilities:
