@@ -153,8 +153,12 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _traffic_target(router: object) -> str | None:
-    """What `router` controls, as its ``target`` names it (an nginx include file, ...)."""
-    target = getattr(router, "target", None)
+    """What `router` controls, as its ``traffic_target`` names it (None if it does not).
+
+    E.g. ``nginx:/etc/nginx/canary.conf``: the include file, an HAProxy backend, a
+    Kubernetes object.
+    """
+    target = getattr(router, "traffic_target", None)
     return target if isinstance(target, str) and target else None
 
 

@@ -1,0 +1,97 @@
+"""``canarykit run`` leases the router's traffic target, not only the rollout's name.
+
+Two policies that differ only in ``name`` (or sit in two folders, with two state
+directories) used to get two leases and two runners on one router (issue 13, item 8).
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+
+import canarykit as ck
+from canarykit._cli import main
+from canarykit._policy_run import Deployment
+from canarykit.testing import FakeRouter, ScriptedMetrics
+
+POLICY = """\
+[plan]
+shape = "weights"
+weights = [10]
+hold = "1s"
+analysis_interval = "1s"
+
+[decider]
+kind = "threshold"
+[[decider.metrics]]
+metric = "error_rate"
+max = 0.02
+
+[rollout]
+name = "NAME"
+
+[router]
+kind = "haproxy"
+runtime_api = "127.0.0.1:9"
+backend = "app"
+stable = ["v1"]
+canary = ["v2"]
+
+[metrics]
+kind = "prometheus"
+url = "http://127.0.0.1:9"
+stable = "v1"
+canary = "v2"
+"""
+
+
+class SharedRouter(FakeRouter):
+    """A fake router that says which traffic it controls, and records what it applied."""
+
+    traffic_target = "fake:the-one-router"
+
+
+@pytest.fixture
+def router(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> SharedRouter:
+    monkeypatch.setenv("CANARYKIT_LOCK_DIR", str(tmp_path / "locks"))
+    shared = SharedRouter()
+    monkeypatch.setattr(Deployment, "build_router", lambda self: shared)
+    monkeypatch.setattr(Deployment, "build_metrics", lambda self: ScriptedMetrics())
+    return shared
+
+
+def policy(folder: Path, name: str) -> Path:
+    folder.mkdir()
+    path = folder / "p.toml"
+    path.write_text(POLICY.replace("NAME", name))
+    return path
+
+
+def test_a_second_policy_on_the_same_router_is_refused_before_traffic_moves(
+    router: SharedRouter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = policy(tmp_path / "a", "web")
+    second = policy(tmp_path / "b", "shop")
+    # The first runner holds its lease, on its name and on the router's target.
+    deployment = ck.load_policy(first).deployment
+    held = ck.FileStore(deployment.state_dir).lease("web", target=router.traffic_target)
+    anyio.run(held.acquire)
+
+    def too_long(signum: int, frame: object) -> None:
+        raise TimeoutError("the second run was not refused: it started the rollout")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(20)
+    try:
+        code = main(["run", str(second), "--no-status"])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        anyio.run(held.release)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "traffic target fake:the-one-router is already being driven" in err
+    assert router.applied == []
