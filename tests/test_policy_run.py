@@ -206,6 +206,7 @@ def test_deployment_checks_what_it_is_given_directly() -> None:
     found = load_policy(DEPLOY_EXAMPLE).deployment
     again = Deployment(
         name=found.name,
+        state_dir=found.state_dir,
         rollback_timeout=found.rollback_timeout,
         router_table=found.router_table,
         metrics_table=found.metrics_table,
@@ -996,11 +997,12 @@ def test_deploy_example_loads_as_documented(monkeypatch: pytest.MonkeyPatch) -> 
     policy = load_policy(DEPLOY_EXAMPLE)
     found = policy.deployment
     assert repr(found) == (
-        "Deployment(name='shop', rollback_timeout=30.0, router='nginx', "
+        f"Deployment(name='shop', state_dir={str(ROOT / 'examples' / '.canarykit')!r}, "
+        "rollback_timeout=30.0, router='nginx', "
         "metrics='prometheus', hooks=['confirm_promotion', 'rollback'], notify=['slack'])"
     )
     assert (found.state_dir, found.on_interrupt, found.rollback_timeout) == (
-        ".canarykit",
+        str(ROOT / "examples" / ".canarykit"),
         "rollback",
         30.0,
     )
