@@ -1,8 +1,9 @@
 """Every HTTP exchange is bounded: one deadline for the whole of it, and a size limit.
 
 Real loopback servers answer as badly as they can (tests/http_hostile.py): 300 MB bodies,
-one byte at a time, or nothing at all. A Webhook hook, a notifier and PrometheusSource
-must each end within their deadline plus a second, holding little memory, and say why.
+one byte at a time, or nothing at all. A Webhook hook, a notifier, PrometheusSource, the
+split probe and the Kubernetes routers must each end within their deadline plus a
+second, holding little memory, and say why.
 """
 
 import logging
@@ -18,7 +19,7 @@ from canarykit import HookCall, HookPoint, MetricsError, Webhook
 from canarykit._http import EXCERPT_BYTES, exchange
 from canarykit.metrics import PrometheusSource
 from canarykit.notify import WebhookNotifier
-from canarykit.routers import SplitProbe
+from canarykit.routers import KubernetesConnection, SplitProbe
 from http_hostile import HostileServer, drip, huge, silent, status_line
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
@@ -50,13 +51,13 @@ def a_notice():
     )
 
 
-async def through_webhook(url, caplog, **bounds):
+async def through_webhook(url, caplog, tmp_path, **bounds):
     answer = await Webhook(url, attempts=1, **bounds)(a_call())
     assert not answer.yes
     return answer.reason
 
 
-async def through_notifier(url, caplog, **bounds):
+async def through_notifier(url, caplog, tmp_path, **bounds):
     notifier = WebhookNotifier(url, attempts=1, drain_timeout=60, **bounds)
     with caplog.at_level(logging.WARNING, logger="canarykit.notify"):
         async with notifier:
@@ -65,7 +66,7 @@ async def through_notifier(url, caplog, **bounds):
     return next(r.getMessage() for r in reversed(caplog.records) if "dropped" in r.getMessage())
 
 
-async def through_prometheus(url, caplog, **bounds):
+async def through_prometheus(url, caplog, tmp_path, **bounds):
     base = url.rstrip("/")
     source = PrometheusSource(url=base, stable="v1", canary="v2", attempts=1, **bounds)
     with pytest.raises(MetricsError) as caught:
@@ -73,14 +74,42 @@ async def through_prometheus(url, caplog, **bounds):
     return str(caught.value)
 
 
-async def through_split_probe(url, caplog, **bounds):
+async def through_split_probe(url, caplog, tmp_path, **bounds):
     probe = SplitProbe(url=url, requests=5, **bounds)
     with pytest.raises(ck.RouterError) as caught:
         await probe.measure(ck.TrafficSplit(canary_percent=10))
     return str(caught.value)
 
 
+async def through_kubernetes(url, caplog, tmp_path, **bounds):
+    from canarykit.routers import GatewayAPIRouter
+
+    pytest.importorskip("lightkube", reason="pip install 'canarykit[kubernetes]'")
+    config = _KUBECONFIG.format(url=url.rstrip("/"))
+    path = tmp_path / "kubeconfig"
+    path.write_text(config)
+    router = GatewayAPIRouter(
+        route="shop",
+        namespace="prod",
+        stable_service="shop-v1",
+        canary_service="shop-v2",
+        connection=KubernetesConnection(kubeconfig=path, trust_env=False, **bounds),
+    )
+    with pytest.raises(ck.RouterError) as caught:
+        await router.read()
+    return str(caught.value)
+
+
+_KUBECONFIG = """
+current-context: x
+clusters: [{{name: c, cluster: {{server: "{url}"}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+"""
+
+
 COMPONENTS = {
+    "kubernetes": through_kubernetes,
     "webhook": through_webhook,
     "notifier": through_notifier,
     "prometheus": through_prometheus,
@@ -130,14 +159,16 @@ class PeakRss:
         if (name, status) != ("split-probe", 500)
     ],
 )
-async def test_a_300_mb_answer_is_never_read_whole(anyio_backend, caplog, component, status):
+async def test_a_300_mb_answer_is_never_read_whole(
+    anyio_backend, caplog, tmp_path, component, status
+):
     with HostileServer(huge(status, HUGE)) as server, PeakRss() as memory:
         started = time.monotonic()
-        text = await COMPONENTS[component](server.url, caplog, timeout=30.0)
+        text = await COMPONENTS[component](server.url, caplog, tmp_path, timeout=30.0)
         took = time.monotonic() - started
     assert memory.growth_mb < 50, f"RSS grew {memory.growth_mb:.0f} MB"
     assert took < 10, f"{took:.1f} s: the body was downloaded"
-    if status == 200:
+    if status == 200 or component == "kubernetes":  # lightkube reads an error whole
         assert "larger than max_response_bytes=" in text and "raise max_response_bytes" in text
     else:
         assert "HTTP 500" in text and "xxxx" in text  # quoted from the excerpt read
@@ -155,10 +186,10 @@ async def test_the_split_probe_reads_only_the_start_of_a_huge_error_page(anyio_b
 
 @pytest.mark.parametrize("component", sorted(COMPONENTS))
 async def test_max_response_bytes_is_the_limit_and_the_error_names_it(
-    anyio_backend, caplog, component
+    anyio_backend, caplog, tmp_path, component
 ):
     with HostileServer(huge(200, 4096)) as server:
-        text = await COMPONENTS[component](server.url, caplog, max_response_bytes=2048)
+        text = await COMPONENTS[component](server.url, caplog, tmp_path, max_response_bytes=2048)
     assert "max_response_bytes=2048 (2 KiB)" in text
 
 
@@ -204,10 +235,12 @@ async def test_a_declared_oversize_answer_is_refused_before_its_body(anyio_backe
     [drip(0.25), drip(0.25, headers_too=True), drip(0.25, status=500), silent],
     ids=["drips-its-body", "drips-its-headers", "drips-an-error", "never-answers"],
 )
-async def test_a_slow_server_cannot_outlast_the_deadline(anyio_backend, caplog, component, respond):
+async def test_a_slow_server_cannot_outlast_the_deadline(
+    anyio_backend, caplog, tmp_path, component, respond
+):
     with HostileServer(respond) as server:
         started = time.monotonic()
-        text = await COMPONENTS[component](server.url, caplog, timeout=DEADLINE)
+        text = await COMPONENTS[component](server.url, caplog, tmp_path, timeout=DEADLINE)
         took = time.monotonic() - started
     # Each byte arrives well within httpx's per-read timeout: only the overall deadline
     # can end the exchange.
@@ -236,6 +269,7 @@ def test_a_tiny_or_odd_limit_is_refused_by_name(field, value):
             url="http://127.0.0.1:9", stable="a", canary="b", **{field: value}
         ),
         lambda: SplitProbe(url="http://127.0.0.1:9/", **{field: value}),
+        lambda: KubernetesConnection(**{field: value}),
     ):
         with pytest.raises(ck.ConfigError, match=field):
             build()

@@ -18,6 +18,7 @@ so a router holds no connection between steps and works the same on asyncio and 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -28,7 +29,10 @@ import anyio
 import attrs
 
 from .._errors import ConfigError, RouterError
+from .._http import ResponseTooLarge, check_max_bytes
 from .._safe import check_name
+from .._split import TrafficSplit
+from .._text import shown
 from .._validate import finite
 
 __all__ = ["DESTINATION_RULE", "HTTPROUTE", "VIRTUAL_SERVICE", "Kind", "KubernetesConnection"]
@@ -36,6 +40,7 @@ __all__ = ["DESTINATION_RULE", "HTTPROUTE", "VIRTUAL_SERVICE", "Kind", "Kubernet
 _EXTRA = "pip install 'canarykit[kubernetes]'"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _CONFLICT_BACKOFF = 0.05  # seconds, times the attempt number
+_STATUS_TEXT = 20_000  # characters of an API server's error message kept
 
 
 @attrs.frozen
@@ -94,8 +99,13 @@ class KubernetesConnection:
       ``$KUBERNETES_SERVICE_HOST`` and ``$KUBERNETES_SERVICE_PORT``), False to use the
       kubeconfig. None (the default): the kubeconfig if one is given or ``$KUBECONFIG``
       is set, else the service account if the pod has one, else ``~/.kube/config``.
-    - `timeout`: seconds for each request. `field_manager`: the name the API server
-      records for canarykit's changes (``metadata.managedFields``).
+    - `timeout`: seconds for each request, its answer included (a deadline for the whole
+      exchange, so an API server, or a proxy before it, that answers a byte at a time
+      cannot stretch it). `field_manager`: the name the API server records for
+      canarykit's changes (``metadata.managedFields``).
+    - `max_response_bytes`: the most of one answer read, in bytes received (3 MiB, twice
+      the 1.5 MiB that etcd stores for one object by default); a longer one is a
+      `RouterError` that names the option.
     - `trust_env`: whether proxy and certificate settings come from the environment
       (``HTTPS_PROXY``, ``SSL_CERT_FILE``...).
 
@@ -114,6 +124,9 @@ class KubernetesConnection:
         default="canarykit", validator=lambda _i, a, v: check_name(a.name, v)
     )
     trust_env: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    max_response_bytes: int = attrs.field(
+        default=3 << 20, validator=lambda _i, a, v: check_max_bytes(a.name, v)
+    )
 
 
 def check_attempts(field: str, value: Any) -> int:
@@ -151,6 +164,67 @@ def _status_code(exc: BaseException) -> int | None:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _limit_answers(client: Any, limit: int) -> None:
+    """Make every answer `client` reads stop at `limit` bytes with `ResponseTooLarge`.
+
+    lightkube reads each answer whole before it returns; httpx's response hooks run
+    between the headers and the body, so one there checks the declared length and puts
+    a counting stream under the body. lightkube does not expose its httpx client: a
+    version that keeps it elsewhere gets no size limit (the deadline still holds).
+    """
+    http: Any = getattr(getattr(client, "_client", None), "_client", None)
+    hooks = getattr(http, "event_hooks", None)
+    if not isinstance(hooks, dict):
+        return
+    stream_class = _limited_stream_class()
+
+    async def check(response: Any) -> None:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLarge(response.status_code, limit)
+        response.stream = stream_class(response.stream, limit, response.status_code)
+
+    hooks.setdefault("response", []).append(check)
+    http.event_hooks = hooks
+
+
+_stream_classes: list[Any] = []
+
+
+def _limited_stream_class() -> Any:
+    """An httpx2 byte stream that raises `ResponseTooLarge` past a limit (built once)."""
+    if _stream_classes:
+        return _stream_classes[0]
+    base = _module("httpx2").AsyncByteStream
+
+    class LimitedStream(base):  # type: ignore[misc,valid-type]
+        def __init__(self, inner: Any, limit: int, status: int) -> None:
+            self._inner = inner
+            self._limit = limit
+            self._status = status
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            seen = 0
+            chunks = self._inner.__aiter__()
+            async for chunk in chunks:
+                seen += len(chunk)
+                if seen > self._limit:
+                    # Close the connection, then let the read that fails end the inner
+                    # generators (trio warns about generators left to the GC).
+                    await self._inner.aclose()
+                    with contextlib.suppress(Exception):
+                        async for _ in chunks:
+                            pass
+                    raise ResponseTooLarge(self._status, self._limit)
+                yield chunk
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    _stream_classes.append(LimitedStream)
+    return LimitedStream
 
 
 class KubeClient:
@@ -223,6 +297,7 @@ class KubeClient:
             )
         except Exception as exc:  # a bad certificate path, an unsupported auth provider
             raise RouterError(f"cannot set up the Kubernetes client: {_describe(exc)}") from None
+        _limit_answers(client, self.connection.max_response_bytes)
         try:
             yield client
         finally:
@@ -234,10 +309,19 @@ class KubeClient:
     def _error(self, exc: Exception, verb: str, what: str) -> Exception:
         api_error = _module("lightkube").ApiError
         httpx = _module("httpx2")
+        if isinstance(exc, TimeoutError):
+            return RouterError(
+                f"could not {verb} {what}: no answer from the Kubernetes API server at "
+                f"{self.server} within timeout={self.connection.timeout:g} s"
+            )
+        if isinstance(exc, ResponseTooLarge):
+            return RouterError(f"could not {verb} {what}: {exc.advice('max_response_bytes')}")
         if isinstance(exc, api_error):
             status = exc.status
             code = status.code or exc.response.status_code
-            message = status.message or exc.response.text
+            # Escaped, and cut far out: a validation message quotes the whole object
+            # before it says what is wrong with it.
+            message = shown(status.message or exc.response.text, limit=_STATUS_TEXT)
             if code == 409:
                 return Conflict(message)
             words = {
@@ -250,7 +334,8 @@ class KubeClient:
         if isinstance(exc, httpx.HTTPStatusError):  # an answer that is not a Status object
             response = exc.response
             return RouterError(
-                f"could not {verb} {what}: HTTP {response.status_code}: {response.text[:300]}"
+                f"could not {verb} {what}: HTTP {response.status_code}: "
+                f"{shown(response.text, limit=300)}"
             )
         if isinstance(exc, (httpx.HTTPError, OSError)):
             return RouterError(
@@ -279,7 +364,8 @@ class KubeClient:
         """The object; None if it does not exist and `missing_ok`, else a `RouterError`."""
         async with self._maybe(session) as client:
             try:
-                found = await client.get(self._resource(kind), name, namespace=self.namespace)
+                with anyio.fail_after(self.connection.timeout):
+                    found = await client.get(self._resource(kind), name, namespace=self.namespace)
             except Exception as exc:
                 if missing_ok and _status_code(exc) == 404:
                     return None
@@ -291,9 +377,10 @@ class KubeClient:
         name = body["metadata"]["name"]
         async with self._session() as client:
             try:
-                made = await client.create(
-                    self._resource(kind)(dict(body)), namespace=self.namespace
-                )
+                with anyio.fail_after(self.connection.timeout):
+                    made = await client.create(
+                        self._resource(kind)(dict(body)), namespace=self.namespace
+                    )
             except Exception as exc:
                 raise self._error(exc, "create", self._what(kind, name)) from exc
         return self._plain(made)
@@ -303,13 +390,14 @@ class KubeClient:
     ) -> dict[str, Any]:
         patch_type = _module("lightkube.types").PatchType.MERGE
         try:
-            done = await client.patch(
-                self._resource(kind),
-                name,
-                dict(body),
-                namespace=self.namespace,
-                patch_type=patch_type,
-            )
+            with anyio.fail_after(self.connection.timeout):
+                done = await client.patch(
+                    self._resource(kind),
+                    name,
+                    dict(body),
+                    namespace=self.namespace,
+                    patch_type=patch_type,
+                )
         except Exception as exc:
             raise self._error(exc, "update", self._what(kind, name)) from exc
         return self._plain(done)
@@ -400,6 +488,19 @@ class ListRouter:
     @property
     def _what(self) -> str:
         return f"{self.kind.kind} {self.namespace}/{self.name}"
+
+    @property
+    def traffic_target(self) -> str:
+        """What this router controls: ``<kind> <namespace>/<name>``, e.g. ``HTTPRoute prod/shop``.
+
+        The cluster is not part of it: two clusters' objects of one name share a target.
+        """
+        return self._what
+
+    def check_split(self, split: Any) -> None:
+        """Raise `ConfigError` for a split `apply` would refuse, before traffic moves."""
+        if not isinstance(split, TrafficSplit):
+            raise ConfigError("split", split, "must be a TrafficSplit")
 
     def _entries(self, obj: Mapping[str, Any]) -> Any:
         return (obj.get("spec") or {}).get(self.list_key)
