@@ -98,7 +98,7 @@ def test_render_istio_refuses_a_regex_envoy_cannot_run(pattern: str) -> None:
     code = main_with_stderr([*argv, "--header", f"X-User={pattern}"], err)
     assert code == 2
     message = err.getvalue()
-    assert "--header" in message and pattern.replace("\\", "\\\\") in message
+    assert "header_route.value" in message and pattern.replace("\\", "\\\\") in message
     assert "Traceback" not in message
 
 
