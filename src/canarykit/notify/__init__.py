@@ -1,9 +1,10 @@
 """Notifications: rollout events to Slack or to any JSON webhook, filtered by severity.
 
 A notifier is a rollout listener that never blocks: it queues each notice in memory and a
-background task posts it, with a timeout, bounded retries and backoff. Notices that cannot
-be delivered are counted and logged, never raised into the rollout. Needs httpx
-(``pip install 'canarykit[http]'``)::
+background task posts it, with a timeout, bounded retries and backoff. Each attempt is
+bounded as a whole by `timeout`, its answer included, and an answer's body by
+`max_response_bytes` (1 MiB). Notices that cannot be delivered are counted and logged,
+never raised into the rollout. Needs httpx (``pip install 'canarykit[http]'``)::
 
     from canarykit.notify import SlackNotifier, WebhookNotifier
 
