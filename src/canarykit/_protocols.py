@@ -66,7 +66,20 @@ class TrafficRouter(Protocol):
 
     `apply` must be idempotent: the runner may apply the same split again after a timeout
     or a restart. It raises on failure (any exception; the runner wraps it in
-    `RouterError`). `read` returns the split in force, or None when the router cannot tell.
+    `RouterError`), and `ConfigError` for a split it can never apply, which the runner
+    does not retry. `read` returns the split in force, or None when the router cannot
+    tell.
+
+    Two optional parts, found with ``getattr`` (the built-in routers have both):
+
+    - ``check_split(split) -> None`` raises `ConfigError` for any split `apply` would
+      refuse, without I/O. `Rollout` calls it for every split of its plan, so that a
+      plan the router cannot carry out is refused before traffic moves.
+    - ``traffic_target: str`` (a read-only property) names what the router controls,
+      the same for any two routers that drive the same traffic: ``nginx:`` and the
+      resolved include file, ``haproxy:`` with the runtime API and backend,
+      ``HTTPRoute prod/shop``. A rollout's default lease covers it, so that two
+      rollouts (from two policies, or two state directories) cannot drive one target.
     """
 
     @property

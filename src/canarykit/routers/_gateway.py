@@ -9,9 +9,19 @@ from .._errors import ConfigError
 from .._protocols import RouterCapabilities
 from .._split import TrafficSplit
 from ._kubernetes import HTTPROUTE, KubernetesConnection, ListRouter
-from ._render import HTTPRouteTarget, httproute_base, httproute_read, httproute_render
+from ._render import (
+    HTTPRouteTarget,
+    _gateway_header,
+    httproute_base,
+    httproute_read,
+    httproute_render,
+)
 
 __all__ = ["GatewayAPIRouter"]
+
+# The Gateway API's limits (the HTTPRoute CRD's maxItems and maxLength).
+MAX_RULES = 16
+MAX_HEADER_VALUE = 4096
 
 
 def _check_split(split: Any) -> TrafficSplit:
@@ -110,6 +120,33 @@ class GatewayAPIRouter(ListRouter):
         """
         base = httproute_base(self.target) if current is None else current
         return httproute_render(self.target, _check_split(split), base)
+
+    def check_split(self, split: TrafficSplit) -> None:
+        """Raise `ConfigError` for a split the API server would refuse in an HTTPRoute.
+
+        An HTTPRoute holds at most 16 rules (the Gateway API's ``maxItems``): canarykit's,
+        one per header route and one for the weights, and yours, at least one. A header
+        match's value holds at most 4,096 characters.
+        """
+        super().check_split(split)
+        ours = len(split.header_routes) + (
+            1 if split.canary_percent > 0 or split.mirror_percent > 0 else 0
+        )
+        if ours + 1 > MAX_RULES:
+            raise ConfigError(
+                "header_routes",
+                len(split.header_routes),
+                f"an HTTPRoute holds at most {MAX_RULES} rules: canarykit would add {ours} "
+                f"beside yours",
+            )
+        for index, route in enumerate(split.header_routes):
+            value = _gateway_header(route)[1]["value"]
+            if len(value) > MAX_HEADER_VALUE:
+                raise ConfigError(
+                    f"header_routes[{index}].value",
+                    route.value,
+                    f"an HTTPRoute header match holds at most {MAX_HEADER_VALUE} characters",
+                )
 
     def _render(self, split: TrafficSplit, current: Mapping[str, Any]) -> dict[str, Any]:
         return httproute_render(self.target, split, current)

@@ -443,6 +443,31 @@ class HAProxyRouter:
         )
 
     @property
+    def traffic_target(self) -> str:
+        """What this router controls: ``haproxy:``, the runtime API and the backend."""
+        kind, where, _port = self._endpoint
+        if kind == "unix":
+            return f"haproxy:unix:{os.path.realpath(where)} backend {self.backend}"
+        return f"haproxy:{self.runtime_api} backend {self.backend}"
+
+    def check_split(self, split: TrafficSplit) -> None:
+        """Raise `ConfigError` for a split `apply` would refuse (see `weights`).
+
+        A rollout calls it for every split of its plan before traffic moves.
+        """
+        try:
+            self.weights(split)
+        except RouterError as exc:
+            value: Any
+            if split.header_routes:
+                field, value = "header_routes", split.header_routes
+            elif split.mirror_percent:
+                field, value = "mirror_percent", split.mirror_percent
+            else:
+                field, value = "canary_percent", split.canary_percent
+            raise ConfigError(field, value, str(exc)) from None
+
+    @property
     def servers(self) -> tuple[str, ...]:
         """Every server this router sets, stable ones first."""
         return self.stable + self.canary

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import uuid
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
@@ -231,6 +232,7 @@ class WeightedRouter:
         self._salt = salt_bytes
         self._hasher = hashlib.blake2b(salt_bytes, digest_size=8)
         self._table = _Table(initial, None)
+        self._target = f"WeightedRouter {uuid.uuid4().hex}"
 
     @staticmethod
     def _check(split: Any, field: str) -> None:
@@ -260,8 +262,8 @@ class WeightedRouter:
 
     @property
     def traffic_target(self) -> str:
-        """What this router controls: this object's own table of splits, unique to it."""
-        return f"WeightedRouter at {id(self):#x}"
+        """What this router controls: this object's own splits, a name unique to it."""
+        return self._target
 
     def check_split(self, split: TrafficSplit) -> None:
         """Raise `ConfigError` for a split `apply` would refuse: a mirror, or a costly regex."""

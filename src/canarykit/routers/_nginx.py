@@ -73,6 +73,7 @@ import math
 import os
 import re
 import signal
+import stat
 import tempfile
 import time
 from collections.abc import Sequence
@@ -107,6 +108,12 @@ _HEADER_FOR_NGINX = re.compile(r"[A-Za-z0-9-]+")
 # Characters that must not reach an nginx path argument (quoted or not).
 _NOT_IN_PATH = frozenset("\"'`\\;{}$#")
 _PROC = Path("/proc")
+MAX_INCLUDE_BYTES = 4 * 1024 * 1024
+"""The largest include file `NginxRouter` reads; its own files are a few kilobytes."""
+_MAX_PID_BYTES = 64
+# Platforms without O_NOFOLLOW: `_read_regular` still refuses a link (its fstat checks
+# what was opened, and `islink` tells why).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _WORKER_TITLE = "nginx: worker process"
 _SHUTTING_DOWN = "is shutting down"
 
@@ -312,7 +319,12 @@ def _parse(
     if not text.endswith("\n") or len(lines) < 4:
         raise refuse(1, "the file is truncated")
     if lines[0] != _BANNER:
-        raise refuse(1, f"expected canarykit's banner, found {lines[0][:80]!r}")
+        # Not a file canarykit wrote: nothing of it is shown (a symlink planted at the
+        # include path may point at secrets).
+        raise RouterError(
+            f"{path} is not canarykit's: its first line is not canarykit's banner "
+            "(its contents are not shown)"
+        )
     head = _HEAD.fullmatch(lines[1])
     if head is None or int(head.group(1)) != FORMAT:
         raise refuse(
@@ -450,6 +462,22 @@ class NginxRouter:
     def capabilities(self) -> RouterCapabilities:
         """Weights, header routes, mirroring and read-back."""
         return RouterCapabilities(weights=True, header_routes=True, mirroring=True, read_back=True)
+
+    @property
+    def traffic_target(self) -> str:
+        """What this router controls: ``nginx:`` and the include file's resolved path.
+
+        Two routers on one include file (through any symbolic links in its folders) have
+        the same target, so a rollout's lease keeps a second runner off it.
+        """
+        return f"nginx:{os.path.realpath(self.include_path)}"
+
+    def check_split(self, split: TrafficSplit) -> None:
+        """Raise `ConfigError` for a split `apply` would refuse (what `render` refuses).
+
+        A rollout calls it for every split of its plan before traffic moves.
+        """
+        self.render(split)
 
     weights_for = staticmethod(weights_for)
 
@@ -591,12 +619,16 @@ class NginxRouter:
         return [*argv, "-c", str(self.main_config), *args]
 
     def _read_text(self) -> str | None:
-        try:
-            return self.include_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        data = _read_regular(self.include_path, "the include file", MAX_INCLUDE_BYTES)
+        if data is None:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RouterError(f"cannot read {self.include_path}: {exc}") from None
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RouterError(
+                f"{self.include_path} is not canarykit's: it is not UTF-8 text "
+                "(its contents are not shown)"
+            ) from None
 
     def _swap_in(self, text: str) -> str | None:
         previous = self._read_text()
@@ -714,10 +746,16 @@ class NginxRouter:
             await anyio.sleep(0.002)
 
     def _master_pid(self) -> int:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (OSError, ValueError) as exc:
-            raise RouterError(f"cannot read the nginx pid file {self.pid_file}: {exc}") from None
+        data = _read_regular(self.pid_file, "the nginx pid file", _MAX_PID_BYTES)
+        if data is None:
+            raise RouterError(
+                f"the nginx pid file {self.pid_file} does not exist: is nginx running?"
+            )
+        text = data.decode("ascii", errors="replace").strip()
+        if not (text.isascii() and text.isdigit()) or int(text) < 1:
+            # Not shown: whatever the file holds, it is not nginx's pid.
+            raise RouterError(f"the nginx pid file {self.pid_file} does not hold a process id")
+        pid = int(text)
         title = _title(pid)
         if title is None and _PROC.is_dir():
             raise RouterError(f"no process {pid} from {self.pid_file}: is nginx running?")
@@ -737,8 +775,65 @@ class _Reload:
     resignal: int | None = None  # the master to signal again after putting the file back
 
 
+def _read_regular(path: Path, what: str, limit: int) -> bytes | None:
+    """`path`'s bytes (None if it does not exist), or RouterError saying why not.
+
+    A symbolic link, a FIFO, a device or a directory is refused without being followed
+    or read, as is a file of more than `limit` bytes. Messages never quote the contents.
+    """
+    flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if os.path.islink(path):
+            raise RouterError(
+                f"{what} {path} is a symbolic link: canarykit does not follow it; give the "
+                f"path of the file itself"
+            ) from None
+        raise RouterError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise RouterError(f"{what} {path} is not a regular file")
+        if status.st_size > limit:
+            raise RouterError(f"{what} {path} holds more than {limit} bytes")
+        chunks = []
+        size = 0
+        while chunk := os.read(descriptor, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise RouterError(f"{what} {path} holds more than {limit} bytes")
+        return b"".join(chunks)
+    except OSError as exc:
+        raise RouterError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(descriptor)
+
+
+def _refuse_unless_regular(path: Path) -> None:
+    """RouterError when `path` exists and is not a regular file (a symbolic link, say)."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(status.st_mode):
+        raise RouterError(
+            f"the include file {path} is a symbolic link: canarykit does not follow or "
+            f"replace it; give the path of the file itself"
+        )
+    if not stat.S_ISREG(status.st_mode):
+        raise RouterError(f"the include file {path} is not a regular file")
+
+
 def _write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text`: a temporary file in the same directory, fsync, rename."""
+    """Replace `path` with `text`: a temporary file in the same directory, fsync, rename.
+
+    A symbolic link or any other non-regular file at `path` is refused (RouterError).
+    """
+    _refuse_unless_regular(path)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:

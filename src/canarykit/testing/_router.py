@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 
 import anyio
@@ -45,6 +46,12 @@ class FakeRouter:
         self.current = initial
         self.applied: list[TrafficSplit] = []
         self.calls: list[str] = []
+        self._target = f"FakeRouter {uuid.uuid4().hex}"
+
+    @property
+    def traffic_target(self) -> str:
+        """What this fake controls: a name unique to it (see `TrafficRouter`)."""
+        return self._target
 
     @property
     def capabilities(self) -> RouterCapabilities:
