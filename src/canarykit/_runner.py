@@ -121,10 +121,11 @@ from ._machine import (
     WindowFailed,
     WindowJudged,
     plan_fingerprint,
+    plan_splits,
     plan_to_json,
 )
 from ._observe import ArmStats, Observation, Window
-from ._plan import Analyze, Plan
+from ._plan import Analyze, Plan, SetHeaderRoutes, SetMirror, SetWeight
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
 from ._safe import check_name
 from ._split import STABLE_ONLY, TrafficSplit
@@ -280,6 +281,47 @@ def _decode_record(record: Any, key: str, plan: Plan, fingerprint: str) -> Rollo
     return state
 
 
+def _traffic_target(router: TrafficRouter) -> str | None:
+    """The router's optional ``traffic_target`` (see `TrafficRouter`), or None."""
+    target = getattr(router, "traffic_target", None)
+    if target is None:
+        return None
+    if not isinstance(target, str) or not target:
+        raise ConfigError("router.traffic_target", target, "must be a non-empty string or None")
+    return target
+
+
+def _check_plan_splits(plan: Plan, router: TrafficRouter) -> None:
+    """Refuse, before traffic moves, a plan with a split the router would refuse to apply.
+
+    A router may have ``check_split(split)``, which raises `ConfigError` for what its
+    `apply` would refuse (see `TrafficRouter`). The error names the step.
+    """
+    check = getattr(router, "check_split", None)
+    if not callable(check):
+        return
+    checked: set[TrafficSplit] = set()
+    for index, split in plan_splits(plan):
+        if split in checked:
+            continue
+        checked.add(split)
+        try:
+            check(split)
+        except ConfigError as exc:
+            step = None if index is None else plan.steps[index]
+            field = exc.field
+            if isinstance(step, SetHeaderRoutes) and field.startswith("header_routes"):
+                field = "routes" + field[len("header_routes") :]
+            elif isinstance(step, (SetWeight, SetMirror)) and field.endswith("percent"):
+                field = "percent"
+            where = "promotion" if index is None else f"steps[{index}]"
+            raise UnsupportedPlanError(
+                f"{where}.{field}",
+                exc.value,
+                f"{type(router).__name__} would refuse it when the step is applied: {exc.problem}",
+            ) from None
+
+
 class Rollout:
     """One canary rollout: a plan driven through a router, watched by metrics and a decider.
 
@@ -311,7 +353,9 @@ class Rollout:
       digits, ``_``, ``.``, ``-``). `store` is a `StateStore`, or a directory path for a
       `FileStore`.
     - `lease`: who may drive this key; by default the store's own (`FileStore.lease`,
-      `MemoryStore.lease`), none without a store.
+      `MemoryStore.lease`), none without a store. The default also covers the router's
+      ``traffic_target`` when it has one (see `TrafficRouter`), so that another rollout,
+      under another key or in another state directory, cannot drive the same traffic.
     - `state`: start from this state instead of what the store holds (advanced).
     - `hooks`: gates, checks and lifecycle calls at Flagger's hook points (`Hooks`):
       confirm-rollout, create-canary and pre-rollout before traffic moves, a gate before
@@ -347,7 +391,10 @@ class Rollout:
     record. If the lease is lost mid-rollout, the runner stops at once without touching
     traffic or the store again, emits `LeaseLost`, and `run()` raises `LeaseLostError`.
 
-    A plan that needs what the router cannot do is refused here, before traffic moves.
+    A plan that needs what the router cannot do is refused here, before traffic moves:
+    a capability it lacks, or a split its ``check_split`` refuses (`UnsupportedPlanError`
+    naming the step). A `ConfigError` from a router, metrics or hook call at run time
+    can never succeed: it is not retried; the rollout rolls back and `run()` raises it.
     """
 
     def __init__(
@@ -380,6 +427,7 @@ class Rollout:
             raise UnsupportedPlanError(
                 "router", router, f"cannot do what the plan needs: {', '.join(missing)}"
             )
+        _check_plan_splits(plan, router)
         analysed = plan.analysis_interval is not None or any(
             isinstance(step, Analyze) for step in plan.steps
         )
@@ -406,7 +454,9 @@ class Rollout:
         if store is not None and not isinstance(store, StateStore):
             raise ConfigError("store", store, "must implement the StateStore protocol")
         if lease is None and isinstance(store, (FileStore, MemoryStore)):
-            lease = store.lease(key)
+            # Keyed by what the router controls too: two policies, or two state
+            # directories, must not drive one nginx include file or HTTPRoute.
+            lease = store.lease(key, target=_traffic_target(router))
         if lease is not None:
             if not isinstance(lease, Lease):
                 raise ConfigError("lease", lease, "must implement the Lease protocol")
@@ -703,6 +753,8 @@ class Rollout:
             try:
                 with anyio.fail_after(self._call_timeout):
                     return await self.router.read()
+            except ConfigError:
+                raise  # it can never succeed: no retry
             except Exception as exc:
                 reason = _describe(exc, self._call_timeout)
                 if attempt < self._apply_attempts:
@@ -790,6 +842,13 @@ class Rollout:
                 reason = _describe(exc, self._call_timeout)
                 now = self.clock.now()
                 self._emit(RouterFailure(time=now, split=split, attempt=attempt, reason=reason))
+                if isinstance(exc, ConfigError):
+                    # The router refuses this split and always will: no retry. Rolling
+                    # back, report it to the machine (which holds and pauses); otherwise
+                    # stop the run, which rolls back and raises it.
+                    if self.phase is Phase.ROLLING_BACK:
+                        return reason
+                    raise
                 if attempt < self._apply_attempts:
                     retry_at = now + self._retry_delay * 2 ** (attempt - 1)
                     deadline = self._progress_deadline()
@@ -855,6 +914,8 @@ class Rollout:
                 if not isinstance(observation, Observation):
                     raise MetricsError(f"collect() returned {type(observation).__name__}")
                 _check_covers(observation, window)
+            except ConfigError:
+                raise  # a source that can never work: the run stops and rolls back
             except NoDataError:
                 # The source answered, with nothing to report: that is the decider's call
                 # (its no-data policy), not a metrics failure that counts towards rollback.
