@@ -318,3 +318,28 @@ async def test_in_memory_stores_keep_two_keys_off_one_router(anyio_backend) -> N
             await second.run()
         first.abort()
     assert router.current.is_stable_only
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink"])
+async def test_haproxy_persist_config_is_neither_followed_nor_read_from_a_fifo(
+    tmp_path: Path, secrets_file: Path, kind: str, anyio_backend
+) -> None:
+    from test_haproxy_unit import FakeHAProxy, runtime_api
+
+    config = tmp_path / "haproxy.cfg"
+    if kind == "fifo":
+        os.mkfifo(config)
+    else:
+        config.symlink_to(secrets_file)
+    fake = FakeHAProxy({"v1": 256, "v2": 0})
+    async with runtime_api(tmp_path, fake) as address:
+        hap = HAProxyRouter(
+            runtime_api=address, backend="app", stable=["v1"], canary=["v2"], persist_config=config
+        )
+        with anyio.fail_after(5):
+            with pytest.raises(RouterError) as raised:
+                await hap.apply(TrafficSplit(canary_percent=10))
+    assert ("not a regular file" if kind == "fifo" else "symbolic link") in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+    assert fake.weights == {"v1": 256, "v2": 0}
+    assert secrets_file.read_text().startswith(SECRET)

@@ -79,6 +79,7 @@ from .._protocols import RouterCapabilities
 from .._safe import check_address, check_name
 from .._split import TrafficSplit, check_percent
 from .._validate import finite
+from ._nginx import _read_regular
 from ._probe import SplitProbe
 
 __all__ = ["MAX_WEIGHT", "HAProxyRouter", "HAProxyWeights", "rewrite_weights", "weights_for"]
@@ -95,6 +96,7 @@ _GET_ANSWER = re.compile(r"(\d{1,3}) \(initial (\d{1,3})\)\n\n")
 # Decimals a read-back percent is snapped to: plans keep percents to 6 decimals.
 _SNAP_DECIMALS = 6
 _QUOTE_LIMIT = 300
+_MAX_CONFIG_BYTES = 16 * 1024 * 1024  # far beyond any haproxy.cfg; a bound on what is read
 
 
 def _ints(value: Iterable[int]) -> tuple[int, ...]:
@@ -707,11 +709,15 @@ class HAProxyRouter:
 
 def _stage(path: Path, backend: str, wanted: Mapping[str, int]) -> str:
     """Write `path` with the new weights to a synced temporary file beside it."""
+    # Not through a symbolic link (it would be replaced by a file), nor from a FIFO,
+    # whose read would block a thread no timeout can stop.
+    raw = _read_regular(path, "the config file", _MAX_CONFIG_BYTES)
+    if raw is None:
+        raise RouterError(f"cannot read the config file {path}: it does not exist")
     try:
-        raw = path.read_bytes()
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError as exc:
-        raise RouterError(f"cannot read the config file {path}: {exc}") from None
+        raise RouterError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
     # surrogateescape: bytes that are not UTF-8 come back out unchanged.
     text = raw.decode("utf-8", errors="surrogateescape")
     try:
