@@ -343,3 +343,14 @@ async def test_haproxy_persist_config_is_neither_followed_nor_read_from_a_fifo(
     assert "hunter2" not in str(raised.value)
     assert fake.weights == {"v1": 256, "v2": 0}
     assert secrets_file.read_text().startswith(SECRET)
+
+
+def test_nginx_refuses_a_named_group_which_it_would_make_a_variable_of(tmp_path: Path) -> None:
+    router = nginx_router(tmp_path)
+    route = HeaderRoute(header="X-User", value="(?P<canarykit_upstream>.*)", match="regex")
+    with pytest.raises(ConfigError, match="must not name a group"):
+        router.check_split(TrafficSplit(header_routes=[route]))
+    IstioRouter(
+        virtual_service="app", namespace="default", host="app", stable_subset="v1",
+        canary_subset="v2",
+    ).check_split(TrafficSplit(header_routes=[route]))  # fmt: skip

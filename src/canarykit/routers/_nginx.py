@@ -234,6 +234,14 @@ def _header_regex(index: int, route: HeaderRoute) -> str:
     elif route.match is HeaderMatch.PREFIX:
         regex = "^" + re.escape(route.value)
     else:
+        if re.compile(route.value).groupindex:
+            # nginx makes a variable of every named capture in a map's regex, which could
+            # overwrite one of the router's own ($canarykit_upstream) or the user's.
+            raise ConfigError(
+                f"header_routes[{index}].value",
+                route.value,
+                "must not name a group for nginx (it makes a variable of it); use (?:...)",
+            )
         regex = "^(?:" + route.value + ")$"
     return check_pattern(f"header_routes[{index}].value", "~" + regex)
 
