@@ -78,8 +78,9 @@ class TrafficRouter(Protocol):
     - ``traffic_target: str`` (a read-only property) names what the router controls,
       the same for any two routers that drive the same traffic: ``nginx:`` and the
       resolved include file, ``haproxy:`` with the runtime API and backend,
-      ``HTTPRoute prod/shop``. A rollout's default lease covers it, so that two
-      rollouts (from two policies, or two state directories) cannot drive one target.
+      ``HTTPRoute prod/shop``; None for a router inside the process (`WeightedRouter`).
+      A rollout's default lease covers it, so that two rollouts (from two policies, or
+      two state directories) cannot drive one target.
     """
 
     @property

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-import uuid
 from collections.abc import Mapping
 from fractions import Fraction
 from typing import Any
@@ -232,7 +231,6 @@ class WeightedRouter:
         self._salt = salt_bytes
         self._hasher = hashlib.blake2b(salt_bytes, digest_size=8)
         self._table = _Table(initial, None)
-        self._target = f"WeightedRouter {uuid.uuid4().hex}"
 
     @staticmethod
     def _check(split: Any, field: str) -> None:
@@ -261,9 +259,13 @@ class WeightedRouter:
     # -- the TrafficRouter protocol -----------------------------------------------------
 
     @property
-    def traffic_target(self) -> str:
-        """What this router controls: this object's own splits, a name unique to it."""
-        return self._target
+    def traffic_target(self) -> None:
+        """None: this router drives traffic only inside this process, in this object.
+
+        (A host-wide lock on it, as the default lease takes for a load balancer, could
+        never meet another runner's.)
+        """
+        return None
 
     def check_split(self, split: TrafficSplit) -> None:
         """Raise `ConfigError` for a split `apply` would refuse: a mirror, or a costly regex."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 
 import anyio
@@ -23,7 +22,9 @@ class FakeRouter:
     Calls are numbered from 1 across `apply` and `read` alike (`calls` lists them).
     `fail_on={3}` makes the third call raise `RouterFault`; `hang_on={2}` makes the second
     never return, so the runner's call timeout must cut it short. `applied` holds every
-    split the router accepted, in order; `current` the one in force.
+    split the router accepted, in order; `current` the one in force. `traffic_target`
+    names what it pretends to drive, so that two rollouts given fakes of the same target
+    meet in the lease as two on one load balancer would.
 
     >>> router = FakeRouter()
     >>> router.current.canary_percent
@@ -37,6 +38,7 @@ class FakeRouter:
         fail_on: Iterable[int] = (),
         hang_on: Iterable[int] = (),
         initial: TrafficSplit = STABLE_ONLY,
+        traffic_target: str | None = None,
     ) -> None:
         self._capabilities = capabilities or RouterCapabilities(
             weights=True, header_routes=True, mirroring=True, read_back=True
@@ -46,11 +48,11 @@ class FakeRouter:
         self.current = initial
         self.applied: list[TrafficSplit] = []
         self.calls: list[str] = []
-        self._target = f"FakeRouter {uuid.uuid4().hex}"
+        self._target = traffic_target
 
     @property
-    def traffic_target(self) -> str:
-        """What this fake controls: a name unique to it (see `TrafficRouter`)."""
+    def traffic_target(self) -> str | None:
+        """What this fake claims to control (see `TrafficRouter`): as given, None by default."""
         return self._target
 
     @property
