@@ -19,13 +19,22 @@ back, so that no runner acts on it later), 2 for bad input. Each file is named a
 tool's process: the runner drops the commands and answers of tools that are gone (killed
 while waiting), so a command is never acted on when nobody waits for its answer. (Process
 ids are this host's: the file lease that keeps one runner per rollout is too.)
+
+The inbox trusts only its owner: it is created 0700 and ignored (with a warning) when
+others may write to it; command files are read without following links, only when
+regular and at most 64 KiB, and parsed with a nesting limit. A command that cannot be
+used is answered as refused and moved aside (``<command>.bad``), so no file can stop the
+runner. A reason is escaped and cut (`canarykit._text.shown`) before the rollout keeps
+it; answers nobody collects are removed after a minute.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -33,12 +42,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
+import anyio.to_thread
 
 from ._errors import ConfigError, CorruptStateError, InvalidTransition
+from ._files import parse_json, private_dir, read_regular, write_private
+from ._lease import pid_alive
 from ._policy import load_policy
 from ._policy_run import Deployment
 from ._runner import Rollout
 from ._stores import FileStore
+from ._text import shown
 
 __all__ = [
     "COMMANDS",
@@ -50,6 +63,8 @@ __all__ = [
     "serve_inbox",
 ]
 
+logger = logging.getLogger("canarykit")
+
 # The commands, and what each does, for the help.
 COMMANDS = {
     "promote": "finish the current step now and go on (--full: promote the canary now)",
@@ -58,25 +73,52 @@ COMMANDS = {
     "abort": "roll traffic back to stable and end the rollout as aborted",
 }
 _POLL = 0.5  # seconds between two looks at the inbox, by the runner and by a waiting tool
+# A command or an answer is a few words and a reason of at most MAX_TEXT characters; a
+# bigger file is not one.
+_FILE_LIMIT = 64 * 1024
+# A waiting tool reads its answer within a tenth of a second: one still there after a
+# minute (or a temporary file that old) has nobody waiting for it.
+_STALE_AFTER = 60.0
+# Commands that could not be used are kept aside (``*.bad``) this long, for a look.
+_BAD_KEPT_FOR = 24 * 3600.0
+# Seconds between two sweeps of the whole inbox; between them only commands are read.
+_SWEEP_EVERY = 5.0
+_TAKE_AT_MOST = 100  # commands handled per look, so a flood cannot stall the runner
 
 
 class CommandInbox:
-    """The directory where operator commands for one rollout wait for its runner."""
+    """The directory where operator commands for one rollout wait for its runner.
+
+    It is private (0700, like the state directory that holds it); each command and
+    answer is a regular file of at most 64 KiB, written atomically through an exclusive
+    temporary file and read without following links. A command that cannot be used (not
+    JSON, nested too deep, not a regular file) is answered as refused and kept aside as
+    ``<command>.bad`` for a day; answers nobody collects are removed after a minute.
+    """
 
     def __init__(self, state_dir: str | os.PathLike[str], name: str) -> None:
-        self.directory = Path(state_dir) / f"{name}.commands"
+        self.state_dir = Path(state_dir)
+        self.directory = self.state_dir / f"{name}.commands"
+        self._swept_at = -_SWEEP_EVERY
+
+    def prepare(self) -> Path:
+        """Create the state directory and the inbox private, or refuse them if not private.
+
+        `FileRefusedError` (saying how to fix it) when other users may write to either.
+        """
+        private_dir(self.state_dir)
+        return private_dir(self.directory, what="command inbox")
 
     # -- the command tool's side
 
     def send(self, command: str, **options: Any) -> Path:
         """Leave `command` (with `options`) for the runner; the path that names it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.prepare()
         stem = f"{time.time_ns():020d}-{os.getpid()}"
         body = json.dumps({"command": command, **options}).encode()
-        temporary = self.directory / f".{stem}.tmp"
-        temporary.write_bytes(body)
         path = self.directory / f"{stem}.json"
-        os.replace(temporary, path)  # the runner never sees half a command
+        # The runner never sees half a command (write_private renames a whole file).
+        write_private(path, body, fsync=False, what="command file")
         return path
 
     def wait(self, path: Path, timeout: float) -> dict[str, Any] | None:
@@ -84,14 +126,14 @@ class CommandInbox:
         answer_path = path.with_suffix(".done")
         deadline = time.monotonic() + timeout
         while True:
-            answer = _read_json(answer_path)
+            answer = _read_answer(answer_path)
             if answer is not None:
                 answer_path.unlink(missing_ok=True)
                 return answer
             if time.monotonic() >= deadline:
                 path.unlink(missing_ok=True)  # taken back: nobody acts on it later
                 # The runner may have answered just now: that answer counts.
-                answer = _read_json(answer_path)
+                answer = _read_answer(answer_path)
                 answer_path.unlink(missing_ok=True)
                 return answer
             time.sleep(min(_POLL / 5, max(0.0, deadline - time.monotonic())))
@@ -99,81 +141,138 @@ class CommandInbox:
     # -- the runner's side
 
     def drop_orphans(self) -> int:
-        """Remove the commands and answers of tools that are gone; how many files.
+        """Remove what nobody waits for any more; how many files.
 
-        A tool that is killed while it waits cannot take its command back: its command
-        must not be acted on later, when nobody is there to hear the answer.
+        The commands, answers and temporary files of tools that are gone (a tool killed
+        while it waits cannot take its command back, and its command must not be acted
+        on when nobody is there to hear the answer), answers and temporary files older
+        than a minute, and commands kept aside for more than a day.
         """
+        now = time.time()
         removed = 0
-        for path in self._files("*"):
-            if not _alive(_sender(path)):
-                path.unlink(missing_ok=True)
+        for entry in self._entries():
+            try:
+                age = now - entry.stat(follow_symlinks=False).st_mtime
+            except OSError:
+                continue
+            name = entry.name
+            if name.endswith(".bad"):
+                stale = age > _BAD_KEPT_FOR
+            else:
+                stale = not pid_alive(_sender(name)) or (
+                    not name.endswith(".json") and age > _STALE_AFTER
+                )
+            if stale and _remove(Path(entry.path)):
                 removed += 1
+        self._swept_at = time.monotonic()
         return removed
 
-    def take(self) -> list[tuple[Path, dict[str, Any] | None]]:
-        """The commands waiting, oldest first (None for one that cannot be read)."""
-        self.drop_orphans()
-        return [(path, _read_json(path)) for path in sorted(self._files("*.json"))]
+    def take(self) -> list[tuple[Path, dict[str, Any] | str]]:
+        """The commands waiting, oldest first: each its data, or why it cannot be used.
 
-    def answer(self, path: Path, accepted: bool, reason: str) -> None:
-        """Answer the command at `path`, then remove it."""
-        body = json.dumps({"accepted": accepted, "reason": reason}).encode()
-        temporary = path.with_suffix(".done.tmp")
-        temporary.write_bytes(body)
-        os.replace(temporary, path.with_suffix(".done"))
-        path.unlink(missing_ok=True)
+        `FileRefusedError` when the inbox exists but other users may write to it: its
+        commands might be anyone's.
+        """
+        if not os.path.lexists(self.directory):
+            return []
+        self.prepare()
+        if time.monotonic() - self._swept_at >= _SWEEP_EVERY:
+            self.drop_orphans()
+        names = sorted(
+            entry.name
+            for entry in self._entries()
+            if entry.name.endswith(".json") and not entry.name.startswith(".")
+        )
+        taken: list[tuple[Path, dict[str, Any] | str]] = []
+        for name in names[:_TAKE_AT_MOST]:
+            path = self.directory / name
+            if not pid_alive(_sender(name)):  # its tool is gone: nobody hears the answer
+                _remove(path)
+                continue
+            try:
+                data = read_regular(path, limit=_FILE_LIMIT, what="command file")
+                command = parse_json(data, what=f"command file {path}")
+            except FileNotFoundError:  # taken back meanwhile
+                continue
+            except (OSError, ValueError) as exc:  # FileRefusedError, bad bytes, too deep
+                taken.append((path, str(exc)))
+                continue
+            if not isinstance(command, dict):
+                taken.append((path, f"command file {path}: not a JSON object"))
+                continue
+            taken.append((path, command))
+        return taken
 
-    def _files(self, pattern: str) -> list[Path]:
+    def answer(self, path: Path, accepted: bool, reason: str, *, bad: bool = False) -> None:
+        """Answer the command at `path`, then remove it (`bad`: keep it aside as ``.bad``)."""
+        body = json.dumps({"accepted": accepted, "reason": shown(reason)}).encode()
         try:
-            return [p for p in self.directory.glob(pattern) if p.is_file()]
+            write_private(path.with_suffix(".done"), body, fsync=False, what="answer file")
+        finally:
+            # Even unanswered, a command handled once is never handled again.
+            if bad:
+                with contextlib.suppress(OSError):
+                    os.replace(path, path.with_suffix(".bad"))
+            _remove(path)
+
+    def _entries(self) -> list[os.DirEntry[str]]:
+        try:
+            with os.scandir(self.directory) as entries:
+                return list(entries)
         except OSError:
             return []
 
 
-def _sender(path: Path) -> int | None:
-    """The process id of the tool that wrote `path` (``<time>-<pid>.<suffix>``)."""
-    stem = path.name.lstrip(".").split(".", 1)[0]
+def _sender(name: str) -> int | None:
+    """The process id of the tool that wrote file `name` (``<time>-<pid>.<suffix>``)."""
+    stem = name.lstrip(".").split(".", 1)[0]
     pid = stem.rpartition("-")[2]
-    return int(pid) if pid.isdigit() else None
+    return int(pid) if pid.isdigit() and len(pid) <= 10 else None
 
 
-def _alive(pid: int | None) -> bool:
-    """True if process `pid` still runs (on this host: the lease is a lock on this host)."""
-    if pid is None or pid <= 0:
-        return False
+def _remove(path: Path) -> bool:
+    """Remove a file, link, FIFO or empty directory planted in the inbox; True if gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        path.unlink()
+    except FileNotFoundError:
         return False
-    except PermissionError:  # another user's process: it exists
-        return True
+    except OSError:  # a directory (EISDIR on Linux, EPERM on macOS)
+        try:
+            path.rmdir()
+        except OSError:
+            return False
     return True
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_answer(path: Path) -> dict[str, Any] | None:
+    """The runner's answer at `path`, None while there is none."""
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        answer = parse_json(read_regular(path, limit=_FILE_LIMIT, what="answer file"), what="")
+    except FileNotFoundError:
         return None
-    return data if isinstance(data, dict) else None
+    except (OSError, ValueError) as exc:
+        return {"accepted": False, "reason": f"the answer could not be read: {exc}"}
+    if not isinstance(answer, dict):
+        return {"accepted": False, "reason": "the answer could not be read"}
+    return answer
 
 
-def _apply(rollout: Rollout, command: dict[str, Any] | None) -> tuple[bool, str]:
+def _apply(rollout: Rollout, command: dict[str, Any] | str) -> tuple[bool, str]:
     """Hand `command` to `rollout`: (accepted, why or the phase it left the rollout in)."""
-    if command is None:
-        return False, "the command file could not be read"
+    if isinstance(command, str):
+        return False, f"the command could not be used: {command}"
     name = command.get("command")
     reason = command.get("reason")
-    given = (reason,) if isinstance(reason, str) and reason else ()  # else the default
+    # Free text from a file: escaped and cut before the rollout keeps or shows it.
+    given = (shown(reason),) if isinstance(reason, str) and reason else ()  # else the default
     actions: dict[str, Callable[[], None]] = {
-        "promote": rollout.promote_full if command.get("full") else rollout.promote,
+        "promote": rollout.promote_full if command.get("full") is True else rollout.promote,
         "pause": functools.partial(rollout.pause, *given),
         "resume": rollout.resume,
         "abort": functools.partial(rollout.abort, *given),
     }
     if not isinstance(name, str) or name not in actions:
-        return False, f"unknown command {name!r}"
+        return False, f"unknown command {shown(repr(name), limit=100)}"
     try:
         actions[name]()
     except InvalidTransition as exc:
@@ -186,13 +285,33 @@ async def serve_inbox(rollout: Rollout, inbox: CommandInbox, started: anyio.Even
 
     `started` is set by the first event of the run: the runner holds the lease by then,
     so a second ``canarykit run`` of the same rollout, refused its lease, never takes
-    (nor clears) the commands meant for the first.
+    (nor clears) the commands meant for the first. Nothing in the inbox can stop the
+    runner: a command that cannot be used is answered as refused, and an inbox that is
+    not private is ignored, with a warning, until it is.
     """
     await started.wait()
+    warned = ""
     while True:
-        for path, command in inbox.take():
-            accepted, reason = _apply(rollout, command)
-            inbox.answer(path, accepted, reason)
+        try:
+            taken = await anyio.to_thread.run_sync(inbox.take, abandon_on_cancel=True)
+        except Exception as exc:  # the inbox is not private, or cannot be read
+            if str(exc) != warned:
+                warned = str(exc)
+                logger.warning("canarykit: operator commands are ignored: %s", shown(exc))
+            taken = []
+        else:
+            warned = ""
+        for path, command in taken:
+            try:
+                accepted, reason = _apply(rollout, command)
+            except Exception as exc:  # a rollout that refuses a command some other way
+                accepted, reason = False, f"the command failed: {exc}"
+            bad = isinstance(command, str)
+            try:
+                answer = functools.partial(inbox.answer, path, accepted, reason, bad=bad)
+                await anyio.to_thread.run_sync(answer, abandon_on_cancel=True)
+            except Exception as exc:
+                logger.warning("canarykit: could not answer %s: %s", path, shown(exc))
         await anyio.sleep(_POLL)
 
 
@@ -272,23 +391,35 @@ def run_control(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     options: dict[str, Any] = {}
     if getattr(args, "full", False):
         options["full"] = True
-    if getattr(args, "reason", None):
+    if getattr(args, "reason", None):  # its length is checked with the arguments
         options["reason"] = args.reason
     inbox = CommandInbox(state_dir, name)
     answer = inbox.wait(inbox.send(args.command, **options), args.wait)
     if answer is None:
-        holder = store.lease(name).read_holder()
-        who = "the lease file names no runner"
-        if holder is not None:
-            who = f"the lease was last taken by {holder.get('holder')} (pid {holder.get('pid')})"
         err.write(
-            f"canarykit: no answer from a runner of {name!r} within {args.wait:g} s ({who}); "
-            "the command was taken back\n"
+            f"canarykit: no answer from a runner of {name!r} within {args.wait:g} s "
+            f"({_last_holder(store, name)}); the command was taken back\n"
         )
         return 1
-    verdict = "accepted" if answer.get("accepted") else "refused"
-    out.write(f"{args.command}: {verdict}: {answer.get('reason', '')}\n")
-    return 0 if answer.get("accepted") else 1
+    accepted = answer.get("accepted") is True
+    verdict = "accepted" if accepted else "refused"
+    out.write(f"{args.command}: {verdict}: {shown(answer.get('reason', ''))}\n")
+    return 0 if accepted else 1
+
+
+def _last_holder(store: FileStore, name: str) -> str:
+    """Who last held `name`'s lease, for a command nobody answered."""
+    try:
+        holder = store.lease(name).read_holder()
+    except OSError as exc:  # FileRefusedError: a link or a FIFO in its place
+        return f"the lease file cannot be read: {shown(exc)}"
+    if holder is None:
+        return "the lease file names no runner"
+    gone = "; that process is gone" if holder.get("stale") else ""
+    return (
+        f"the lease was last taken by {shown(holder.get('holder'), limit=200)} "
+        f"(pid {shown(holder.get('pid'), limit=20)}){gone}"
+    )
 
 
 def _status(store: FileStore, name: str, out: TextIO) -> int:
@@ -296,7 +427,7 @@ def _status(store: FileStore, name: str, out: TextIO) -> int:
 
     record = anyio.run(store.load, name)
     if record is None:
-        out.write(f"{name}: nothing saved in {store.directory}\n")
+        out.write(f"{name}: nothing saved in {store.directory.absolute()}\n")
         return 1
     if not isinstance(record.get("state"), dict):
         raise CorruptStateError(f"{store.path(name)}: the record holds no rollout state")
@@ -306,16 +437,33 @@ def _status(store: FileStore, name: str, out: TextIO) -> int:
     where = f"step {state.step + 1}" + (f"/{len(steps)}" if isinstance(steps, list) else "")
     weight = "unknown" if state.confirmed is None else f"{state.confirmed.canary_percent:g}%"
     lines = [
-        f"rollout   {name} ({store.path(name)})",
+        f"rollout   {name} ({store.path(name).absolute()})",
         f"phase     {state.phase.value.replace('_', ' ')} at {where}; canary {weight}",
     ]
     if state.gate is not None:
         lines.append(f"gate      waiting for {state.gate.value}")
     if state.reason:
-        lines.append(f"reason    {state.reason}")
-    holder = store.lease(name).read_holder()
-    if holder is not None:
-        held = "released" if holder.get("released") else "held"
-        lines.append(f"lease     {held} by {holder.get('holder')} (pid {holder.get('pid')})")
+        # Free text, perhaps from a command file or a server: shown escaped, one line.
+        lines.append(f"reason    {shown(state.reason)}")
+    lines.append(f"lease     {_lease_line(store, name)}")
     out.write("\n".join(lines) + "\n")
     return 0
+
+
+def _lease_line(store: FileStore, name: str) -> str:
+    """Who drives the rollout, by its lock file: held, released, or stale (holder gone)."""
+    try:
+        holder = store.lease(name).read_holder()
+    except OSError as exc:  # FileRefusedError: a link or a FIFO in its place
+        return f"unknown: {shown(exc)}"
+    if holder is None:
+        return "never taken"
+    who = (
+        f"{shown(holder.get('holder'), limit=200)} (pid {shown(holder.get('pid'), limit=20)} "
+        f"on {shown(holder.get('host'), limit=200)})"
+    )
+    if holder.get("released"):
+        return f"released by {who}"
+    if holder.get("stale"):
+        return f"stale: taken by {who}, whose process is gone"
+    return f"held by {who}"
