@@ -41,8 +41,9 @@ import anyio.to_thread
 import attrs
 
 from . import _text
-from ._errors import ConfigError
+from ._errors import ConfigError, FileRefusedError
 from ._events import GateOpened, GateWaiting, HookRan, RolloutEvent
+from ._files import read_regular_async
 from ._http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     ResponseTooLarge,
@@ -337,6 +338,11 @@ class FileApproval:
     (or ``denied``) aborts the rollout; anything else, or no file, keeps it waiting. The
     rest of the line is the reason, e.g. ``echo "approve ana: dashboards look fine" >
     /run/deploy/web.approval``. The file is read each time the gate is asked.
+
+    Only a regular file of at most 4 KiB counts: a FIFO, a device, a directory or a
+    bigger file is a no, said at once (reading never waits for a writer), and the read
+    runs in a thread that a timeout or an abort abandons. The reason is shown escaped
+    and cut to `canarykit._text.MAX_TEXT` characters.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -344,22 +350,25 @@ class FileApproval:
             raise ConfigError("path", path, "must be a file path")
         self.path = os.fspath(path)
 
-    def _read(self) -> str:
-        with open(self.path, "rb") as file:
-            return file.read(_APPROVAL_FILE_LIMIT).decode("utf-8", errors="replace")
-
     async def __call__(self, call: HookCall) -> HookAnswer:
         """The hook: read the file and answer by its first word."""
         try:
-            text = await anyio.to_thread.run_sync(self._read)
+            data = await read_regular_async(
+                self.path, limit=_APPROVAL_FILE_LIMIT, what="approval file"
+            )
         except FileNotFoundError:
-            return HookAnswer(False, f"{self.path} does not exist")
+            return HookAnswer(False, f"{_text.shown(self.path)} does not exist")
+        except FileRefusedError as exc:  # not a regular file, or too big: never read
+            return HookAnswer(False, _text.shown(exc))
         except OSError as exc:
-            return HookAnswer(False, f"could not read {self.path}: {exc.strerror or exc}")
+            return HookAnswer(
+                False, _text.shown(f"could not read {self.path}: {exc.strerror or exc}")
+            )
+        text = data.decode("utf-8", errors="replace")
         first_line = text.strip().splitlines()[0] if text.strip() else ""
         word, _, rest = first_line.partition(" ")
         word = word.strip().rstrip(":").lower()
-        said = f": {rest.strip()}" if rest.strip() else ""
+        said = f": {_text.shown(rest.strip())}" if rest.strip() else ""
         if word in ("approve", "approved"):
             return HookAnswer(True, f"approved in {self.path}{said}")
         if word in ("deny", "denied"):
