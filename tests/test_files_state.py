@@ -11,6 +11,7 @@ import re
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 
 import anyio
@@ -252,10 +253,12 @@ def test_the_target_lock_directory_defaults_to_a_private_per_user_place(monkeypa
 
     monkeypatch.delenv(LOCK_DIR_VARIABLE)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert target_lock_dir() == tmp_path / "canarykit" / "targets"
+    assert target_lock_dir() == tmp_path / "canarykit-targets"
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert target_lock_dir().name == "targets"
-    assert target_lock_dir().parent.name == f"canarykit-{os.geteuid()}"
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # computed again from TMPDIR
+    (tmp_path / "tmp").mkdir()
+    assert target_lock_dir() == tmp_path / "tmp" / f"canarykit-targets-{os.geteuid()}"
 
 
 async def test_a_memory_store_keeps_one_runner_per_target_too():

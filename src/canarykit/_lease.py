@@ -123,18 +123,20 @@ def _ttl(value: Any) -> float:
 def target_lock_dir() -> Path:
     """Where the locks on traffic targets live: one private directory per user and host.
 
-    ``$CANARYKIT_LOCK_DIR`` when set, else ``$XDG_RUNTIME_DIR/canarykit/targets``, else
-    ``<temporary directory>/canarykit-<uid>/targets``. It does not depend on the state
-    directory: that is the point, two state directories must meet here.
+    ``$CANARYKIT_LOCK_DIR`` when set, else ``$XDG_RUNTIME_DIR/canarykit-targets``, else
+    ``<temporary directory>/canarykit-targets-<uid>``. It does not depend on the state
+    directory: that is the point, two state directories must meet here. One level below
+    a shared directory such as ``/tmp``, so that the private check of the directory
+    itself (owner, mode) covers everything another user could replace.
     """
     chosen = os.environ.get(LOCK_DIR_VARIABLE)
     if chosen:
         return Path(chosen)
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isabs(runtime):
-        return Path(runtime) / "canarykit" / "targets"
+        return Path(runtime) / "canarykit-targets"
     user = os.geteuid() if hasattr(os, "geteuid") else "user"
-    return Path(tempfile.gettempdir()) / f"canarykit-{user}" / "targets"
+    return Path(tempfile.gettempdir()) / f"canarykit-targets-{user}"
 
 
 def pid_alive(pid: Any) -> bool:
