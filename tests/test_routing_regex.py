@@ -4,9 +4,12 @@ and the in-process router's own budget for Python's engine."""
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from canarykit import ConfigError, HeaderRoute, TrafficSplit
 from canarykit._cli import main
@@ -151,3 +154,20 @@ def test_the_reported_exponential_pattern_cannot_reach_pick() -> None:
     # Issue 13: (a+)+$ took 0.89 s on "a" * 24 + "!" and doubled with each "a".
     with pytest.raises(ConfigError):
         check_regex("value", "(a+)+$")
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet="ab()|*+?{}1,[]^$.\\-:=<!>P", max_size=24))
+def test_any_pattern_is_accepted_or_refused_by_name_never_crashing(pattern: str) -> None:
+    try:
+        check_regex("value", pattern)
+    except ConfigError as exc:
+        assert exc.field == "value"
+        return
+    steps = backtracking_steps(pattern, 31)
+    assert steps >= 1
+    if steps <= 10_000:
+        # What the in-process budget would allow on a short value stays fast here too.
+        started = time.perf_counter()
+        re.fullmatch(pattern, "a" * 30 + "!", re.ASCII)
+        assert time.perf_counter() - started < 0.5

@@ -49,8 +49,9 @@ MAX_PERIOD = 10_000
 MAX_BACKTRACKING = 2**25
 """The most steps a header regex may take here on a value of `MAX_MATCHED_VALUE` characters.
 
-Estimated by `backtracking_steps`: ``.*Chrome.*`` takes about 2**24; measured, such a
-regex takes tens of milliseconds on the longest value, microseconds on a usual one.
+Estimated by `backtracking_steps`: ``.*Chrome.*`` takes about 2**24. Measured over
+20,000 generated patterns within the budget (CPython 3.11), the slowest took 0.17 s on
+a 4,094-character value built to fail; a usual header value takes microseconds.
 """
 
 DEFAULT_SALT = "canarykit"
