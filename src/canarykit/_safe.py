@@ -104,6 +104,7 @@ _sre_parser: Any = importlib.import_module(
     "re._parser" if sys.version_info >= (3, 11) else "sre_parse"
 )
 _UNBOUNDED = int(_sre_parser.MAXREPEAT)
+_COUNTED_END = re.compile(r"\{[0-9]+(?:,[0-9]*)?\}$")
 _MANY = 2**64  # more steps than any estimate needs to tell apart
 # Inline flags RE2 shares with Python: (?i), (?m), (?s). The others (x, a, L, u) it lacks.
 _ALLOWED_FLAGS = re.IGNORECASE | re.MULTILINE | re.DOTALL | re.UNICODE
@@ -154,7 +155,29 @@ def _scan_source(field: str, value: str) -> None:
             continue
         elif value.startswith("{,", index):
             raise _refuse(field, value, "repetitions written {,n} (write {0,n})")
+        # Found here, not only in the parsed pattern: Python before 3.11 has neither and
+        # would call them a syntax error rather than say what RE2 lacks.
+        elif value.startswith("(?>", index):
+            raise _refuse(field, value, _REFUSED["ATOMIC_GROUP"])
+        elif char == "+" and _ends_in_repetition(value[:index]):
+            raise _refuse(field, value, _REFUSED["POSSESSIVE_REPEAT"])
         index += 1
+
+
+def _ends_in_repetition(text: str) -> bool:
+    """Whether `text` (before a '+') ends in a repetition: *, +, ?, {n}, {n,} or {n,m}."""
+    if text.endswith(("*", "+")):
+        return not _escaped_at_end(text)
+    if text.endswith("?"):
+        # "(?" opens a group and "\?" is a literal; "a??" is a lazy repetition.
+        return not text.endswith("(?") and not _escaped_at_end(text)
+    return _COUNTED_END.search(text) is not None
+
+
+def _escaped_at_end(text: str) -> bool:
+    """Whether the last character of `text` is escaped by an odd run of backslashes."""
+    run = len(text) - 1 - len(text[:-1].rstrip("\\"))
+    return run % 2 == 1
 
 
 def _literal_starts(items: Any) -> set[int] | None:
