@@ -95,3 +95,19 @@ def test_a_second_policy_on_the_same_router_is_refused_before_traffic_moves(
     assert code == 1, err
     assert "traffic target fake:the-one-router is already being driven" in err
     assert router.applied == []
+
+
+def test_a_run_whose_inbox_others_may_write_is_refused_before_traffic_moves(
+    router: SharedRouter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = policy(tmp_path / "a", "web")
+    state_dir = Path(ck.load_policy(path).deployment.state_dir)
+    inbox = state_dir / "web.commands"
+    inbox.mkdir(parents=True)
+    state_dir.chmod(0o700)
+    inbox.chmod(0o777)  # another local user could leave commands in it
+    code = main(["run", str(path), "--no-status"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "chmod 700" in err and "web.commands" in err
+    assert router.applied == []

@@ -22,6 +22,7 @@ from ._errors import ClockStalled as ClockStalled
 from ._errors import ConfigError as ConfigError
 from ._errors import CorruptStateError as CorruptStateError
 from ._errors import DeciderError as DeciderError
+from ._errors import FileRefusedError as FileRefusedError
 from ._errors import InvalidTransition as InvalidTransition
 from ._errors import LeaseError as LeaseError
 from ._errors import LeaseHeldError as LeaseHeldError
@@ -146,6 +147,7 @@ __all__ = [
     "CorruptStateError",
     "Decider",
     "DeciderError",
+    "FileRefusedError",
     "Deployment",
     "FileApproval",
     "FileLease",

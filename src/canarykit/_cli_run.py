@@ -138,6 +138,10 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if exc.field == "key":
             raise ConfigError("--name", exc.value, exc.problem) from None
         raise
+    # An inbox others may write to would let them steer this rollout: refused before any
+    # traffic moves (FileRefusedError says how to fix it).
+    inbox = CommandInbox(state_dir, name)
+    inbox.prepare()
     status = None if args.no_status or not err.isatty() else err
     return execute(
         rollout,
@@ -145,7 +149,7 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         lines=err if args.json else out,
         status=status,
         notifiers=notifiers,
-        inbox=CommandInbox(state_dir, name),
+        inbox=inbox,
         json_outcome=args.json,
         leaves_traffic=on_cancel == "leave",
         heading=(policy, str(args.policy), str(state_dir)),
