@@ -1391,3 +1391,43 @@ def test_the_valid_fuzz_documents_load_and_build() -> None:
         {"build_metrics": "metrics"},
         {"build_metrics": "metrics.bearer_token_file"},
     ]
+
+
+def test_max_response_bytes_reaches_every_http_component(monkeypatch) -> None:
+    monkeypatch.setenv("HOOK_URL", "https://gate.example/confirm")
+    found = deployment(
+        """
+        [router]
+        kind = "gateway-api"
+        route = "shop"
+        namespace = "prod"
+        stable_service = "shop-v1"
+        canary_service = "shop-v2"
+        [router.kubernetes]
+        max_response_bytes = 10000
+        [metrics]
+        kind = "prometheus"
+        url = "http://127.0.0.1:9090"
+        stable = "v1"
+        canary = "v2"
+        max_response_bytes = 20000
+        [hooks.confirm_promotion]
+        url_env = "HOOK_URL"
+        max_response_bytes = 30000
+        [[notify]]
+        kind = "webhook"
+        url_env = "HOOK_URL"
+        max_response_bytes = 40000
+        """
+    )
+    assert found.build_router().connection.max_response_bytes == 10000
+    assert found.build_metrics().max_response_bytes == 20000
+    (gate,) = found.build_hooks().confirm_promotion
+    assert gate.max_response_bytes == 30000
+    (notifier,) = found.build_notifiers()
+    assert notifier.max_response_bytes == 40000
+    error = config_error(
+        '[metrics]\nkind = "prometheus"\nurl = "http://x"\nstable = "a"\ncanary = "b"\n'
+        "max_response_bytes = 0\n"
+    )
+    assert error.field == "metrics.max_response_bytes"

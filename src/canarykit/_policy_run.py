@@ -397,6 +397,7 @@ _KUBERNETES = _Schema(
         "in_cluster": _Boolean(),
         "service_account_dir": _Path(),
         "timeout": _Duration(),
+        "max_response_bytes": _Integer(minimum=1024),
         "field_manager": _String(),
         "trust_env": _Boolean(),
     }
@@ -595,6 +596,7 @@ _PROMETHEUS = _Schema(
         "attempts": _Integer(minimum=1),
         "backoff": _Duration(allow_zero=True),
         "deadline": _Duration(),
+        "max_response_bytes": _Integer(minimum=1024),
         "settle": _Duration(allow_zero=True),
         "verify": _BoolOrPath(),
         "bearer_token_env": _EnvName(),
@@ -784,6 +786,7 @@ _WEBHOOK = _Schema(
         "attempts": _Integer(minimum=1),
         "backoff": _Duration(allow_zero=True),
         "namespace": _String(),
+        "max_response_bytes": _Integer(minimum=1024),
         "metadata": _TextMap(),
         "headers_env": _HeadersEnv(),
     }
@@ -899,6 +902,7 @@ _NOTIFY_COMMON: dict[str, _Key] = {
     "backoff": _Duration(allow_zero=True),
     "queue_size": _Integer(minimum=1),
     "drain_timeout": _Duration(),
+    "max_response_bytes": _Integer(minimum=1024),
 }
 _NOTIFY_KINDS = {
     "slack": _Schema({**_NOTIFY_COMMON, "channel": _String(), "username": _String()}),
