@@ -848,3 +848,24 @@ async def test_another_process_approves_a_waiting_rollout_through_a_file(anyio_b
     waited = [e.reason for e in outcome.timeline if e.kind == "gate"]
     assert waited[0].startswith("waiting for confirm-rollout")
     assert "approved in" in waited[-1] and waited[-1].endswith(": ci-bot")
+
+
+async def test_a_hook_that_raises_config_error_is_asked_once_and_rolls_back(anyio_backend):
+    asked = []
+
+    def misconfigured(call):
+        asked.append(call.hook)
+        raise ck.ConfigError("gate.url", "htp://x", "must be an http:// or https:// URL")
+
+    router = FakeRouter()
+    rollout = ck.Rollout(
+        PLAN,
+        router=router,
+        clock=VirtualClock(),
+        hooks=Hooks(confirm_traffic_increase=misconfigured, interval=60),
+    )
+    with anyio.fail_after(10), pytest.raises(ck.ConfigError, match=r"gate\.url"):
+        await rollout.run()
+    assert asked == [P.CONFIRM_TRAFFIC_INCREASE]  # never asked again: it cannot succeed
+    assert router.current.is_stable_only
+    assert rollout.phase in (ck.Phase.ROLLED_BACK, ck.Phase.ABORTED)

@@ -675,6 +675,10 @@ class HookDriver:
                 if inspect.isawaitable(result):
                     result = await result
             answer = _interpret(result, task=task, name=name)
+        except ConfigError:
+            # A hook that is set up wrong can never succeed: asking it again every interval
+            # would hold canary traffic for nothing. The runner rolls back and raises it.
+            raise
         except Exception as exc:
             # A hook's error is a no (a gate keeps waiting, a task failed), logged here.
             reason = f"{name}: {_describe(exc, timeout)}"

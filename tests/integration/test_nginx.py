@@ -84,11 +84,16 @@ async def test_zero_and_full_send_nothing_to_the_other_arm(nginx, percent, canar
 @pytest.mark.parametrize(
     ("bad_split", "nginx_says"),
     [
-        # Python's re accepts \u, nginx's PCRE does not: nginx -t must catch it.
+        # canarykit's RE2 check accepts nesting this deep, nginx's PCRE does not ("parentheses
+        # are too deeply nested"): nginx -t must catch it.
         (
             TrafficSplit(
                 canary_percent=50,
-                header_routes=[HeaderRoute(header="User-Agent", value=r"\u0041.*", match="regex")],
+                header_routes=[
+                    HeaderRoute(
+                        header="User-Agent", value="(" * 251 + "a" + ")" * 251, match="regex"
+                    )
+                ],
             ),
             "pcre",
         ),
