@@ -198,3 +198,15 @@ def test_an_error_message_with_control_characters_is_printed_on_one_line(tmp_pat
     assert main(["simulate", str(policy)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "\x1b" not in err, err
+
+
+def test_a_forged_reason_is_one_escaped_line_in_the_runners_log(caplog):
+    run = rollout()
+    pause_at_20_percent(run, FORGED)
+    with caplog.at_level("INFO", logger="canarykit"):
+        execute(run, out=io.StringIO(), lines=io.StringIO())
+    carrying = [
+        record.getMessage() for record in caplog.records if "14:35:00" in record.getMessage()
+    ]
+    assert carrying and all(ESCAPED in message for message in carrying), carrying
+    assert not any("\n" in message or "\x1b" in message for message in carrying)

@@ -130,6 +130,7 @@ from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, 
 from ._safe import check_name
 from ._split import STABLE_ONLY, TrafficSplit
 from ._stores import FileStore, MemoryStore
+from ._text import shown
 from ._validate import finite
 from ._verdict import Judgement
 
@@ -1161,7 +1162,8 @@ class Rollout:
         self._timeline.append(entry)
         if logger.isEnabledFor(logging.INFO):
             level = logging.WARNING if entry.kind == "error" else logging.INFO
-            logger.log(level, "%s: %s %s", self.key, entry.kind, entry.reason)
+            # The reason may come from outside (an operator, a server): one log line each.
+            logger.log(level, "%s: %s %s", self.key, entry.kind, shown(entry.reason))
         for listener in self._listeners:
             try:
                 listener(event)
