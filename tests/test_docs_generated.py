@@ -245,16 +245,28 @@ _DECIDERS = [
     '[decider]\nkind = "all"\n[[decider.members]]\nkind = "sequential"\n'
     '[[decider.members]]\nkind = "sequential"\n',
 ]
+# And one per router kind and query form the examples do not use.
+_DEPLOYMENTS = [
+    '[decider]\nkind = "sequential"\n[router]\nkind = "haproxy"\nruntime_api = "/run/h.sock"\n'
+    'backend = "app"\nstable = ["v1"]\ncanary = ["v2"]\n',
+    '[decider]\nkind = "sequential"\n[router]\nkind = "gateway-api"\nroute = "shop"\n'
+    'namespace = "prod"\nstable_service = "v1"\ncanary_service = "v2"\n'
+    '[router.kubernetes]\ncontext = "prod"\n',
+    '[decider]\nkind = "sequential"\n[router]\nkind = "istio"\nvirtual_service = "app"\n'
+    'namespace = "prod"\nhost = "app"\nstable_subset = "v1"\ncanary_subset = "v2"\n',
+    '[decider]\nkind = "sequential"\n[metrics]\nkind = "prometheus"\nurl = "http://p:9090"\n'
+    'stable = "v1"\ncanary = "v2"\n[metrics.queries]\nrequests = "r"\nerrors = "e"\n',
+]
 
 
 def test_every_key_the_loader_accepts_is_on_the_reference_page(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The loader's own key lists (PolicyTable.check_keys), recorded while it reads the
-    # examples and one policy per decider kind: a key added to the loader but not to the
-    # schema in its docstring fails here.
+    # examples and one policy per decider, router and query kind: a key added to the
+    # loader but not to the schema in its docstring fails here.
     policies: list[str | Path] = sorted((ROOT / "examples").glob("*.toml"))
-    policies += [_PLAN + decider for decider in _DECIDERS]
+    policies += [_PLAN + tables for tables in (*_DECIDERS, *_DEPLOYMENTS)]
     sections = reference.parse(reference.schema_text())
     rows = reference.keys(sections)
     # A key the schema explains in a note ("or url = ...", "and/or min"), as a sub-table,
@@ -275,7 +287,10 @@ def test_every_key_the_loader_accepts_is_on_the_reference_page(
         if re.search(rf"(?<![\w.]){re.escape(key)}(?!\w)", prose.get(table.split(".")[0], "")):
             continue
         missing.append(dotted)
-    assert missing == [], "keys the loader accepts that the docstring's schema never names"
+    assert missing == [], (
+        f"keys the loader accepts that the schema never names: {', '.join(missing)}; add them "
+        f"to the schema in canarykit._policy's docstring, then run {generate.REFRESH}"
+    )
 
 
 def test_mkdocs_build_warns_naming_a_stale_file_and_the_command(
