@@ -30,9 +30,11 @@ that is not what the API documents raises `MetricsError` quoting what was wrong.
 Bounds: `timeout` is a deadline for one request as a whole (connecting, sending, and
 reading the answer), so a server that drips its answer a byte at a time cannot stretch it;
 `deadline` bounds a whole `collect` or query. An answer's body is streamed and read up to
-`max_response_bytes` (16 MiB: Prometheus' answers take about 24 bytes a point, so that is
-60 series of the 11,000 points a range query may return; instant queries' answers are a
-few hundred bytes); a longer one raises `MetricsError` naming the option. Of an error
+`max_response_bytes` (4 MiB: Prometheus' answers take about 24 bytes a point, so that is
+15 series of the 11,000 points a range query may return; the instant queries a window
+makes answer with a few hundred bytes to a few kilobytes; a window's queries run
+concurrently, so this bounds their memory together at some tens of megabytes); a longer
+one raises `MetricsError` naming the option. Of an error
 answer only the start is read, to quote it.
 
 Credentials (`BearerAuth`, `BasicAuth`, header values) never appear in a repr, an error
@@ -98,7 +100,7 @@ logger = logging.getLogger("canarykit.metrics.prometheus")
 _EXTRA = "pip install 'canarykit[prometheus]'"
 _HIDDEN = "***"
 # See the module docs: 60 series of a range query's maximum 11,000 points.
-_MAX_RESPONSE_BYTES = 16 << 20
+_MAX_RESPONSE_BYTES = 4 << 20
 # Characters of an error answer quoted in a message.
 _EXCERPT = 200
 
@@ -283,7 +285,7 @@ class PrometheusSource:
       module docs on Prometheus' lag. `settle + deadline` should stay below the runner's
       `call_timeout`.
     - `verify`: TLS certificate verification (True, False or an `ssl.SSLContext`).
-    - `max_response_bytes`: the most of an answer read (16 MiB, see the module docs); a
+    - `max_response_bytes`: the most of an answer read (4 MiB, see the module docs); a
       longer answer raises `MetricsError`.
 
     >>> source = PrometheusSource(
