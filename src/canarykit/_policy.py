@@ -205,7 +205,8 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     context = "prod"            # default: the kubeconfig's current context
     in_cluster = false          # true: the pod's service account (default: guessed)
     service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
-    timeout = "10s"             # each request
+    timeout = "10s"             # each request, its answer read in full (default 10s)
+    max_response_bytes = 3145728  # the largest answer read (default 3 MiB)
     field_manager = "canarykit" # recorded in managedFields
     trust_env = true            # proxy and certificate settings from the environment
 
@@ -232,6 +233,7 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     backoff = "250ms"           # before the first retry, doubling (default 250ms)
     deadline = "20s"            # a whole collect, retries included (default 20s)
     settle = "0s"               # wait after a window's end before querying (default 0s)
+    max_response_bytes = 4194304  # the largest answer read (default 4 MiB)
     verify = true               # TLS: true | false | "/path/to/ca.pem" (a CA bundle)
     bearer_token_env = "PROMETHEUS_TOKEN"  # Authorization: Bearer, from a variable ...
     # bearer_token_file = "/var/run/secrets/prometheus/token"  # ... or from a file; or
@@ -274,6 +276,7 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     timeout = "10s"             # each try (default 10s)
     attempts = 3                # tries on timeouts, connection errors, 408, 425, 429, 5xx
     backoff = "1s"              # before the first retry, doubling (default 1s)
+    max_response_bytes = 1048576  # the largest 2xx answer read (default 1 MiB)
     namespace = "shop"          # sent in the body, as Flagger's payload
     metadata = {team = "web"}   # sent in the body
     headers_env = {Authorization = "GATE_AUTHORIZATION"}  # headers, values from variables
@@ -293,6 +296,7 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     backoff = "1s"              # before the first retry, doubling (default 1s)
     queue_size = 100            # notices waiting in memory (default 100)
     drain_timeout = "10s"       # to deliver what is queued once the rollout ends
+    max_response_bytes = 1048576  # the largest 2xx answer read (default 1 MiB)
     [[notify]]
     kind = "webhook"            # Notice.to_json() as the body
     url = "http://events.internal/canary"
