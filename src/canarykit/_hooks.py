@@ -16,10 +16,12 @@ What counts as yes:
   every `Hooks.interval` seconds; the rollback hook lets the rollout go on. A gate never
   counts as a failed check. A no with ``stop=True`` (`Approval.deny`) ends the rollout
   instead, as does a gate still closed after `Hooks.gate_timeout`.
-- Tasks (create-canary, pre-rollout, retire-stable, retire-canary, post-rollout)
+- Tasks (create-canary, pre-rollout, promote-stable, retire-stable, retire-canary,
+  post-rollout)
   succeed unless they raise, time out, or answer False (or ``HookAnswer(False)``);
   None is a success, so a plain ``async def`` that returns nothing works. A failed
-  create-canary or pre-rollout aborts the rollout before any traffic moves; the hooks
+  create-canary or pre-rollout aborts the rollout before any traffic moves; a failed
+  promote-stable pauses it with all traffic held at the canary (see `Hooks`); the hooks
   after the end are logged and reported when they fail, and never change the outcome.
 
 Several hooks at one point are called in order: a gate or task stops at the first no
@@ -186,6 +188,28 @@ def _seconds(name: str, default: float | None, *, optional: bool = False) -> Any
     return attrs.field(default=default, converter=convert)
 
 
+def _traffic_back(value: Any) -> tuple[float, ...]:
+    """Percents of canary traffic on the way back to stable: decreasing, ending at 0."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError("traffic_back", value, "must be a list of percents ending at 0")
+    steps = tuple(finite(f"traffic_back[{index}]", item) for index, item in enumerate(value))
+    for index, percent in enumerate(steps):
+        if not 0 <= percent < 100:
+            raise ConfigError(f"traffic_back[{index}]", percent, "must be >= 0 and < 100")
+        if index and percent >= steps[index - 1]:
+            raise ConfigError(f"traffic_back[{index}]", percent, "must be below the step before")
+    if steps[-1] != 0:
+        raise ConfigError("traffic_back", list(steps), "must end at 0 (all traffic on stable)")
+    return steps
+
+
+def _hold_seconds(value: Any) -> float:
+    number = finite("traffic_back_hold", value)
+    if number < 0:
+        raise ConfigError("traffic_back_hold", value, "must be >= 0")
+    return number
+
+
 @attrs.frozen(kw_only=True, repr=False)
 class Hooks:
     """The hooks of a rollout, by point: give it to ``Rollout(..., hooks=Hooks(...))``.
@@ -202,9 +226,21 @@ class Hooks:
     - `rollback`: asked every `interval` while progressing, paused or at a gate; a yes
       rolls back (Flagger's rollback webhook).
     - `confirm_promotion`: a gate before promotion; analysis keeps watching meanwhile.
-    - `retire_stable`: after a promotion, retire the old version's instances.
+    - `promote_stable`: promote by upgrading stable (Flagger's primary and canary). Once
+      the canary has all traffic, upgrade the stable servers to the new version; on
+      yes, canarykit moves traffic back to stable through `traffic_back` (percents of
+      canary traffic, each applied and read back, held `traffic_back_hold` seconds
+      before the next), then calls `retire_canary` (empty the canary slot), and the
+      rollout succeeds with the router at stable: the same rollout serves the next
+      release. On a no, traffic stays on the canary, which was judged good, and the
+      rollout pauses saying why: it never rolls back to a stable that may be half
+      upgraded. Resuming asks promote_stable again, so it must be safe to repeat, as
+      it also is after a restart in the middle of moving traffic back.
+    - `retire_stable`: after a promotion (without `promote_stable`), retire the old
+      version's instances.
     - `retire_canary`: after a rollback or an abort, retire the canary's instances
-      (skipped when the rollout ended before `create_canary` was called).
+      (skipped when the rollout ended before `create_canary` was called); after a
+      promotion that upgraded stable, empty the canary slot.
     - `post_rollout`: after the end, whatever the outcome (notify, clean up).
 
     Timing: `interval` (seconds on the rollout's clock, 60) between asks of a closed
@@ -223,12 +259,15 @@ class Hooks:
     confirm_traffic_increase: tuple[HookFunction, ...] = _hooks_field("confirm_traffic_increase")
     rollback: tuple[HookFunction, ...] = _hooks_field("rollback")
     confirm_promotion: tuple[HookFunction, ...] = _hooks_field("confirm_promotion")
+    promote_stable: tuple[HookFunction, ...] = _hooks_field("promote_stable")
     retire_stable: tuple[HookFunction, ...] = _hooks_field("retire_stable")
     retire_canary: tuple[HookFunction, ...] = _hooks_field("retire_canary")
     post_rollout: tuple[HookFunction, ...] = _hooks_field("post_rollout")
     interval: float = _seconds("interval", 60.0)
     gate_timeout: float | None = _seconds("gate_timeout", None, optional=True)
     call_timeout: float = _seconds("call_timeout", 60.0)
+    traffic_back: tuple[float, ...] = attrs.field(default=(0.0,), converter=_traffic_back)
+    traffic_back_hold: float = attrs.field(default=0.0, converter=_hold_seconds)
 
     def for_point(self, point: HookPoint) -> tuple[HookFunction, ...]:
         """The hooks given for `point` (an empty tuple when none)."""
@@ -247,7 +286,13 @@ class Hooks:
             if hooks:
                 shown = ", ".join(_hook_name(hook) for hook in hooks)
                 parts.append(f"{_field_name(point)}={shown if len(hooks) == 1 else f'[{shown}]'}")
-        defaults = {"interval": 60.0, "gate_timeout": None, "call_timeout": 60.0}
+        defaults: dict[str, object] = {
+            "interval": 60.0,
+            "gate_timeout": None,
+            "call_timeout": 60.0,
+            "traffic_back": (0.0,),
+            "traffic_back_hold": 0.0,
+        }
         for name, default in defaults.items():
             value = getattr(self, name)
             if value != default:

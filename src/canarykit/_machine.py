@@ -164,8 +164,10 @@ class HookPoint(enum.Enum):
     In the order a rollout meets them: CONFIRM_ROLLOUT (a gate), CREATE_CANARY and
     PRE_ROLLOUT before any traffic moves; CONFIRM_TRAFFIC_INCREASE (a gate) before each
     weight increase; ROLLBACK every so often while the canary is watched;
-    CONFIRM_PROMOTION (a gate) before promotion; then, once the rollout has ended,
-    RETIRE_STABLE (after a promotion) or RETIRE_CANARY (after a rollback or an abort),
+    CONFIRM_PROMOTION (a gate) before promotion; PROMOTE_STABLE (a task, only when given)
+    once the canary has all traffic, to upgrade the stable servers before traffic moves
+    back to them; then, once the rollout has ended, RETIRE_STABLE (after a promotion),
+    or RETIRE_CANARY (after a rollback, an abort, or a promotion that upgraded stable),
     and POST_ROLLOUT.
     """
 
@@ -174,6 +176,7 @@ class HookPoint(enum.Enum):
     PRE_ROLLOUT = "pre-rollout"
     CONFIRM_TRAFFIC_INCREASE = "confirm-traffic-increase"
     CONFIRM_PROMOTION = "confirm-promotion"
+    PROMOTE_STABLE = "promote-stable"
     ROLLBACK = "rollback"
     RETIRE_STABLE = "retire-stable"
     RETIRE_CANARY = "retire-canary"
@@ -474,7 +477,8 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         Tick: frozenset({_P.PROMOTING}),
         Abort: frozenset({_P.ROLLING_BACK}),
         Recovered: frozenset({_P.PROMOTING}),
-        HookAnswered: frozenset({_P.PROMOTING}),
+        # PAUSED: promote-stable failed; traffic is held at the (good) canary.
+        HookAnswered: frozenset({_P.PROMOTING, _P.PAUSED}),
     },
     _P.ROLLING_BACK: {
         SplitApplied: frozenset({_P.ROLLING_BACK, _P.ROLLED_BACK, _P.ABORTED}),
@@ -1050,6 +1054,8 @@ def _on_hook_answered(plan: Plan, state: RolloutState, event: HookAnswered) -> R
         return _evolve(state, rollback_check_at=ask_again)
     if point is not state.gate:
         return state  # stale: the rollout moved on meanwhile (an operator promoted, say)
+    if point is _HP.PROMOTE_STABLE:
+        return _on_stable_promoted(state, event)
     if point in (_HP.CREATE_CANARY, _HP.PRE_ROLLOUT):
         state = _evolve(state, hooks_done=state.hooks_done | {point})
         if not event.yes:
@@ -1071,6 +1077,27 @@ def _on_hook_answered(plan: Plan, state: RolloutState, event: HookAnswered) -> R
     return _begin(plan, state, now)
 
 
+def _on_stable_promoted(state: RolloutState, event: HookAnswered) -> RolloutState:
+    """promote-stable answered (the runner has moved traffic back when it said yes).
+
+    A no holds traffic where the canary has it and pauses: the canary was judged good,
+    while the stable servers may be half upgraded, so rolling back to them would be wrong.
+    Resuming asks promote-stable again.
+    """
+    said, now = event.reason, event.now
+    if not event.yes:
+        why = f"promote-stable failed: {said}" if said else "promote-stable failed"
+        paused = _enter_pause(state, now, f"{why}; traffic held at the canary")
+        return _evolve(paused, target=FULL_CANARY)
+    return _evolve(
+        state,
+        target=STABLE_ONLY,
+        hooks_done=state.hooks_done | {_HP.PROMOTE_STABLE},
+        reason="stable upgraded; traffic back on stable",
+        **_NO_GATE,
+    )
+
+
 def _stop_at_hook(state: RolloutState, now: float, reason: str) -> RolloutState:
     """End the rollout as aborted; roll back first unless the router is known at stable."""
     confirmed = state.confirmed
@@ -1087,6 +1114,8 @@ def _hook_after_end(state: RolloutState) -> HookPoint | None:
     if state.started_at is None:
         return None  # aborted before it started: nothing to clean up
     retire = _HP.RETIRE_STABLE if state.phase is Phase.SUCCEEDED else _HP.RETIRE_CANARY
+    if _HP.PROMOTE_STABLE in done:
+        retire = _HP.RETIRE_CANARY  # stable now runs the new version: empty the canary
     # A canary whose create-canary hook was never called has nothing to retire.
     never_created = _HP.CREATE_CANARY in points and _HP.CREATE_CANARY not in done
     skip = retire is _HP.RETIRE_CANARY and never_created
@@ -1108,7 +1137,13 @@ def _on_split_applied(plan: Plan, state: RolloutState, event: SplitApplied) -> R
     ):
         state = _evolve(state, window_start=now)  # the first traffic shift
     if state.phase is Phase.PROMOTING and event.split == state.target:
-        return _evolve(state, phase=Phase.SUCCEEDED, finished_at=now, reason="promoted")
+        upgrade = _HP.PROMOTE_STABLE in state.hook_points
+        if upgrade and _HP.PROMOTE_STABLE not in state.hooks_done:
+            # The canary has all traffic: upgrade stable, then traffic goes back to it.
+            held = _evolve(state, gate=_HP.PROMOTE_STABLE, gate_since=now, gate_ask_at=None)
+            return _evolve(held, reason="upgrading stable (promote-stable)")
+        reason = "promoted; stable upgraded, traffic back on stable" if upgrade else "promoted"
+        return _evolve(state, phase=Phase.SUCCEEDED, finished_at=now, reason=reason)
     if state.phase is Phase.ROLLING_BACK and event.split == state.target:
         phase = Phase.ABORTED if state.aborting else Phase.ROLLED_BACK
         return _evolve(state, phase=phase, finished_at=now)
@@ -1461,6 +1496,8 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
         progress = state.progress_deadline_at
         if progress is not None and now >= progress:
             return Wait(until=progress)  # the deadline passed: a Tick settles it first
+    if phase is Phase.PROMOTING and state.gate is _HP.PROMOTE_STABLE:
+        return RunHook(point=_HP.PROMOTE_STABLE)  # then traffic goes back to stable
     target = state.target
     # Identity first: the confirmed split is usually the very object that was applied.
     unconfirmed = target is not state.confirmed and target != state.confirmed

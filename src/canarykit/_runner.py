@@ -104,6 +104,7 @@ from ._machine import (
     CollectWindow,
     Event,
     Finish,
+    HookAnswered,
     HookPoint,
     Phase,
     Promote,
@@ -734,7 +735,51 @@ class Rollout:
             return
         for event in events:  # before the phase change the answer may cause: its cause
             self._emit(event)
+        if point is HookPoint.PROMOTE_STABLE and answered.yes:
+            failed = await self._traffic_back()
+            if failed is not None:
+                answered = HookAnswered(self.clock.now(), point, False, failed)
         self._handle(answered)
+
+    async def _traffic_back(self) -> str | None:
+        """After promote-stable: move traffic back to stable, step by step, each read back.
+
+        Returns why it could not (the machine then holds traffic at the canary), or None.
+        Each confirmed step is reported (`SplitApplied`), so a restart goes on from it.
+        """
+        hold = self.hooks.traffic_back_hold
+        steps = self.hooks.traffic_back
+        for index, percent in enumerate(steps):
+            split = TrafficSplit(canary_percent=percent)
+            reason = "not attempted"
+            for attempt in range(1, self._apply_attempts + 1):
+                self._check_lease()
+                try:
+                    with anyio.fail_after(self._call_timeout):
+                        await self.router.apply(split)  # await point: traffic_back.apply
+                    if self.router.capabilities.read_back:
+                        with anyio.fail_after(self._call_timeout):
+                            seen = await self.router.read()  # await point: traffic_back.read
+                        if seen is not None and seen != split:
+                            raise RouterError(
+                                f"read back canary {seen.canary_percent:g}% after applying "
+                                f"{percent:g}%"
+                            )
+                except Exception as exc:
+                    reason = _describe(exc, self._call_timeout)
+                    now = self.clock.now()
+                    self._emit(RouterFailure(time=now, split=split, attempt=attempt, reason=reason))
+                    if isinstance(exc, ConfigError) or attempt == self._apply_attempts:
+                        break
+                    await self._wait(now + self._retry_delay * 2 ** (attempt - 1))
+                    continue
+                self._handle(SplitApplied(self.clock.now(), split))
+                break
+            if self.state.confirmed != split:
+                return f"moving traffic back to stable failed at {percent:g}%: {reason}"
+            if hold > 0 and index < len(steps) - 1:
+                await self._wait(self.clock.now() + hold)  # await point: traffic_back.hold
+        return None
 
     async def _read_current(self) -> TrafficSplit:
         if not self.router.capabilities.read_back:
