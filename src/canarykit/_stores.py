@@ -19,6 +19,17 @@ Both offer `lease(key)`, the default `Lease` that keeps a second runner off the 
 rollout (a lock file beside the state for `FileStore`), and with ``target=`` off the same
 traffic target.
 
+History. A key holds one release's rollout at a time; when a finished one is replaced by
+the next release, the runner first calls `archive(key, data)` with the old record.
+`FileStore` keeps it in ``<key>.history/`` beside the state: one file per record, in the
+same checked envelope, named ``<finish time in ns>-<release>.json`` so the names sort
+by finish time (the release id with anything but letters, digits, ``_``, ``.`` and ``-``
+replaced by ``_``). The directory is private and never followed through a link.
+`history(key)` reads back the newest records first, at most `MAX_HISTORY` of them; a
+damaged one is reported in its place (``{"damaged": why, "file": name}``) rather than
+failing the whole list. Both methods are optional parts of the `StateStore` protocol:
+the runner archives only when the store has `archive`.
+
 The errors about saved state::
 
     CanaryError
@@ -34,8 +45,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
+import re
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +67,9 @@ from ._files import parse_json, private_dir, read_regular_async, write_private
 from ._lease import FileLease, MemoryLease
 from ._safe import check_name
 
-__all__ = ["FileStore", "MemoryStore"]
+__all__ = ["MAX_HISTORY", "FileStore", "MemoryStore"]
+
+logger = logging.getLogger("canarykit")
 
 # What a FileStore file says it is, and the version of that envelope (not of the state
 # inside it, which carries its own schema version).
@@ -62,6 +78,14 @@ FILE_FORMAT_VERSION = 1
 # The largest state file a load reads. Saved state is small (a plan, a state, a decider's
 # counts; free text in it is cut to MAX_TEXT), so a bigger file was not written by us.
 MAX_STATE_BYTES = 16 * 1024 * 1024
+# `history` reads at most this many records (the newest): enough to see a service's
+# recent releases, bounded whatever the directory holds.
+MAX_HISTORY = 50
+# Names looked at in a history directory, at most: a directory flooded with files
+# cannot make `history` slow without bound.
+_MAX_HISTORY_NAMES = 100_000
+_HISTORY_NAME = re.compile(r"(\d{20})-([A-Za-z0-9_.-]{0,64})(?:~\d+)?\.json")
+_RELEASE_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def canonical_json(data: Any) -> str:
@@ -124,17 +148,9 @@ class FileStore:
         if not isinstance(data, dict):
             raise ConfigError("data", type(data).__name__, "must be a dict")
         try:
-            body = canonical_json(data)
+            text = _envelope(key, data)
         except (TypeError, ValueError) as exc:
             raise StateSaveError(f"{path}: the state is not plain JSON data: {exc}") from None
-        envelope = {
-            "format": FILE_FORMAT,
-            "version": FILE_FORMAT_VERSION,
-            "key": key,
-            "sha256": hashlib.sha256(body.encode()).hexdigest(),
-            "data": data,
-        }
-        text = json.dumps(envelope, sort_keys=True, indent=1, allow_nan=False) + "\n"
         try:
             await anyio.to_thread.run_sync(self._write, path, text)
         except FileRefusedError as exc:
@@ -172,8 +188,143 @@ class FileStore:
         except FileNotFoundError:
             return
 
+    def history_dir(self, key: str) -> Path:
+        """The directory of `key`'s archived records: ``<key>.history`` beside the state."""
+        return self.directory / f"{check_name('key', key)}.history"
+
+    async def archive(self, key: str, data: dict[str, Any]) -> None:
+        """Keep `data`, a finished rollout's record, in `key`'s history.
+
+        The file is named after the record's finish time (``state.finished_at``, else
+        now) and its release id (``release``, sanitized), so names sort by finish time.
+        Written like a save (private, atomic, never through a link); `StateSaveError`
+        when it cannot be.
+        """
+        directory = self.history_dir(key)
+        if not isinstance(data, dict):
+            raise ConfigError("data", type(data).__name__, "must be a dict")
+        try:
+            text = _envelope(key, data)
+        except (TypeError, ValueError) as exc:
+            raise StateSaveError(f"{directory}: the record is not plain JSON data: {exc}") from None
+        stem = f"{_finish_ns(data):020d}-{_release_part(data.get('release'))}"
+        try:
+            await anyio.to_thread.run_sync(self._write_history, directory, stem, text)
+        except FileRefusedError as exc:
+            raise StateSaveError(f"could not archive the record: {exc}") from exc
+        except OSError as exc:
+            raise StateSaveError(f"{directory}: could not archive the record: {exc}") from exc
+
+    def _write_history(self, directory: Path, stem: str, text: str) -> None:
+        private_dir(self.directory)
+        _refuse_link(directory)
+        private_dir(directory, what="state history directory")
+        path = directory / f"{stem}.json"
+        number = 1
+        while os.path.lexists(path):  # two records finished in the same nanosecond
+            number += 1
+            path = directory / f"{stem}~{number}.json"
+        write_private(path, text.encode("utf-8"), fsync=self._fsync, what="history file")
+
+    async def history(self, key: str, *, limit: int = MAX_HISTORY) -> list[dict[str, Any]]:
+        """`key`'s archived records, newest first, at most `limit` (default `MAX_HISTORY`).
+
+        A record that cannot be read is listed as ``{"damaged": why, "file": name}`` in
+        its place; nothing archived gives ``[]``. `StateError` only when the history
+        directory itself cannot be used (a link, open to other users).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError("limit", limit, "must be an integer >= 0")
+        directory = self.history_dir(key)
+        try:
+            names = await anyio.to_thread.run_sync(_history_names, directory)
+        except OSError as exc:  # FileRefusedError: a link, not private
+            raise StateError(f"could not read the state history: {exc}") from None
+        records: list[dict[str, Any]] = []
+        for name in names[:limit]:
+            path = directory / name
+            try:
+                raw = await read_regular_async(path, limit=MAX_STATE_BYTES, what="history file")
+                records.append(_unwrap(path, key, raw))
+            except FileNotFoundError:  # removed meanwhile
+                continue
+            except (OSError, StateError) as exc:
+                logger.warning("%s: a history record cannot be read: %s", key, exc)
+                records.append({"damaged": str(exc), "file": name})
+        return records
+
     def __repr__(self) -> str:
         return f"FileStore({str(self.directory)!r})"
+
+
+def _envelope(key: str, data: dict[str, Any]) -> str:
+    """A record in its file envelope: format, version, key, checksum and data."""
+    body = canonical_json(data)
+    envelope = {
+        "format": FILE_FORMAT,
+        "version": FILE_FORMAT_VERSION,
+        "key": key,
+        "sha256": hashlib.sha256(body.encode()).hexdigest(),
+        "data": data,
+    }
+    return json.dumps(envelope, sort_keys=True, indent=1, allow_nan=False) + "\n"
+
+
+def _finish_ns(data: dict[str, Any]) -> int:
+    """When the record's rollout finished, in ns since the epoch (now, when it does not say)."""
+    state = data.get("state")
+    finished = state.get("finished_at") if isinstance(state, dict) else None
+    if (
+        isinstance(finished, (int, float))
+        and not isinstance(finished, bool)
+        and 0 <= finished < 10**10
+    ):
+        return int(finished * 1e9)
+    return time.time_ns()
+
+
+def _release_part(release: Any) -> str:
+    """A release id as part of a file name: unsafe characters as ``_``, at most 64."""
+    if not isinstance(release, str) or not release:
+        return ""
+    return _RELEASE_UNSAFE.sub("_", release)[:64]
+
+
+def _finish_ns_or_zero(data: dict[str, Any]) -> int:
+    state = data.get("state")
+    finished = state.get("finished_at") if isinstance(state, dict) else None
+    if isinstance(finished, (int, float)) and not isinstance(finished, bool):
+        return int(finished * 1e9)
+    return 0
+
+
+def _refuse_link(path: Path) -> None:
+    """FileRefusedError when `path` is a symbolic link (private_dir would follow it)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise FileRefusedError(
+            f"state history directory {path}: is a symbolic link, which canarykit does not "
+            "follow here; remove it (canarykit creates the directory)"
+        )
+
+
+def _history_names(directory: Path) -> list[str]:
+    """The record files in a history directory, newest first ([] when there is none)."""
+    _refuse_link(directory)
+    if not os.path.lexists(directory):
+        return []
+    private_dir(directory, what="state history directory")
+    names: list[str] = []
+    with os.scandir(directory) as entries:
+        for count, entry in enumerate(entries):
+            if count >= _MAX_HISTORY_NAMES:
+                break
+            if _HISTORY_NAME.fullmatch(entry.name):
+                names.append(entry.name)
+    return sorted(names, reverse=True)
 
 
 def _check_directory(directory: Path) -> None:
@@ -228,6 +379,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.saved: dict[str, dict[str, Any]] = {}
+        self.archived: dict[str, list[dict[str, Any]]] = {}
         self.saves = 0
         self._holders: dict[str, tuple[str, float]] = {}
 
@@ -248,6 +400,23 @@ class MemoryStore:
     async def delete(self, key: str) -> None:
         """Forget `key`'s state."""
         self.saved.pop(key, None)
+
+    async def archive(self, key: str, data: dict[str, Any]) -> None:
+        """Keep a copy of `data`, a finished rollout's record, in `key`'s history."""
+        try:
+            json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise StateSaveError(f"{key}: the record is not plain JSON data: {exc}") from None
+        self.archived.setdefault(key, []).append(copy.deepcopy(data))
+
+    async def history(self, key: str, *, limit: int = MAX_HISTORY) -> list[dict[str, Any]]:
+        """Copies of `key`'s archived records, newest (by finish time) first, at most `limit`."""
+        records = self.archived.get(key, [])
+        # Stable sort: records without a finish time keep their archiving order.
+        ordered = sorted(
+            enumerate(records), key=lambda item: (_finish_ns_or_zero(item[1]), item[0])
+        )
+        return [copy.deepcopy(record) for _, record in reversed(ordered)][:limit]
 
     def lease(
         self,
