@@ -72,6 +72,20 @@ def canarykit_cli(*args: str, timeout: float = 30.0, cwd: Path | None = None) ->
     return done.returncode, done.stdout + done.stderr
 
 
+def a_call(point: Any) -> Any:
+    import canarykit as ck
+
+    return ck.HookCall(
+        hook=point,
+        rollout="web",
+        phase=ck.Phase.PROGRESSING,
+        step=1,
+        steps=2,
+        weight=10.0,
+        time=0.0,
+    )
+
+
 def a_window() -> Any:
     import canarykit as ck
 
@@ -108,15 +122,7 @@ def fifo_approval(tmp: Path) -> dict[str, Any]:
 
     fifo = tmp / "web.approval"
     os.mkfifo(fifo)
-    call = ck.HookCall(
-        hook=ck.HookPoint.CONFIRM_PROMOTION,
-        rollout="web",
-        phase=ck.Phase.PROGRESSING,
-        step=1,
-        steps=1,
-        weight=10.0,
-        time=0.0,
-    )
+    call = a_call(ck.HookPoint.CONFIRM_PROMOTION)
 
     async def gate() -> float:
         started = time.monotonic()
@@ -162,15 +168,7 @@ def slow_and_silent_servers(tmp: Path) -> dict[str, Any]:
     timeout = 2.0
     worst = 0.0
     details = []
-    call = ck.HookCall(
-        hook=ck.HookPoint.ROLLBACK,
-        rollout="web",
-        phase=ck.Phase.PROGRESSING,
-        step=1,
-        steps=2,
-        weight=10.0,
-        time=0.0,
-    )
+    call = a_call(ck.HookPoint.ROLLBACK)
     for name, respond in (("drip", hh.drip(0.5)), ("silent", hh.silent)):
         with hh.HostileServer(respond) as server:
 
@@ -601,15 +599,7 @@ def secrets_echoed_back(tmp: Path) -> dict[str, Any]:
 
         return respond
 
-    call = ck.HookCall(
-        hook=ck.HookPoint.ROLLBACK,
-        rollout="web",
-        phase=ck.Phase.PROGRESSING,
-        step=1,
-        steps=2,
-        weight=10.0,
-        time=0.0,
-    )
+    call = a_call(ck.HookPoint.ROLLBACK)
     for prefix in (0, 150, 190, 4070):
         with hh.HostileServer(echo(500, prefix), path=f"/hook/{SECRET}?key={SECRET}") as server:
             hook = ck.Webhook(server.url, attempts=1, headers={"Authorization": f"Bearer {SECRET}"})
@@ -729,15 +719,7 @@ def huge_responses(tmp: Path) -> dict[str, Any]:
         return 0.0
 
     before = rss_mb()
-    call = ck.HookCall(
-        hook=ck.HookPoint.ROLLBACK,
-        rollout="web",
-        phase=ck.Phase.PROGRESSING,
-        step=1,
-        steps=2,
-        weight=10.0,
-        time=0.0,
-    )
+    call = a_call(ck.HookPoint.ROLLBACK)
     outcomes = []
     for status in (200, 500):
         with hh.HostileServer(hh.huge(status, 300 * 1024 * 1024)) as server:
