@@ -91,7 +91,13 @@ RESTART_GAP = 4 * SLOW  # loop time between two runners: a stale lease has expir
 MAX_FAULTY_RUNS = 4
 
 # What `Rollout.run()` documents it may raise. Anything else escaping is a violation.
-DOCUMENTED = (ck.StateError, ck.LeaseError)
+DOCUMENTED = (
+    ck.StateError,
+    ck.LeaseError,
+    ck.RouterNotAtStableError,  # a fresh start found canary traffic: nothing moved
+    ck.ReleaseFinishedError,
+    ck.ReleaseInProgressError,
+)
 
 
 def documented(error: BaseException) -> bool:
@@ -997,6 +1003,9 @@ def kill9_child(directory: Path, pauses: list[float], backend: str) -> int:
         outcome = anyio.run(rollout.run, backend=backend)
     except KeyboardInterrupt:
         return 130
+    except ck.ReleaseFinishedError:
+        # Finished by a runner killed before it wrote its outcome: this one reports it.
+        outcome = rollout.outcome
     record = {
         "pid": os.getpid(),
         "phase": outcome.phase.value,

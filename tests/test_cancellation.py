@@ -120,8 +120,9 @@ async def test_a_cancelled_rollout_stays_aborted_until_retried(anyio_backend, tm
     calls = list(router.calls)
     clock = VirtualClock()
     again = ck.Rollout(FOREVER, router=router, clock=clock, store=tmp_path)
-    outcome = await again.run()
-    assert outcome.phase is ck.Phase.ABORTED
+    with pytest.raises(ck.ReleaseFinishedError, match="aborted at") as ended:
+        await again.run()
+    assert ended.value.phase is again.phase is ck.Phase.ABORTED
     assert router.calls == calls
     again.retry()
     clock.call_at(5, again.promote)

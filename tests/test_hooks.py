@@ -628,11 +628,15 @@ async def test_hooks_due_after_the_end_run_once_even_across_a_restart(anyio_back
     called = []
     hooks = Hooks(post_rollout=lambda call: called.append(call.phase))
     router = FakeRouter(initial=ck.TrafficSplit(canary_percent=100))
-    for _ in range(2):
-        outcome = await ck.Rollout(
+    outcome = await ck.Rollout(
+        plan, router=router, clock=VirtualClock(start=5), hooks=hooks, store=store
+    ).run()
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    # Its hooks done, the finished rollout is only reported: nothing runs again.
+    with pytest.raises(ck.ReleaseFinishedError, match="promoted"):
+        await ck.Rollout(
             plan, router=router, clock=VirtualClock(start=5), hooks=hooks, store=store
         ).run()
-        assert outcome.phase is ck.Phase.SUCCEEDED
     assert called == [ck.Phase.SUCCEEDED]
     assert router.applied == []
 

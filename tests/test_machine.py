@@ -73,11 +73,11 @@ def test_illegal_event_raises_naming_phase_and_event_and_changes_nothing():
     machine = started(ck.linear(50, 50, hold=60))
     before = machine.state
     with pytest.raises(
-        ck.InvalidTransition, match="Resume is not allowed while the rollout is progressing"
+        ck.InvalidTransition, match=r"resume: the rollout is not paused \(it is progressing"
     ):
         machine.handle(Resume(1.0))
     assert machine.state is before
-    with pytest.raises(ck.InvalidTransition, match="Retry"):
+    with pytest.raises(ck.InvalidTransition, match="retry: only a rolled-back"):
         machine.handle(Retry(1.0))
     assert machine.state is before
 

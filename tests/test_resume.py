@@ -306,17 +306,18 @@ async def test_no_step_is_repeated_or_skipped_across_many_restarts():
     assert outcome.finished_at == pytest.approx(plan.nominal_seconds, abs=7)
 
 
-async def test_a_finished_rollout_returns_its_outcome_without_touching_traffic():
+async def test_a_finished_rollout_is_reported_finished_without_touching_traffic():
     store = ck.MemoryStore()
     router = FakeRouter()
     done = await ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(), store=store).run()
     calls = list(router.calls)
+    record = await store.load("rollout")
     again = ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(start=500), store=store)
-    outcome = await again.run()
-    assert again.resumed
-    assert outcome.phase is ck.Phase.SUCCEEDED
-    assert outcome.state == done.state
+    with pytest.raises(ck.ReleaseFinishedError, match="promoted at t=120 s, nothing to do"):
+        await again.run()
+    assert again.state == done.state
     assert router.calls == calls
+    assert await store.load("rollout") == record
 
 
 async def test_resuming_with_a_different_plan_is_refused_before_traffic_moves():
@@ -346,7 +347,7 @@ async def test_the_saved_record_names_its_key_and_plan():
     assert record["key"] == "web"
     assert record["plan"]["steps"][1] == {"kind": "Pause", "seconds": 60.0}
     assert record["plan_fingerprint"].startswith("sha256:")
-    assert record["state"]["schema"] == 2
+    assert record["state"]["schema"] == 3
 
 
 async def test_state_of_schema_version_1_is_migrated_and_resumed():
@@ -372,8 +373,8 @@ async def test_state_of_schema_version_1_is_migrated_and_resumed():
 @pytest.mark.parametrize(
     ("change", "error", "message"),
     [
-        ({"schema": 3}, ck.StateVersionError, "schema version 3, from a newer canarykit"),
-        ({"schema": 0}, ck.StateVersionError, "reads versions 1 to 2"),
+        ({"schema": 4}, ck.StateVersionError, "schema version 4, from a newer canarykit"),
+        ({"schema": 0}, ck.StateVersionError, "reads versions 1 to 3"),
         ({"schema": "2"}, ck.CorruptStateError, "no valid schema version"),
         ({"phase": "exploded"}, ck.CorruptStateError, "phase: must be one of"),
         ({"step": -1}, ck.CorruptStateError, r"step: must be an integer >= 0"),

@@ -134,7 +134,10 @@ async def test_router_that_never_works_ends_rolled_back_or_paused_never_unknown(
 async def test_read_back_mismatch_is_a_router_error(anyio_backend):
     class LyingRouter(FakeRouter):
         async def read(self):
-            await super().read()
+            # Truthful before the start (a router not at stable is refused), lying after.
+            actual = await super().read()
+            if not self.applied:
+                return actual
             return ck.TrafficSplit(canary_percent=1)
 
     router = LyingRouter()
@@ -188,7 +191,7 @@ async def test_operator_controls_from_another_task(anyio_backend):
     commands = [e.reason for e in outcome.timeline if e.kind == "command"]
     assert commands[0] == "promote"
     assert commands[1] == "pause looking at dashboards"
-    assert commands[2].startswith("retry refused: Retry is not allowed")
+    assert commands[2].startswith("retry refused: retry: only a rolled-back or aborted")
     assert commands[3] == "resume"
 
 

@@ -30,7 +30,10 @@ from ._errors import LeaseLostError as LeaseLostError
 from ._errors import MetricsError as MetricsError
 from ._errors import NoDataError as NoDataError
 from ._errors import PlanMismatchError as PlanMismatchError
+from ._errors import ReleaseFinishedError as ReleaseFinishedError
+from ._errors import ReleaseInProgressError as ReleaseInProgressError
 from ._errors import RouterError as RouterError
+from ._errors import RouterNotAtStableError as RouterNotAtStableError
 from ._errors import StateError as StateError
 from ._errors import StateSaveError as StateSaveError
 from ._errors import StateVersionError as StateVersionError
@@ -189,6 +192,8 @@ __all__ = [
     "Promote",
     "PromoteFull",
     "Recovered",
+    "ReleaseFinishedError",
+    "ReleaseInProgressError",
     "RequestPause",
     "Resume",
     "Retry",
@@ -201,6 +206,7 @@ __all__ = [
     "RouterCapabilities",
     "RouterError",
     "RouterFailure",
+    "RouterNotAtStableError",
     "RunHook",
     "SetHeaderRoutes",
     "SetMirror",

@@ -7,6 +7,9 @@
     │   └── UnsupportedPlanError the plan needs what the router cannot do
     ├── InvalidTransition        an event the rollout's current phase does not accept
     ├── RouterError              a traffic router failed, timed out or reported a wrong split
+    ├── RouterNotAtStableError   a new rollout found the router not at stable, not told to adopt
+    ├── ReleaseFinishedError     the release's rollout has finished already: nothing to do
+    ├── ReleaseInProgressError   another release's rollout is still live under this key
     ├── MetricsError             a metrics source failed or timed out
     │   └── NoDataError          the source answered, but with no data for the window
     ├── DeciderError             a decider raised or timed out
@@ -25,7 +28,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only for annotations: _errors imports nothing of canarykit's at run time
+    from ._machine import Phase
+    from ._split import TrafficSplit
 
 __all__ = [
     "CanaryError",
@@ -41,7 +48,10 @@ __all__ = [
     "MetricsError",
     "NoDataError",
     "PlanMismatchError",
+    "ReleaseFinishedError",
+    "ReleaseInProgressError",
     "RouterError",
+    "RouterNotAtStableError",
     "StateError",
     "StateSaveError",
     "StateVersionError",
@@ -86,6 +96,56 @@ class InvalidTransition(CanaryError):
 
 class RouterError(CanaryError):
     """A traffic router failed, timed out, or read back a split other than the one applied."""
+
+
+class RouterNotAtStableError(CanaryError):
+    """A new rollout found the router not at stable; `found` is the split it read.
+
+    Nothing moved. Start from that split with ``adopt=True`` (``--adopt``), or make the
+    router's starting state first (``canarykit init POLICY``).
+    """
+
+    def __init__(self, message: str, found: TrafficSplit) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+class ReleaseFinishedError(CanaryError):
+    """The rollout saved under the key has finished, for this release (or none was named).
+
+    Nothing was done: no traffic moved and nothing was saved. `release` is the saved
+    rollout's release (None when it named none), `phase` how it ended, `finished_at`
+    when (seconds since the epoch, on the rollout's clock) and `reason` why. A new
+    release id starts the next rollout.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        release: str | None,
+        phase: Phase,
+        finished_at: float,
+        reason: str,
+    ) -> None:
+        super().__init__(message)
+        self.release = release
+        self.phase = phase
+        self.finished_at = finished_at
+        self.reason = reason
+
+
+class ReleaseInProgressError(CanaryError):
+    """Another release's rollout is still live under this key; nothing was done.
+
+    `release` is the release in progress (None when it named none), `phase` its phase.
+    Finish it first (promote or abort it), or run it on with its own release id.
+    """
+
+    def __init__(self, message: str, *, release: str | None, phase: Phase) -> None:
+        super().__init__(message)
+        self.release = release
+        self.phase = phase
 
 
 class MetricsError(CanaryError):

@@ -72,12 +72,13 @@ class VerdictReached:
 
 @attrs.frozen(kw_only=True)
 class AnalysisError:
-    """A window could not be collected or judged; `reason` says why."""
+    """The window [start, end) could not be collected or judged; `reason` says why."""
 
     time: float
     kind: AnalysisKind
     end: float
     reason: str = attrs.field(converter=_kept)
+    start: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -248,6 +249,9 @@ class TimelineEntry:
     waiting or opened) or "hook" (a one-off hook that ran). Verdict entries carry the
     verdict's kind and reason, and each arm's error rate and p99 latency (seconds) for the
     window; the per-metric verdicts go to listeners (`VerdictReached`), not the timeline.
+    Verdict entries, and error entries for a window that failed, carry the window's
+    `window_start` and `window_end`: the time the canary was watched (judged) or not,
+    so that unwatched time shows as a hole between windows.
     """
 
     time: float
@@ -261,6 +265,8 @@ class TimelineEntry:
     canary_error_rate: float | None = None
     stable_p99: float | None = None
     canary_p99: float | None = None
+    window_start: float | None = None
+    window_end: float | None = None
 
     @classmethod
     def for_event(cls, event: RolloutEvent, state: RolloutState) -> TimelineEntry:
@@ -294,10 +300,18 @@ class TimelineEntry:
                 canary_error_rate=obs.canary.error_rate,
                 stable_p99=obs.stable.p99,
                 canary_p99=obs.canary.p99,
+                window_start=event.start,
+                window_end=event.end,
                 **common,
             )
         if isinstance(event, AnalysisError):
-            return cls(kind="error", reason=f"{event.kind.value}: {event.reason}", **common)
+            return cls(
+                kind="error",
+                reason=f"{event.kind.value}: {event.reason}",
+                window_start=event.start,
+                window_end=event.end,
+                **common,
+            )
         if isinstance(event, RouterFailure):
             reason = f"router attempt {event.attempt} failed: {event.reason}"
             return cls(kind="error", reason=reason, **common)
@@ -327,8 +341,10 @@ class RolloutOutcome:
     """How a rollout ended: its phase, why, the split in force, and what happened on the way.
 
     `phase` is SUCCEEDED, ROLLED_BACK or ABORTED, or PAUSED (or another live phase) when
-    the run stopped before the end; `split` is then where traffic was left, as the
-    router last confirmed it (None if it never confirmed anything).
+    the run stopped before the end. `split` is, in every ending, the split the router
+    last confirmed (by an apply, or read back on resuming); None when unknown (never
+    confirmed, or unreadable after a restart). So "traffic is on stable" holds only when
+    `split` is stable-only. `release` is the release the rollout was for (None: unnamed).
     """
 
     phase: Phase
@@ -338,6 +354,7 @@ class RolloutOutcome:
     finished_at: float
     timeline: tuple[TimelineEntry, ...]
     state: RolloutState
+    release: str | None = None
 
     def __repr__(self) -> str:
         split = "unknown" if self.split is None else f"{self.split.canary_percent:g}%"
@@ -371,4 +388,5 @@ class RolloutOutcome:
             "finished_at": self.finished_at,
             "timeline": [entry.to_json() for entry in self.timeline],
             "state": self.state.to_json(),
+            "release": self.release,
         }

@@ -32,6 +32,17 @@ The rules:
   except stable-only where the saved state had canary traffic: that is a rollback the old
   runner could not record, or a person's, and the rollout rolls back. No step is repeated
   or skipped, and timers run on from their saved deadlines.
+- No unwatched time. The time between the end of the last window and a `Recovered`
+  (`gap_until`) ran unwatched: the next background window covers it all (one window of at
+  most `MAX_GAP_WINDOW` seconds; a longer gap is judged in consecutive windows), and no
+  step completes, nor does the progress deadline run, before the gap has been judged.
+- Adoption. `Start(adopt=True)` takes the router's split as confirmed and skips the steps
+  before the first `SetWeight` at or above its weight, so traffic never goes down first.
+- Metrics outage. A `WindowFailed` that carries `outage_limit` pauses, holding traffic
+  where it is, when the consecutive-error limit is reached instead of rolling back;
+  windows are still collected, the first judged one resumes the rollout, and the outage
+  rolls back once it has lasted `outage_limit` seconds (`outage_until`).
+- Release. `RolloutState.release` names the release a rollout is for; a retry keeps it.
 - Hooks. `state.hook_points` names the points where the rollout has hooks (given by
   `Start`, `Recovered` or kept by `Retry`); with none, nothing below happens. At a point
   the next action is `RunHook` and the driver reports `HookAnswered`. Before any traffic
@@ -50,6 +61,7 @@ The rules:
 
 from __future__ import annotations
 
+import datetime
 import enum
 import hashlib
 import math
@@ -97,9 +109,20 @@ __all__ = [
     "transition",
 ]
 
-# Version 2 added `progress_deadline_at`; version 1 states are migrated on load.
-STATE_SCHEMA_VERSION = 2
+# Version 2 added `progress_deadline_at`, version 3 `release`, `gap_until` and
+# `outage_until`; older states are migrated on load.
+STATE_SCHEMA_VERSION = 3
 OLDEST_READABLE_SCHEMA = 1
+
+
+# The longest window that judges unwatched time after a resume: a metrics source keeps
+# that much history at full resolution (Prometheus's default retention is far longer);
+# an older gap is judged in consecutive windows of this length.
+MAX_GAP_WINDOW = 3600.0
+
+# How a pause for a metrics outage says so; an operator's pause reason replaces it, and
+# then the rollout no longer resumes on its own when the windows come back.
+_OUTAGE = "metrics outage"
 
 
 def _kept(text: str) -> str:
@@ -114,6 +137,11 @@ def _kept(text: str) -> str:
         return text
     keep = MAX_TEXT - len(f"... ({len(text)} more characters)")
     return f"{text[:keep]}... ({len(text) - keep} more characters)"
+
+
+def _is_release(value: object) -> bool:
+    """True for a valid release id: 1-128 printable characters (no control characters)."""
+    return isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable()
 
 
 def _kept_or_none(text: str | None) -> str | None:
@@ -221,14 +249,21 @@ def _maybe_hook_points(value: Iterable[HookPoint] | None) -> frozenset[HookPoint
 class Start:
     """Begin the rollout. `current` is the split the router reported before we started.
 
-    `hook_points` are the points where the driver has hooks. Started again while still
-    PENDING (a runner stopped while waiting at confirm-rollout, say), the rollout keeps
-    what its hooks had already done and how long it has been waiting.
+    `current` is None when the router cannot be read: nothing counts as confirmed until
+    the first apply. `hook_points` are the points where the driver has hooks. Started
+    again while still PENDING (a runner stopped while waiting at confirm-rollout, say),
+    the rollout keeps what its hooks had already done and how long it has been waiting.
+
+    With `adopt`, a `current` that is not stable-only is taken as the rollout's own: the
+    steps before the first `SetWeight` at or above its canary weight are skipped, and the
+    rollout goes on from there (all of them skipped: it promotes). Without it the plan
+    starts from stable, whatever the router reported.
     """
 
     now: float
-    current: TrafficSplit = STABLE_ONLY
+    current: TrafficSplit | None = STABLE_ONLY
     hook_points: frozenset[HookPoint] = attrs.field(default=_NO_POINTS, converter=_hook_points)
+    adopt: bool = False
 
 
 @attrs.frozen
@@ -261,12 +296,19 @@ class WindowJudged:
 
 @attrs.frozen
 class WindowFailed:
-    """The window ending at `end` could not be collected or judged."""
+    """The window ending at `end` could not be collected or judged.
+
+    `outage_limit`, when given, is the driver's metrics-outage policy "pause": reaching
+    the plan's consecutive-error limit pauses (traffic held where it is) instead of
+    rolling back, and the rollout rolls back once the outage has lasted that many
+    seconds. None (the default) rolls back at the limit.
+    """
 
     now: float
     kind: AnalysisKind
     end: float
     reason: str = attrs.field(converter=_kept)
+    outage_limit: float | None = None
 
 
 @attrs.frozen
@@ -446,7 +488,8 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         SplitApplied: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
         ApplyFailed: frozenset({_P.ROLLING_BACK}),
         WindowJudged: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
-        WindowFailed: frozenset({_P.PROGRESSING, _P.ROLLING_BACK}),
+        # PAUSED: a metrics outage under the "pause" policy (`WindowFailed.outage_limit`).
+        WindowFailed: frozenset({_P.PROGRESSING, _P.PAUSED, _P.ROLLING_BACK}),
         Tick: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
         Promote: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
         PromoteFull: frozenset({_P.PROMOTING}),
@@ -458,7 +501,8 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
     _P.PAUSED: {
         SplitApplied: frozenset({_P.PAUSED}),
         ApplyFailed: frozenset({_P.ROLLING_BACK, _P.PAUSED}),
-        WindowJudged: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
+        # PROGRESSING, PROMOTING: the first window after a metrics outage resumes it.
+        WindowJudged: frozenset({_P.PAUSED, _P.ROLLING_BACK, _P.PROGRESSING, _P.PROMOTING}),
         WindowFailed: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
         Tick: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
         Promote: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
@@ -535,6 +579,11 @@ class RolloutState:
     `gate_ask_at` (when to ask again; None: now), `rollback_check_at` (when to ask the
     rollback hook next) and `hooks_done` (the one-off hooks already called). They are
     saved only when set, so a rollout without hooks saves what earlier versions did.
+
+    `release` names the release the rollout is for (None: not named). `window_start` is
+    also where the last judged background window ended. `gap_until`, set on a resume, is
+    the end of the time nobody watched; no step completes until windows have judged it.
+    `outage_until` is set while paused for a metrics outage: the time it rolls back.
     """
 
     phase: Phase = Phase.PENDING
@@ -565,6 +614,9 @@ class RolloutState:
     gate_ask_at: float | None = None
     rollback_check_at: float | None = None
     hooks_done: frozenset[HookPoint] = _NO_POINTS
+    release: str | None = None
+    gap_until: float | None = None
+    outage_until: float | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -623,6 +675,9 @@ class RolloutState:
             )
         if schema == 1:
             data.setdefault("progress_deadline_at", None)  # version 2 added it
+        if schema <= 2:
+            for name in ("release", "gap_until", "outage_until"):  # version 3 added them
+                data.setdefault(name, None)
         names = _STATE_FIELDS
         unknown = sorted(str(name) for name in data if name not in names)
         missing = sorted(name for name in names if name not in data and name not in _HOOK_FIELDS)
@@ -658,6 +713,8 @@ _TIME_FIELDS = frozenset(
         "gate_since",
         "gate_ask_at",
         "rollback_check_at",
+        "gap_until",
+        "outage_until",
     }
 )
 
@@ -712,6 +769,10 @@ def _read_field(name: str, value: Any) -> Any:
     if name == "pause_reason":
         if value is not None and not isinstance(value, str):
             raise bad("must be a string or null")
+        return value
+    if name == "release":
+        if value is not None and not _is_release(value):
+            raise bad("must be null or 1-128 printable characters")
         return value
     if name in ("hook_points", "hooks_done", "gate"):
         return _read_hook_points(name, value, bad)
@@ -852,7 +913,20 @@ def _needs_windows(plan: Plan, state: RolloutState) -> bool:
 
 def _background_end(plan: Plan, state: RolloutState) -> float:
     assert plan.analysis_interval is not None and state.window_start is not None
-    return state.window_start + plan.analysis_interval
+    end = state.window_start + plan.analysis_interval
+    gap = state.gap_until
+    if gap is not None and gap > end:
+        # After a resume: one window over the unwatched time, at most MAX_GAP_WINDOW long.
+        end = min(gap, state.window_start + max(MAX_GAP_WINDOW, plan.analysis_interval))
+    return end
+
+
+def _gap_judged(state: RolloutState) -> RolloutState:
+    """Clear `gap_until` once the background windows have reached it."""
+    gap = state.gap_until
+    if gap is not None and state.window_start is not None and state.window_start >= gap:
+        return _evolve(state, gap_until=None)
+    return state
 
 
 _NO_GATE: dict[str, Any] = {"gate": None, "gate_since": None, "gate_ask_at": None}
@@ -893,6 +967,8 @@ def _rollback(state: RolloutState, now: float, reason: str, *, abort: bool) -> R
         paused_at=None,
         pause_reason=None,
         progress_deadline_at=None,
+        gap_until=None,
+        outage_until=None,
         **_NO_GATE,
     )
 
@@ -907,6 +983,8 @@ def _promote(state: RolloutState, now: float, reason: str) -> RolloutState:
         paused_at=None,
         pause_reason=None,
         progress_deadline_at=None,
+        gap_until=None,
+        outage_until=None,
         **_NO_GATE,
     )
 
@@ -930,6 +1008,8 @@ def _settle(plan: Plan, state: RolloutState, now: float) -> RolloutState:
     while state.phase is Phase.PROGRESSING:
         if state.gate is not None:
             return state  # held at a gate until its hooks say yes
+        if state.gap_until is not None:
+            return state  # the unwatched time after a resume is judged first
         if state.step >= len(plan.steps):
             passed = state.last_verdict is VerdictKind.PASS
             if plan.analysis_interval is not None and plan.require_pass and not passed:
@@ -1005,19 +1085,48 @@ def _on_start(plan: Plan, state: RolloutState, event: Start) -> RolloutState:
     # Started again while PENDING (the runner stopped at a hook before traffic moved): the
     # hooks already done stay done, and a gate's wait goes on from when it began.
     started = event.now if state.started_at is None else state.started_at
+    current = event.current
     state = _evolve(
         state,
         phase=Phase.PROGRESSING,
         started_at=started,
-        confirmed=event.current,
+        confirmed=current,
         target=STABLE_ONLY,
         reason="started",
         hook_points=event.hook_points,
     )
-    if not event.current.is_stable_only:
+    if current is None:
+        state = _evolve(state, reason="started (the router's split is unknown until applied)")
+    elif not current.is_stable_only and event.adopt:
+        state = _adopt(plan, state, current, event.now)
+    elif not current.is_stable_only:
         # Whatever a previous attempt left behind, the plan starts from stable.
         state = _evolve(state, reason="started (router was not at stable)")
     return _begin(plan, state, event.now)
+
+
+def _adopt(plan: Plan, state: RolloutState, found: TrafficSplit, now: float) -> RolloutState:
+    """Take `found` as the rollout's own split and skip the steps it is already past."""
+    keep = len(plan.steps)
+    for index, step in enumerate(plan.steps):
+        if isinstance(step, SetWeight) and step.percent >= found.canary_percent:
+            keep = index
+            break
+    where = "promoting" if keep >= len(plan.steps) else f"continuing at step {keep + 1}"
+    if keep < len(plan.steps):
+        where += f" ({_describe_step(plan.steps[keep])})"
+    skipped = (
+        f"skipped steps 1-{keep}" if keep > 1 else "skipped step 1" if keep else "none skipped"
+    )
+    reason = f"started from the router's split, canary {found.canary_percent:g}% (adopted): "
+    window = now if plan.analysis_interval is not None else None
+    return _evolve(
+        state,
+        target=found,
+        step=keep,
+        window_start=window,
+        reason=f"{reason}{skipped}, {where}",
+    )
 
 
 def _begin(plan: Plan, state: RolloutState, now: float) -> RolloutState:
@@ -1172,6 +1281,13 @@ def _on_window_judged(plan: Plan, state: RolloutState, event: WindowJudged) -> R
         return state  # the verdict came too late to matter
     verdict = event.verdict
     now = event.now
+    if state.outage_until is not None:
+        # The metrics are back: the outage is over. A pause it caused ends unless the
+        # verdict rolls back (or an operator has made the pause theirs meanwhile).
+        state = _evolve(state, outage_until=None)
+        ours = state.pause_reason is not None and state.pause_reason.startswith(_OUTAGE)
+        if state.phase is Phase.PAUSED and ours and verdict.kind is not VerdictKind.FAIL:
+            state = _evolve(_unpause(plan, state, now), reason="metrics back: resumed")
     if event.kind is AnalysisKind.BACKGROUND:
         # One copy for the common case: the next window starts where this one ended.
         state = _evolve(
@@ -1181,6 +1297,8 @@ def _on_window_judged(plan: Plan, state: RolloutState, event: WindowJudged) -> R
             decider_state=event.decider_state,
             last_verdict=verdict.kind,
         )
+        if state.gap_until is not None:
+            state = _gap_judged(state)
         if verdict.kind is VerdictKind.FAIL:
             return _rollback(state, now, f"analysis failed: {verdict.reason}", abort=False)
         if verdict.kind is VerdictKind.INCONCLUSIVE and state.phase is Phase.PROGRESSING:
@@ -1232,15 +1350,39 @@ def _on_window_failed(plan: Plan, state: RolloutState, event: WindowFailed) -> R
     if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
         return state
     errors = state.consecutive_errors + 1
+    now = event.now
     # The window is skipped: the next one starts where it ended.
     if event.kind is AnalysisKind.BACKGROUND:
-        state = _evolve(state, window_start=event.end, consecutive_errors=errors)
+        # Once the gap is behind, the next Tick completes what it held.
+        state = _gap_judged(_evolve(state, window_start=event.end, consecutive_errors=errors))
     else:
         state = _evolve(state, step_window_start=event.end, consecutive_errors=errors)
+    if state.outage_until is not None:  # paused for an outage already
+        if now >= state.outage_until:
+            return _outage_over(state, now, event.reason)
+        return state
     if errors >= plan.consecutive_error_limit:
         reason = f"{errors} analysis errors in a row, the last: {event.reason}"
-        return _rollback(state, event.now, reason, abort=False)
+        limit = event.outage_limit
+        if limit is None:
+            return _rollback(state, now, reason, abort=False)
+        held = f"{_percent(state.confirmed)} canary"
+        why = f"{_OUTAGE}: {reason}; holding traffic at {held}, rolling back after {limit:g} s"
+        if state.phase is Phase.PAUSED:  # paused already (an operator): the pause stays
+            return _evolve(state, outage_until=now + limit)
+        return _evolve(_enter_pause(state, now, why), outage_until=now + limit)
     return state
+
+
+def _outage_over(state: RolloutState, now: float, last: str) -> RolloutState:
+    """The metrics outage has lasted as long as allowed: roll back."""
+    since = state.paused_at if state.paused_at is not None else now
+    reason = f"{_OUTAGE} lasted {now - since:g} s, past its limit; the last error: {last}"
+    return _rollback(state, now, reason, abort=False)
+
+
+def _percent(split: TrafficSplit | None) -> str:
+    return "unknown" if split is None else f"{split.canary_percent:g}%"
 
 
 def _on_tick(plan: Plan, state: RolloutState, event: Tick) -> RolloutState:
@@ -1248,8 +1390,14 @@ def _on_tick(plan: Plan, state: RolloutState, event: Tick) -> RolloutState:
     if state.phase is Phase.PROGRESSING:
         state = _settle(plan, state, now)
         deadline = state.progress_deadline_at
-        if deadline is not None and now >= deadline and state.phase is Phase.PROGRESSING:
+        late = deadline is not None and now >= deadline and state.gap_until is None
+        if late and state.phase is Phase.PROGRESSING:
             return _on_progress_deadline(plan, state, now)
+        return state
+    if state.phase is Phase.PAUSED and state.outage_until is not None:
+        # A metrics outage's own limit replaces the pause limit while it lasts.
+        if now >= state.outage_until:
+            return _outage_over(state, now, state.reason)
         return state
     if state.phase is Phase.PAUSED and plan.pause_limit is not None:
         assert state.paused_at is not None
@@ -1313,15 +1461,17 @@ def _unpause(plan: Plan, state: RolloutState, now: float) -> RolloutState:
         step_deadline=deadline,
         step_window_start=window_start,
         progress_deadline_at=progress,
+        outage_until=None,
         reason="resumed",
     )
 
 
 def _refuse_while_rollback_pending(state: RolloutState, event: Event) -> None:
     if state.rollback_pending:
+        word = _COMMAND_WORDS.get(type(event), type(event).__name__)
         raise InvalidTransition(
-            f"{type(event).__name__} is not allowed while a failed rollback is pending "
-            "(resume or abort to try the rollback again)"
+            f"{word}: not while a failed rollback is pending (canary last confirmed at "
+            f"{_percent(state.confirmed)}); you can resume or abort to try the rollback again"
         )
 
 
@@ -1377,7 +1527,9 @@ def _on_abort(plan: Plan, state: RolloutState, event: Abort) -> RolloutState:
 def _on_retry(plan: Plan, state: RolloutState, event: Retry) -> RolloutState:
     fresh = RolloutState(phase=Phase.PROGRESSING, started_at=event.now, reason="retried")
     # A new attempt: the hooks before traffic (confirm, create, pre-rollout) run again.
-    fresh = _evolve(fresh, confirmed=state.confirmed, hook_points=state.hook_points)
+    fresh = _evolve(
+        fresh, confirmed=state.confirmed, hook_points=state.hook_points, release=state.release
+    )
     return _begin(plan, fresh, event.now)
 
 
@@ -1408,7 +1560,7 @@ def _on_recovered(plan: Plan, state: RolloutState, event: Recovered) -> RolloutS
         state = _evolve(state, progress_deadline_at=_progress_deadline(plan, step, now, allowance))
     if current is None:
         # The router cannot say: treat the split as unknown, so the target is applied again.
-        return _evolve(state, confirmed=None)
+        return _with_gap(plan, _evolve(state, confirmed=None), now)
     if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
         return _evolve(state, confirmed=current)  # only a fresh apply ends these
     saved = state.confirmed
@@ -1421,9 +1573,22 @@ def _on_recovered(plan: Plan, state: RolloutState, event: Recovered) -> RolloutS
             "rolled back outside this runner"
         )
         return _rollback(_evolve(state, confirmed=current), now, reason, abort=False)
+    # Nobody watched the canary since the last window: that time is judged before any
+    # step completes (see `_settle`). Set before the split is taken in, which may settle.
+    state = _with_gap(plan, state, now)
     # Whatever the router reports is in force: as if it had just confirmed it. A split
     # applied just before the crash thus completes its step; any other is applied again.
     return _on_split_applied(plan, state, SplitApplied(now, current))
+
+
+def _with_gap(plan: Plan, state: RolloutState, now: float) -> RolloutState:
+    """Mark [window_start, now) as unwatched time to judge, when windows are running."""
+    live = state.phase in (Phase.PROGRESSING, Phase.PAUSED)
+    if live and _needs_windows(plan, state):
+        assert state.window_start is not None
+        if now > state.window_start:
+            return _evolve(state, gap_until=max(now, state.gap_until or now))
+    return state
 
 
 _HANDLERS: dict[type[Any], Callable[[Plan, RolloutState, Any], RolloutState]] = {
@@ -1458,6 +1623,8 @@ def transition(plan: Plan, state: RolloutState, event: Event) -> RolloutState:
     """
     allowed = _TRANSITIONS[state.phase].get(type(event))
     if allowed is None:
+        if type(event) in _COMMAND_WORDS:
+            raise InvalidTransition(refusal(plan, state, event)) from None
         raise InvalidTransition(
             f"{type(event).__name__} is not allowed while the rollout is "
             f"{state.phase.value} (it accepts: "
@@ -1467,6 +1634,93 @@ def transition(plan: Plan, state: RolloutState, event: Event) -> RolloutState:
     if new.phase not in allowed:  # pragma: no cover - a bug in a handler, not user error
         raise AssertionError(f"{state.phase} --{type(event).__name__}--> {new.phase} not in table")
     return new
+
+
+# Operator events as the operator names them (the CLI's and `Rollout`'s commands).
+_COMMAND_WORDS: dict[type[Any], str] = {
+    Promote: "promote",
+    PromoteFull: "promote --full",
+    RequestPause: "pause",
+    Resume: "resume",
+    Abort: "abort",
+    Retry: "retry",
+}
+_ENDED = {
+    Phase.SUCCEEDED: "promoted",
+    Phase.ROLLED_BACK: "rolled back",
+    Phase.ABORTED: "aborted",
+}
+
+
+def when(time: float | None) -> str:
+    """A rollout time for people: a UTC date for a wall-clock time, else seconds.
+
+    >>> when(1796479390.0)
+    '2026-12-05 14:03:10 UTC'
+    >>> when(120.0)
+    't=120 s'
+    """
+    if time is None:
+        return "an unknown time"
+    if time >= 1e9:  # a wall clock (2001 onwards), not a virtual one starting near 0
+        moment = datetime.datetime.fromtimestamp(time, tz=datetime.timezone.utc)
+        return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"t={time:g} s"
+
+
+def shown_step(plan: Plan, state: RolloutState) -> str:
+    """The step counter for people, "step 3/8": never beyond the step count."""
+    total = len(plan.steps)
+    return f"step {min(state.step + 1, total)}/{total}" if total else "step 0/0"
+
+
+def describe_where(plan: Plan, state: RolloutState) -> str:
+    """Where a rollout is, for people: "progressing at 20%, step 2/4" or how it ended."""
+    phase = state.phase
+    if phase.is_terminal:
+        return f"it {_ENDED[phase]} at {when(state.finished_at)}"
+    canary = _percent(state.confirmed)
+    if phase is Phase.PENDING:
+        return "it has not started yet"
+    if phase is Phase.PROMOTING:
+        return f"it is promoting (canary at {canary})"
+    if phase is Phase.ROLLING_BACK:
+        return f"it is rolling back (canary at {canary})"
+    return f"it is {phase.value} at {canary}, {shown_step(plan, state)}"
+
+
+def allowed_commands(state: RolloutState) -> tuple[str, ...]:
+    """The operator commands the rollout's phase accepts now, in operator words."""
+    row = _TRANSITIONS[state.phase]
+    return tuple(word for event, word in _COMMAND_WORDS.items() if event in row)
+
+
+def refusal(plan: Plan, state: RolloutState, event: Any) -> str:
+    """Why the operator command `event` is refused now, and what the operator can do.
+
+    >>> from canarykit import Plan, SetWeight
+    >>> state = RolloutState(phase=Phase.SUCCEEDED, finished_at=120.0)
+    >>> refusal(Plan(steps=[SetWeight(10)]), state, RequestPause(now=130.0))
+    'pause: the rollout already promoted at t=120 s; nothing to do'
+    """
+    kind: type[Any] = event if isinstance(event, type) else type(event)
+    word = _COMMAND_WORDS.get(kind, kind.__name__)
+    where = describe_where(plan, state)
+    if state.phase is Phase.SUCCEEDED:
+        return f"{word}: the rollout already {where[3:]}; nothing to do"
+    if state.phase.is_terminal:
+        return f"{word}: the rollout already {where[3:]}; you can retry it"
+    why = {
+        Resume: "the rollout is not paused",
+        Retry: "only a rolled-back or aborted rollout can be retried",
+    }.get(kind, f"not while the rollout is {state.phase.value.replace('_', ' ')}")
+    can = [c for c in allowed_commands(state) if c != word]
+    options = f"you can {_or_list(can)} it" if can else "no command helps now: wait for it"
+    return f"{word}: {why} ({where}); {options}"
+
+
+def _or_list(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
@@ -1494,7 +1748,7 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
         return Wait(until=state.gate_ask_at)
     if phase is Phase.PROGRESSING:
         progress = state.progress_deadline_at
-        if progress is not None and now >= progress:
+        if progress is not None and now >= progress and state.gap_until is None:
             return Wait(until=progress)  # the deadline passed: a Tick settles it first
     if phase is Phase.PROMOTING and state.gate is _HP.PROMOTE_STABLE:
         return RunHook(point=_HP.PROMOTE_STABLE)  # then traffic goes back to stable
@@ -1510,7 +1764,9 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
         due, until = _hook_due(state, now)
         if due is not None:
             return RunHook(point=due)
-    if phase is Phase.PROGRESSING and _in_analyze_step(plan, state):
+    outage = state.outage_until is not None
+    if (phase is Phase.PROGRESSING or outage) and _in_analyze_step(plan, state):
+        # Paused for a metrics outage, the step's windows go on: they end the outage.
         step = plan.steps[state.step]
         assert isinstance(step, Analyze) and state.step_window_start is not None
         end = state.step_window_start + step.interval
@@ -1533,12 +1789,15 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
                 decider_state=state.decider_state,
             )
         until = min(until, end)
-    if phase is Phase.PROGRESSING:
+    if phase is Phase.PROGRESSING and state.gap_until is None:
+        # While a gap waits for its window, no step ends and no deadline runs.
         if state.step_deadline is not None:
             until = min(until, state.step_deadline)
         if state.progress_deadline_at is not None:
             until = min(until, state.progress_deadline_at)
-    if (
+    if phase is Phase.PAUSED and state.outage_until is not None:
+        until = min(until, state.outage_until)
+    elif (
         phase is Phase.PAUSED
         and plan.pause_limit is not None
         and state.paused_at is not None

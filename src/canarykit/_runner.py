@@ -76,7 +76,10 @@ from ._errors import (
     MetricsError,
     NoDataError,
     PlanMismatchError,
+    ReleaseFinishedError,
+    ReleaseInProgressError,
     RouterError,
+    RouterNotAtStableError,
     StateError,
     StateSaveError,
     UnsupportedPlanError,
@@ -93,6 +96,7 @@ from ._events import (
     SplitConfirmed,
     TimelineEntry,
     VerdictReached,
+    _describe_split,
 )
 from ._hooks import HookDriver, Hooks
 from ._lease import Lease
@@ -121,15 +125,18 @@ from ._machine import (
     Tick,
     WindowFailed,
     WindowJudged,
+    _is_release,
+    next_action,
     plan_fingerprint,
     plan_splits,
     plan_to_json,
+    when,
 )
 from ._observe import ArmStats, Observation, Window
 from ._plan import Analyze, Plan, SetHeaderRoutes, SetMirror, SetWeight
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
 from ._safe import check_name
-from ._split import STABLE_ONLY, TrafficSplit
+from ._split import TrafficSplit
 from ._stores import FileStore, MemoryStore
 from ._text import shown
 from ._validate import finite
@@ -169,6 +176,10 @@ RECORD_FORMAT = "canarykit.rollout"
 
 def _percent(split: TrafficSplit | None) -> str:
     return "unknown" if split is None else f"{split.canary_percent:g}%"
+
+
+def _release_name(release: str | None) -> str:
+    return "the rollout (no release id)" if release is None else f"release {release}"
 
 
 Listener = Callable[[RolloutEvent], object]
@@ -364,6 +375,43 @@ class Rollout:
       each weight increase and before promotion, a rollback check, and the calls after
       the end. A rollout waiting at a gate shows it in `state.gate`; it is saved, and a
       resumed rollout waits on.
+    - `release`: the release this rollout is for (1-128 printable characters), saved in
+      its state and reported in its outcome; see "Release after release" below.
+    - `adopt`: at a fresh start, take the split the router reports as the rollout's own
+      (see "Starting" below) instead of refusing a router that is not at stable.
+    - `on_metrics_outage`, `metrics_outage_limit`: what happens when analysis windows
+      fail `plan.consecutive_error_limit` times in a row (the metrics source is down, say).
+      "rollback" (the default) rolls back, as Argo Rollouts does when an analysis run
+      reaches its ``consecutiveErrorLimit`` (4 there and here). "pause" holds traffic
+      where it is instead: the rollout pauses, keeps collecting windows, resumes on its
+      own with the first window judged, and rolls back when the outage has lasted
+      `metrics_outage_limit` seconds (1800) without one (the plan's `pause_limit` does
+      not apply to such a pause). A failed verdict still rolls back at once.
+
+    Starting. With nothing saved, the rollout first reads the router (read-back routers).
+    A router found not at stable (canary traffic, header routes or mirroring) is refused
+    with `RouterNotAtStableError` before anything moves or is saved: the rollout never
+    jumps from, say, 100% canary to its first 10%. With `adopt=True` it starts from that
+    split instead: taken as confirmed, the steps before the first `SetWeight` at or above
+    its weight skipped (a `PhaseChanged` reason says which). A router without read-back
+    cannot be asked: the rollout starts with its split unknown until the first apply, so
+    that the outcome never claims a stable it never saw.
+
+    Release after release. A rollout's record carries its `release`. When the saved
+    rollout has finished (promoted, rolled back or aborted): with a different `release`,
+    its record is archived (the store's optional ``archive(key, record)``, as
+    `FileStore` and `MemoryStore` have; without one it is overwritten) and a new rollout
+    starts; with the same release, or none given, `run()` raises `ReleaseFinishedError`
+    without touching the router or the store (`retry()` then `run()` runs it again).
+    A saved rollout that is still live and names another release is refused with
+    `ReleaseInProgressError`: finish it (promote or abort it) or run it with its release.
+
+    No unwatched time. On resuming a live rollout with background analysis, the time
+    since the last window ended ran unwatched: the first window collected covers all of
+    it (up to `canarykit._machine.MAX_GAP_WINDOW`, one hour; a longer gap is judged in
+    consecutive windows of that length), and no step ends, nor is traffic moved to a next
+    step, before it has been judged. Its verdict counts as any window's: a failure rolls
+    back. Without background analysis nothing watches between steps to begin with.
 
     Resuming. A rollout with a store continues what is saved under its key: create a
     `Rollout` with the same plan, store and key in the new process and `run()` it::
@@ -419,6 +467,10 @@ class Rollout:
         lease: Lease | None = None,
         state: RolloutState | None = None,
         hooks: Hooks | None = None,
+        release: str | None = None,
+        adopt: bool = False,
+        on_metrics_outage: Literal["rollback", "pause"] = "rollback",
+        metrics_outage_limit: float = 1800.0,
     ) -> None:
         if not isinstance(plan, Plan):
             raise ConfigError("plan", plan, "must be a canarykit.Plan")
@@ -467,6 +519,23 @@ class Rollout:
             raise ConfigError("state", state, "must be a RolloutState")
         if hooks is not None and not isinstance(hooks, Hooks):
             raise ConfigError("hooks", hooks, "must be a canarykit.Hooks")
+        if release is not None and not _is_release(release):
+            why = "must be 1-128 printable characters, without control characters"
+            raise ConfigError("release", release, why)
+        if not isinstance(adopt, bool):
+            raise ConfigError("adopt", adopt, "must be true or false")
+        if on_metrics_outage not in ("rollback", "pause"):
+            why = "must be 'rollback' or 'pause'"
+            raise ConfigError("on_metrics_outage", on_metrics_outage, why)
+        self.release = release
+        self._adopt = adopt
+        self._outage_limit: float | None = None
+        outage_limit = _positive("metrics_outage_limit", metrics_outage_limit)
+        if on_metrics_outage == "pause":
+            self._outage_limit = outage_limit
+        explicit_state = state is not None
+        if state is None and release is not None:
+            state = RolloutState(release=release)
         self.plan = plan
         self.router = router
         self.metrics = metrics
@@ -493,7 +562,7 @@ class Rollout:
         # a command then would be undone by the loaded state, or acted on by nobody.
         self._busy = False
         # Saving and resuming.
-        self._skip_load = state is not None  # an explicit state wins over the store's, once
+        self._skip_load = explicit_state  # an explicit state wins over the store's, once
         self._resumed = False
         self._recover_pending = False
         self._saved_state: RolloutState | None = None
@@ -597,7 +666,11 @@ class Rollout:
         `StateError` kinds for saved state that cannot be used or saved, and
         `RouterError` when a read-back router's split cannot be read (after
         `apply_attempts` tries) before the first step, or on resuming a saved rollout:
-        the rollout is then aborted (and rolled back, if it had moved traffic).
+        the rollout is then aborted (and rolled back, if it had moved traffic). Raises,
+        before anything moves or is saved, `RouterNotAtStableError` for a fresh start on
+        a router not at stable (without `adopt`), `ReleaseFinishedError` when the saved
+        rollout has finished for this release, and `ReleaseInProgressError` when a live
+        one is another release's.
         """
         if self._running:
             raise InvalidTransition("this rollout is already running")
@@ -657,7 +730,7 @@ class Rollout:
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 await self._stop("interrupted (KeyboardInterrupt)")
-            elif not isinstance(exc, LeaseError):
+            elif not isinstance(exc, (LeaseError, RouterNotAtStableError)):
                 if isinstance(exc, CanaryError):
                     reason = f"stopped: {exc}"
                 else:
@@ -679,7 +752,10 @@ class Rollout:
         if self.phase is Phase.PENDING:
             current = await self._read_current()
             if self.phase is Phase.PENDING:  # an abort() during the read ended it already
-                self._handle(Start(self.clock.now(), current, self.hooks.points))
+                if current is not None and not current.is_stable_only and not self._adopt:
+                    raise RouterNotAtStableError(self._not_at_stable(current), current)
+                start = Start(self.clock.now(), current, self.hooks.points, adopt=self._adopt)
+                self._handle(start)
         elif self._recover_pending and not self.phase.is_terminal:
             await self._recover()
             self._recover_pending = False  # only once done: an interrupted one is redone
@@ -781,11 +857,22 @@ class Rollout:
                 await self._wait(self.clock.now() + hold)  # await point: traffic_back.hold
         return None
 
-    async def _read_current(self) -> TrafficSplit:
+    async def _read_current(self) -> TrafficSplit | None:
+        """The router's split before the start; None when it cannot say (never assumed)."""
         if not self.router.capabilities.read_back:
-            return STABLE_ONLY
-        current = await self._read_router("before starting")  # await point: start.read
-        return STABLE_ONLY if current is None else current
+            return None
+        return await self._read_router("before starting")  # await point: start.read
+
+    def _not_at_stable(self, found: TrafficSplit) -> str:
+        first = next((s for s in self.plan.steps if isinstance(s, SetWeight)), None)
+        jump = "" if first is None else f" to the plan's first {first.percent:g}%"
+        return (
+            f"{self.key}: the router is not at stable: it has {_describe_split(found)}. "
+            f"Nothing moved: canarykit will not jump from there{jump}. Either start from "
+            "this split (--adopt, or Rollout(adopt=True): the steps below it are skipped), "
+            "or make the router's starting state, all traffic on stable, with "
+            "canarykit init POLICY"
+        )
 
     async def _read_router(self, when: str) -> TrafficSplit | None:
         """The router's split, read with retries like an apply; `RouterError` if it cannot.
@@ -943,8 +1030,12 @@ class Rollout:
             reason = judged
         else:
             reason = observation
-        self._emit(AnalysisError(time=now, kind=action.kind, end=action.end, reason=reason))
-        self._handle(WindowFailed(now, action.kind, action.end, reason))
+        self._emit(
+            AnalysisError(
+                time=now, kind=action.kind, start=action.start, end=action.end, reason=reason
+            )
+        )
+        self._handle(WindowFailed(now, action.kind, action.end, reason, self._outage_limit))
 
     async def _observe(self, window: Window) -> Observation | str | None:
         """The observation for `window`, why there is none, or None if a command came first."""
@@ -1059,12 +1150,73 @@ class Rollout:
         mine = None if self._saved_state is None else _as_json(self._saved_state)
         if mine is not None and isinstance(record, dict) and record.get("state") == mine:
             return  # still what this runner saved last: its own state is the latest
+        if await self._another_release(store, record):
+            return
         state = _decode_record(record, self.key, self.plan, self._fingerprint)
         self._hook_driver.check_resumable(state)
         self._machine.state = state
         self._saved_state = state
         self._resumed = True
         self._recover_pending = not state.is_terminal and state.phase is not Phase.PENDING
+
+    async def _another_release(self, store: StateStore, record: Any) -> bool:
+        """Check the saved rollout's release against this one's, before anything else.
+
+        True when the saved rollout finished and this is a new release: its record was
+        archived and this rollout starts afresh. Raises `ReleaseFinishedError` for a
+        finished one of the same release (or none named), `ReleaseInProgressError` for a
+        live one of another release. False otherwise: the saved rollout is resumed.
+        """
+        try:
+            saved = RolloutState.from_json(record["state"])
+        except (StateError, KeyError, TypeError):
+            return False  # `_decode_record` says what is wrong with it
+        release = self.release
+        if saved.is_terminal and isinstance(next_action(self.plan, saved, 0.0), RunHook):
+            return False  # its hooks after the end are still due: it finishes them first
+        if saved.is_terminal and release is not None and saved.release != release:
+            archive = getattr(store, "archive", None)
+            if callable(archive):
+                try:
+                    with anyio.fail_after(self._call_timeout):
+                        await archive(self.key, record)  # await point: load
+                except Exception as exc:
+                    raise StateError(
+                        f"{self.key}: could not keep the finished rollout of "
+                        f"{_release_name(saved.release)} before starting release {release}: "
+                        f"{_describe(exc, self._call_timeout)}"
+                    ) from exc
+            self._machine.state = RolloutState(release=release)
+            return True
+        if saved.is_terminal:
+            with contextlib.suppress(StateError):
+                # Loaded, so that `retry()` then `run()` runs it again; nothing is saved.
+                state = _decode_record(record, self.key, self.plan, self._fingerprint)
+                self._machine.state = self._saved_state = state
+                self._resumed = True
+            ended = {Phase.SUCCEEDED: "promoted", Phase.ROLLED_BACK: "rolled back"}
+            how = ended.get(saved.phase, "aborted")
+            finished = saved.finished_at if saved.finished_at is not None else math.nan
+            name = _release_name(saved.release)
+            hint = "" if saved.release else " (name a new release to start the next rollout)"
+            raise ReleaseFinishedError(
+                f"{name} finished: {how} at {when(saved.finished_at)}, nothing to do{hint}",
+                release=saved.release,
+                phase=saved.phase,
+                finished_at=finished,
+                reason=saved.reason,
+            )
+        if release is not None and saved.release != release:
+            other = "--release " + saved.release if saved.release else "no --release"
+            raise ReleaseInProgressError(
+                f"{self.key}: {_release_name(saved.release)} is still in progress "
+                f"({saved.phase.value.replace('_', ' ')}, canary at "
+                f"{_percent(saved.confirmed)}); release {release} cannot start before it "
+                f"ends. Finish it: canarykit promote/abort POLICY, or run it with {other}",
+                release=saved.release,
+                phase=saved.phase,
+            )
+        return False
 
     async def _save(self, *, strict: bool) -> None:
         """Save the state if it changed. `strict`: retry, then raise `StateSaveError`."""
@@ -1225,6 +1377,7 @@ class Rollout:
             finished_at=self.clock.now(),
             timeline=tuple(self._timeline),
             state=state,
+            release=state.release,
         )
 
     def __repr__(self) -> str:
