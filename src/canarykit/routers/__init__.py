@@ -4,6 +4,8 @@
   with `nginx -T` and reloads the master process.
 - `HAProxyRouter`: sets server weights through HAProxy's runtime API and reads them back.
 - `SplitProbe`: checks a split by sending requests through the proxy.
+- `SlotRouter`: alternate slots (blue/green) over two routers: the idle slot is the
+  canary, and after promotion the slots swap roles without moving traffic.
 - `WeightedRouter`: in-process smooth weighted round-robin and sticky assignment by key,
   for applications that pick the version themselves.
 - `GatewayAPIRouter`: an HTTPRoute rule between two Services; `IstioRouter`: a
@@ -21,6 +23,7 @@ from ._nginx import NginxRouter as NginxRouter
 from ._probe import ProbeResult as ProbeResult
 from ._probe import SplitProbe as SplitProbe
 from ._probe import binomial_tolerance as binomial_tolerance
+from ._slots import SlotRouter as SlotRouter
 
 __all__ = [
     "GatewayAPIRouter",
@@ -30,6 +33,7 @@ __all__ = [
     "KubernetesConnection",
     "NginxRouter",
     "ProbeResult",
+    "SlotRouter",
     "SplitProbe",
     "WeightedRouter",
     "binomial_tolerance",

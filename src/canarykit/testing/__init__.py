@@ -14,6 +14,8 @@
   nginx or HAProxy (`NginxServer`, `HAProxyServer`), a real Prometheus
   (`PrometheusServer`), real traffic (`LoadGenerator`); `rehearse` runs a plan and
   reports what users saw. These need the binaries and the `test` extra.
+- `ReleaseLab`: releases in a row on loopback with a handover model (promote by upgrading
+  stable, or alternate slots), counting from outside which app instance answered.
 
 >>> from canarykit import linear
 >>> from canarykit.deciders import bound, threshold
@@ -60,6 +62,9 @@ from ._processes import find_binary as find_binary
 from ._processes import free_port as free_port
 from ._processes import http_ok as http_ok
 from ._prometheus_server import PrometheusServer as PrometheusServer
+from ._releases import ReleaseLab as ReleaseLab
+from ._releases import ReleaseResult as ReleaseResult
+from ._releases import StepShare as StepShare
 from ._router import FakeRouter as FakeRouter
 from ._router import RouterFault as RouterFault
 from ._scripted import SCENARIOS as SCENARIOS
@@ -100,6 +105,8 @@ __all__ = [
     "Rate",
     "Regression",
     "Rehearsal",
+    "ReleaseLab",
+    "ReleaseResult",
     "Response",
     "RouterFault",
     "RunResult",
@@ -108,6 +115,7 @@ __all__ = [
     "ScriptedMetrics",
     "Simulation",
     "StepChange",
+    "StepShare",
     "VirtualClock",
     "evaluate",
     "find_binary",

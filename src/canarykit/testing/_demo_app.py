@@ -40,6 +40,8 @@ class DemoApp(StartStop):
     - `version`: the label it reports ("v1", "v2"); letters, digits, `_`, `.` and `-`.
     - `error_rate`: the share of requests answered with a 500.
     - `latency`: seconds each request takes before the answer.
+    - `instance`: a name sent in an `X-Instance` header (not in the metrics), so that a
+      test can tell two instances of one version apart (a canary and an upgraded stable).
     """
 
     def __init__(
@@ -50,8 +52,10 @@ class DemoApp(StartStop):
         error_rate: float = 0.0,
         latency: float = 0.002,
         port: int | None = None,
+        instance: str | None = None,
     ) -> None:
         self.version = check_name("version", version)
+        self.instance = None if instance is None else check_name("instance", instance)
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
@@ -68,6 +72,8 @@ class DemoApp(StartStop):
             "--latency",
             repr(float(latency)),
         ]
+        if self.instance is not None:
+            argv += ["--instance", self.instance]
         self._process = ManagedProcess(
             argv,
             name=f"demo app {version}",
@@ -104,7 +110,7 @@ class _Behaviour:
         self.lock = threading.Lock()
 
 
-def _serve(port: int, version: str, behaviour: _Behaviour) -> None:
+def _serve(port: int, version: str, behaviour: _Behaviour, instance: str | None = None) -> None:
     import prometheus_client
 
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -167,6 +173,8 @@ def _serve(port: int, version: str, behaviour: _Behaviour) -> None:
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Version", version)
+            if instance is not None:
+                self.send_header("X-Instance", instance)
             self.end_headers()
             self.wfile.write(body)
 
@@ -185,9 +193,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", required=True)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--latency", type=float, default=0.002)
+    parser.add_argument("--instance", default=None)
     args = parser.parse_args(argv)
     behaviour = _Behaviour(args.error_rate, args.latency)
-    _serve(args.port, check_name("version", args.version), behaviour)
+    instance = None if args.instance is None else check_name("instance", args.instance)
+    _serve(args.port, check_name("version", args.version), behaviour, instance)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,15 @@ class Response:
     """One request's result: when it was answered (epoch seconds), by which version, how.
 
     `status` is None when the request failed without an HTTP answer (refused, timed out);
-    `version` is the value of the version header, or None when there was none.
+    `version` is the value of the version header, or None when there was none;
+    `instance` likewise of the instance header (`DemoApp`'s ``X-Instance``).
     """
 
     at: float
     version: str | None
     status: int | None
     latency: float
+    instance: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -129,15 +131,17 @@ class LoadGenerator:
         try:
             answer = await client.get(self.url)
         except httpx.HTTPError:
-            status, version = None, None
+            status, version, instance = None, None, None
         else:
             status, version = answer.status_code, answer.headers.get(self.version_header)
+            instance = answer.headers.get("X-Instance")
         self.responses.append(
             Response(
                 at=time.time(),
                 version=version,
                 status=status,
                 latency=time.perf_counter() - started,
+                instance=instance,
             )
         )
 
