@@ -28,6 +28,7 @@ fault-injection test can wrap that object. By name, in the order a run meets the
 lease.acquire      `Lease.acquire`, before anything else
 lease.renew        `Lease.renew`, in a background task every ``ttl / 3`` (real time)
 load               `StateStore.load`, once, under the lease
+archive            the store's optional ``archive``, when a new release follows a finished one
 start.read         `TrafficRouter.read` before the first step (read-back routers)
 recover.read       `TrafficRouter.read` when continuing a saved rollout
 read.backoff       `Clock.sleep_until` between attempts of those two reads
@@ -155,6 +156,7 @@ AWAIT_POINTS = (
     "lease.acquire",
     "lease.renew",
     "load",
+    "archive",
     "start.read",
     "recover.read",
     "read.backoff",
@@ -1179,7 +1181,7 @@ class Rollout:
             if callable(archive):
                 try:
                     with anyio.fail_after(self._call_timeout):
-                        await archive(self.key, record)  # await point: load
+                        await archive(self.key, record)  # await point: archive
                 except Exception as exc:
                     raise StateError(
                         f"{self.key}: could not keep the finished rollout of "
