@@ -5,6 +5,8 @@ them, real requests through the proxy. The second release is bad (it fails 30% o
 requests) and must be rolled back; the first and third are promoted and handed over, so
 that the next release starts from stable. From outside, counting which slot answered each
 request, the canary's share at every confirmed split must be the one canarykit claimed.
+The releases share one state directory and key, as runs of one policy file do; running
+the last release again afterwards moves nothing.
 """
 
 import pytest
@@ -52,6 +54,12 @@ async def test_three_releases_in_a_row_with_a_bad_one_rolled_back(setup, tmp_pat
                 await lab.release(release, version, PLAN, DECIDER, bad=bad)
                 for release, version, bad in RELEASES
             ]
+            # The last release again (one policy, the same release id): nothing moves.
+            confirmed = len(lab.confirmations)
+            with pytest.raises(ck.ReleaseFinishedError):
+                await lab.release("r4", "v4", PLAN, DECIDER)
+            assert len(lab.confirmations) == confirmed
+            assert (await lab.router.read()) == ck.TrafficSplit(canary_percent=0)
     good, bad, last = results
     assert good.outcome.phase is ck.Phase.SUCCEEDED, good.outcome.reason
     assert bad.outcome.phase is ck.Phase.ROLLED_BACK, bad.outcome.reason

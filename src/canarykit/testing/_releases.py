@@ -96,9 +96,11 @@ class ReleaseLab(StartStop):
     """Two app slots behind a real proxy, scraped by Prometheus, for releases in a row.
 
     Use it as a context manager, then ``await lab.release("r2", "v2", plan, decider)``
-    for each release (``bad=True`` makes the new version fail `bad_error_rate` of its
-    requests from the start) inside ``async with lab.traffic():``, which sends real
-    requests through the proxy meanwhile. `live` names the slot that has stable traffic.
+    for each release inside ``async with lab.traffic():``, which sends real requests
+    through the proxy meanwhile. ``bad=True`` makes the new version fail
+    `bad_error_rate` of its requests from the start. The releases are those of one
+    policy: the same `key` and state directory (a `FileStore` under `directory`); only
+    the release id differs. `live` names the slot that has stable traffic.
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class ReleaseLab(StartStop):
         traffic_back_hold: float = 1.0,
         margin: float = 0.3,
         linger: float = 1.0,
+        key: str = "web",
     ) -> None:
         if proxy not in ("nginx", "haproxy"):
             raise ConfigError("proxy", proxy, "must be 'nginx' or 'haproxy'")
@@ -131,6 +134,7 @@ class ReleaseLab(StartStop):
         self.traffic_back_hold = traffic_back_hold
         self.margin = margin
         self.linger = linger
+        self.key = key
         self._stack = contextlib.ExitStack()
         self.ports = {slot: 0 for slot in _SLOTS}
         self.apps: dict[str, DemoApp | None] = {slot: None for slot in _SLOTS}
@@ -179,12 +183,19 @@ class ReleaseLab(StartStop):
 
             server = self._stack.enter_context(HAProxyServer(directory, stable=a, canary=b))
         self.url = server.url
+        self.server = server
         if self.model == "upgrade-stable":
             router: TrafficRouter = server.router
             return router
         from ..routers._slots import SlotRouter
 
         return SlotRouter.swapping(server.router, slots=("a", "b"))
+
+    def start_app(self, slot: str, version: str, error_rate: float = 0.0) -> None:
+        """Start `version` in `slot` (stopping what ran there) and wait until it is scraped."""
+        self._stop_app(slot)
+        self._start_app(slot, version, error_rate)
+        self.prometheus.wait_for_target(self.address(slot))
 
     def _start_app(self, slot: str, version: str, error_rate: float = 0.0) -> None:
         app = DemoApp(
@@ -321,9 +332,17 @@ class ReleaseLab(StartStop):
         metrics = PrometheusSource(
             url=self.prometheus.url,
             stable=stable_version,
-            canary=version,
+            # The same release again finds stable already at its version; that rollout
+            # ends before it reads a metric, but the source must name two versions.
+            canary=version if version != stable_version else f"{version}.again",
             settle=self.scrape_interval,
         )
+        saved: dict[str, Any] = {
+            "store": self.directory / "state",
+            "key": self.key,
+            "release": release,
+        }
+        saved.update(rollout_options)
         rollout = Rollout(
             plan,
             router=self.router,
@@ -332,7 +351,7 @@ class ReleaseLab(StartStop):
             clock=SystemClock(),
             hooks=hooks,
             listeners=[listener],
-            **rollout_options,
+            **saved,
         )
         outcome = await rollout.run()
         if self.model == "slots" and outcome.phase.value == "succeeded":
