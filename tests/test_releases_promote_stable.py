@@ -124,3 +124,28 @@ def test_promote_stable_is_a_hook_point_after_confirm_promotion():
     points = list(HookPoint)
     assert points.index(HookPoint.PROMOTE_STABLE) == points.index(HookPoint.CONFIRM_PROMOTION) + 1
     assert not HookPoint.PROMOTE_STABLE.is_gate
+
+
+async def test_a_runner_stopped_while_moving_traffic_back_is_resumed_from_the_router(
+    anyio_backend,
+):
+    # promote-stable is asked again (it must be safe to repeat), and traffic goes back
+    # from where the router is, never through the canary again.
+    clock, router, store = VirtualClock(), FakeRouter(), ck.MemoryStore()
+    upgrades = []
+    hooks = Hooks(
+        promote_stable=lambda call: upgrades.append(call.weight),
+        traffic_back=[50, 0],
+        traffic_back_hold=5,
+    )
+    first = ck.Rollout(PLAN, router=router, clock=clock, hooks=hooks, store=store, key="web")
+    with anyio.fail_after(10):
+        stopped = await first.run(stop_at=122)
+    assert stopped.phase is ck.Phase.PROMOTING
+    assert router.current.canary_percent == 50.0
+    second = ck.Rollout(PLAN, router=router, clock=clock, hooks=hooks, store=store, key="web")
+    with anyio.fail_after(10):
+        outcome = await second.run()
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    assert upgrades == [100.0, 50.0]
+    assert percents(router)[3:] == [50.0, 50.0, 0.0, 0.0]

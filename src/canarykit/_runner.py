@@ -778,7 +778,8 @@ class Rollout:
             elif isinstance(action, CollectWindow):
                 await self._collect(action)
             elif isinstance(action, RunHook):
-                await self._run_hook(action.point)
+                if await self._run_hook(action.point) is _STOP_AT:
+                    return
             elif action.until <= now:
                 # A deadline has passed. Windows due at the same moment were collected
                 # first (next_action puts them ahead), so the step ends on fresh data.
@@ -794,8 +795,12 @@ class Rollout:
                 except ClockStalled:
                     return
 
-    async def _run_hook(self, point: HookPoint) -> None:
-        """Call the hooks at `point` and report their answer to the machine and listeners."""
+    async def _run_hook(self, point: HookPoint) -> _Stop | None:
+        """Call the hooks at `point` and report their answer to the machine and listeners.
+
+        `_STOP_AT` when `run(stop_at=...)` came while traffic was moving back to stable
+        after promote-stable: nothing is reported, so the next run asks it again.
+        """
         # An operator command cuts a gate's or the rollback check's call short (the next
         # action says what now); a task (create, retire, ...) always runs to its end.
         interruptible = point.is_gate or point is HookPoint.ROLLBACK
@@ -810,16 +815,19 @@ class Rollout:
             finally:
                 self._wake_scope = None
         if scope.cancelled_caught:
-            return
+            return None
         for event in events:  # before the phase change the answer may cause: its cause
             self._emit(event)
         if point is HookPoint.PROMOTE_STABLE and answered.yes:
             failed = await self._traffic_back()
-            if failed is not None:
+            if failed is _STOP_AT:
+                return _STOP_AT
+            if isinstance(failed, str):
                 answered = HookAnswered(self.clock.now(), point, False, failed)
         self._handle(answered)
+        return None
 
-    async def _traffic_back(self) -> str | None:
+    async def _traffic_back(self) -> str | _Stop | None:
         """After promote-stable: move traffic back to stable, step by step, each read back.
 
         Returns why it could not (the machine then holds traffic at the canary), or None.
@@ -834,10 +842,10 @@ class Rollout:
                 self._check_lease()
                 try:
                     with anyio.fail_after(self._call_timeout):
-                        await self.router.apply(split)  # await point: traffic_back.apply
+                        await self.router.apply(split)  # await point: apply
                     if self.router.capabilities.read_back:
                         with anyio.fail_after(self._call_timeout):
-                            seen = await self.router.read()  # await point: traffic_back.read
+                            seen = await self.router.read()  # await point: apply.read_back
                         if seen is not None and seen != split:
                             raise RouterError(
                                 f"read back canary {seen.canary_percent:g}% after applying "
@@ -849,14 +857,19 @@ class Rollout:
                     self._emit(RouterFailure(time=now, split=split, attempt=attempt, reason=reason))
                     if isinstance(exc, ConfigError) or attempt == self._apply_attempts:
                         break
-                    await self._wait(now + self._retry_delay * 2 ** (attempt - 1))
+                    retry_at = now + self._retry_delay * 2 ** (attempt - 1)
+                    await self._wait(retry_at)  # await point: apply.backoff
                     continue
                 self._handle(SplitApplied(self.clock.now(), split))
                 break
             if self.state.confirmed != split:
                 return f"moving traffic back to stable failed at {percent:g}%: {reason}"
             if hold > 0 and index < len(steps) - 1:
-                await self._wait(self.clock.now() + hold)  # await point: traffic_back.hold
+                until = self.clock.now() + hold
+                if until > self._stop_at:
+                    await self._wait(self._stop_at)  # await point: wait
+                    return _STOP_AT  # traffic as it is; the next run goes on from the router
+                await self._wait(until)  # await point: wait
         return None
 
     async def _read_current(self) -> TrafficSplit | None:
