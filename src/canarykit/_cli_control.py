@@ -6,7 +6,7 @@
     canarykit pause POLICY.toml [--reason TEXT]
     canarykit resume POLICY.toml
     canarykit abort POLICY.toml [--reason TEXT] # roll back to stable, end aborted
-    canarykit status POLICY.toml                # the saved state, and who drives it
+    canarykit status POLICY.toml                # the saved state, its history, who drives it
 
 How it works. A command is a small JSON file that the command tool writes (atomically:
 a temporary file, then a rename) into the rollout's inbox, ``<state_dir>/<name>.commands/``.
@@ -15,7 +15,8 @@ the rollout's lease, hands each command to `Rollout` (`promote()`, `pause()`, ..
 writes the answer beside it (``<command>.done``: accepted, or refused and why) and
 removes the command. The tool waits for the answer (``--wait``, 10 s) and exits 0 if the
 command was accepted, 1 if it was refused or nobody answered (then it takes its command
-back, so that no runner acts on it later), 2 for bad input. Each file is named after the
+back, so that no runner acts on it later), 2 for bad input, 5 when the rollout has
+already finished (it says how and when; nothing is sent). Each file is named after the
 tool's process: the runner drops the commands and answers of tools that are gone (killed
 while waiting), so a command is never acted on when nobody waits for its answer. (Process
 ids are this host's: the file lease that keeps one runner per rollout is too.)
@@ -37,7 +38,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -47,6 +48,7 @@ import anyio.to_thread
 from ._errors import ConfigError, CorruptStateError, InvalidTransition
 from ._files import parse_json, private_dir, read_regular, write_private
 from ._lease import pid_alive
+from ._machine import Phase, RolloutState
 from ._policy import load_policy
 from ._policy_run import Deployment
 from ._runner import Rollout
@@ -58,9 +60,11 @@ __all__ = [
     "CommandInbox",
     "add_control_commands",
     "add_location_arguments",
+    "finished_words",
     "locate",
     "run_control",
     "serve_inbox",
+    "utc_time",
 ]
 
 logger = logging.getLogger("canarykit")
@@ -393,9 +397,17 @@ def run_control(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         options["full"] = True
     if getattr(args, "reason", None):  # its length is checked with the arguments
         options["reason"] = args.reason
+    finished = _finished_record(store, name)
+    if finished is not None:
+        out.write(_finished_command(args.command, *finished) + "\n")
+        return EXIT_NOTHING_TO_DO
     inbox = CommandInbox(state_dir, name)
     answer = inbox.wait(inbox.send(args.command, **options), args.wait)
     if answer is None:
+        finished = _finished_record(store, name, unless_held=False)
+        if finished is not None:  # the rollout ended while the command waited
+            out.write(_finished_command(args.command, *finished) + "\n")
+            return EXIT_NOTHING_TO_DO
         err.write(
             f"canarykit: no answer from a runner of {name!r} within {args.wait:g} s "
             f"({_last_holder(store, name)}); the command was taken back\n"
@@ -405,6 +417,71 @@ def run_control(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     verdict = "accepted" if accepted else "refused"
     out.write(f"{args.command}: {verdict}: {shown(answer.get('reason', ''))}\n")
     return 0 if accepted else 1
+
+
+EXIT_NOTHING_TO_DO = 5  # as for `canarykit run`: the rollout had finished
+
+_ENDED = {
+    Phase.SUCCEEDED: ("promoted", "succeeded"),
+    Phase.ROLLED_BACK: ("rolled back", "was rolled back"),
+    Phase.ABORTED: ("aborted", "was aborted"),
+}
+
+
+def utc_time(when: float | None, *, now: float | None = None) -> str:
+    """`when` (seconds since the epoch) for people: ``14:03:10 UTC`` today, else with the date."""
+    if when is None:
+        return "an unknown time"
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() if now is None else now))
+    if time.strftime("%Y-%m-%d", time.gmtime(when)) == day:
+        return time.strftime("%H:%M:%S UTC", time.gmtime(when))
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+
+
+def finished_words(state: RolloutState, *, key: str, release: str | None = None) -> str:
+    """How a finished rollout ended and when, as a rerun says it: nothing to do."""
+    word = _ENDED.get(state.phase, (state.phase.value.replace("_", " "), ""))[0]
+    who = f"release {shown(release, limit=200)}" if release else f"the last rollout of {key}"
+    return f"{who} finished: {word} at {utc_time(state.finished_at)}, nothing to do"
+
+
+def _finished_command(command: str, state: RolloutState, release: str | None) -> str:
+    """``pause: the rollout already succeeded at 14:03:10 UTC (release v42); nothing to pause``."""
+    verb = _ENDED.get(state.phase, ("", "ended"))[1]
+    which = f" (release {shown(release, limit=200)})" if release else ""
+    return (
+        f"{command}: the rollout already {verb} at {utc_time(state.finished_at)}{which}; "
+        f"nothing to {command}"
+    )
+
+
+def _finished_record(
+    store: FileStore, name: str, *, unless_held: bool = True
+) -> tuple[RolloutState, str | None] | None:
+    """The saved state and release when `name`'s rollout has finished, else None.
+
+    With `unless_held`, None also while a live runner holds the lease: it may be starting
+    the next release, and the command is its to answer.
+    """
+    try:
+        record = anyio.run(store.load, name)
+        state = RolloutState.from_json(record["state"]) if isinstance(record, dict) else None
+    except Exception:  # damaged or unreadable: the runner (or status) says so
+        return None
+    if state is None or not state.is_terminal:
+        return None
+    if unless_held and _held_by_live_runner(store, name):
+        return None
+    release = record.get("release") if isinstance(record, dict) else None
+    return state, release if isinstance(release, str) else None
+
+
+def _held_by_live_runner(store: FileStore, name: str) -> bool:
+    try:
+        holder = store.lease(name).read_holder()
+    except OSError:
+        return False
+    return holder is not None and not holder.get("released") and not holder.get("stale")
 
 
 def _last_holder(store: FileStore, name: str) -> str:
@@ -423,31 +500,88 @@ def _last_holder(store: FileStore, name: str) -> str:
 
 
 def _status(store: FileStore, name: str, out: TextIO) -> int:
-    from ._machine import RolloutState
-
     record = anyio.run(store.load, name)
     if record is None:
         out.write(f"{name}: nothing saved in {store.directory.absolute()}\n")
+        history = _history_lines(store, name)
+        if history:
+            out.write("\n".join(history) + "\n")
         return 1
     if not isinstance(record.get("state"), dict):
         raise CorruptStateError(f"{store.path(name)}: the record holds no rollout state")
     state = RolloutState.from_json(record["state"])
     plan = record.get("plan") or {}
     steps = plan.get("steps") if isinstance(plan, dict) else None
-    where = f"step {state.step + 1}" + (f"/{len(steps)}" if isinstance(steps, list) else "")
+    where = _step_words(state, len(steps) if isinstance(steps, list) else None)
     weight = "unknown" if state.confirmed is None else f"{state.confirmed.canary_percent:g}%"
-    lines = [
-        f"rollout   {name} ({store.path(name).absolute()})",
-        f"phase     {state.phase.value.replace('_', ' ')} at {where}; canary {weight}",
-    ]
+    lines = [f"rollout   {name} ({store.path(name).absolute()})"]
+    release = record.get("release")
+    if isinstance(release, str):
+        lines.append(f"release   {shown(release, limit=200)}")
+    lines.append(f"phase     {state.phase.value.replace('_', ' ')} at {where}; canary {weight}")
+    if state.is_terminal:
+        lines.append(f"finished  {utc_time(state.finished_at)}")
+        lines.append(f"traffic   {_traffic_words(state)}")
     if state.gate is not None:
         lines.append(f"gate      waiting for {state.gate.value}")
     if state.reason:
         # Free text, perhaps from a command file or a server: shown escaped, one line.
         lines.append(f"reason    {shown(state.reason)}")
     lines.append(f"lease     {_lease_line(store, name)}")
+    lines += _history_lines(store, name)
     out.write("\n".join(lines) + "\n")
     return 0
+
+
+def _step_words(state: RolloutState, count: int | None) -> str:
+    """``step 3/8``; never past the step count: ``step 8/8 (all done)`` once they are."""
+    if count is None:
+        return f"step {state.step + 1}"
+    if state.step >= count:
+        return f"step {count}/{count} (all done)"
+    return f"step {state.step + 1}/{count}"
+
+
+def _traffic_words(state: RolloutState) -> str:
+    """Where a finished rollout left traffic, saying only what the router confirmed."""
+    confirmed = state.confirmed
+    if state.phase is Phase.SUCCEEDED:
+        if confirmed is None:
+            return "unknown: the router confirmed no split"
+        return f"canary {confirmed.canary_percent:g}%, as the router confirmed"
+    if confirmed is not None and confirmed.is_stable_only:
+        return "all on stable, as the router confirmed"
+    if confirmed is None:
+        return "NOT confirmed on stable: the router confirmed no split (unknown)"
+    return (
+        f"NOT confirmed on stable: the router last confirmed canary {confirmed.canary_percent:g}%"
+    )
+
+
+def _history_lines(store: FileStore, name: str) -> list[str]:
+    """The rollouts of earlier releases, newest first: release, how it ended, when."""
+    try:
+        records = anyio.run(store.history, name)
+    except Exception as exc:  # the history directory cannot be used: said, not fatal
+        return [f"history   cannot be read: {shown(exc)}"]
+    lines: list[str] = []
+    for record in records:
+        lines.append(f"{'history' if not lines else '':<10}{_history_entry(record)}")
+    return lines
+
+
+def _history_entry(record: Mapping[str, Any]) -> str:
+    if "damaged" in record:
+        return f"(damaged: {shown(record.get('damaged'), limit=300)})"
+    release = record.get("release")
+    which = shown(release, limit=200) if isinstance(release, str) else "(no release id)"
+    try:
+        state = RolloutState.from_json(record["state"])
+    except Exception as exc:
+        return f"{which}: (unreadable state: {shown(exc, limit=200)})"
+    word = _ENDED.get(state.phase, (state.phase.value.replace("_", " "), ""))[0]
+    traffic = "" if state.phase is Phase.SUCCEEDED else f"; traffic {_traffic_words(state)}"
+    return f"{which}: {word} at {utc_time(state.finished_at)}{traffic}"
 
 
 def _lease_line(store: FileStore, name: str) -> str:

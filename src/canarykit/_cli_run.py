@@ -15,6 +15,25 @@ the step, the weight, the time left in the step or how long a gate has been wait
 When it is not, the lines are all there is: plain text, fit for a CI log. With ``--json``
 the lines go to stderr and stdout gets only the outcome, as one JSON object.
 
+A rollout is one release: ``--release ID`` (or ``[rollout] release``) names it. Once a
+rollout has finished, running the policy with a new release id starts a new one (the
+finished record goes to the state directory's history); with the same id, or none, the
+command moves no traffic and exits 5 saying how and when that release finished. A router
+found away from stable is refused unless ``--adopt`` (or ``[rollout] adopt``) says to
+start from its current split; ``canarykit init`` puts it at stable.
+
+Warnings logged while the rollout runs (a metrics source retrying, a notifier failing)
+are lines too, with the time: the first of a kind in full, then at most one
+``retrying Prometheus (3 tries so far, last: ...)`` per window, and a summary line once
+the next event comes.
+
+Exit codes (`exit_code`), which say only what the router confirmed: 0 promoted; 3 rolled
+back or aborted with the router confirmed at stable; 6 ended or stopped with the split
+unknown or not confirmed at stable (the last line says which split the router last
+confirmed); 4 stopped paused; 5 nothing to do (the release already finished); 130
+interrupted; 2 bad input; 1 any other failure (another runner holds the rollout, a
+release still in progress, a router not at stable without ``--adopt``, ...).
+
 SIGINT (Ctrl-C) and SIGTERM (a CI runner stopping the job) cancel the run: the rollout
 rolls traffic back to stable under its shielded scope (within ``rollback_timeout``) and
 the command exits 130, unless the policy (``on_interrupt = "leave"``) or
@@ -26,25 +45,37 @@ not obeyed: the rollback has its own deadline.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
+import logging
 import math
 import os
 import shutil
 import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 import anyio
 import anyio.abc
+import attrs
 
-from ._cli_control import CommandInbox, add_location_arguments, locate, serve_inbox
+from . import _errors
+from ._cli_control import (
+    CommandInbox,
+    add_location_arguments,
+    finished_words,
+    locate,
+    serve_inbox,
+)
 from ._errors import ConfigError
 from ._events import RolloutEvent, RolloutOutcome, TimelineEntry
 from ._machine import Phase
 from ._plan import Analyze, Pause, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
 from ._policy import Policy, format_duration, load_policy
-from ._policy_run import check_plan_on_router
+from ._policy_run import check_plan_on_router, check_release
 from ._runner import Rollout
 from ._stores import FileStore
 from ._text import shown
@@ -53,20 +84,50 @@ if TYPE_CHECKING:
     from .notify import Notifier
 
 __all__ = [
+    "EXIT_CODES",
+    "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_NOTHING_TO_DO",
+    "EXIT_NOT_AT_STABLE",
     "EXIT_PAUSED",
+    "EXIT_PROMOTED",
     "EXIT_ROLLED_BACK",
+    "EXIT_USAGE",
     "RunDisplay",
     "add_run_command",
     "execute",
+    "exit_code",
     "run_run",
 ]
 
-EXIT_ROLLED_BACK = 3  # rolled back or aborted: traffic is back on stable
-EXIT_PAUSED = 4  # stopped paused (a rollback not confirmed, a gate, ...): a person must look
+EXIT_PROMOTED = 0  # promoted
+EXIT_FAILED = 1  # any other failure: the message says what
+EXIT_USAGE = 2  # bad input: the policy file, an argument, a missing extra
+EXIT_ROLLED_BACK = 3  # rolled back or aborted, and the router confirmed stable
+EXIT_PAUSED = 4  # stopped paused (a gate, an inconclusive verdict, ...): a person must look
+EXIT_NOTHING_TO_DO = 5  # the release already finished: no traffic moved
+EXIT_NOT_AT_STABLE = 6  # ended or stopped with the split unknown or not confirmed at stable
 EXIT_INTERRUPTED = 130  # SIGINT or SIGTERM: rolled back (or left, as told)
 
+EXIT_CODES = {
+    EXIT_PROMOTED: "promoted",
+    EXIT_FAILED: "any other failure (another runner, a release in progress, a router "
+    "not at stable without --adopt, state that cannot be used): the message says what",
+    EXIT_USAGE: "bad input: the policy file, an argument, an extra not installed",
+    EXIT_ROLLED_BACK: "rolled back or aborted, and the router confirmed all traffic on stable",
+    EXIT_PAUSED: "stopped paused: a person must look (the last line says where traffic is)",
+    EXIT_NOTHING_TO_DO: "nothing to do: this release already finished (no traffic moved)",
+    EXIT_NOT_AT_STABLE: "ended or stopped with the split unknown or not confirmed at stable "
+    "(the last line says what the router last confirmed)",
+    EXIT_INTERRUPTED: "interrupted by SIGINT or SIGTERM (traffic rolled back unless told "
+    "to leave it)",
+}
+"""What each exit code of ``canarykit run`` means."""
+
 _STATUS_EVERY = 1.0  # seconds between two redraws of the status line
+# Repeated warnings of one kind are summarised: at most one line per this many seconds
+# (the plan's analysis interval when it has one).
+_LOG_WINDOW = 60.0
 
 
 def add_run_command(commands: Any) -> None:
@@ -78,12 +139,27 @@ def add_run_command(commands: Any) -> None:
             "Run POLICY's plan for real: move traffic through its [router], judge its "
             "[metrics] with its [decider], and call its [hooks] and [[notify]]. The state "
             "is saved under the rollout's name: run the same command again to continue "
-            "after a crash. Exit code 0 promoted, 3 rolled back or aborted, 4 stopped "
-            "paused, 130 interrupted (traffic rolled back unless told to leave it), "
-            "2 bad input, 1 any other failure."
+            "after a crash. Exit code 0 promoted, 3 rolled back or aborted with the "
+            "router confirmed at stable, 6 ended with the split unknown or not at "
+            "stable, 4 stopped paused, 5 nothing to do (the release already finished), "
+            "130 interrupted (traffic rolled back unless told to leave it), 2 bad "
+            "input, 1 any other failure."
         ),
     )
     add_location_arguments(run)
+    run.add_argument(
+        "--release",
+        default=None,
+        metavar="ID",
+        help="the release this rollout ships, e.g. v1.4.2 (default: [rollout] release); "
+        "a new id after a finished rollout starts a new one, the same id does nothing",
+    )
+    run.add_argument(
+        "--adopt",
+        action="store_true",
+        help="start from the router's current split when it is not at stable (default: "
+        "refuse; `canarykit init` puts it at stable)",
+    )
     run.add_argument(
         "--leave-traffic",
         action="store_true",
@@ -114,6 +190,9 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     metrics = deployment.build_metrics()
     hooks = deployment.build_hooks()
     notifiers = deployment.build_notifiers()
+    release = deployment.release
+    if args.release is not None:
+        release = check_release("--release", args.release)
     store = FileStore(state_dir)
     try:
         # The lease is the rollout name's and, when the router names what it controls,
@@ -133,6 +212,12 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             call_timeout=deployment.call_timeout,
             rollback_timeout=deployment.rollback_timeout,
             apply_attempts=deployment.apply_attempts,
+            **_release_options(
+                release=release,
+                adopt=args.adopt or deployment.adopt,
+                on_metrics_outage=deployment.on_metrics_outage,
+                metrics_outage_limit=deployment.metrics_outage_limit,
+            ),
         )
     except ConfigError as exc:
         if exc.field == "key":
@@ -153,7 +238,32 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         json_outcome=args.json,
         leaves_traffic=on_cancel == "leave",
         heading=(policy, str(args.policy), str(state_dir)),
+        release=release,
     )
+
+
+_DEFAULTS: dict[str, Any] = {
+    "release": None,
+    "adopt": False,
+    "on_metrics_outage": "rollback",
+    "metrics_outage_limit": 1800.0,
+}
+
+
+def _release_options(**options: Any) -> dict[str, Any]:
+    """The release settings `Rollout` takes; `ConfigError` for a setting it cannot honour.
+
+    A setting left at its default is not passed, so the command runs on a `Rollout`
+    that predates it; one that is set and not accepted is refused before traffic moves.
+    """
+    accepted = inspect.signature(Rollout).parameters
+    given: dict[str, Any] = {}
+    for name, value in options.items():
+        if name in accepted:
+            given[name] = value
+        elif value != _DEFAULTS[name]:
+            raise ConfigError(name, value, "is not supported by this canarykit's Rollout")
+    return given
 
 
 def _traffic_target(router: object) -> str | None:
@@ -177,30 +287,75 @@ def execute(
     json_outcome: bool = False,
     leaves_traffic: bool = False,
     heading: tuple[Policy, str, str] | None = None,
+    release: str | None = None,
 ) -> int:
     """Run `rollout` (in a new event loop) showing its progress; return the exit code.
 
     `lines` gets the event lines, `status` (a terminal, or None) the status line and `out`
     the outcome (as JSON with `json_outcome`). Operator commands come from `inbox` (see
-    `canarykit._cli_control`). SIGINT and SIGTERM cancel the run.
+    `canarykit._cli_control`). SIGINT and SIGTERM cancel the run. A release that had
+    already finished is reported as such (`EXIT_NOTHING_TO_DO`), never as an outcome.
     """
-    display = RunDisplay(rollout, lines, status, leaves_traffic=leaves_traffic)
+    window = rollout.plan.analysis_interval or _LOG_WINDOW
+    display = RunDisplay(rollout, lines, status, leaves_traffic=leaves_traffic, window=window)
     rollout.add_listener(display)
     if heading is not None:
-        display.header(*heading)
-    outcome, interrupted = anyio.run(_drive, rollout, display, list(notifiers), inbox)
+        display.header(*heading, release=release)
+    finished_error = getattr(_errors, "ReleaseFinishedError", None)
+    try:
+        with display.capture_logs():
+            outcome, interrupted = anyio.run(_drive, rollout, display, list(notifiers), inbox)
+    except Exception as exc:
+        display.close()
+        if finished_error is not None and isinstance(exc, finished_error):
+            _nothing_to_do(out if json_outcome else lines, rollout.key, str(exc), json_outcome)
+            return EXIT_NOTHING_TO_DO
+        raise
     display.close()
+    if interrupted is None and outcome.phase.is_terminal and not outcome.timeline:
+        # Nothing happened in this run: the saved rollout had finished before it started.
+        # It is no outcome of this run, so it is not shown as one.
+        message = finished_words(outcome.state, key=rollout.key, release=release)
+        _nothing_to_do(out if json_outcome else lines, rollout.key, message, json_outcome)
+        return EXIT_NOTHING_TO_DO
+    code = exit_code(outcome, interrupted)
     if json_outcome:
-        data = {"name": rollout.key, "interrupted": interrupted}
+        data = {"name": rollout.key, "interrupted": interrupted, "exit_code": code}
         json.dump({**data, **outcome.to_json()}, out, indent=2)
         out.write("\n")
     else:
         display.summary(outcome, interrupted)
+    return code
+
+
+def _nothing_to_do(out: TextIO, key: str, message: str, as_json: bool) -> None:
+    if as_json:
+        data = {"name": key, "nothing_to_do": True, "exit_code": EXIT_NOTHING_TO_DO}
+        json.dump({**data, "message": shown(message)}, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(f"{shown(message)}\n")
+        out.flush()
+
+
+def exit_code(outcome: RolloutOutcome, interrupted: str | None = None) -> int:
+    """The exit code of ``canarykit run`` for `outcome`: it says only what the router confirmed.
+
+    3 needs a rollback or abort that the router confirmed at stable: an unknown split,
+    or one left off stable, is 6 whatever the phase says.
+    """
     if interrupted is not None:
         return EXIT_INTERRUPTED
-    if outcome.phase is Phase.SUCCEEDED:
-        return 0
-    return EXIT_ROLLED_BACK if outcome.rolled_back else EXIT_PAUSED
+    phase = outcome.phase
+    split = outcome.split
+    if phase is Phase.SUCCEEDED:
+        return EXIT_PROMOTED
+    if phase in (Phase.ROLLED_BACK, Phase.ABORTED):
+        confirmed = split is not None and split.is_stable_only
+        return EXIT_ROLLED_BACK if confirmed else EXIT_NOT_AT_STABLE
+    if phase is Phase.PAUSED and split is not None and not outcome.state.rollback_pending:
+        return EXIT_PAUSED
+    return EXIT_NOT_AT_STABLE
 
 
 async def _drive(
@@ -256,11 +411,11 @@ async def _watch_signals(
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
-            name = signal.Signals(signum).name
+            name = f"{_stamp(time.time())}  {signal.Signals(signum).name}"
             if interrupted:
                 display.line(f"{name} again: the rollback has its own deadline; still waiting")
                 continue
-            interrupted.append(name)
+            interrupted.append(signal.Signals(signum).name)
             if rollout.phase.is_terminal:
                 display.line(f"{name}: the rollout has ended already")
             elif rollout.state.confirmed is not None and rollout.state.confirmed.is_stable_only:
@@ -290,6 +445,11 @@ def _step_text(step: Any) -> str:
     if isinstance(step, SetMirror):
         return f"mirror {step.percent:g}%"
     return type(step).__name__
+
+
+def _stamp(when: float) -> str:
+    """A time of day as the event lines show it: HH:MM:SS, local time."""
+    return time.strftime("%H:%M:%S", time.localtime(when))
 
 
 def _span(seconds: float) -> str:
@@ -325,6 +485,7 @@ class RunDisplay:
         status: TextIO | None,
         *,
         leaves_traffic: bool = False,
+        window: float = _LOG_WINDOW,
     ) -> None:
         self.rollout = rollout
         self.lines = lines
@@ -332,13 +493,19 @@ class RunDisplay:
         self.leaves_traffic = leaves_traffic  # a cancelled run leaves traffic where it is
         self.started = time.monotonic()
         self._shown = False  # a status line is on screen
+        self._writing = threading.RLock()  # log records may come from worker threads
+        self._repeats = _Repeats(window)
 
-    def header(self, policy: Policy, path: str, state_dir: str) -> None:
+    def header(
+        self, policy: Policy, path: str, state_dir: str, *, release: str | None = None
+    ) -> None:
         """The lines before the rollout starts: what runs, where its state lives."""
         plan = policy.plan
         weights = " -> ".join(f"{w:g}%" for w in plan.weights) or "no weight steps"
         where = f"policy {shown(path)}; state in {shown(state_dir)}"
         self.line(f"rollout   {self.rollout.key} ({where})")
+        if release is not None:
+            self.line(f"release   {shown(release)}")
         self.line(f"plan      canary {weights}; {len(plan.steps)} steps")
         self.line(f"router    {shown(repr(self.rollout.router))}")
         self.line(f"decider   {shown(policy.decider)}")
@@ -358,11 +525,41 @@ class RunDisplay:
         return f"{stamp}  {entry.phase.value:<11}  {entry.canary_percent:>5g}%  {what}"
 
     def line(self, text: str) -> None:
-        """Print `text` as a line above the status line."""
-        self._clear()
-        self.lines.write(text + "\n")
-        self.lines.flush()
-        self.redraw()
+        """Print `text` as a line above the status line (after any pending summary)."""
+        with self._writing:
+            for summary in self._repeats.settle():
+                self._write(summary)
+            self._write(text)
+
+    def _write(self, text: str) -> None:
+        with self._writing:
+            self._clear()
+            self.lines.write(text + "\n")
+            self.lines.flush()
+            self.redraw()
+
+    def log(self, record: logging.LogRecord) -> None:
+        """Show a warning logged during the run: its time, and repeats summarised."""
+        with self._writing:
+            text = self._repeats.add(record)
+            if text is not None:
+                self._write(text)
+
+    @contextlib.contextmanager
+    def capture_logs(self) -> Iterator[None]:
+        """Show canarykit's warnings as lines (see `log`) while the block runs."""
+        handler = _LogLines(self)
+        target = logging.getLogger("canarykit")
+        # With a handler of its own, logging's last-resort handler (unstamped, on stderr)
+        # no longer shows the records; handlers an application set up still do.
+        target.addHandler(handler)
+        try:
+            yield
+        finally:
+            target.removeHandler(handler)
+            with self._writing:
+                for summary in self._repeats.settle():
+                    self._write(summary)
 
     def status_text(self) -> str:
         """The status line: phase, step, weight, and what the rollout waits for."""
@@ -408,8 +605,9 @@ class RunDisplay:
 
     def close(self) -> None:
         """Erase the status line, leaving only the event lines."""
-        self._clear()
-        self.status = None
+        with self._writing:
+            self._clear()
+            self.status = None
 
     def summary(self, outcome: RolloutOutcome, interrupted: str | None) -> None:
         """The closing lines: how the rollout ended and where traffic is."""
@@ -423,4 +621,94 @@ class RunDisplay:
         after = f" ({interrupted})" if interrupted else ""
         self.line(f"outcome   {word}{after}{why}")
         took = _span(time.monotonic() - self.started)
-        self.line(f"          canary traffic at {split}; took {took}")
+        wanted_stable = outcome.rolled_back or outcome.phase is Phase.ROLLING_BACK
+        wanted_stable = wanted_stable or outcome.state.rollback_pending
+        if outcome.split is None or (wanted_stable and not outcome.split.is_stable_only):
+            # Never "rolled back" alone when the router did not confirm stable.
+            if outcome.split is None:
+                where = "the router confirmed no split: where traffic is, is unknown"
+            else:
+                where = f"the router last confirmed canary {split}"
+            self.line(f"          traffic NOT confirmed on stable: {where}; took {took}")
+        else:
+            self.line(f"          canary traffic at {split}; took {took}")
+
+
+class _LogLines(logging.Handler):
+    """A logging handler that hands canarykit's warnings to a `RunDisplay`."""
+
+    def __init__(self, display: RunDisplay) -> None:
+        super().__init__(logging.WARNING)
+        self.display = display
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.display.log(record)
+        except Exception:  # a display that cannot write must not break the rollout
+            self.handleError(record)
+
+
+# Who a logger speaks for, in a summary line: "retrying Prometheus (...)".
+_SOURCES = {
+    "canarykit.metrics.prometheus": "Prometheus",
+    "canarykit.notify": "a notifier",
+}
+
+
+@attrs.define
+class _Repeat:
+    """Warnings of one kind (one logger, one message template) since the last summary."""
+
+    source: str
+    first: float
+    shown_at: float
+    last_at: float
+    last: str
+    count: int = 1
+    unshown: int = 0
+
+
+class _Repeats:
+    """Warnings summarised by kind: the first in full, then one line per `window` at most.
+
+    `add` returns the line to show now (or None); `settle` returns a summary line for
+    each kind that repeated since it was last shown, and forgets them all (called before
+    every event line, so each summary sits where the retries happened).
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._kinds: dict[tuple[str, str], _Repeat] = {}
+
+    def add(self, record: logging.LogRecord) -> str | None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record whose arguments do not fit its template
+            message = str(record.msg)
+        text = shown(message)
+        now = record.created
+        key = (record.name, str(record.msg))
+        kind = self._kinds.get(key)
+        if kind is None:
+            source = _SOURCES.get(record.name, "canarykit")
+            self._kinds[key] = _Repeat(
+                source=source, first=now, shown_at=now, last_at=now, last=text
+            )
+            return f"{_stamp(now)}  {record.levelname.lower()}: {text}"
+        kind.count += 1
+        kind.last, kind.last_at = text, now
+        if now - kind.shown_at < self.window:
+            kind.unshown += 1
+            return None
+        kind.shown_at, kind.unshown = now, 0
+        return f"{_stamp(now)}  retrying {kind.source} ({kind.count} tries so far, last: {text})"
+
+    def settle(self) -> list[str]:
+        lines = [
+            f"{_stamp(kind.last_at)}  {kind.source}: {kind.count} tries from "
+            f"{_stamp(kind.first)} to {_stamp(kind.last_at)}; last: {kind.last}"
+            for kind in self._kinds.values()
+            if kind.count > 1 and kind.unshown
+        ]
+        self._kinds.clear()
+        return lines

@@ -160,7 +160,17 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     state_dir = ".canarykit"    # where the state and lease files live (default .canarykit
                                 # beside the policy file);
                                 # the lease lets one runner at a time drive a rollout name
+    release = "v1.4.2"          # the release id this rollout ships (--release wins): after
+                                # a finished rollout, a new id starts a new one (the old
+                                # record goes to the history), the same id or none is
+                                # "nothing to do" (exit 5)
+    adopt = false               # start from the router's current split when it is not at
+                                # stable (default false: refuse; `canarykit init` resets it)
     on_interrupt = "rollback"   # what SIGINT/SIGTERM do to traffic: rollback (default) | leave
+    on_metrics_outage = "rollback"  # when the metrics source keeps failing: rollback
+                                # (default) | pause (hold traffic where it is)
+    metrics_outage_limit = "10m"  # with pause: roll back after this long without metrics
+                                # (default 30m)
     call_timeout = "30s"        # each router, metrics, store or lease call (default 30s)
     rollback_timeout = "2m"     # a rollback, confirmed by read-back (default 2m)
     apply_attempts = 3          # tries of each traffic change before rolling back (default 3)

@@ -354,14 +354,23 @@ def _one_of(table: PolicyTable, keys: Sequence[str], *, required: bool) -> str |
 # [rollout]
 
 _ON_INTERRUPT = ("rollback", "leave")
+_ON_METRICS_OUTAGE = ("rollback", "pause")
 _ROLLOUT_KEYS = (
     "name",
     "state_dir",
+    "release",
+    "adopt",
     "on_interrupt",
+    "on_metrics_outage",
+    "metrics_outage_limit",
     "call_timeout",
     "rollback_timeout",
     "apply_attempts",
 )
+# A release id names a build: letters, digits and the punctuation of version strings and
+# image tags (v1.2.3, 2026-12-05+abc, shop:4f2a9c1, build/812), nothing that could break
+# a line or a file name (the history's file names carry it, sanitized).
+_RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+@/-]{0,127}")
 _ROLLOUT_ELSEWHERE = {
     "key": "is called name here",
     "store": "is called state_dir here",
@@ -377,9 +386,15 @@ def _read_rollout(table: PolicyTable) -> dict[str, Any]:
         settings["name"] = check_name(table.field("name"), table.raw("name"))
     if "state_dir" in table:
         settings["state_dir"] = table.string("state_dir")
+    if "release" in table:
+        settings["release"] = check_release(table.field("release"), table.raw("release"))
+    if "adopt" in table:
+        settings["adopt"] = table.boolean("adopt")
     if "on_interrupt" in table:
         settings["on_interrupt"] = table.choice("on_interrupt", _ON_INTERRUPT)
-    for key in ("call_timeout", "rollback_timeout"):
+    if "on_metrics_outage" in table:
+        settings["on_metrics_outage"] = table.choice("on_metrics_outage", _ON_METRICS_OUTAGE)
+    for key in ("call_timeout", "rollback_timeout", "metrics_outage_limit"):
         if key in table:
             settings[key] = table.duration(key)
     if "apply_attempts" in table:
@@ -1000,6 +1015,40 @@ def _check_state_dir(_inst: Any, _attr: Any, value: Any) -> None:
         raise ConfigError("state_dir", value, "must be a non-empty string (a directory)")
 
 
+def check_release(field: str, value: Any) -> str:
+    """`value` if it is a release id (e.g. ``v1.2.3``), else `ConfigError` naming `field`.
+
+    1-128 characters: letters, digits and ``_ . : + @ / -``, starting with a letter or digit.
+    """
+    if not isinstance(value, str) or not _RELEASE.fullmatch(value):
+        raise ConfigError(
+            field,
+            value,
+            "must be a release id: 1-128 letters, digits, '_', '.', ':', '+', '@', '/' or "
+            "'-', starting with a letter or digit (e.g. v1.2.3)",
+        )
+    return value
+
+
+def _check_optional_release(_inst: Any, _attr: Any, value: Any) -> None:
+    if value is not None:
+        check_release("release", value)
+
+
+def _check_adopt(_inst: Any, _attr: Any, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError("adopt", value, "must be true or false")
+
+
+def _check_on_metrics_outage(_inst: Any, _attr: Any, value: Any) -> None:
+    if value not in _ON_METRICS_OUTAGE:
+        raise ConfigError("on_metrics_outage", value, "must be 'rollback' or 'pause'")
+
+
+def _metrics_outage_limit(value: Any) -> float:
+    return _seconds("metrics_outage_limit", value)
+
+
 def _check_on_interrupt(_inst: Any, _attr: Any, value: Any) -> None:
     if value not in _ON_INTERRUPT:
         raise ConfigError("on_interrupt", value, "must be 'rollback' or 'leave'")
@@ -1033,7 +1082,10 @@ class Deployment:
     The ``[rollout]`` settings are attributes: `name` (the rollout's key for its saved
     state and lease; None: the caller picks one, ``canarykit run`` the file's name),
     `state_dir` (which also holds the lease, so one runner drives a rollout name),
-    `on_interrupt` (``"rollback"`` or ``"leave"``: what SIGINT and SIGTERM do to traffic),
+    `release` (the release id of the rollout; None: none given), `adopt` (start from the
+    router's current split when it is not at stable), `on_interrupt` (``"rollback"`` or
+    ``"leave"``: what SIGINT and SIGTERM do to traffic), `on_metrics_outage`
+    (``"rollback"`` or ``"pause"``) and `metrics_outage_limit` (seconds),
     `call_timeout`, `rollback_timeout` (seconds) and `apply_attempts`, with `Rollout`'s
     defaults. The other tables are kept as read, checked but not built: `router_table`,
     `metrics_table`, `hooks_table` (None when absent) and `notify_tables`. The
@@ -1073,9 +1125,15 @@ class Deployment:
 
     name: str | None = attrs.field(default=None, validator=_check_optional_name)
     state_dir: str = attrs.field(default=DEFAULT_STATE_DIR, validator=_check_state_dir)
+    release: str | None = attrs.field(default=None, validator=_check_optional_release)
+    adopt: bool = attrs.field(default=False, validator=_check_adopt)
     on_interrupt: Literal["rollback", "leave"] = attrs.field(
         default="rollback", validator=_check_on_interrupt
     )
+    on_metrics_outage: Literal["rollback", "pause"] = attrs.field(
+        default="rollback", validator=_check_on_metrics_outage
+    )
+    metrics_outage_limit: float = attrs.field(default=1800.0, converter=_metrics_outage_limit)
     call_timeout: float = attrs.field(default=30.0, converter=_call_timeout)
     rollback_timeout: float = attrs.field(default=120.0, converter=_rollback_timeout)
     apply_attempts: int = attrs.field(default=3, validator=_check_attempts)
@@ -1173,7 +1231,7 @@ def _deployment_tables(deployment: Deployment) -> dict[str, Any]:
             continue
         value = getattr(deployment, field.name)
         if value != field.default:
-            is_duration = field.name.endswith("_timeout")
+            is_duration = field.name.endswith(("_timeout", "_limit"))
             rollout[field.name] = _duration_value(value) if is_duration else value
     found: dict[str, Any] = {}
     if rollout:
