@@ -7,6 +7,8 @@
     canarykit evaluate POLICY.toml [--runs N] [--seed S] [--regression errors:2x@600] [--json]
     canarykit run POLICY.toml [--name NAME] [--state-dir DIR] [--leave-traffic] [--json]
                               [--no-status]
+    canarykit run POLICY.toml [--release ID] [--adopt] ...
+    canarykit init POLICY.toml [--force] [--name NAME] [--state-dir DIR]
     canarykit promote|pause|resume|abort|status POLICY.toml [--name NAME] [--state-dir DIR]
     canarykit render gateway-api|istio --name N --namespace NS --stable SVC --canary SVC
                      --weight W [--header NAME=REGEX] [--mirror PCT]
@@ -33,6 +35,9 @@ tables, showing each event as a line and, on a terminal, a live status line; see
 ``promote``, ``pause``, ``resume`` and ``abort`` send a command to the ``run`` driving
 the policy's rollout and print its answer; ``status`` shows the saved state
 (`canarykit._cli_control`).
+
+``init`` makes the router's starting state (all traffic on stable) before a first
+rollout, or reports it (`canarykit._cli_init`).
 
 ``render`` prints, as YAML, the Gateway API HTTPRoute or Istio VirtualService that
 `canarykit.routers.GatewayAPIRouter` or `IstioRouter` would apply for the split, for
@@ -61,6 +66,7 @@ import attrs
 
 from . import __version__
 from ._cli_control import COMMANDS, add_control_commands, run_control
+from ._cli_init import add_init_command, run_init
 from ._cli_render import add_render_command, run_render
 from ._cli_run import add_run_command, run_run
 from ._errors import CanaryError, ConfigError
@@ -141,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     add_plot_option(simulate)
     _add_evaluate(commands)
     add_run_command(commands)
+    add_init_command(commands)
     add_control_commands(commands)
     add_render_command(commands)
     return parser
@@ -235,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _evaluate(args, sys.stdout, sys.stderr)
         if args.command == "run":
             return run_run(args, sys.stdout, sys.stderr)
+        if args.command == "init":
+            return run_init(args, sys.stdout)
         if args.command in COMMANDS or args.command == "status":
             return run_control(args, sys.stdout, sys.stderr)
         return _simulate(args, sys.stdout)
@@ -245,9 +254,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {shown(exc)}", file=sys.stderr)
         return 2
     except CanaryError as exc:
-        what = {"evaluate": "evaluation", "simulate": "simulation", "run": "rollout"}.get(
-            args.command, "command"
-        )
+        what = {
+            "evaluate": "evaluation",
+            "simulate": "simulation",
+            "run": "rollout",
+            "init": "set-up",
+        }.get(args.command, "command")
         print(f"{PROG}: error: the {what} failed: {shown(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:  # e.g. --plot into a directory that does not exist

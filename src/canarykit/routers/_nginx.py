@@ -552,6 +552,78 @@ class NginxRouter:
         text = await anyio.to_thread.run_sync(self._read_text)
         return None if text is None else self.parse(text)
 
+    async def initialize(self, *, force: bool = False) -> str:
+        """Make the starting state: the include file with all traffic on stable; what was done.
+
+        For ``canarykit init``. A file this router wrote is rewritten at stable (a no-op
+        when it is already there); a missing one is written. When nginx runs (its pid
+        file exists) this is `apply`: validated by ``nginx -T``, reloaded. When it does
+        not, the file is written and validated, and nginx serves it when started. A file
+        canarykit did not write is refused (`RouterError`, saying what it holds without
+        quoting it) unless `force`: then it is kept aside, readable by this user only, as
+        ``<include>.before-canarykit``, and replaced.
+        """
+        data = await anyio.to_thread.run_sync(
+            _read_regular, self.include_path, "the include file", MAX_INCLUDE_BYTES
+        )
+        kept = ""
+        if data is not None:
+            try:
+                current: TrafficSplit | None = self.parse(data.decode("utf-8"))
+            except (UnicodeDecodeError, RouterError):
+                current = None
+            if current is None:
+                if not force:
+                    raise RouterError(
+                        f"{self.include_path} is not canarykit's: {_describe_foreign(data)}; "
+                        "canarykit init leaves it alone: move it away, or replace it with "
+                        "--force (it is kept aside first)"
+                    )
+                backup = self.include_path.with_name(f"{self.include_path.name}.before-canarykit")
+                await anyio.to_thread.run_sync(_keep_aside, backup, data)
+                kept = f"; the file that was there is kept as {backup}"
+            elif current.is_stable_only:
+                binary = router_binary(self.nginx, "nginx", "nginx-light")
+                await self._validate(binary, STABLE_ONLY)
+                return f"{self.include_path} already sends all traffic to stable (nginx -T: ok)"
+        text = self.render(STABLE_ONLY)
+        if os.path.lexists(self.pid_file):
+            await self.apply(STABLE_ONLY)
+            return (
+                f"wrote {self.include_path} with all traffic on stable, validated by nginx -T "
+                f"and reloaded{kept}"
+            )
+        async with loop_lock(self):
+            binary = router_binary(self.nginx, "nginx", "nginx-light")
+            previous = await anyio.to_thread.run_sync(self._swap_in_raw, text)
+            try:
+                await self._validate(binary, STABLE_ONLY)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._restore_raw, previous)
+                raise
+        return (
+            f"wrote {self.include_path} with all traffic on stable, validated by nginx -T; "
+            f"nginx is not running (no {self.pid_file}): it serves this file once started{kept}"
+        )
+
+    def _swap_in_raw(self, text: str) -> bytes | None:
+        previous = _read_regular(self.include_path, "the include file", MAX_INCLUDE_BYTES)
+        try:
+            _write_atomically(self.include_path, text)
+        except OSError as exc:
+            raise RouterError(f"cannot write {self.include_path}: {exc}") from None
+        return previous
+
+    def _restore_raw(self, previous: bytes | None) -> None:
+        if previous is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.include_path.unlink()
+        else:  # byte for byte, whatever it holds; readable by nginx as before
+            _keep_aside(self.include_path, previous)
+            with contextlib.suppress(OSError):
+                os.chmod(self.include_path, 0o644)
+
     def render_main_config(
         self,
         *,
@@ -819,6 +891,72 @@ def _read_regular(path: Path, what: str, limit: int) -> bytes | None:
         raise RouterError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     finally:
         os.close(descriptor)
+
+
+# nginx directives worth naming when describing a file that is not canarykit's: names
+# only, never values (a foreign file may hold credentials in its arguments).
+_KNOWN_DIRECTIVES = frozenset(
+    [
+        "upstream",
+        "server",
+        "map",
+        "split_clients",
+        "mirror",
+        "location",
+        "include",
+        "proxy_pass",
+        "set",
+        "if",
+        "return",
+        "listen",
+        "http",
+        "events",
+        "geo",
+        "keepalive",
+        "zone",
+        "hash",
+        "ip_hash",
+        "least_conn",
+    ]
+)
+
+
+def _describe_foreign(data: bytes) -> str:
+    """What a file that is not canarykit's holds, without quoting any of it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it holds {len(data)} bytes that are not UTF-8 text (not shown)"
+    counts: dict[str, int] = {}
+    lines = text.splitlines()
+    for line in lines:
+        word = line.strip().split(" ", 1)[0].rstrip(";{")
+        if word and not word.startswith("#"):
+            name = word if word in _KNOWN_DIRECTIVES else "other"
+            counts[name] = counts.get(name, 0) + 1
+    found = ", ".join(
+        f"{name} x{count}" for name, count in sorted(counts.items(), key=lambda i: (-i[1], i[0]))
+    )
+    return (
+        f"it holds {len(lines)} lines ({len(data)} bytes; directives: {found or 'none'}; "
+        "values not shown)"
+    )
+
+
+def _keep_aside(path: Path, data: bytes) -> None:
+    """Write `data` to `path` (mode 0600, never through a link): a foreign file's copy."""
+    _refuse_unless_regular(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _refuse_unless_regular(path: Path) -> None:

@@ -1,0 +1,217 @@
+"""``canarykit init`` against a real nginx and a real HAProxy fronting two demo apps.
+
+nginx: the include file is made at stable (validated, reloaded when nginx runs), counted
+from outside; a hand-written file is left alone, described without its values, and
+replaced only with --force. HAProxy: the weights are read and reported, at stable or not.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import anyio
+import pytest
+
+import canarykit as ck
+from canarykit._cli import main
+from canarykit._lease import LOCK_DIR_VARIABLE
+from canarykit.routers import SplitProbe
+from canarykit.testing import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
+
+pytestmark = pytest.mark.anyio
+
+STABLE = ck.TrafficSplit(canary_percent=0)
+SECRET = "Bearer s3cr3t-t0ken-never-shown"
+HAND_WRITTEN = f"""upstream shop {{
+    server 127.0.0.1:1 weight=9;
+    server 127.0.0.1:2 weight=1;
+}}
+proxy_set_header Authorization "{SECRET}";
+"""
+
+PLAN = """
+[plan]
+shape = "weights"
+weights = [10, 50]
+hold = "1m"
+analysis_interval = "30s"
+[decider]
+kind = "threshold"
+[[decider.metrics]]
+metric = "error_rate"
+max = "2%"
+[rollout]
+name = "shop"
+state_dir = "{state}"
+"""
+
+
+def binary(name, package):
+    try:
+        return find_binary(name, package)
+    except BinaryNotFound as exc:
+        if os.environ.get("CANARYKIT_REQUIRE_INTEGRATION") == "1":
+            pytest.fail(f"CANARYKIT_REQUIRE_INTEGRATION=1 but {exc}")
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(autouse=True)
+def lock_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(LOCK_DIR_VARIABLE, str(tmp_path / "target-locks"))
+
+
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory):
+    binary("nginx", "nginx-light")
+    directory = tmp_path_factory.mktemp("apps")
+    with (
+        DemoApp(directory, version="v1", latency=0.0) as v1,
+        DemoApp(directory, version="v2", latency=0.0) as v2,
+    ):
+        yield v1, v2
+
+
+@pytest.fixture
+def nginx(tmp_path, apps):
+    v1, v2 = apps
+    path = binary("nginx", "nginx-light")
+    with NginxServer(
+        tmp_path / "nginx", stable=[v1.address], canary=[v2.address], binary=path
+    ) as server:
+        yield server
+
+
+def nginx_policy(tmp_path, server):
+    router = server.router
+    text = PLAN.format(state=tmp_path / "state") + (
+        "[router]\n"
+        'kind = "nginx"\n'
+        f'include_path = "{router.include_path}"\n'
+        f'main_config = "{router.main_config}"\n'
+        f'pid_file = "{router.pid_file}"\n'
+        f'prefix = "{router.prefix}"\n'
+        f'nginx = "{router.nginx}"\n'
+        f"stable = {list(router.stable)!r}\n".replace("'", '"')
+        + f"canary = {list(router.canary)!r}\n".replace("'", '"')
+    )
+    path = tmp_path / "shop.toml"
+    path.write_text(text)
+    return str(path)
+
+
+async def init(*argv):
+    return await anyio.to_thread.run_sync(main, ["init", *argv])
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_init_puts_a_promoted_nginx_back_at_stable_counted_from_outside(
+    tmp_path, nginx, capsys
+):
+    await nginx.router.apply(ck.TrafficSplit(canary_percent=100))
+    policy = nginx_policy(tmp_path, nginx)
+    assert await init(policy) == 0
+    out = capsys.readouterr().out
+    assert "validated by nginx -T and reloaded" in out
+    assert "init: the router is at stable" in out
+    assert await nginx.router.read() == STABLE
+    # Counted from outside: 100 sequential requests, none answered by v2.
+    await SplitProbe(url=nginx.url + "/", requests=100, tolerance=0.0).check(STABLE)
+    # Already there: a second init changes nothing and says so.
+    assert await init(policy) == 0
+    assert "already sends all traffic to stable" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_hand_written_file_is_described_not_quoted_and_replaced_only_with_force(
+    tmp_path, nginx, capsys
+):
+    nginx.include_path.write_text(HAND_WRITTEN)
+    policy = nginx_policy(tmp_path, nginx)
+    assert await init(policy) == 1
+    err = capsys.readouterr().err
+    assert "is not canarykit's: it holds 5 lines" in err, err
+    assert "upstream x1" in err and "server x2" in err and "--force" in err
+    assert SECRET not in err and "s3cr3t" not in err and "127.0.0.1:1" not in err
+    assert nginx.include_path.read_text() == HAND_WRITTEN  # left alone
+
+    assert await init(policy, "--force") == 0
+    out = capsys.readouterr().out
+    kept = nginx.include_path.with_name("canary.conf.before-canarykit")
+    assert f"kept as {kept}" in out and SECRET not in out
+    assert kept.read_text() == HAND_WRITTEN
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert await nginx.router.read() == STABLE
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_before_nginx_starts_the_file_is_written_and_validated(tmp_path, apps, capsys):
+    v1, v2 = apps
+    path = binary("nginx", "nginx-light")
+    server = NginxServer(tmp_path / "nginx", stable=[v1.address], canary=[v2.address], binary=path)
+    with server:
+        policy = nginx_policy(tmp_path, server)
+    # Stopped: no pid file; the main config stays. Start from no include file at all.
+    server.include_path.unlink()
+    assert not server.pid_file.exists()
+    assert await init(policy) == 0
+    out = capsys.readouterr().out
+    assert "nginx is not running" in out and "validated by nginx -T" in out
+    assert await server.router.read() == STABLE
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_init_refuses_while_a_saved_rollout_is_in_progress(tmp_path, nginx, capsys):
+    policy = nginx_policy(tmp_path, nginx)
+    store = ck.FileStore(tmp_path / "state")
+    state = ck.RolloutState(phase=ck.Phase.PAUSED, confirmed=ck.TrafficSplit(canary_percent=10))
+    await store.save("shop", {"state": state.to_json(), "release": "v7"})
+    assert await init(policy) == 1
+    err = capsys.readouterr().err
+    assert "release v7" in err and "still paused" in err and "--force" in err
+
+
+# ---------------------------------------------------------------------------- HAProxy
+
+
+@pytest.fixture
+def haproxy(tmp_path, apps):
+    v1, v2 = apps
+    path = binary("haproxy", "haproxy")
+    with HAProxyServer(
+        tmp_path / "haproxy", stable=[v1.address], canary=[v2.address], binary=path
+    ) as server:
+        yield server
+
+
+def haproxy_policy(tmp_path, server):
+    router = server.router
+    text = PLAN.format(state=tmp_path / "state") + (
+        "[router]\n"
+        'kind = "haproxy"\n'
+        f'runtime_api = "{router.runtime_api}"\n'
+        f'backend = "{router.backend}"\n'
+        f"stable = {list(router.stable)!r}\n".replace("'", '"')
+        + f"canary = {list(router.canary)!r}\n".replace("'", '"')
+    )
+    path = tmp_path / "shop.toml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_init_reports_haproxy_weights_and_whether_they_are_at_stable(
+    tmp_path, haproxy, capsys
+):
+    policy = haproxy_policy(tmp_path, haproxy)
+    assert await init(policy) == 0
+    out = capsys.readouterr().out
+    stable, canary = haproxy.router.stable[0], haproxy.router.canary[0]
+    assert f"stable servers: {stable} " in out and f"canary servers: {canary} 0" in out, out
+    assert "init: the router is at stable" in out
+
+    await haproxy.router.apply(ck.TrafficSplit(canary_percent=10))
+    assert await init(policy) == 6
+    out = capsys.readouterr().out
+    assert "NOT at stable: canary 10%" in out and "--adopt" in out, out
+    assert (await haproxy.router.read()).canary_percent == 10  # reported, not changed
