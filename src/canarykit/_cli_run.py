@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import logging
 import math
@@ -62,7 +61,6 @@ import anyio
 import anyio.abc
 import attrs
 
-from . import _errors
 from ._cli_control import (
     CommandInbox,
     add_location_arguments,
@@ -70,7 +68,7 @@ from ._cli_control import (
     locate,
     serve_inbox,
 )
-from ._errors import ConfigError
+from ._errors import ConfigError, ReleaseFinishedError
 from ._events import RolloutEvent, RolloutOutcome, TimelineEntry
 from ._machine import Phase
 from ._plan import Analyze, Pause, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
@@ -212,12 +210,10 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             call_timeout=deployment.call_timeout,
             rollback_timeout=deployment.rollback_timeout,
             apply_attempts=deployment.apply_attempts,
-            **_release_options(
-                release=release,
-                adopt=args.adopt or deployment.adopt,
-                on_metrics_outage=deployment.on_metrics_outage,
-                metrics_outage_limit=deployment.metrics_outage_limit,
-            ),
+            release=release,
+            adopt=args.adopt or deployment.adopt,
+            on_metrics_outage=deployment.on_metrics_outage,
+            metrics_outage_limit=deployment.metrics_outage_limit,
         )
     except ConfigError as exc:
         if exc.field == "key":
@@ -240,30 +236,6 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         heading=(policy, str(args.policy), str(state_dir)),
         release=release,
     )
-
-
-_DEFAULTS: dict[str, Any] = {
-    "release": None,
-    "adopt": False,
-    "on_metrics_outage": "rollback",
-    "metrics_outage_limit": 1800.0,
-}
-
-
-def _release_options(**options: Any) -> dict[str, Any]:
-    """The release settings `Rollout` takes; `ConfigError` for a setting it cannot honour.
-
-    A setting left at its default is not passed, so the command runs on a `Rollout`
-    that predates it; one that is set and not accepted is refused before traffic moves.
-    """
-    accepted = inspect.signature(Rollout).parameters
-    given: dict[str, Any] = {}
-    for name, value in options.items():
-        if name in accepted:
-            given[name] = value
-        elif value != _DEFAULTS[name]:
-            raise ConfigError(name, value, "is not supported by this canarykit's Rollout")
-    return given
 
 
 def _traffic_target(router: object) -> str | None:
@@ -301,15 +273,15 @@ def execute(
     rollout.add_listener(display)
     if heading is not None:
         display.header(*heading, release=release)
-    finished_error = getattr(_errors, "ReleaseFinishedError", None)
     try:
         with display.capture_logs():
             outcome, interrupted = anyio.run(_drive, rollout, display, list(notifiers), inbox)
-    except Exception as exc:
+    except ReleaseFinishedError as exc:  # nothing ran: no outcome to show
         display.close()
-        if finished_error is not None and isinstance(exc, finished_error):
-            _nothing_to_do(out if json_outcome else lines, rollout.key, str(exc), json_outcome)
-            return EXIT_NOTHING_TO_DO
+        _nothing_to_do(out if json_outcome else lines, rollout.key, str(exc), json_outcome)
+        return EXIT_NOTHING_TO_DO
+    except BaseException:
+        display.close()
         raise
     display.close()
     if interrupted is None and outcome.phase.is_terminal and not outcome.timeline:
