@@ -12,11 +12,12 @@ real Prometheus, real requests through the proxy (`ReleaseLab`).
 - bad_release_rollback_s: per model and proxy, from the end of the bad release's first
   failed window to the router's confirmation of stable
   (`bad_release_rollback_from_traffic_s`: from its first canary traffic instead).
-- unwatched_seconds_unjudged: nginx, one rollout whose runner gets kill -9 in the middle
-  of a hold and is resumed 4 s later by a new runner: seconds of canary traffic (from the
-  first canary split to the last judged window) that no judged window covers.
-  `canary_seconds_after_last_judged_window`: from the last judged window to promotion
-  (the end of a hold that falls inside a window; not a consequence of the kill).
+- unwatched_seconds_unjudged: nginx, one rollout (20% held 12 s, 3 s windows) whose
+  runner gets kill -9 in the middle of the hold and is resumed 4 s later by a new
+  runner: seconds of canary traffic, from the first canary split to the decision to
+  promote, that no judged window covers. `unwatched_seconds_unjudged_before_last_window`:
+  the same up to the last judged window only (the gap itself);
+  `unjudged_seconds_not_killed`: the same rollout, not killed (the control).
 - rerun_moved_traffic: that rollout run again with the same release after it finished:
   did the include file change or the canary's share of real requests move? (false is
   the target).
@@ -111,6 +112,8 @@ def child(config_path: str) -> int:
                 "end": event.end,
                 "verdict": event.verdict.kind.value,
             }
+        elif isinstance(event, ck.PhaseChanged) and event.new is ck.Phase.PROMOTING:
+            line = {"kind": "promoting", "time": time.time()}
         else:
             return
         with events.open("a") as file:
@@ -159,34 +162,64 @@ def _uncovered(start: float, end: float, windows: list[tuple[float, float]]) -> 
     return max(0.0, (end - start) - covered)
 
 
+def _measure(events: Path) -> tuple[float, float, str]:
+    """(seconds unjudged up to the last judged window, up to promotion, a description)."""
+    found = _events(events)
+    splits = [e for e in found if e["kind"] == "split"]
+    windows = [(e["start"], e["end"]) for e in found if e["kind"] == "window"]
+    canary_from = min(e["time"] for e in splits if e["percent"] > 0)
+    judged_to = max(end for _, end in windows)
+    # Until promotion was decided: from then on the canary is meant to get all traffic.
+    promoted = min((e["time"] for e in found if e["kind"] == "promoting"), default=judged_to)
+    shown = ", ".join(f"[{a - canary_from:.1f}, {b - canary_from:.1f})" for a, b in windows)
+    text = f"canary from 0 s, promoted at {promoted - canary_from:.1f} s; judged windows {shown}"
+    return (
+        _uncovered(canary_from, judged_to, windows),
+        _uncovered(canary_from, max(promoted, judged_to), windows),
+        text,
+    )
+
+
+def _config(directory: Path, lab: ReleaseLab, release: str) -> tuple[Path, Path]:
+    router: Any = lab.server.router
+    config = directory / f"child-{release}.json"
+    events = directory / f"events-{release}.jsonl"
+    config.write_text(
+        json.dumps(
+            {
+                "events": str(events),
+                "state": str(directory / "state"),
+                "prometheus": lab.prometheus.url,
+                "release": release,
+                "router": {
+                    "include_path": str(router.include_path),
+                    "main_config": str(router.main_config),
+                    "pid_file": str(router.pid_file),
+                    "prefix": None if router.prefix is None else str(router.prefix),
+                    "stable": list(router.stable),
+                    "canary": list(router.canary),
+                    "name": router.name,
+                    "nginx": router.nginx,
+                },
+            }
+        )
+    )
+    return config, events
+
+
 async def kill9_and_rerun(directory: Path) -> dict[str, Any]:
     with ReleaseLab(directory, proxy="nginx", model="upgrade-stable") as lab:
         await anyio.to_thread.run_sync(lab.start_app, "b", "v2")
-        router = lab.server.router
-        config = directory / "child.json"
-        events = directory / "events.jsonl"
-        config.write_text(
-            json.dumps(
-                {
-                    "events": str(events),
-                    "state": str(directory / "state"),
-                    "prometheus": lab.prometheus.url,
-                    "release": "r1",
-                    "router": {
-                        "include_path": str(router.include_path),
-                        "main_config": str(router.main_config),
-                        "pid_file": str(router.pid_file),
-                        "prefix": None if router.prefix is None else str(router.prefix),
-                        "stable": list(router.stable),
-                        "canary": list(router.canary),
-                        "name": router.name,
-                        "nginx": router.nginx,
-                    },
-                }
-            )
-        )
+        router: Any = lab.server.router
         output = directory / "children.log"
         async with lab.traffic() as load:
+            # Control: the same rollout, not killed.
+            config, events = _config(directory, lab, "r0")
+            code = await anyio.to_thread.run_sync(_spawn(config, output).wait)
+            _, control, text = _measure(events)
+            log(f"not killed (exit {code}): {text}; {control:.2f} s unjudged")
+            await router.apply(ck.TrafficSplit(canary_percent=0))  # ready for release r1
+            config, events = _config(directory, lab, "r1")
             first = _spawn(config, output)
             deadline = time.time() + 30
             while not any(e.get("percent", 0) > 0 for e in _events(events)):
@@ -197,23 +230,18 @@ async def kill9_and_rerun(directory: Path) -> dict[str, Any]:
             os.kill(first.pid, signal.SIGKILL)
             first.wait()
             killed_at = time.time()
-            log(f"kill -9 the runner at {KILLED_FOR:g} s into its hold's second window")
+            log(
+                "kill -9 the runner 4.5 s after the canary got traffic; "
+                f"resume {KILLED_FOR:g} s later"
+            )
             await anyio.sleep(KILLED_FOR)
             second = _spawn(config, output)
             code = await anyio.to_thread.run_sync(second.wait)
             log(f"resumed runner exited {code} after {time.time() - killed_at:.1f} s")
-            found = _events(events)
-            splits = [e for e in found if e["kind"] == "split"]
-            windows = [(e["start"], e["end"]) for e in found if e["kind"] == "window"]
-            canary_from = min(e["time"] for e in splits if e["percent"] > 0)
-            judged_to = max(end for _, end in windows)
-            unjudged = _uncovered(canary_from, judged_to, windows)
-            # Not the kill's doing: a hold that ends inside a window promotes without it.
-            promoted = [e["time"] for e in splits if e["percent"] == 100.0]
-            trailing = (min(promoted) - judged_to) if promoted else None
+            gap, unjudged, text = _measure(events)
             log(
-                f"canary from {0:.1f} to {judged_to - canary_from:.1f} s, windows "
-                + ", ".join(f"[{a - canary_from:.1f}, {b - canary_from:.1f})" for a, b in windows)
+                f"killed: {text}; {gap:.2f} s unjudged up to the last window, "
+                f"{unjudged:.2f} s to promotion"
             )
             # The same release again: nothing may move.
             before_text = Path(router.include_path).read_bytes()
@@ -236,9 +264,8 @@ async def kill9_and_rerun(directory: Path) -> dict[str, Any]:
             )
     return {
         "unwatched_seconds_unjudged": round(unjudged, 2),
-        "canary_seconds_after_last_judged_window": None
-        if trailing is None
-        else round(max(0.0, trailing), 2),
+        "unwatched_seconds_unjudged_before_last_window": round(gap, 2),
+        "unjudged_seconds_not_killed": round(control, 2),
         "rerun_moved_traffic": bool(changed or off_canary),
         "rerun_exit": rerun_code,
     }
