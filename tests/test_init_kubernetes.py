@@ -1,0 +1,90 @@
+"""``canarykit init`` with a Gateway API router: the HTTPRoute is checked to exist and its
+split reported, against the local server that speaks the API server's get and patch.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("lightkube")
+
+from canarykit._cli import main
+from canarykit._lease import LOCK_DIR_VARIABLE
+from canarykit._policy_run import Deployment
+from canarykit.routers import GatewayAPIRouter, KubernetesConnection
+from k8s_fake_apiserver import FakeKubeAPI
+
+ROUTE = {
+    "apiVersion": "gateway.networking.k8s.io/v1",
+    "kind": "HTTPRoute",
+    "metadata": {"name": "shop", "namespace": "prod"},
+    "spec": {
+        "parentRefs": [{"name": "public"}],
+        "rules": [{"backendRefs": [{"name": "shop-v1", "port": 8080}]}],
+    },
+}
+
+POLICY = """
+[plan]
+shape = "weights"
+weights = [10, 50]
+hold = "1m"
+analysis_interval = "30s"
+[decider]
+kind = "threshold"
+[[decider.metrics]]
+metric = "error_rate"
+max = "2%"
+[rollout]
+name = "shop"
+state_dir = "{state}"
+[router]
+kind = "gateway-api"
+route = "{route}"
+namespace = "prod"
+stable_service = "shop-v1"
+canary_service = "shop-v2"
+"""
+
+
+@pytest.fixture(autouse=True)
+def lock_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(LOCK_DIR_VARIABLE, str(tmp_path / "target-locks"))
+
+
+@pytest.fixture
+def api():
+    with FakeKubeAPI() as server:
+        server.put(ROUTE)
+        yield server
+
+
+def init(tmp_path, monkeypatch, api, route):
+    connection = KubernetesConnection(
+        kubeconfig=api.kubeconfig(tmp_path / "config"), trust_env=False
+    )
+    policy = tmp_path / "shop.toml"
+    policy.write_text(POLICY.format(state=tmp_path / "state", route=route))
+    # The policy's own connection would read the user's kubeconfig: this one is the fake's.
+    router = GatewayAPIRouter(
+        route=route,
+        namespace="prod",
+        stable_service="shop-v1",
+        canary_service="shop-v2",
+        connection=connection,
+    )
+    monkeypatch.setattr(Deployment, "build_router", lambda self: router)
+    return main(["init", str(policy)])
+
+
+def test_an_existing_route_at_stable_is_ready(tmp_path, monkeypatch, api, capsys):
+    assert init(tmp_path, monkeypatch, api, "shop") == 0
+    out = capsys.readouterr().out
+    assert "init: HTTPRoute prod/shop exists" in out
+    assert "init: the router is at stable" in out
+
+
+def test_a_missing_route_is_named(tmp_path, monkeypatch, api, capsys):
+    assert init(tmp_path, monkeypatch, api, "nowhere") == 1
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "Traceback" not in err, err
