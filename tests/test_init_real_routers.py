@@ -215,3 +215,21 @@ async def test_init_reports_haproxy_weights_and_whether_they_are_at_stable(
     out = capsys.readouterr().out
     assert "NOT at stable: canary 10%" in out and "--adopt" in out, out
     assert (await haproxy.router.read()).canary_percent == 10  # reported, not changed
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_canarykit_file_for_other_servers_is_named_as_such(tmp_path, nginx, capsys):
+    other = ck.routers.NginxRouter(
+        include_path=nginx.include_path,
+        main_config=nginx.router.main_config,
+        pid_file=nginx.router.pid_file,
+        stable=["127.0.0.1:7"],
+        canary=["127.0.0.1:8"],
+    )
+    other.write(ck.TrafficSplit(canary_percent=10))
+    policy = nginx_policy(tmp_path, nginx)
+    assert await init(policy) == 1
+    err = capsys.readouterr().err
+    assert "was written by canarykit for other settings" in err and "127.0.0.1:7" in err, err
+    assert await init(policy, "--force") == 0
+    assert await nginx.router.read() == STABLE

@@ -575,9 +575,9 @@ class NginxRouter:
             if current is None:
                 if not force:
                     raise RouterError(
-                        f"{self.include_path} is not canarykit's: {_describe_foreign(data)}; "
-                        "canarykit init leaves it alone: move it away, or replace it with "
-                        "--force (it is kept aside first)"
+                        f"{self.include_path} {self._whose(data)}; canarykit init leaves it "
+                        "alone: move it away, or replace it with --force (it is kept aside "
+                        "first)"
                     )
                 backup = self.include_path.with_name(f"{self.include_path.name}.before-canarykit")
                 await anyio.to_thread.run_sync(_keep_aside, backup, data)
@@ -605,6 +605,19 @@ class NginxRouter:
         return (
             f"wrote {self.include_path} with all traffic on stable, validated by nginx -T; "
             f"nginx is not running (no {self.pid_file}): it serves this file once started{kept}"
+        )
+
+    def _whose(self, data: bytes) -> str:
+        """What a file this router cannot use is: canarykit's for other settings, or not ours."""
+        try:
+            name, stable, canary, _ = _parse(data.decode("utf-8"), path=str(self.include_path))
+        except (UnicodeDecodeError, RouterError):
+            return f"is not canarykit's: {_describe_foreign(data)}"
+        # Intact and canarykit's own (its contents are canarykit's, safe to name).
+        return (
+            f"was written by canarykit for other settings (name={name}, stable={list(stable)}, "
+            f"canary={list(canary)}; this policy has name={self.name}, "
+            f"stable={list(self.stable)}, canary={list(self.canary)})"
         )
 
     def _swap_in_raw(self, text: str) -> bytes | None:
