@@ -272,9 +272,13 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     interval = "1m"             # between asks of a closed gate, and rollback checks
     gate_timeout = "2h"         # abort when a gate stays closed this long (default: never)
     call_timeout = "1m"         # each call of a hook, its retries included
+    traffic_back = [50, 0]      # after promote_stable: canary percents on the way back to
+                                # stable, each read back (default [0]: at once)
+    traffic_back_hold = "30s"   # the time at each of them but the last (default 0s)
     # One key per point: confirm_rollout, create_canary, pre_rollout,
-    # confirm_traffic_increase, rollback, confirm_promotion, retire_stable,
-    # retire_canary, post_rollout. Each takes a webhook URL (a Webhook: yes on 2xx), a
+    # confirm_traffic_increase, rollback, confirm_promotion, promote_stable (upgrade the
+    # stable servers; then traffic goes back to them), retire_stable, retire_canary,
+    # post_rollout. Each takes a webhook URL (a Webhook: yes on 2xx), a
     # table as below, or an array of these (all must say yes; rollback: the first yes).
     pre_rollout = "http://smoke-tests.internal/run"
     confirm_traffic_increase = {approval_file = "/run/deploy/web.approval"}  # FileApproval:

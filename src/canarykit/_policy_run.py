@@ -787,10 +787,29 @@ def _headers_from_env(field: str, headers: Mapping[str, str]) -> dict[str, str]:
 # [hooks]
 
 _POINTS = tuple(point.value.replace("-", "_") for point in HookPoint)
+
+
+class _Percents(_Key):
+    """An array of percents, e.g. ``[50, 0]``; `Hooks` checks their order."""
+
+    def read(self, table: PolicyTable, key: str) -> Any:
+        value = table.raw(key)
+        where = table.field(key)
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(where, _shown(value), "must be an array of percents, e.g. [50, 0]")
+        for index, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                raise ConfigError(f"{where}[{index}]", _shown(item), "must be a number")
+        return tuple(float(item) for item in value)
+
+
+# Settings of the hooks, not hooks: the timing, and promote-stable's way back to stable.
 _HOOK_TIMING = {
     "interval": _Duration(),
     "gate_timeout": _Duration(),
     "call_timeout": _Duration(),
+    "traffic_back": _Percents(),
+    "traffic_back_hold": _Duration(allow_zero=True),
 }
 _WEBHOOK = _Schema(
     {
