@@ -145,7 +145,12 @@ class Clock(Protocol):
 
 @runtime_checkable
 class StateStore(Protocol):
-    """Keeps a rollout's saved state, by key, as JSON-able data."""
+    """Keeps a rollout's saved state, by key, as JSON-able data.
+
+    A store may also have ``async archive(key, data)``: keep a finished rollout's record
+    as history before a new release's rollout replaces it under the same key
+    (`FileStore` and `MemoryStore` have it). Without it the record is overwritten.
+    """
 
     async def save(self, key: str, data: dict[str, Any]) -> None:
         """Store `data` under `key`, replacing what was there."""
