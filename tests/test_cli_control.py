@@ -76,7 +76,7 @@ def test_a_command_is_handed_to_the_rollout_and_answered(tmp_path):
     refused, promoted = answers
     # Not paused: resume is refused, with the machine's reason.
     assert refused["accepted"] is False
-    assert refused["reason"].startswith("Resume is not allowed while the rollout is progressing")
+    assert refused["reason"].startswith("resume: the rollout is not paused")
     assert promoted == {"accepted": True, "reason": "the rollout is progressing"}
     assert "command: promote" in lines.getvalue()
     assert list(inbox.directory.iterdir()) == []  # every command and answer cleaned up

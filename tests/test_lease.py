@@ -115,9 +115,9 @@ def test_bad_lease_settings_are_refused_naming_the_field(tmp_path):
 async def test_a_second_runner_on_the_same_key_is_refused_at_once(tmp_path, store_kind):
     store = ck.FileStore(tmp_path) if store_kind == "file" else ck.MemoryStore()
     router = FakeRouter()
-    first = ck.Rollout(FOREVER, router=router, store=store, key="web")
+    first = ck.Rollout(FOREVER, router=router, store=store, key="web", release="v1")
     other_router = FakeRouter()
-    second = ck.Rollout(FOREVER, router=other_router, store=store, key="web")
+    second = ck.Rollout(FOREVER, router=other_router, store=store, key="web", release="v1")
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(first.run)
@@ -128,8 +128,12 @@ async def test_a_second_runner_on_the_same_key_is_refused_at_once(tmp_path, stor
             assert other_router.calls == []  # refused before touching anything
             first.promote()
     assert first.phase is ck.Phase.SUCCEEDED
-    # Once the first runner is done, the key is free again.
-    outcome = await ck.Rollout(FOREVER, router=other_router, store=store, key="web").run()
+    # Once the first runner is done, the key is free again, for the next release.
+    next_release = ck.Plan(steps=[ck.SetWeight(25)])
+    with anyio.fail_after(5):
+        outcome = await ck.Rollout(
+            next_release, router=other_router, store=store, key="web", release="v2"
+        ).run()
     assert outcome.phase is ck.Phase.SUCCEEDED
 
 

@@ -57,6 +57,16 @@ async def test_two_records_finished_at_the_same_time_are_both_kept(tmp_path):
     assert phases == ["aborted", "succeeded"]
 
 
+@pytest.mark.parametrize("kind", ["file", "memory"])
+async def test_archiving_the_same_record_again_keeps_it_once(tmp_path, kind):
+    # A new release archives the finished record, is then refused (the router not at
+    # stable, say), and its next try archives the same record again.
+    store = ck.FileStore(tmp_path / "state", fsync=False) if kind == "file" else ck.MemoryStore()
+    await store.archive("web", record("v1", 1_000.0))
+    await store.archive("web", record("v1", 1_000.0))
+    assert [entry["release"] for entry in await store.history("web")] == ["v1"]
+
+
 async def test_history_reads_only_the_newest_records(tmp_path):
     store = ck.FileStore(tmp_path / "state", fsync=False)
     for number in range(5):

@@ -63,7 +63,7 @@ from ._errors import (
     StateSaveError,
     StateVersionError,
 )
-from ._files import parse_json, private_dir, read_regular_async, write_private
+from ._files import parse_json, private_dir, read_regular, read_regular_async, write_private
 from ._lease import FileLease, MemoryLease
 from ._safe import check_name
 
@@ -222,6 +222,10 @@ class FileStore:
         path = directory / f"{stem}.json"
         number = 1
         while os.path.lexists(path):  # two records finished in the same nanosecond
+            if _holds(path, text):
+                # Already kept: a new release that archived it was then refused (the
+                # router not at stable, say), and the next try archives it again.
+                return
             number += 1
             path = directory / f"{stem}~{number}.json"
         write_private(path, text.encode("utf-8"), fsync=self._fsync, what="history file")
@@ -268,6 +272,14 @@ def _envelope(key: str, data: dict[str, Any]) -> str:
         "data": data,
     }
     return json.dumps(envelope, sort_keys=True, indent=1, allow_nan=False) + "\n"
+
+
+def _holds(path: Path, text: str) -> bool:
+    """True when the file at `path` is a regular file holding exactly `text`."""
+    try:
+        return read_regular(path, limit=MAX_STATE_BYTES, what="history file") == text.encode()
+    except OSError:  # FileRefusedError too: a link or a FIFO holds nothing of ours
+        return False
 
 
 def _finish_ns(data: dict[str, Any]) -> int:
@@ -407,7 +419,9 @@ class MemoryStore:
             json.dumps(data, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise StateSaveError(f"{key}: the record is not plain JSON data: {exc}") from None
-        self.archived.setdefault(key, []).append(copy.deepcopy(data))
+        kept = self.archived.setdefault(key, [])
+        if data not in kept:  # archiving the same record twice keeps it once
+            kept.append(copy.deepcopy(data))
 
     async def history(self, key: str, *, limit: int = MAX_HISTORY) -> list[dict[str, Any]]:
         """Copies of `key`'s archived records, newest (by finish time) first, at most `limit`."""
