@@ -14,10 +14,12 @@ real Prometheus, real requests through the proxy (`ReleaseLab`).
   (`bad_release_rollback_from_traffic_s`: from its first canary traffic instead).
 - unwatched_seconds_unjudged: nginx, one rollout (20% held 12 s, 3 s windows) whose
   runner gets kill -9 in the middle of the hold and is resumed 4 s later by a new
-  runner: seconds of canary traffic, from the first canary split to the decision to
-  promote, that no judged window covers. `unwatched_seconds_unjudged_before_last_window`:
-  the same up to the last judged window only (the gap itself);
-  `unjudged_seconds_not_killed`: the same rollout, not killed (the control).
+  runner: seconds of canary traffic, from the first canary split to the end of the last
+  judged window, that no judged window covers (the time nobody watched, left unjudged).
+  `seconds_after_last_window_to_promotion`: from the end of the last judged window to
+  the decision to promote, which no window covers either: the source's `settle` wait for
+  fresh scrapes before it judges that window; `..._not_killed`: the same rollout, not
+  killed (the control), which shows the same tail.
 - rerun_moved_traffic: that rollout run again with the same release after it finished:
   did the include file change or the canary's share of real requests move? (false is
   the target).
@@ -263,9 +265,9 @@ async def kill9_and_rerun(directory: Path) -> dict[str, Any]:
                 f"{len(during)} requests meanwhile, {off_canary} not on the canary"
             )
     return {
-        "unwatched_seconds_unjudged": round(unjudged, 2),
-        "unwatched_seconds_unjudged_before_last_window": round(gap, 2),
-        "unjudged_seconds_not_killed": round(control, 2),
+        "unwatched_seconds_unjudged": round(gap, 2),
+        "seconds_after_last_window_to_promotion": round(unjudged - gap, 2),
+        "seconds_after_last_window_to_promotion_not_killed": round(control, 2),
         "rerun_moved_traffic": bool(changed or off_canary),
         "rerun_exit": rerun_code,
     }

@@ -297,16 +297,24 @@ def test_one_failed_read_before_the_start_is_retried():
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_a_router_that_cannot_be_read_before_the_start_aborts_with_router_error(backend):
+def test_a_router_that_cannot_be_read_before_the_start_stops_with_router_error(backend):
     async def main():
         router = FakeRouter(fail_on={1, 2, 3})
+        store = ck.MemoryStore()
         rollout = ck.Rollout(
-            ck.Plan(steps=[ck.SetWeight(40)]), router=router, clock=VirtualClock(), retry_delay=1
+            ck.Plan(steps=[ck.SetWeight(40)]),
+            router=router,
+            clock=VirtualClock(),
+            retry_delay=1,
+            store=store,
         )
         with pytest.raises(ck.RouterError, match=r"3 attempts, the last: RouterFault"):
             await rollout.run()
-        assert rollout.phase is ck.Phase.ABORTED
+        # It never started: nothing moved and nothing was saved, so the same release
+        # runs once the router can be read.
+        assert rollout.phase is ck.Phase.PENDING
         assert router.applied == []
+        assert await store.load("rollout") is None
 
     fh.run_virtual(main, backend)
 

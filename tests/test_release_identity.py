@@ -260,3 +260,35 @@ def _distinct(values):
         if not out or out[-1] != value:
             out.append(value)
     return out
+
+
+class UnreadableAtFirst(FakeRouter):
+    """A router whose include file someone wrote by hand: it cannot be read until fixed."""
+
+    broken = True
+
+    async def read(self):
+        if self.broken:
+            raise ck.RouterError("the include file is not canarykit's (edited by hand?)")
+        return await super().read()
+
+
+async def test_a_first_read_that_fails_saves_nothing_so_the_same_release_runs_once_fixed(
+    anyio_backend,
+):
+    store = ck.MemoryStore()
+    router = UnreadableAtFirst()
+    plan = ck.Plan(steps=[ck.SetWeight(10)])
+
+    def rollout():
+        return ck.Rollout(
+            plan, router=router, store=store, key="web", release="v7", clock=VirtualClock()
+        )
+
+    with pytest.raises(ck.RouterError, match="edited by hand"):
+        await rollout().run()
+    assert router.applied == []  # nothing moved, not even a "rollback" onto a foreign file
+    assert await store.load("web") is None  # and nothing was saved as aborted for good
+    router.broken = False  # canarykit init, say
+    outcome = await rollout().run()
+    assert outcome.promoted and outcome.release == "v7"

@@ -732,7 +732,7 @@ class Rollout:
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 await self._stop("interrupted (KeyboardInterrupt)")
-            elif not isinstance(exc, (LeaseError, RouterNotAtStableError)):
+            elif not isinstance(exc, (LeaseError, RouterNotAtStableError)) and self._started:
                 if isinstance(exc, CanaryError):
                     reason = f"stopped: {exc}"
                 else:
@@ -740,6 +740,16 @@ class Rollout:
                 # When the store is what failed, the rollback must not wait for it first.
                 await self._emergency_rollback(reason, record=not isinstance(exc, StateSaveError))
             raise
+
+    @property
+    def _started(self) -> bool:
+        """False until the machine took `Start`: nothing was applied or saved before it.
+
+        A failure before then (the router's first read, say: a file canarykit did not
+        write) leaves no record, so that once it is fixed (``canarykit init``) the same
+        release simply runs; an aborted record would make it "finished" for good.
+        """
+        return self.phase is not Phase.PENDING or self._machine.state.started_at is not None
 
     async def _stop(self, reason: str) -> None:
         """Cancelled or interrupted: roll back unless told to leave traffic where it is."""
