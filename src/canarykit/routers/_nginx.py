@@ -321,7 +321,10 @@ def _parse(
     """(name, stable servers, canary servers, split) from a file `_render` wrote, or RouterError."""
 
     def refuse(line: int, problem: str) -> RouterError:
-        return RouterError(f"{path} is not canarykit's (edited by hand?): line {line}: {problem}")
+        return RouterError(
+            f"{path} is not canarykit's (edited by hand?): line {line}: {problem}; "
+            "`canarykit init POLICY --force` keeps it aside and writes one at stable"
+        )
 
     lines = text.split("\n")
     if not text.endswith("\n") or len(lines) < 4:
