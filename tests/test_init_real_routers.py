@@ -233,3 +233,39 @@ async def test_a_canarykit_file_for_other_servers_is_named_as_such(tmp_path, ngi
     assert "was written by canarykit for other settings" in err and "127.0.0.1:7" in err, err
     assert await init(policy, "--force") == 0
     assert await nginx.router.read() == STABLE
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_policy_with_slots_inits_the_first_slot_then_reports_the_live_one(
+    tmp_path, nginx, capsys
+):
+    nginx.router.include_path.unlink()  # no slot live yet
+    policy = nginx_policy(tmp_path, nginx)
+    with open(policy, "a") as file:
+        file.write('slots = ["blue", "green"]\n')
+    built = ck.load_policy(policy).deployment.build_router()
+    assert repr(built) == "SlotRouter(slots=['blue', 'green'], live='unknown')"
+    assert await init(policy) == 0
+    out = capsys.readouterr().out
+    assert "making blue live" in out and "slot blue is live; the next release goes to green" in out
+    # A release promoted to green leaves all traffic there: green is then the live slot,
+    # found without moving anything, and the next release goes to blue.
+    await nginx.router.apply(ck.TrafficSplit(canary_percent=100))
+    assert await init(policy) == 0
+    assert "slot green is live; the next release goes to blue" in capsys.readouterr().out
+    v1, v2 = nginx.router.stable, nginx.router.canary
+    await SplitProbe(url=nginx.url + "/", requests=50, tolerance=0.0).check(
+        ck.TrafficSplit(canary_percent=100)  # every request still to green's servers
+    )
+    assert (v1, v2) == (nginx.router.stable, nginx.router.canary)
+
+
+def test_slots_must_name_two_different_slots(tmp_path):
+    policy = tmp_path / "p.toml"
+    policy.write_text(
+        PLAN.format(state=tmp_path / "state")
+        + '[router]\nkind = "haproxy"\nruntime_api = "127.0.0.1:9"\nbackend = "app"\n'
+        'stable = ["a"]\ncanary = ["b"]\nslots = ["blue", "blue"]\n'
+    )
+    with pytest.raises(ck.ConfigError, match=r"^router\.slots: must name two different"):
+        ck.load_policy(policy).deployment.build_router()

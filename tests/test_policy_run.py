@@ -376,7 +376,7 @@ def test_istio_router_is_built_with_the_table_settings() -> None:
         (
             'backend = "app"',
             "router.backend: is not used by router kind 'nginx' (it takes include_path, "
-            "main_config, pid_file, stable, canary, prefix, name, nginx, reload, timeout)",
+            "main_config, pid_file, stable, canary, prefix, name, nginx, reload, timeout, slots)",
         ),
         ("[router.kubernetes]", "router.kubernetes: is not used by router kind 'nginx'"),
         ("verify = true", "router.verify: has no TOML form (a SplitProbe is a Python object)"),

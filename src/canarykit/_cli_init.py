@@ -33,7 +33,7 @@ import anyio
 
 from ._cli_control import add_location_arguments, locate
 from ._cli_run import EXIT_NOT_AT_STABLE, _traffic_target
-from ._errors import CanaryError, ConfigError
+from ._errors import CanaryError, ConfigError, RouterError
 from ._machine import RolloutState
 from ._policy import load_policy
 from ._split import TrafficSplit
@@ -110,8 +110,10 @@ async def _init(router: Any, lease: Any, force: bool, out: TextIO) -> int:
 
 
 async def _prepare(router: Any, force: bool, out: TextIO) -> int:
-    from .routers import HAProxyRouter, NginxRouter
+    from .routers import HAProxyRouter, NginxRouter, SlotRouter
 
+    if isinstance(router, SlotRouter):
+        return await _prepare_slots(router, force, out)
     if isinstance(router, NginxRouter):
         out.write(f"init: {shown(await router.initialize(force=force))}\n")
         return _report(await router.read(), out)
@@ -132,6 +134,21 @@ async def _prepare(router: Any, force: bool, out: TextIO) -> int:
     if target:
         out.write(f"init: {shown(target)} exists\n")
     return _report(split, out)
+
+
+async def _prepare_slots(router: Any, force: bool, out: TextIO) -> int:
+    """Alternate slots: say which slot is live; with none yet, make the first one live."""
+    try:
+        live = await router.find_live()
+    except RouterError as exc:
+        first = next(iter(router.routers))
+        out.write(f"init: no slot is live yet ({shown(exc)}): making {first} live\n")
+        code = await _prepare(router.routers[first], force, out)
+        if code:
+            return code
+        live = await router.find_live()
+    out.write(f"init: slot {live} is live; the next release goes to {router.idle}\n")
+    return _report(await router.read(), out)
 
 
 def _report(split: TrafficSplit | None, out: TextIO) -> int:

@@ -189,6 +189,8 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     nginx = "/usr/sbin/nginx"   # the binary (default: found on PATH and in sbin)
     reload = "signal"           # signal (SIGHUP to the master) | command (nginx -s reload)
     timeout = "10s"             # each validation, reload and switch-over
+    slots = ["blue", "green"]   # alternate slots (SlotRouter): stable = blue's servers,
+                                # canary = green's; each release goes to the idle one
 
     [router]
     kind = "haproxy"            # HAProxyRouter: weights through the runtime API
@@ -197,6 +199,7 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     stable = ["v1a", "v1b"]     # required: server names
     canary = ["v2"]             # required
     timeout = "5s"              # each exchange with the runtime API
+    slots = ["blue", "green"]   # as for nginx
     weight_tolerance = 0.1      # percentage points a split may be off (default 0.1)
     persist_config = "/etc/haproxy/haproxy.cfg"  # also write the weights there (opt-in)
     haproxy = "/usr/sbin/haproxy"  # the binary for haproxy -c

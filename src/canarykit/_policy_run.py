@@ -430,6 +430,7 @@ _NGINX = _Schema(
         "nginx": _Path(command=True),
         "reload": _Choice("signal", "command"),
         "timeout": _Duration(),
+        "slots": _Strings(),
     },
     required=("include_path", "main_config", "pid_file", "stable", "canary"),
 )
@@ -444,6 +445,7 @@ _HAPROXY = _Schema(
         "weight_tolerance": _Number(),
         "persist_config": _Path(),
         "haproxy": _Path(command=True),
+        "slots": _Strings(),
     },
     required=("runtime_api", "backend", "stable", "canary"),
 )
@@ -523,8 +525,18 @@ def _build_router(spec: Mapping[str, Any]) -> TrafficRouter:
         "gateway-api": GatewayAPIRouter,
         "istio": IstioRouter,
     }
+    slots = options.pop("slots", None)
     with _prefixed("router", {"connection": "kubernetes"}):
         router: TrafficRouter = classes[kind](**options)
+    if slots is not None:
+        # Alternate slots: `stable` names the first slot's servers, `canary` the second's;
+        # whichever is live is judged against the idle one, which gets each release.
+        from .routers import SlotRouter
+
+        if len(slots) != 2 or slots[0] == slots[1]:
+            raise _error("router.slots", 'must name two different slots, e.g. ["blue", "green"]')
+        with _prefixed("router.slots", {"routers": ""}):
+            router = SlotRouter.swapping(router, slots=(slots[0], slots[1]))
     return router
 
 
