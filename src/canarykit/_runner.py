@@ -851,16 +851,7 @@ class Rollout:
             for attempt in range(1, self._apply_attempts + 1):
                 self._check_lease()
                 try:
-                    with anyio.fail_after(self._call_timeout):
-                        await self.router.apply(split)  # await point: apply
-                    if self.router.capabilities.read_back:
-                        with anyio.fail_after(self._call_timeout):
-                            seen = await self.router.read()  # await point: apply.read_back
-                        if seen is not None and seen != split:
-                            raise RouterError(
-                                f"read back canary {seen.canary_percent:g}% after applying "
-                                f"{percent:g}%"
-                            )
+                    await self._apply_and_read_back(split)
                 except Exception as exc:
                     reason = _describe(exc, self._call_timeout)
                     now = self.clock.now()
@@ -977,6 +968,19 @@ class Rollout:
         self._handle(ApplyFailed(self.clock.now(), split, reason))
         return None
 
+    async def _apply_and_read_back(self, split: TrafficSplit) -> None:
+        """One try: apply `split`, then read it back (`RouterError` if the router differs)."""
+        with anyio.fail_after(self._call_timeout):
+            await self.router.apply(split)  # await point: apply
+        if self.router.capabilities.read_back:
+            with anyio.fail_after(self._call_timeout):
+                seen = await self.router.read()  # await point: apply.read_back
+            if seen is not None and seen != split:
+                raise RouterError(
+                    f"read back canary {seen.canary_percent:g}% after applying "
+                    f"{split.canary_percent:g}%"
+                )
+
     async def _try_apply(self, split: TrafficSplit) -> str | _Stop | None:
         """Apply with retries: None once confirmed, a `_Stop`, or the last failure's reason."""
         reason = "not attempted"
@@ -986,16 +990,7 @@ class Rollout:
                 return _SUPERSEDED  # an operator command changed what the rollout wants
             self._check_lease()
             try:
-                with anyio.fail_after(self._call_timeout):
-                    await self.router.apply(split)  # await point: apply
-                if self.router.capabilities.read_back:
-                    with anyio.fail_after(self._call_timeout):
-                        seen = await self.router.read()  # await point: apply.read_back
-                    if seen is not None and seen != split:
-                        raise RouterError(
-                            f"read back canary {seen.canary_percent:g}% after applying "
-                            f"{split.canary_percent:g}%"
-                        )
+                await self._apply_and_read_back(split)
             except Exception as exc:
                 reason = _describe(exc, self._call_timeout)
                 now = self.clock.now()
