@@ -85,7 +85,8 @@ import anyio.to_thread
 import attrs
 
 from .._binaries import router_binary
-from .._errors import ConfigError, RouterError
+from .._errors import ConfigError, FileRefusedError, RouterError
+from .._files import read_regular
 from .._looplock import loop_lock
 from .._protocols import RouterCapabilities
 from .._safe import check_address, check_name, check_pattern
@@ -111,9 +112,6 @@ _PROC = Path("/proc")
 MAX_INCLUDE_BYTES = 4 * 1024 * 1024
 """The largest include file `NginxRouter` reads; its own files are a few kilobytes."""
 _MAX_PID_BYTES = 64
-# Platforms without O_NOFOLLOW: `_read_regular` still refuses a link (its fstat checks
-# what was opened, and `islink` tells why).
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _WORKER_TITLE = "nginx: worker process"
 _SHUTTING_DOWN = "is shutting down"
 
@@ -874,39 +872,18 @@ class _Reload:
 def _read_regular(path: Path, what: str, limit: int) -> bytes | None:
     """`path`'s bytes (None if it does not exist), or RouterError saying why not.
 
-    A symbolic link, a FIFO, a device or a directory is refused without being followed
-    or read, as is a file of more than `limit` bytes. Messages never quote the contents.
+    `canarykit._files.read_regular` does the reading: a symbolic link, a FIFO, a device or
+    a directory is refused without being followed or read, as is a file of more than
+    `limit` bytes. Messages never quote the contents.
     """
-    flags = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        descriptor = os.open(path, flags)
+        return read_regular(path, limit=limit, what=what)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        if os.path.islink(path):
-            raise RouterError(
-                f"{what} {path} is a symbolic link: canarykit does not follow it; give the "
-                f"path of the file itself"
-            ) from None
-        raise RouterError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    try:
-        status = os.fstat(descriptor)
-        if not stat.S_ISREG(status.st_mode):
-            raise RouterError(f"{what} {path} is not a regular file")
-        if status.st_size > limit:
-            raise RouterError(f"{what} {path} holds more than {limit} bytes")
-        chunks = []
-        size = 0
-        while chunk := os.read(descriptor, 65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise RouterError(f"{what} {path} holds more than {limit} bytes")
-        return b"".join(chunks)
+    except FileRefusedError as exc:
+        raise RouterError(str(exc)) from None
     except OSError as exc:
         raise RouterError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    finally:
-        os.close(descriptor)
 
 
 # nginx directives worth naming when describing a file that is not canarykit's: names
