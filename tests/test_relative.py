@@ -5,6 +5,7 @@ import math
 import time
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,14 +13,17 @@ from hypothesis import strategies as st
 from canarykit import linear
 from canarykit._errors import ConfigError
 from canarykit._histogram import LatencyHistogram
-from canarykit._observe import ArmStats, Observation
+from canarykit._machine import Phase
+from canarykit._observe import Arm, ArmStats, Observation
 from canarykit._protocols import Decider
+from canarykit._split import HeaderRoute, TrafficSplit
 from canarykit._verdict import Judgement, VerdictKind
 from canarykit.deciders import AllOf, bound, threshold
 from canarykit.deciders._relative import (
     Comparison,
     Direction,
     RelativeDecider,
+    at_full_canary,
     compare,
     relative,
 )
@@ -145,13 +149,13 @@ def test_decrease_direction_by_difference() -> None:
 
 
 def test_decrease_direction_by_ratio() -> None:
-    comparison = compare("throughput", min_ratio=0.8)
-    failing = check(comparison, observe(canary_requests=700, stable_requests=1000))
+    comparison = compare("cpu", min_ratio=0.8)
+    failing = check(comparison, gauges(canary=0.7, stable=1.0))
     assert failing.kind is FAIL
-    assert failing.reason == "canary 23.3/s vs stable 33.3/s = 0.7x < allowed 0.8x"
-    passing = check(comparison, observe(canary_requests=800, stable_requests=1000))
+    assert failing.reason == "canary 0.7 vs stable 1 = 0.7x < allowed 0.8x"
+    passing = check(comparison, gauges(canary=0.8, stable=1.0))
     assert passing.kind is PASS
-    assert passing.reason == "canary 26.7/s vs stable 33.3/s = 0.8x >= allowed 0.8x"
+    assert passing.reason == "canary 0.8 vs stable 1 = 0.8x >= allowed 0.8x"
 
 
 def test_increase_direction_ignores_a_decrease() -> None:
@@ -309,11 +313,15 @@ def test_worst_metric_wins_and_only_its_reasons_are_joined() -> None:
     )
 
 
-def test_state_is_empty_json_and_any_mapping_or_none_is_accepted() -> None:
+def test_state_is_the_stable_record_as_json_and_none_is_accepted() -> None:
     decider = relative(compare("error_rate", max_ratio=1.2))
-    assert decider.initial_state() == {}
+    assert decider.initial_state() == {"record": {}}
     judgement = decider.judge(None, observe())
-    assert json.loads(json.dumps(judgement.state)) == {}
+    assert json.loads(json.dumps(judgement.state)) == {
+        "record": {"error_rate": [[30.0, 0.01, 1000.0, 1000]]}
+    }
+    # A state saved before the record existed ({}) reads as an empty record.
+    assert decider.judge({}, observe()).state == judgement.state
     assert json.loads(json.dumps(judgement.verdict.to_json()))["kind"] == "pass"
     with pytest.raises(ConfigError) as info:
         decider.judge([1, 2], observe())
@@ -497,3 +505,244 @@ def test_simulated_healthy_canary_is_promoted(seed: int) -> None:
     assert outcome.promoted
     verdicts = [entry.verdict for entry in outcome.verdicts]
     assert verdicts and all(v is PASS for v in verdicts)
+
+
+# --- traffic counts per unit of share ------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class SplitObservation(Observation):
+    """An observation that carries its window's split, which the decider reads if present."""
+
+    split: TrafficSplit
+
+
+def with_split(observation: Observation, split: TrafficSplit) -> SplitObservation:
+    return SplitObservation(
+        start=observation.start,
+        end=observation.end,
+        stable=observation.stable,
+        canary=observation.canary,
+        split=split,
+    )
+
+
+def test_throughput_is_compared_per_unit_of_the_splits_share() -> None:
+    # A healthy canary at 10% gets a ninth of stable's requests: the same rate per share.
+    decider = relative(compare("throughput", min_ratio=0.8))
+    healthy = with_split(
+        observe(canary_requests=300, stable_requests=2700), TrafficSplit(canary_percent=10)
+    )
+    verdict = verdict_of(decider, healthy)
+    assert verdict.kind is PASS
+    assert verdict.reason == (
+        "throughput: canary 100/s vs stable 100/s per unit of share "
+        "(canary 10% of the split): no change"
+    )
+    # Half the requests its share should bring (the others failing before they are counted).
+    starved = with_split(
+        observe(canary_requests=150, stable_requests=2700), TrafficSplit(canary_percent=10)
+    )
+    verdict = verdict_of(decider, starved)
+    assert verdict.kind is FAIL
+    assert verdict.reason == (
+        "throughput: canary 50/s vs stable 100/s per unit of share "
+        "(canary 10% of the split) = 0.5x < allowed 0.8x"
+    )
+
+
+def test_request_and_error_counts_are_per_share_too() -> None:
+    split = TrafficSplit(canary_percent=25)
+    observation = with_split(
+        observe(canary_requests=250, canary_errors=5, stable_requests=750, stable_errors=15), split
+    )
+    for metric in ("requests", "errors"):
+        result = check(compare(metric, max_ratio=1.1), observation)
+        assert result.kind is PASS, result.reason
+        assert "per unit of share (canary 25% of the split)" in result.reason
+
+
+def test_without_a_plain_weight_the_share_is_the_measured_one() -> None:
+    # Header routes send the canary a share no weight states: the measured share is used,
+    # and per unit of it both arms are the same rate, which the reason says.
+    route = HeaderRoute(header="User-Agent", value="Chrome", match="prefix", percent=10)
+    observation = with_split(
+        observe(canary_requests=40, stable_requests=960),
+        TrafficSplit(canary_percent=0, header_routes=[route]),
+    )
+    result = check(compare("throughput", min_ratio=0.8), observation)
+    assert result.kind is PASS
+    assert "per unit of share (canary 4% of requests)" in result.reason
+    # An observation without a split: the same rule.
+    result = check(compare("throughput", min_ratio=0.8), observe(canary_requests=100))
+    assert result.kind is PASS
+    assert "(canary 9.09% of requests)" in result.reason
+
+
+# --- at 100%: the stable record ------------------------------------------------------
+
+
+def at(end: float, **arms: Any) -> Observation:
+    base = observe(**arms)
+    return Observation(start=end - 30.0, end=end, stable=base.stable, canary=base.canary)
+
+
+def run(decider: RelativeDecider, observations: list[Observation]) -> list[Any]:
+    state = decider.initial_state()
+    verdicts = []
+    for observation in observations:
+        judgement = decider.judge(json.loads(json.dumps(state)), observation)
+        state = judgement.state
+        verdicts.append(judgement.verdict)
+    return verdicts
+
+
+def test_at_100_percent_the_canary_is_judged_against_the_stable_record_with_its_age() -> None:
+    decider = relative(compare("error_rate", max_ratio=1.5), compare("cpu", max_ratio=1.2))
+    before = [
+        at(30.0 * i, stable_errors=10 + i, stable_gauges={"cpu": 0.5}, canary_gauges={"cpu": 0.5})
+        for i in (1, 2, 3)
+    ]
+    full = at(
+        330.0, stable_requests=0, stable_errors=0, canary_errors=12, canary_gauges={"cpu": 0.5}
+    )
+    last = run(decider, [*before, full])[-1]
+    assert last.kind is PASS
+    # Requests-weighted: (11 + 12 + 13) / 3000 = 1.2%.
+    assert last.reason == (
+        "error_rate: canary 1.20% vs stable 1.20%: no change; "
+        "cpu: canary 0.5 vs stable 0.5: no change "
+        "(stable: record of 3 windows before 100%, the last ended 4m ago)"
+    )
+    bad = at(
+        330.0, stable_requests=0, stable_errors=0, canary_errors=40, canary_gauges={"cpu": 0.5}
+    )
+    failed = run(decider, [*before, bad])[-1]
+    assert failed.kind is FAIL
+    assert failed.reason == (
+        "error_rate: canary 4.00% vs stable 1.20% = 3.33x > allowed 1.5x "
+        "(stable: record of 3 windows before 100%, the last ended 4m ago)"
+    )
+
+
+def test_the_record_keeps_the_last_record_windows_and_nothing_from_100_percent() -> None:
+    decider = relative(compare("cpu", max_ratio=1.2), record_windows=2)
+    windows = [
+        at(30.0, stable_gauges={"cpu": 0.1}, canary_gauges={"cpu": 0.1}),
+        at(60.0, stable_gauges={"cpu": 0.5}, canary_gauges={"cpu": 0.5}),
+        at(90.0, stable_gauges={"cpu": 0.7}, canary_gauges={"cpu": 0.7}),
+        # At 100% an idle stable version still reports its CPU: never recorded, not used.
+        at(
+            120.0,
+            stable_requests=0,
+            stable_errors=0,
+            stable_gauges={"cpu": 0.01},
+            canary_gauges={"cpu": 0.6},
+        ),
+    ]
+    state = decider.initial_state()
+    for observation in windows:
+        judgement = decider.judge(state, observation)
+        state = judgement.state
+    assert state == {"record": {"cpu": [[60.0, 0.5, 30.0, 1000], [90.0, 0.7, 30.0, 1000]]}}
+    assert judgement.verdict.kind is PASS
+    assert judgement.verdict.reason.startswith("cpu: canary 0.6 vs stable 0.6: no change")
+
+
+def test_at_100_percent_without_a_record_a_metric_has_no_data_and_says_why() -> None:
+    decider = relative(compare("error_rate", max_ratio=1.5))
+    verdict = verdict_of(decider, observe(stable_requests=0, stable_errors=0))
+    assert verdict.kind is INCONCLUSIVE
+    assert verdict.reason == (
+        "error_rate: no stable data (at 100%, and no stable record from before)"
+    )
+
+
+def test_at_100_percent_min_requests_counts_the_records_requests() -> None:
+    decider = relative(compare("error_rate", max_ratio=1.5, min_requests=1500))
+    verdicts = run(
+        decider,
+        [at(30.0, stable_requests=1000), at(60.0, stable_requests=0, stable_errors=0)],
+    )
+    assert verdicts[0].kind is NOT_YET
+    assert verdicts[1].kind is NOT_YET
+    assert "stable 1000 (need 1500 each) (stable: record of 1 window" in verdicts[1].reason
+    verdicts = run(
+        decider,
+        [
+            at(30.0, stable_requests=1000),
+            at(60.0, stable_requests=1000),
+            at(90.0, stable_requests=0, stable_errors=0, canary_requests=2000, canary_errors=20),
+        ],
+    )
+    assert verdicts[-1].kind is PASS
+
+
+def test_a_window_is_at_100_percent_by_its_split_when_the_observation_has_one() -> None:
+    assert at_full_canary(with_split(observe(), TrafficSplit(canary_percent=100)))
+    assert not at_full_canary(
+        with_split(observe(stable_requests=0, stable_errors=0), TrafficSplit(canary_percent=50))
+    )
+    assert at_full_canary(observe(stable_requests=0, stable_errors=0))
+    assert not at_full_canary(
+        observe(stable_requests=0, stable_errors=0, canary_requests=0, canary_errors=0)
+    )
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        [1, 2],
+        {"record": []},
+        {"record": {"cpu": "x"}},
+        {"record": {"cpu": [[1, 2, 3]]}},
+        {"record": {"cpu": [[1, 2, 3, 4.5]]}},
+        {"record": {"cpu": [[1, math.nan, 3, 4]]}},
+    ],
+)
+def test_a_malformed_saved_state_is_refused_naming_it(state: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        relative(compare("cpu", max_ratio=1.2)).judge(state, observe())
+    assert info.value.field.startswith("state")
+
+
+def test_record_windows_must_be_a_positive_integer() -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError) as info:
+            relative(compare("cpu", max_ratio=1.2), record_windows=bad)  # type: ignore[arg-type]
+        assert info.value.field == "record_windows"
+
+
+FULL_BAKE = linear(25, 25, hold=60, final_bake=300, analysis_interval=30)
+JUDGE = relative(
+    compare("error_rate", max_ratio=2, min_difference=0.01),
+    compare("p99", max_ratio=1.3),
+    compare("throughput", min_ratio=0.8),
+)
+
+
+def test_a_healthy_canary_is_promoted_through_a_watched_100_percent_step() -> None:
+    outcome = simulate(
+        FULL_BAKE, decider=JUDGE, metrics=ScriptedMetrics(requests_per_second=200, seed=1)
+    ).outcome
+    assert outcome.phase is Phase.SUCCEEDED
+    full = [e for e in outcome.timeline if e.kind == "verdict" and e.canary_percent == 100]
+    assert len(full) == 10  # the 5 minutes at 100% were judged, window by window
+    assert all(e.verdict is PASS for e in full)
+    assert "(stable: record of 6 windows before 100%, the last ended 5m ago)" in full[-1].reason
+
+
+def test_a_canary_bad_only_at_100_percent_is_rolled_back_there() -> None:
+    def errors(_t: float, arm: Arm, percent: float) -> float:
+        return 0.08 if arm is Arm.CANARY and percent >= 100 else 0.01
+
+    outcome = simulate(
+        FULL_BAKE,
+        decider=JUDGE,
+        metrics=ScriptedMetrics(requests_per_second=200, error_rate=errors, seed=1),
+    ).outcome
+    assert outcome.phase is Phase.ROLLED_BACK
+    assert outcome.reason.startswith("analysis failed: error_rate: canary 8.15% vs stable 0.86%")
+    assert outcome.reason.endswith(
+        "(stable: record of 6 windows before 100%, the last ended 30s ago)"
+    )

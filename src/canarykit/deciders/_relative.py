@@ -33,8 +33,38 @@ The verdict is the worst of the metric verdicts, each with a reason a person can
 
     error_rate: canary 2.30% vs stable 1.00% = 2.3x > allowed 1.2x
 
-The decider is pure, synchronous and stateless: every window is judged on its own (its
-state is ``{}``). To roll back only after several failed windows, wrap it:
+Traffic counts (``throughput``, ``requests``, ``errors``) are compared per unit of
+traffic share: each arm's count is divided by its share of the window's traffic, so a
+healthy canary at 10% and a stable version at 90% both show the service's whole rate::
+
+    throughput: canary 101/s vs stable 99.2/s per unit of share (canary 10% of the split) = 1.02x
+
+The share is the split's canary percent when the observation carries the window's split
+(an ``observation.split``) and that split is a plain weight. Otherwise (no split known,
+or header routes or mirroring, which send the canary a share no weight states) it is
+the measured share of the window's requests, which the reason says; per unit of a
+measured share the two arms' counts are equal by construction, so such a window tests
+nothing and passes.
+
+At 100% the stable version serves no traffic, so there is nothing to compare the canary
+with in the same window. The decider keeps, in its state, each metric's stable values
+from the last ``record_windows`` windows that had them (10 by default), and at 100%
+judges the canary against that record: the requests-weighted mean of the recorded values
+(time-weighted for gauges), with the record's requests as the stable arm's for
+``min_requests``. The reason says so and how old the record is::
+
+    error_rate: canary 1.10% vs stable 1.00% = 1.1x <= allowed 1.5x (stable: record of 10
+    windows before 100%, the last ended 4m ago)
+
+A window is at 100% when its split says so, or, without a split, when the stable arm had
+no requests and the canary some. The record is only as good as the stable version's
+behaviour then: a load that changes over a long bake moves the canary and not the
+record. A metric with no record (the plan's first watched window at 100%) and no live
+stable value has no data (``no_data`` decides); `canarykit.load_policy` refuses such a
+plan.
+
+The decider is pure and synchronous; its state is the stable record, plain JSON data.
+To roll back only after several failed windows, wrap it:
 ``limited(relative(...), failure_limit=3)``.
 
 >>> decider = relative(
@@ -55,16 +85,31 @@ from typing import Any
 import attrs
 
 from .._errors import ConfigError
-from .._observe import _BUILT_IN, Arm, Observation
+from .._observe import _BUILT_IN, Observation
+from .._policy_table import format_duration
+from .._split import TrafficSplit
 from .._validate import optional_finite, printable_name, to_enum
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
 from ._compose import Composable
 from ._threshold import NoDataPolicy, _to_no_data, format_value
 
-__all__ = ["Comparison", "Direction", "RelativeDecider", "compare", "relative"]
+__all__ = [
+    "DEFAULT_RECORD_WINDOWS",
+    "Comparison",
+    "Direction",
+    "RelativeDecider",
+    "at_full_canary",
+    "compare",
+    "relative",
+]
 
 _RATES = frozenset({"error_rate", "success_rate"})
 _LATENCIES = frozenset({"mean_latency", "p50", "p95", "p99"})
+# Counts of traffic, which each arm gets in proportion to its share: compared per share.
+_PER_SHARE = frozenset({"requests", "errors", "throughput"})
+
+DEFAULT_RECORD_WINDOWS = 10
+"""How many windows of each metric's stable values a `RelativeDecider` keeps for 100%."""
 # Limits are inclusive; a relative slack absorbs float rounding (12/1000 / (10/1000) is
 # not exactly 1.2) so that a value equal to a limit on paper passes.
 _SLACK = 1e-9
@@ -160,13 +205,69 @@ def _show_ratio(ratio: float) -> str:
     return f"{ratio:.0f}x" if ratio >= 100 else f"{ratio:.3g}x"
 
 
+def _window_split(observation: Observation) -> TrafficSplit | None:
+    """The split in force during the window, when the observation carries it."""
+    split = getattr(observation, "split", None)
+    return split if isinstance(split, TrafficSplit) else None
+
+
+def at_full_canary(observation: Observation) -> bool:
+    """Whether the window was at 100%: no traffic for the stable version to compare.
+
+    By the window's split when the observation carries one (``observation.split``);
+    otherwise when the stable arm had no requests and the canary some.
+
+    >>> from canarykit._observe import ArmStats
+    >>> at_full_canary(Observation(start=0, end=10, stable=ArmStats(requests=0),
+    ...                            canary=ArmStats(requests=50)))
+    True
+    """
+    split = _window_split(observation)
+    if split is not None:
+        return split.canary_percent >= 100
+    return observation.stable.requests == 0 and observation.canary.requests > 0
+
+
+def _shares(observation: Observation) -> tuple[float, float, str]:
+    """(canary share, stable share, how it was found) of the window's traffic.
+
+    The split's canary percent when the window's split is a plain weight; with header
+    routes or mirroring (no weight states the canary's share) or no split known, the
+    measured share of the window's requests.
+    """
+    split = _window_split(observation)
+    if split is not None and not split.header_routes and split.mirror_percent == 0:
+        share = split.canary_percent / 100.0
+        return share, 1.0 - share, f"canary {split.canary_percent:g}% of the split"
+    canary, stable = observation.canary.requests, observation.stable.requests
+    total = canary + stable
+    if not total:
+        return 0.0, 0.0, "no requests"
+    return canary / total, stable / total, f"canary {100.0 * canary / total:.3g}% of requests"
+
+
 def _reader(metric: str) -> Callable[[Observation], tuple[float | None, float | None]]:
     """A function reading `metric` from both arms, (canary, stable), as `Observation.value`.
 
     The same computations as `Observation.value` without its per-call dispatch; a
-    non-finite gauge comes back as is and counts as no data.
+    non-finite gauge comes back as is and counts as no data. Traffic counts come per
+    unit of each arm's share (`_shares`); an arm with no share has no value.
     """
     compute = _BUILT_IN.get(metric)
+    if compute is not None and metric in _PER_SHARE:
+        count = compute
+
+        def read_per_share(observation: Observation) -> tuple[float | None, float | None]:
+            duration = observation.end - observation.start
+            canary = count(observation.canary, duration)
+            stable = count(observation.stable, duration)
+            canary_share, stable_share, _ = _shares(observation)
+            return (
+                None if canary is None or canary_share <= 0 else canary / canary_share,
+                None if stable is None or stable_share <= 0 else stable / stable_share,
+            )
+
+        return read_per_share
     if compute is not None:
         built_in = compute
 
@@ -180,6 +281,69 @@ def _reader(metric: str) -> Callable[[Observation], tuple[float | None, float | 
         return observation.canary.gauges.get(metric), observation.stable.gauges.get(metric)
 
     return read_gauge
+
+
+# One recorded stable window of a metric: (window end, value, weight, requests). The
+# weight is the stable arm's requests for a built-in metric and the window's length for a
+# gauge; requests stand in for the stable arm's at 100% (``min_requests``).
+_Entry = tuple[float, float, float, int]
+
+
+@attrs.frozen
+class _Record:
+    """A metric's recorded stable windows, summed up for a window at 100%."""
+
+    value: float
+    requests: int
+    windows: int
+    last_end: float
+
+    @classmethod
+    def of(cls, entries: list[_Entry]) -> _Record:
+        weight = sum(entry[2] for entry in entries)
+        if weight > 0:
+            value = sum(entry[1] * entry[2] for entry in entries) / weight
+        else:
+            value = sum(entry[1] for entry in entries) / len(entries)
+        requests = sum(entry[3] for entry in entries)
+        return cls(value=value, requests=requests, windows=len(entries), last_end=entries[-1][0])
+
+    def describe(self, now: float) -> str:
+        windows = "1 window" if self.windows == 1 else f"{self.windows} windows"
+        age = format_duration(float(max(0, round(now - self.last_end))))
+        return f" (stable: record of {windows} before 100%, the last ended {age} ago)"
+
+
+def _read_record(state: Any) -> dict[str, list[_Entry]]:
+    """The stable record in a `RelativeDecider` state, checked (it may come from JSON)."""
+    if state is None:
+        return {}
+    if not isinstance(state, Mapping):
+        raise ConfigError("state", state, "must be a RelativeDecider state ({'record': {...}})")
+    record = state.get("record", {})
+    if not isinstance(record, Mapping):
+        raise ConfigError("state['record']", record, "must map metric names to lists")
+    checked: dict[str, list[_Entry]] = {}
+    for metric, entries in record.items():
+        if not isinstance(entries, list):
+            raise ConfigError(f"state['record'][{metric!r}]", entries, "must be a list")
+        rows: list[_Entry] = []
+        for entry in entries:
+            if (
+                not isinstance(entry, (list, tuple))
+                or len(entry) != 4
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in entry)
+                or not all(math.isfinite(x) for x in entry)
+                or isinstance(entry[3], float)
+            ):
+                raise ConfigError(
+                    f"state['record'][{metric!r}]",
+                    entry,
+                    "must hold [end, value, weight, requests] entries",
+                )
+            rows.append((float(entry[0]), float(entry[1]), float(entry[2]), int(entry[3])))
+        checked[str(metric)] = rows
+    return checked
 
 
 def _fine_ratio(ratio: float) -> str:
@@ -309,25 +473,54 @@ class Comparison:
         """The metric's verdict for one window; None when either arm has no value for it.
 
         NOT_YET when either arm has fewer than ``min_requests`` requests; otherwise PASS
-        or FAIL against the limits (INCONCLUSIVE for a ratio of negative values).
+        or FAIL against the limits (INCONCLUSIVE for a ratio of negative values). Both
+        arms come from this window (`RelativeDecider` also uses its stable record at 100%).
         """
+        verdict, _ = self._check(observation, None)
+        return verdict
+
+    def _check(
+        self, observation: Observation, record: _Record | None
+    ) -> tuple[MetricVerdict | None, _Entry | None]:
+        """The verdict, and the stable value to record from this window (or None).
+
+        With a `record` (given for windows at 100% only) the stable arm is the record.
+        """
+        canary, stable = self._read(observation)
+        stable_n = observation.stable.requests
+        note = ""
+        entry: _Entry | None = None
+        if record is not None:
+            stable, stable_n = record.value, record.requests
+            note = record.describe(observation.end)
+        elif stable is not None and math.isfinite(stable):
+            built_in = self.metric in _BUILT_IN
+            weight = float(stable_n) if built_in else observation.end - observation.start
+            entry = (observation.end, stable, weight, stable_n)
         if self.min_requests:
-            canary_n, stable_n = observation.canary.requests, observation.stable.requests
+            canary_n = observation.canary.requests
             if canary_n < self.min_requests or stable_n < self.min_requests:
                 reason = (
                     f"too few requests to judge: canary {canary_n}, stable {stable_n} "
-                    f"(need {self.min_requests} each)"
+                    f"(need {self.min_requests} each){note}"
                 )
-                return MetricVerdict(metric=self.metric, kind=_NOT_YET, reason=reason)
-        canary, stable = self._read(observation)
+                return MetricVerdict(metric=self.metric, kind=_NOT_YET, reason=reason), entry
         if canary is None or stable is None or not math.isfinite(canary + stable):
-            return None
-        kind, reason = self._judge_values(canary, stable)
-        return MetricVerdict(metric=self.metric, kind=kind, reason=reason, value=canary)
+            return None, entry
+        unit = ""
+        if self.metric in _PER_SHARE:
+            unit = f" per unit of share ({_shares(observation)[2]})"
+        kind, reason = self._judge_values(canary, stable, unit)
+        verdict = MetricVerdict(metric=self.metric, kind=kind, reason=reason + note, value=canary)
+        return verdict, entry
 
-    def _judge_values(self, canary: float, stable: float) -> tuple[VerdictKind, str]:
+    def _judge_values(
+        self, canary: float, stable: float, unit: str = ""
+    ) -> tuple[VerdictKind, str]:
         metric = self.metric
-        both = f"canary {format_value(metric, canary)} vs stable {format_value(metric, stable)}"
+        both = (
+            f"canary {format_value(metric, canary)} vs stable {format_value(metric, stable)}{unit}"
+        )
         difference = canary - stable
         if difference == 0:
             return _PASS, f"{both}: no change"
@@ -393,8 +586,9 @@ class Comparison:
 
     def missing(self, observation: Observation) -> str:
         """Which arm lacks a value, as words: "no canary data", "no data for either arm"."""
-        canary = observation.value(Arm.CANARY, self.metric)
-        stable = observation.value(Arm.STABLE, self.metric)
+        canary, stable = self._read(observation)
+        canary = None if canary is None or not math.isfinite(canary) else canary
+        stable = None if stable is None or not math.isfinite(stable) else stable
         if canary is None and stable is None:
             return "no data for either arm"
         return "no canary data" if canary is None else "no stable data"
@@ -412,19 +606,25 @@ def _to_comparisons(value: Any) -> tuple[Any, ...]:
 class RelativeDecider(Composable):
     """Judge each metric of the canary against the stable version in the same window.
 
-    Pure, synchronous and stateless (its state is ``{}``); the verdict is the worst of
-    the `comparisons`' verdicts. ``no_data`` says what a metric without a value means
-    (INCONCLUSIVE by default: the rollout pauses).
+    Pure and synchronous; the verdict is the worst of the `comparisons`' verdicts.
+    ``no_data`` says what a metric without a value means (INCONCLUSIVE by default: the
+    rollout pauses). The state is the stable record: each metric's stable values from the
+    last `record_windows` windows that had them, against which a window at 100% is
+    judged (see the module's documentation).
 
     >>> decider = RelativeDecider(comparisons=[Comparison(metric="p99", max_ratio=1.2)])
-    >>> decider.no_data
-    NoDataPolicy.INCONCLUSIVE
+    >>> decider.no_data, decider.record_windows
+    (NoDataPolicy.INCONCLUSIVE, 10)
     """
 
     comparisons: tuple[Comparison, ...] = attrs.field(converter=_to_comparisons)
     no_data: NoDataPolicy = attrs.field(default=NoDataPolicy.INCONCLUSIVE, converter=_to_no_data)
+    record_windows: int = DEFAULT_RECORD_WINDOWS
 
     def __attrs_post_init__(self) -> None:
+        windows = self.record_windows
+        if isinstance(windows, bool) or not isinstance(windows, int) or windows < 1:
+            raise ConfigError("record_windows", windows, "must be an integer >= 1")
         if not self.comparisons:
             raise ConfigError("comparisons", self.comparisons, "must hold at least one comparison")
         for index, item in enumerate(self.comparisons):
@@ -438,23 +638,33 @@ class RelativeDecider(Composable):
         return f"relative to stable: {comparisons}; no data: {self.no_data.value}"
 
     def initial_state(self) -> dict[str, Any]:
-        """Nothing to remember: every window is judged on its own."""
-        return {}
+        """An empty stable record."""
+        return {"record": {}}
 
     def judge(self, state: Any, observation: Observation) -> Judgement:
-        """Judge one window: each metric of the canary against the stable version's."""
-        if state is not None and not isinstance(state, Mapping):
-            raise ConfigError("state", state, "must be a RelativeDecider state ({})")
+        """Judge one window: each metric of the canary against the stable version's.
+
+        At 100% (`at_full_canary`) the stable version's values are those of the record.
+        """
+        record = _read_record(state)
+        full = at_full_canary(observation)
         judged: list[MetricVerdict] = []
         ignored: list[str] = []
+        recorded: dict[str, _Entry] = {}
         policy = self.no_data
         for item in self.comparisons:
-            metric_verdict = item.check(observation)
+            entries = record.get(item.metric) if full else None
+            summary = _Record.of(entries) if entries else None
+            metric_verdict, entry = item._check(observation, summary)
+            if entry is not None:
+                recorded[item.metric] = entry
             if metric_verdict is None:
                 if policy is NoDataPolicy.IGNORE:
                     ignored.append(item.metric)
                     continue
                 missing = item.missing(observation)
+                if full and summary is None:
+                    missing += " (at 100%, and no stable record from before)"
                 if policy is NoDataPolicy.FAIL:
                     metric_verdict = MetricVerdict(
                         metric=item.metric, kind=_FAIL, reason=f"{missing}, counted as a failure"
@@ -466,13 +676,25 @@ class RelativeDecider(Composable):
             judged.append(metric_verdict)
         if judged:
             kind = VerdictKind.worst(m.kind for m in judged)
-            reason = "; ".join(f"{m.metric}: {m.reason}" for m in judged if m.kind is kind)
+            shown = [m for m in judged if m.kind is kind]
+            reason = "; ".join(f"{m.metric}: {m.reason}" for m in shown)
+            notes = {m.reason[m.reason.rfind(" (stable: record") :] for m in shown}
+            if full and len(notes) == 1:
+                # The same record note after every metric: said once, at the end.
+                (note,) = notes
+                if note.startswith(" (stable: record"):
+                    body = "; ".join(f"{m.metric}: {m.reason.removesuffix(note)}" for m in shown)
+                    reason = body + note
         else:
             # Every metric was ignored for lack of data: never a silent pass.
             kind, reason = _NOT_YET, "no data for any metric, nothing judged"
         if ignored:
             reason = f"{reason}; no data, ignored: {', '.join(ignored)}"
-        return Judgement(Verdict(kind=kind, reason=reason, metrics=judged), {})
+        keep = self.record_windows
+        for metric, entry in recorded.items():
+            record[metric] = [*record.get(metric, ()), entry][-keep:]
+        state_out = {"record": {metric: [list(e) for e in rows] for metric, rows in record.items()}}
+        return Judgement(Verdict(kind=kind, reason=reason, metrics=judged), state_out)
 
 
 def compare(
@@ -510,6 +732,7 @@ def compare(
 def relative(
     *comparisons: Comparison,
     no_data: NoDataPolicy | str = NoDataPolicy.INCONCLUSIVE,
+    record_windows: int = DEFAULT_RECORD_WINDOWS,
 ) -> RelativeDecider:
     """Make a `RelativeDecider` over `comparisons`.
 
@@ -517,4 +740,4 @@ def relative(
     >>> str(decider)
     'relative to stable: p99: canary <= 1.2x stable; no data: ignore'
     """
-    return RelativeDecider(comparisons=comparisons, no_data=no_data)
+    return RelativeDecider(comparisons=comparisons, no_data=no_data, record_windows=record_windows)
