@@ -71,6 +71,48 @@ def test_small_significant_shift_inside_the_tolerance_passes():
     assert lenient.classify(canary, stable).label == "Pass"
 
 
+def test_mostly_zero_metric_with_more_errors_is_high():
+    # Errors in 45% of the canary's windows against 5% of stable's: more than half of
+    # the pairwise differences are 0, so the interval is [0, 0], but the test rejects a
+    # shift of 0 itself (p ~ 1e-16): the interval is open there and the metric is High.
+    canary = ([0.0] * 11 + [0.02] * 9) * 10
+    stable = ([0.0] * 19 + [0.02]) * 10
+    metric = kayenta_metric("error_rate", direction="increase", outliers="keep")
+    found = metric.classify(canary, stable)
+    assert found.shift is not None
+    assert (found.shift.lower, found.shift.estimate, found.shift.lower_open) == (0.0, 0.0, True)
+    assert found.label == "High"
+    assert "(+0" in found.reason
+    # The same arms swapped are Low in "either", and the same data is a Pass.
+    assert kayenta_metric("error_rate").classify(stable, canary).label == "Low"
+    assert metric.classify(stable, stable[::-1]).label == "Pass"
+
+
+def test_zero_stable_mean_skips_the_ratio_checks():
+    # The mean ratio cannot be computed: allowed_increase and critical_increase are not
+    # checked (Kayenta), instead of comparing them with a made-up ratio of 1.
+    canary, stable = [54.9, 54.5, 55.1, 55.6, 57.4] * 4, [0.0] * 20
+    metric = kayenta_metric(
+        "cpu", allowed_increase=1.2, critical=True, critical_increase=1.2, outliers="keep"
+    )
+    found = metric.classify(canary, stable)
+    assert (found.label, found.critical_failure, found.effect) == ("High", True, None)
+    assert "mean ratio n/a" in found.reason
+
+
+def test_cles_effect_size_and_mean_inequality_classifier():
+    cles = kayenta_metric("cpu", effect_size="cles", allowed_increase=0.99)
+    found = cles.classify(HIGHER, BASE)
+    assert (found.label, found.effect_size) == ("High", 1.0)
+    assert found.reason.startswith("High: CLES 1.000,")
+    assert kayenta_metric("cpu", effect_size="cles").classify(HIGHER, BASE).label == "High"
+    means = kayenta_metric("cpu", classifier="mean_inequality", critical=True)
+    slightly = [v * 1.001 for v in BASE]
+    found = means.classify(slightly, BASE)
+    assert (found.label, found.critical_failure) == ("High", True)
+    assert kayenta_metric("cpu", classifier="mean_inequality").classify(BASE, BASE).label == "Pass"
+
+
 def test_no_data_labels():
     assert label(kayenta_metric("cpu"), [], BASE) == "Nodata"
     assert label(kayenta_metric("cpu", must_have_data=True), [None, None], BASE) == "NodataFailure"
@@ -99,8 +141,26 @@ def test_outliers_are_removed_by_three_iqr_and_kept_when_asked():
     points = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.02, 50.0]
     assert 50.0 not in metric.clean(points)
     assert 50.0 in kayenta_metric("cpu", outliers="keep").clean(points)
-    # A zero interquartile range removes nothing: rare errors are not outliers.
-    assert metric.clean([0.0] * 20 + [0.1]) == [0.0] * 20 + [0.1]
+    # A zero interquartile range widens the fences to the 1st and 99th percentiles
+    # (Kayenta's reduced sensitivity): errors in several windows stay, and only what
+    # lies beyond the 99th percentile goes.
+    assert metric.clean([0.0] * 20 + [0.1] * 3) == [0.0] * 20 + [0.1] * 3
+    assert metric.fences([0.0] * 20 + [0.1]) == (0.0, pytest.approx(0.08))
+    assert metric.clean([0.0] * 20 + [0.1]) == [0.0] * 20
+
+
+def test_outlier_factor_and_ksigma_set_the_fences():
+    points = [21.0, 23.0, 24.0, 25.0, 50.0, 29.0, 23.0, 21.0]
+    # R-7 quartiles 22.5 and 26 (IQR 3.5): below, 22.5 - 1.5 x 3.5 is the wider; above,
+    # the 99th percentile 48.53 is; with factor 7 the IQR fence 50.5 keeps the 50.
+    assert kayenta_metric("cpu", outlier_factor=1.5).fences(points) == (
+        pytest.approx(17.25),
+        pytest.approx(48.53),
+    )
+    assert 50.0 in kayenta_metric("cpu", outlier_factor=7.0).clean(points)
+    spike = [1.0] * 5 + [20.0] + [1.0] * 5
+    assert kayenta_metric("cpu", outliers="ksigma").clean(spike) == [1.0] * 10
+    assert kayenta_metric("cpu", outliers="ksigma", outlier_factor=4.0).clean(spike) == spike
 
 
 def test_latency_histograms_are_classified_by_their_shift():
@@ -177,6 +237,35 @@ def test_half_or_more_nodata_scores_zero():
     results = [result("a", "Pass"), result("b", "Nodata")]
     assert kayenta_score(results).score == 0.0
     assert kayenta_score(results, nodata_fail_percent=None).score == 100.0
+
+
+def test_muted_metrics_are_reported_but_not_scored():
+    muted = KayentaMetric(metric="b", group="g", muted=True)
+    found = muted.classify(HIGHER, BASE)
+    assert (found.label, found.muted) == ("High", True)
+    assert found.reason.startswith("muted, not scored: High")
+    score = kayenta_score([result("a", "Pass", group="g"), (muted, found)])
+    assert (score.score, dict(score.groups)) == (100.0, {"g": 100.0})
+    # A muted critical failure does not fail the judgement either.
+    critical = KayentaMetric(metric="c", critical=True, muted=True)
+    assert (
+        kayenta_score([result("a", "Pass"), (critical, critical.classify([], BASE))]).score == 100
+    )
+    assert kayenta_score([(muted, found)]).failure == "no metric is scored (all are muted)"
+
+
+def test_a_metric_in_several_groups_counts_in_each():
+    both = KayentaMetric(metric="b", groups=("latency", "errors"))
+    score = kayenta_score(
+        [
+            result("a", "Pass", group="latency"),
+            (both, Classification(metric="b", label="High", reason="")),
+            result("c", "Pass", group="errors"),
+        ],
+        group_weights={"latency": 50, "errors": 50},
+    )
+    assert dict(score.groups) == {"latency": 50.0, "errors": 50.0}
+    assert score.score == 50.0
 
 
 # --- the decider ------------------------------------------------------------------------
@@ -326,6 +415,15 @@ def test_a_three_hour_run_is_fast():
         ({"confidence": 1.0}, "confidence"),
         ({"tolerance": -0.1}, "tolerance"),
         ({"critical": "yes"}, "critical"),
+        ({"effect_size": "cohen"}, "effect_size"),
+        ({"effect_size": "cles", "allowed_increase": 1.2}, "allowed_increase"),
+        ({"effect_size": "cles", "allowed_decrease": 0.7}, "allowed_decrease"),
+        ({"effect_size": "cles", "critical_increase": 1.5}, "critical_increase"),
+        ({"outlier_factor": 0}, "outlier_factor"),
+        ({"classifier": "t_test"}, "classifier"),
+        ({"muted": 1}, "muted"),
+        ({"groups": ["a", ""]}, "groups[1]"),
+        ({"group": "a", "groups": ["b"]}, "group"),
     ],
 )
 def test_metric_errors_name_the_field(arguments, field):
@@ -351,6 +449,17 @@ def test_judge_errors_name_the_field(arguments, field):
     with pytest.raises(ConfigError) as caught:
         kayenta(kayenta_metric("error_rate"), **arguments)
     assert caught.value.field == field
+
+
+def test_all_metrics_muted_is_an_error():
+    with pytest.raises(ConfigError, match="muted") as caught:
+        kayenta(kayenta_metric("error_rate", muted=True))
+    assert caught.value.field == "metrics"
+
+
+def test_group_weights_may_name_any_of_a_metrics_groups():
+    judge = kayenta(kayenta_metric("cpu", groups=["system", "cost"]), group_weights={"cost": 10})
+    assert judge.metrics[0].group == "system"
 
 
 def test_no_metrics_is_an_error():

@@ -47,7 +47,6 @@ latency: requests in the histogram), and while every metric is Nodata (unless ru
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from operator import add
 from types import MappingProxyType
@@ -84,8 +83,9 @@ __all__ = [
 LATENCY = "latency"
 _DIRECTIONS = ("increase", "decrease", "either")
 _NAN_STRATEGIES = ("remove", "replace")
-_OUTLIERS = ("keep", "remove")
-_IQR_FACTOR = 3.0
+_OUTLIERS = ("keep", "remove", "ksigma")
+_EFFECT_SIZES = ("mean_ratio", "cles")
+_CLASSIFIERS = ("mann_whitney", "mean_inequality")
 
 Label = Literal["Pass", "High", "Low", "Nodata", "NodataFailure"]
 _COUNTED = frozenset({"Pass", "High", "Low", "NodataFailure"})
@@ -113,8 +113,11 @@ class Classification:
     """One metric's label and the numbers behind it.
 
     `critical_failure` says this label fails the whole judgement (score 0). `effect` is
-    the mean ratio canary / stable; `shift` the Hodges-Lehmann interval (in buckets for
-    latency); `p_value` the two-sided Mann-Whitney p-value.
+    the mean ratio canary / stable (None when either mean is 0: it cannot be computed,
+    and the ratio checks are skipped, as in Kayenta); `effect_size` the measure the
+    allowed and critical thresholds were compared with (the mean ratio, or the CLES);
+    `shift` the Hodges-Lehmann interval (in buckets for latency); `p_value` the
+    two-sided Mann-Whitney p-value. `muted` metrics are reported but not scored.
     """
 
     metric: str
@@ -122,8 +125,10 @@ class Classification:
     reason: str
     critical_failure: bool = False
     effect: float | None = None
+    effect_size: float | None = None
     shift: ShiftEstimate | None = None
     p_value: float | None = None
+    muted: bool = False
 
     def to_metric_verdict(self) -> MetricVerdict:
         """The per-metric verdict: Pass is PASS, High/Low/NodataFailure FAIL, Nodata NOT_YET."""
@@ -132,34 +137,69 @@ class Classification:
         )
 
 
+def _neutral(metric: KayentaMetric) -> float:
+    """The effect size of no change: a mean ratio of 1, a CLES of 0.5."""
+    return 0.5 if metric.effect_size == "cles" else 1.0
+
+
+def _to_groups(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, bytes) or not isinstance(value, Iterable):
+        raise ConfigError("groups", value, "must be a sequence of group names")
+    return tuple(dict.fromkeys(value))
+
+
 @attrs.frozen(kw_only=True)
 class KayentaMetric:
     """How Kayenta judges one metric (see the module docstring for the rules).
 
     `metric` is any `Observation.value` metric (compare rates such as ``error_rate``, not
     counts, since the arms get different traffic), or ``"latency"`` for the whole
-    latency histogram. `direction` names the bad change. `allowed_increase` /
-    `allowed_decrease` are Kayenta's ``allowedIncrease`` / ``allowedDecrease`` (mean
-    ratios, 1.0 by default: any significant change counts); `critical_increase` /
-    `critical_decrease` (None: 1.0) bound the critical failures. `group` defaults to the
-    metric's name.
+    latency histogram. `direction` names the bad change.
+
+    `effect_size` is Kayenta's ``effectSize.measure``: ``"mean_ratio"`` (canary mean /
+    stable mean) or ``"cles"`` (the common-language effect size, the share of (canary,
+    stable) pairs in which the canary is larger; 0.5 is no difference).
+    `allowed_increase` / `allowed_decrease` are Kayenta's ``allowedIncrease`` /
+    ``allowedDecrease`` in that measure (by default the neutral value, 1.0 or 0.5: any
+    significant change counts); `critical_increase` / `critical_decrease` (None: the
+    neutral value) bound the critical failures.
+
+    `outliers`: ``"remove"`` drops points outside Kayenta's fences (the 25th and 75th
+    percentiles, R-7, widened by `outlier_factor` interquartile ranges, and never
+    inside the 1st and 99th percentiles), ``"ksigma"`` those more than `outlier_factor`
+    standard deviations from the mean, ``"keep"`` none. `classifier` is
+    ``"mann_whitney"`` (Kayenta's judge) or ``"mean_inequality"`` (High whenever the
+    canary mean is larger, Low whenever smaller; Kayenta's benchmarking classifier).
+
+    A `muted` metric is classified and reported but not scored. `group` defaults to the
+    metric's name; `groups` puts the metric in several groups (its label counts in
+    each group's score), and `group` is then the first of them.
 
     >>> m = KayentaMetric(metric="error_rate", direction="increase", allowed_increase=1.2)
-    >>> m.group, m.confidence, m.tolerance
-    ('error_rate', 0.98, 0.25)
+    >>> m.group, m.groups, m.confidence, m.tolerance
+    ('error_rate', ('error_rate',), 0.98, 0.25)
+    >>> KayentaMetric(metric="cpu", effect_size="cles").allowed_increase
+    0.5
     """
 
     metric: str
     direction: str = "either"
-    allowed_increase: float = 1.0
-    allowed_decrease: float = 1.0
+    effect_size: str = "mean_ratio"
+    allowed_increase: float = attrs.field(default=attrs.Factory(_neutral, takes_self=True))
+    allowed_decrease: float = attrs.field(default=attrs.Factory(_neutral, takes_self=True))
     critical: bool = False
     critical_increase: float | None = None
     critical_decrease: float | None = None
     must_have_data: bool = False
     nan_strategy: str = "remove"
     outliers: str = "remove"
+    outlier_factor: float = 3.0
+    classifier: str = "mann_whitney"
+    muted: bool = False
     group: str = ""
+    groups: tuple[str, ...] = attrs.field(default=(), converter=_to_groups)
     confidence: float = 0.98
     tolerance: float = 0.25
 
@@ -169,37 +209,68 @@ class KayentaMetric:
             raise ConfigError(
                 "direction", self.direction, "must be 'increase', 'decrease' or 'either'"
             )
+        if self.effect_size not in _EFFECT_SIZES:
+            raise ConfigError("effect_size", self.effect_size, "must be 'mean_ratio' or 'cles'")
+        cles = self.effect_size == "cles"
         increase = finite("allowed_increase", self.allowed_increase)
-        if increase < 1.0:
-            raise ConfigError(
-                "allowed_increase", self.allowed_increase, "must be >= 1 (a mean ratio)"
-            )
         decrease = finite("allowed_decrease", self.allowed_decrease)
-        if not 0.0 < decrease <= 1.0:
-            raise ConfigError(
-                "allowed_decrease", self.allowed_decrease, "must be in (0, 1] (a mean ratio)"
-            )
+        if cles:
+            if not 0.5 <= increase <= 1.0:
+                raise ConfigError(
+                    "allowed_increase", self.allowed_increase, "must be in [0.5, 1] (a CLES)"
+                )
+            if not 0.0 <= decrease <= 0.5:
+                raise ConfigError(
+                    "allowed_decrease", self.allowed_decrease, "must be in [0, 0.5] (a CLES)"
+                )
+        else:
+            if increase < 1.0:
+                raise ConfigError(
+                    "allowed_increase", self.allowed_increase, "must be >= 1 (a mean ratio)"
+                )
+            if not 0.0 < decrease <= 1.0:
+                raise ConfigError(
+                    "allowed_decrease", self.allowed_decrease, "must be in (0, 1] (a mean ratio)"
+                )
         object.__setattr__(self, "allowed_increase", increase)
         object.__setattr__(self, "allowed_decrease", decrease)
         for name in ("critical_increase", "critical_decrease"):
             value = getattr(self, name)
             if value is not None:
                 number = finite(name, value)
-                if number <= 0:
+                if cles and not 0.0 <= number <= 1.0:
+                    raise ConfigError(name, value, "must be a CLES in [0, 1]")
+                if not cles and number <= 0:
                     raise ConfigError(name, value, "must be a mean ratio > 0")
                 object.__setattr__(self, name, number)
-        for name in ("critical", "must_have_data"):
+        for name in ("critical", "must_have_data", "muted"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "must be True or False")
         if self.nan_strategy not in _NAN_STRATEGIES:
             raise ConfigError("nan_strategy", self.nan_strategy, "must be 'remove' or 'replace'")
         if self.outliers not in _OUTLIERS:
-            raise ConfigError("outliers", self.outliers, "must be 'keep' or 'remove'")
+            raise ConfigError("outliers", self.outliers, "must be 'keep', 'remove' or 'ksigma'")
+        factor = finite("outlier_factor", self.outlier_factor)
+        if factor <= 0:
+            raise ConfigError("outlier_factor", self.outlier_factor, "must be > 0")
+        object.__setattr__(self, "outlier_factor", factor)
+        if self.classifier not in _CLASSIFIERS:
+            raise ConfigError(
+                "classifier", self.classifier, "must be 'mann_whitney' or 'mean_inequality'"
+            )
         if not isinstance(self.group, str):
             raise ConfigError("group", self.group, "must be a group name")
+        for index, name in enumerate(self.groups):
+            printable_name(f"groups[{index}]", name, "group name")
+        if self.groups:
+            if self.group and self.group != self.groups[0]:
+                raise ConfigError("group", self.group, "give group or groups, not both")
+            object.__setattr__(self, "group", self.groups[0])
         if not self.group:
             object.__setattr__(self, "group", self.metric)
         printable_name("group", self.group, "group name")
+        if not self.groups:
+            object.__setattr__(self, "groups", (self.group,))
         confidence = finite("confidence", self.confidence)
         if not 0.0 < confidence < 1.0:
             raise ConfigError("confidence", self.confidence, "must be in (0, 1)")
@@ -212,10 +283,12 @@ class KayentaMetric:
     # -- data preparation -----------------------------------------------------------------
 
     def clean(self, values: Iterable[float | None]) -> list[float]:
-        """One arm's points after the NaN strategy and outlier removal.
+        """One arm's points after the NaN strategy and outlier removal, in their order.
 
         >>> KayentaMetric(metric="cpu", nan_strategy="replace").clean([0.5, None, 0.25])
         [0.5, 0.0, 0.25]
+        >>> KayentaMetric(metric="cpu", outlier_factor=1.5).clean([21, 23, 24, 25, 50, 29])
+        [21.0, 23.0, 24.0, 25.0, 29.0]
         """
         points: list[float] = []
         for value in values:
@@ -224,13 +297,36 @@ class KayentaMetric:
                     points.append(0.0)
             else:
                 points.append(float(value))
-        if self.outliers == "remove" and len(points) >= 4:
-            q1, _, q3 = statistics.quantiles(points, n=4, method="exclusive")
-            spread = q3 - q1
-            if spread > 0:
-                low, high = q1 - _IQR_FACTOR * spread, q3 + _IQR_FACTOR * spread
-                points = [v for v in points if low <= v <= high]
-        return points
+        if self.outliers == "keep" or not points:
+            return points
+        low, high = self.fences(points)
+        return [v for v in points if low <= v <= high]
+
+    def fences(self, points: Sequence[float]) -> tuple[float, float]:
+        """The range of `points` that outlier removal keeps (inclusive), per `outliers`.
+
+        Kayenta's ``IQRDetector(outlier_factor, reduceSensitivity=true)``: the quartiles
+        by R-7 interpolation, ``outlier_factor`` interquartile ranges beyond them, and at
+        least out to the 1st and 99th percentiles, so a mostly-zero metric (interquartile
+        range 0) loses only what lies beyond its 99th percentile. For ``"ksigma"``:
+        ``mean +- outlier_factor x`` the population standard deviation.
+
+        >>> KayentaMetric(metric="cpu").fences([0.0] * 8 + [1.0, 2.0])
+        (0.0, 1.91)
+        """
+        if not points:
+            raise ConfigError("points", points, "must hold at least one value")
+        factor = self.outlier_factor
+        if self.outliers == "ksigma":
+            mean = math.fsum(points) / len(points)
+            spread = factor * math.sqrt(math.fsum((v - mean) ** 2 for v in points) / len(points))
+            return mean - spread, mean + spread
+        ordered = sorted(points)
+        q1, q3 = _percentile(ordered, 25), _percentile(ordered, 75)
+        iqr = q3 - q1
+        low = min(_percentile(ordered, 1), q1 - factor * iqr)
+        high = max(_percentile(ordered, 99), q3 + factor * iqr)
+        return low, high
 
     # -- classification -------------------------------------------------------------------
 
@@ -255,17 +351,20 @@ class KayentaMetric:
             return self._pass_identical()
         if len(set(xs) | set(ys)) == 1:
             return self._pass_identical()
-        stable_mean = math.fsum(ys) / len(ys)
-        effect = 1.0 if stable_mean == 0 else (math.fsum(xs) / len(xs)) / stable_mean
+        canary_mean, stable_mean = math.fsum(xs) / len(xs), math.fsum(ys) / len(ys)
+        effect = _mean_ratio(canary_mean, stable_mean)
+        sizes = f"{len(xs)} vs {len(ys)} points"
+        if self.classifier == "mean_inequality":
+            return self._by_means(canary_mean, stable_mean, effect, sizes)
+        test = mann_whitney(xs, ys)
         shift = hodges_lehmann(xs, ys, confidence=self.confidence)
-        p_value = mann_whitney(xs, ys).p_value
         show = self.metric
         text = (
             f"shift {_signed(show, shift.estimate)} "
-            f"[{_signed(show, shift.lower)}, {_signed(show, shift.upper)}] "
-            f"at {self.confidence:.0%}, {_p(p_value)}, {len(xs)} vs {len(ys)} points"
+            f"{_interval(_signed(show, shift.lower), _signed(show, shift.upper), shift)} "
+            f"at {self.confidence:.0%}, {_p(test.p_value)}, {sizes}"
         )
-        return self._label(effect, shift, p_value, text)
+        return self._label(effect, test.cles, shift, test.p_value, text)
 
     def classify_histograms(
         self, canary: LatencyHistogram | None, stable: LatencyHistogram | None
@@ -285,77 +384,131 @@ class KayentaMetric:
             return self._pass_identical()
         stable_mean, canary_mean = stable.mean, canary.mean
         assert stable_mean is not None and canary_mean is not None
-        effect = 1.0 if stable_mean == 0 else canary_mean / stable_mean
+        effect = _mean_ratio(canary_mean, stable_mean)
+        sizes = f"{canary.count} vs {stable.count} requests"
+        if self.classifier == "mean_inequality":
+            return self._by_means(canary_mean, stable_mean, effect, sizes)
         shift = hodges_lehmann_histograms(canary, stable, confidence=self.confidence)
-        p_value = mann_whitney_histograms(canary, stable).p_value
+        test = mann_whitney_histograms(canary, stable)
         text = (
             f"latency x{bucket_ratio(shift.estimate):.3f} "
             f"[x{bucket_ratio(shift.lower):.3f}, x{bucket_ratio(shift.upper):.3f}] "
-            f"at {self.confidence:.0%}, {_p(p_value)}, {canary.count} vs {stable.count} requests"
+            f"at {self.confidence:.0%}, {_p(test.p_value)}, {sizes}"
         )
-        return self._label(effect, shift, p_value, text)
+        return self._label(effect, test.cles, shift, test.p_value, text)
+
+    @property
+    def _neutral_size(self) -> float:
+        return _neutral(self)
+
+    def _made(self, label: str, reason: str, **numbers: Any) -> Classification:
+        muted = "muted, not scored: " if self.muted else ""
+        return Classification(
+            metric=self.metric, label=label, reason=muted + reason, muted=self.muted, **numbers
+        )
 
     def _label(
-        self, effect: float, shift: ShiftEstimate, p_value: float, text: str
+        self, effect: float | None, cles: float, shift: ShiftEstimate, p_value: float, text: str
     ) -> Classification:
+        # Kayenta's rule: the whole interval beyond tolerance x |estimate| (an end the test
+        # itself rejects is open: the interval lies strictly beyond it), and the effect
+        # size past the allowed one, unless it cannot be computed (a mean of 0).
+        size = cles if self.effect_size == "cles" else effect
         bound = self.tolerance * abs(shift.estimate)
+        above = shift.lower > bound or (shift.lower == bound and shift.lower_open)
+        below = shift.upper < -bound or (shift.upper == -bound and shift.upper_open)
         high = (
             self.direction in ("increase", "either")
-            and shift.lower > bound
-            and effect >= self.allowed_increase
+            and above
+            and (size is None or size >= self.allowed_increase)
         )
         low = (
             self.direction in ("decrease", "either")
-            and shift.upper < -bound
-            and effect <= self.allowed_decrease
+            and below
+            and (size is None or size <= self.allowed_decrease)
         )
         critical = False
         if high:
             label = "High"
-            limit = 1.0 if self.critical_increase is None else self.critical_increase
-            critical = self.critical and effect >= limit
+            limit = self._neutral_size if self.critical_increase is None else self.critical_increase
+            critical = self.critical and (size is None or size >= limit)
             allowed = f"allowed {self.allowed_increase:.2f}"
         elif low:
             label = "Low"
-            limit = 1.0 if self.critical_decrease is None else self.critical_decrease
-            critical = self.critical and effect <= limit
+            limit = self._neutral_size if self.critical_decrease is None else self.critical_decrease
+            critical = self.critical and (size is None or size <= limit)
             allowed = f"allowed {self.allowed_decrease:.2f}"
         else:
             label, allowed = "Pass", "no significant change in a bad direction"
         marker = " (critical)" if critical else ""
-        reason = f"{label}{marker}: mean ratio {effect:.3f} ({allowed}), {text}"
-        return Classification(
-            metric=self.metric,
-            label=label,
-            reason=reason,
+        ratio = "n/a (a mean is 0)" if effect is None else f"{effect:.3f}"
+        measure = f"CLES {cles:.3f}, " if self.effect_size == "cles" else ""
+        reason = f"{label}{marker}: {measure}mean ratio {ratio} ({allowed}), {text}"
+        return self._made(
+            label,
+            reason,
             critical_failure=critical,
             effect=effect,
+            effect_size=size,
             shift=shift,
             p_value=p_value,
         )
 
+    def _by_means(
+        self, canary_mean: float, stable_mean: float, effect: float | None, sizes: str
+    ) -> Classification:
+        # Kayenta's MeanInequalityClassifier: any difference of the means in a bad
+        # direction, critical whenever the metric is.
+        if self.direction in ("increase", "either") and canary_mean > stable_mean:
+            label = "High"
+        elif self.direction in ("decrease", "either") and canary_mean < stable_mean:
+            label = "Low"
+        else:
+            label = "Pass"
+        critical = self.critical and label != "Pass"
+        marker = " (critical)" if critical else ""
+        reason = (
+            f"{label}{marker}: canary mean {_show(self.metric, canary_mean)}, "
+            f"stable mean {_show(self.metric, stable_mean)}, {sizes}"
+        )
+        return self._made(
+            label, reason, critical_failure=critical, effect=effect, effect_size=effect
+        )
+
     def _no_data(self) -> Classification:
         if self.must_have_data and not self.critical:
-            return Classification(
-                metric=self.metric,
-                label="NodataFailure",
-                reason="NodataFailure: no data, data required",
-            )
+            return self._made("NodataFailure", "NodataFailure: no data, data required")
         critical = " (critical)" if self.critical else ""
-        return Classification(
-            metric=self.metric,
-            label="Nodata",
-            reason=f"Nodata{critical}: no data in an arm",
-            critical_failure=self.critical,
+        return self._made(
+            "Nodata", f"Nodata{critical}: no data in an arm", critical_failure=self.critical
         )
 
     def _pass_identical(self) -> Classification:
-        return Classification(
-            metric=self.metric,
-            label="Pass",
-            reason="Pass: canary and stable data are identical",
+        return self._made(
+            "Pass",
+            "Pass: canary and stable data are identical",
             effect=1.0,
+            effect_size=self._neutral_size,
         )
+
+
+def _mean_ratio(canary_mean: float, stable_mean: float) -> float | None:
+    """Canary mean / stable mean; None when either is 0 (Kayenta's NaN)."""
+    if canary_mean == 0 or stable_mean == 0:
+        return None
+    return canary_mean / stable_mean
+
+
+def _percentile(ordered: Sequence[float], percent: float) -> float:
+    """The `percent` percentile of sorted data by linear interpolation (R-7, numpy's default)."""
+    position = (len(ordered) - 1) * percent / 100.0
+    below = math.floor(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (position - below) * (ordered[above] - ordered[below])
+
+
+def _interval(lower: str, upper: str, shift: ShiftEstimate) -> str:
+    return f"{'(' if shift.lower_open else '['}{lower}, {upper}{')' if shift.upper_open else ']'}"
 
 
 def _signed(metric: str, value: float) -> str:
@@ -393,15 +546,21 @@ def kayenta_score(
 ) -> KayentaScore:
     """Kayenta's weighted-sum score of labelled metrics.
 
+    Muted metrics are left out; a metric in several groups counts in each of them.
+
     >>> m, n = KayentaMetric(metric="a", group="g"), KayentaMetric(metric="b", group="g")
     >>> ok = Classification(metric="a", label="Pass", reason="")
     >>> bad = Classification(metric="b", label="High", reason="")
     >>> kayenta_score([(m, ok), (n, bad)]).score
     50.0
     """
+    classifications = [(m, found) for m, found in classifications if not m.muted]
+    if not classifications:
+        return KayentaScore(score=0.0, groups={}, failure="no metric is scored (all are muted)")
     groups: dict[str, list[str]] = {}
     for metric, found in classifications:
-        groups.setdefault(metric.group, []).append(found.label)
+        for group in metric.groups:
+            groups.setdefault(group, []).append(found.label)
     group_scores: dict[str, float] = {}
     for name, labels in groups.items():
         counted = [label for label in labels if label in _COUNTED]
@@ -510,7 +669,9 @@ class KayentaJudge(Composable):
         for index, item in enumerate(self.metrics):
             if not isinstance(item, KayentaMetric):
                 raise ConfigError(f"metrics[{index}]", item, "must be a KayentaMetric")
-        groups = {m.group for m in self.metrics}
+        if all(m.muted for m in self.metrics):
+            raise ConfigError("metrics", self.metrics, "must hold a metric that is not muted")
+        groups = {group for m in self.metrics for group in m.groups}
         for name in self.group_weights:
             if name not in groups:
                 raise ConfigError(
@@ -640,7 +801,8 @@ class KayentaJudge(Composable):
         score = kayenta_score(
             results, group_weights=self.group_weights, nodata_fail_percent=self.nodata_fail_percent
         )
-        if score.failure is None and not any(found.label in _COUNTED for _, found in results):
+        scored = [found for metric, found in results if not metric.muted]
+        if score.failure is None and not any(found.label in _COUNTED for found in scored):
             # Every metric is Nodata and no rule made that a failure: the score of 100
             # would be a pass on no evidence at all. Wait, as for too few points.
             reason = f"judgement due, no metric has data ({score.summary()})"
@@ -757,37 +919,56 @@ def kayenta_metric(
     metric: str,
     *,
     direction: Literal["increase", "decrease", "either"] = "either",
-    allowed_increase: float = 1.0,
-    allowed_decrease: float = 1.0,
+    effect_size: Literal["mean_ratio", "cles"] = "mean_ratio",
+    allowed_increase: float | None = None,
+    allowed_decrease: float | None = None,
     critical: bool = False,
     critical_increase: float | None = None,
     critical_decrease: float | None = None,
     must_have_data: bool = False,
     nan_strategy: Literal["remove", "replace"] = "remove",
-    outliers: Literal["keep", "remove"] = "remove",
+    outliers: Literal["keep", "remove", "ksigma"] = "remove",
+    outlier_factor: float = 3.0,
+    classifier: Literal["mann_whitney", "mean_inequality"] = "mann_whitney",
+    muted: bool = False,
     group: str = "",
+    groups: Sequence[str] = (),
     confidence: float = 0.98,
     tolerance: float = 0.25,
 ) -> KayentaMetric:
     """Make a `KayentaMetric`: ``kayenta_metric("error_rate", direction="increase")``.
 
+    `allowed_increase` / `allowed_decrease` left as None are the neutral effect size
+    (1.0 for the mean ratio, 0.5 for the CLES).
+
     >>> kayenta_metric("latency", direction="increase", allowed_increase=1.1).allowed_increase
     1.1
+    >>> kayenta_metric("cpu", effect_size="cles", allowed_increase=0.8).allowed_decrease
+    0.5
     """
+    allowed: dict[str, float] = {}
+    if allowed_increase is not None:
+        allowed["allowed_increase"] = allowed_increase
+    if allowed_decrease is not None:
+        allowed["allowed_decrease"] = allowed_decrease
     return KayentaMetric(
         metric=metric,
         direction=direction,
-        allowed_increase=allowed_increase,
-        allowed_decrease=allowed_decrease,
+        effect_size=effect_size,
         critical=critical,
         critical_increase=critical_increase,
         critical_decrease=critical_decrease,
         must_have_data=must_have_data,
         nan_strategy=nan_strategy,
         outliers=outliers,
+        outlier_factor=outlier_factor,
+        classifier=classifier,
+        muted=muted,
         group=group,
+        groups=groups,
         confidence=confidence,
         tolerance=tolerance,
+        **allowed,
     )
 
 

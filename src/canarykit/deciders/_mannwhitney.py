@@ -105,6 +105,19 @@ class MannWhitneyResult:
     p_value: float
     alternative: str
 
+    @property
+    def cles(self) -> float:
+        """The common-language effect size: the share of pairs in which the canary is larger.
+
+        ``U / (n_canary n_stable)``, ties counting one half (Vargha and Delaney's A, as
+        Kayenta's ``EffectSizes.cles``): 0.5 means no difference, 1.0 that every canary
+        value is larger than every stable one.
+
+        >>> mann_whitney([5, 6, 7], [1, 2, 6]).cles
+        0.8333333333333334
+        """
+        return self.u / (self.n_canary * self.n_stable)
+
 
 @attrs.frozen(kw_only=True)
 class ShiftEstimate:
@@ -112,16 +125,37 @@ class ShiftEstimate:
 
     For raw samples the unit is the samples'; for histograms it is buckets (a factor of
     ``2 ** (1/8)`` each, see `bucket_ratio`). Positive means the canary is larger.
+
+    `lower_open` / `upper_open` say that the test rejects the shift at that end itself,
+    so the interval holds only shifts strictly inside it. That happens on samples with
+    many tied values, where the end is a jump of the test statistic: 210 mostly-zero
+    points per arm with more nonzero canary points give ``[0, 0]`` with both ends open
+    (no shift of 0 is plausible, only shifts just above it).
     """
 
     estimate: float
     lower: float
     upper: float
     confidence: float
+    lower_open: bool = False
+    upper_open: bool = False
 
     def excludes_zero(self) -> bool:
-        """True when the whole interval lies on one side of zero."""
-        return self.lower > 0 or self.upper < 0
+        """True when the whole interval lies on one side of zero.
+
+        >>> ShiftEstimate(estimate=0.0, lower=0.0, upper=0.0, confidence=0.95).excludes_zero()
+        False
+        >>> ShiftEstimate(
+        ...     estimate=0.0, lower=0.0, upper=0.0, confidence=0.95, lower_open=True
+        ... ).excludes_zero()
+        True
+        """
+        return (
+            self.lower > 0
+            or self.upper < 0
+            or (self.lower == 0 and self.lower_open)
+            or (self.upper == 0 and self.upper_open)
+        )
 
 
 def bucket_ratio(shift: float) -> float:
@@ -392,11 +426,19 @@ def hodges_lehmann(
     lower, middle_low, middle_high, upper = _pairwise_order_statistics(
         xs, ys, [low_rank, *middle, high_rank]
     )
+    # The ends are pairwise differences, where U jumps. With many ties the test at the
+    # end itself (tie-corrected there, as R evaluates it) can reject that shift: then
+    # the interval is open at that end (Kayenta's root finder lands just inside it).
+    critical = _critical_value(level)
+    lower_open = mann_whitney([x - lower for x in xs], ys, alternative="greater").z > critical
+    upper_open = mann_whitney([x - upper for x in xs], ys, alternative="less").z > critical
     return ShiftEstimate(
         estimate=(middle_low + middle_high) / 2.0,
         lower=lower,
         upper=upper,
         confidence=level,
+        lower_open=lower_open,
+        upper_open=upper_open,
     )
 
 
