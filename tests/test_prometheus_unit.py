@@ -79,7 +79,9 @@ class Seen:
 
 
 class FakePrometheus:
-    """Answers each POST with `respond(path, form, headers)`; records every request."""
+    """Answers each request with `respond(path, form, headers)` (a GET's parameters as the
+    form); records every request.
+    """
 
     def __init__(self) -> None:
         self.respond: Callable[[str, dict[str, str], dict[str, str]], Reply] = lambda *_: vector()
@@ -90,13 +92,20 @@ class FakePrometheus:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def do_GET(self) -> None:
+                # GET sends its parameters in the path: the fake answers them as a form.
+                path, _, raw = self.path.partition("?")
+                self.answer(path, raw)
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(length).decode()
+                self.answer(self.path, self.rfile.read(length).decode())
+
+            def answer(self, path: str, raw: str) -> None:
                 form = {k: v[0] for k, v in urllib.parse.parse_qs(raw).items()}
                 headers = dict(self.headers.items())
-                fake.seen.append(Seen(self.path, form, headers, time.time()))
-                reply = fake.respond(self.path, form, headers)
+                fake.seen.append(Seen(path, form, headers, time.time()))
+                reply = fake.respond(path, form, headers)
                 if reply.hang:
                     fake.release.wait(10)
                 try:
@@ -912,3 +921,234 @@ def test_prometheus_server_refuses_unsafe_settings(tmp_path, kwargs, field):
     with pytest.raises(ConfigError) as caught:
         PrometheusServer(tmp_path, binary="/nonexistent/prometheus", **kwargs)
     assert caught.value.field == field
+
+
+# -- the scrape interval, checked before traffic moves ----------------------------------
+
+
+def target(job: str, instance: str, interval: str | None) -> dict[str, Any]:
+    found: dict[str, Any] = {"labels": {"job": job, "instance": instance}, "health": "up"}
+    if interval is not None:
+        found["scrapeInterval"] = interval
+    return found
+
+
+def scrape_world(
+    behind: list[dict[str, str]], targets: list[dict[str, Any]] | Reply
+) -> Callable[..., Reply]:
+    """Answer the grouped series query with `behind` and the targets API with `targets`."""
+
+    def respond(path: str, form: dict[str, str], headers: dict[str, str]) -> Reply:
+        if path == "/api/v1/targets":
+            if isinstance(targets, Reply):
+                return targets
+            return answer({"activeTargets": targets, "droppedTargets": []})
+        return vector(*((labels, "1") for labels in behind))
+
+    return respond
+
+
+SHOP = [
+    target("shop", "10.0.0.1:8080", "15s"),
+    target("shop", "10.0.0.2:8080", "30s"),
+    target("shop", "10.0.0.3:8080", "1m"),  # scraped, but not behind the queries' series
+    target("billing", "10.0.0.9:8080", "5m"),
+]
+BEHIND = [
+    {"job": "shop", "instance": "10.0.0.1:8080"},
+    {"job": "shop", "instance": "10.0.0.2:8080"},
+]
+
+
+async def test_preflight_refuses_windows_under_four_scrapes_naming_both_and_the_target(fake):
+    fake.respond = scrape_world(BEHIND, SHOP)
+    with pytest.raises(ConfigError) as caught:
+        await source(fake.url).preflight(analysis_interval=119.0)
+    error = caught.value
+    assert error.field == "analysis_interval" and error.value == 119.0
+    assert "at least 4 scrape intervals (120 s)" in str(error)
+    assert "every 30 s" in str(error)
+    assert "job='shop', instance='10.0.0.2:8080'" in str(error)
+
+
+async def test_preflight_passes_windows_of_four_scrapes_and_says_what_it_checked(fake, caplog):
+    fake.respond = scrape_world(BEHIND, SHOP)
+    with caplog.at_level(logging.INFO, logger="canarykit.metrics.prometheus"):
+        await source(fake.url).preflight(analysis_interval=120.0)
+    assert "2 targets behind the queries (longest scrape interval 30 s" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_preflight_asks_for_the_targets_of_every_selector_of_both_arms(fake):
+    fake.respond = scrape_world(BEHIND, SHOP)
+    await source(fake.url).preflight(analysis_interval=120.0)
+    grouped, targets = fake.seen
+    assert grouped.path == "/api/v1/query"
+    parts = grouped.form["query"].split(" or ")
+    selectors = [f'{kind}{{arm="{arm}"}}' for arm in ("v1", "v2")
+                 for kind in ("requests", "errors", "buckets", "latency_sum", "cpu")]  # fmt: skip
+    assert parts == [f"group by (job, instance) ({selector})" for selector in selectors]
+    assert (targets.path, targets.form) == ("/api/v1/targets", {"state": "active"})
+
+
+async def test_a_series_without_an_instance_stands_for_every_target_of_its_job(fake):
+    # A recording rule's series keeps the job and drops the instance.
+    fake.respond = scrape_world([{"job": "shop"}], SHOP)
+    with pytest.raises(ConfigError, match=r"\(240 s\).*instance='10.0.0.3:8080'.*every 60 s"):
+        await source(fake.url).preflight(analysis_interval=200.0)
+
+
+async def test_targets_of_other_jobs_do_not_count(fake):
+    fake.respond = scrape_world(BEHIND, SHOP)  # billing, scraped every 5m, is not behind
+    await source(fake.url).preflight(analysis_interval=120.0)
+
+
+@pytest.mark.parametrize(
+    ("behind", "targets", "why"),
+    [
+        ([], SHOP, "no series with a job label"),
+        ([{"instance": "x"}], SHOP, "no series with a job label"),
+        ([{"job": "gone", "instance": "x"}], SHOP, "no active target has the labels"),
+        (BEHIND, [target("shop", "10.0.0.1:8080", None)], "no scrapeInterval for"),
+        (BEHIND, [target("shop", "10.0.0.1:8080", "soon")], "no scrapeInterval for"),
+        (BEHIND, Reply(status=404, body=b"404 page not found"), "HTTP 404"),
+        (BEHIND, answer({"targets": []}), "no activeTargets list"),
+        (BEHIND, answer({"activeTargets": [{"labels": "x"}]}), "labels are not an object"),
+    ],
+)
+async def test_preflight_that_cannot_tell_warns_and_goes_on(fake, caplog, behind, targets, why):
+    fake.respond = scrape_world(behind, targets)
+    with caplog.at_level(logging.WARNING, logger="canarykit.metrics.prometheus"):
+        await source(fake.url).preflight(analysis_interval=1.0)
+    (record,) = [r for r in caplog.records if "not checked" in r.getMessage()]
+    assert why in record.getMessage() and "(1 s)" in record.getMessage()
+
+
+async def test_preflight_without_prometheus_is_bounded_and_goes_on(fake, caplog):
+    fake.respond = lambda *_: Reply(hang=True)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="canarykit.metrics.prometheus"):
+        await source(fake.url, timeout=0.2, attempts=5, deadline=0.5).preflight(
+            analysis_interval=1.0
+        )
+    assert time.monotonic() - started < 2.0
+    assert "was not checked" in caplog.text and "no answer within" in caplog.text
+
+
+async def test_preflight_with_too_large_a_targets_answer_goes_on(fake, caplog):
+    many = [target("shop", f"10.0.{i // 250}.{i % 250}:8080", "15s") for i in range(400)]
+    fake.respond = scrape_world(BEHIND, many)
+    with caplog.at_level(logging.WARNING, logger="canarykit.metrics.prometheus"):
+        await source(fake.url, max_response_bytes=4096).preflight(analysis_interval=1.0)
+    assert "was not checked" in caplog.text and "max_response_bytes" in caplog.text
+
+
+@pytest.mark.parametrize("value", [0, -1.0, math.nan, math.inf, "60", True])
+async def test_preflight_refuses_a_bad_analysis_interval(fake, value):
+    with pytest.raises(ConfigError, match="analysis_interval"):
+        await source(fake.url).preflight(analysis_interval=value)
+    assert fake.seen == []
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("15s", 15.0), ("1m", 60.0), ("1m30s", 90.0), ("500ms", 0.5), ("2h", 7200.0),
+     ("1d", 86400.0), ("0s", None), ("", None), ("15", None), ("1.5s", None), (15, None)],
+)  # fmt: skip
+def test_scrape_intervals_are_read_as_prometheus_writes_them(text, seconds):
+    from canarykit.metrics._prometheus import _prometheus_seconds
+
+    assert _prometheus_seconds(text) == seconds
+
+
+# -- classic buckets too coarse where the requests fall ----------------------------------
+
+DEFAULT_BOUNDS = (".005", ".01", ".025", ".05", ".075", ".1", ".25", ".5", ".75", "1",
+                  "2.5", "5", "7.5", "10", "+Inf")  # fmt: skip
+
+
+def classic(bounds: tuple[str, ...], counts: list[float]) -> Reply:
+    return vector(*(({"le": le}, str(count)) for le, count in zip(bounds, counts, strict=True)))
+
+
+def coarse_records(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "too coarse" in r.getMessage()]
+
+
+async def test_coarse_classic_buckets_warn_once_naming_the_metric_and_where(fake, caplog):
+    # An 11 ms median in prometheus_client's default buckets: (0.01, 0.025], 2.5x wide.
+    cumulative = [0, 30, 90, 99, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100]
+    buckets = classic(DEFAULT_BOUNDS, cumulative)
+    fake.respond = table(healthy(buckets_v1=buckets, buckets_v2=buckets))
+    src = source(fake.url)
+    with caplog.at_level(logging.WARNING, logger="canarykit.metrics.prometheus"):
+        for _ in range(3):
+            await src.collect(window())
+    (message,) = coarse_records(caplog)
+    assert message.startswith("latency buckets of buckets are too coarse")
+    assert "stable's ('v1') median lies in the bucket (0.01, 0.025] s, 2.5x wide" in message
+    assert "1.1x to 1.2x" in message and "native histogram" in message
+
+
+async def test_the_next_rollout_warns_again(fake, caplog):
+    buckets = classic((".01", ".025", "+Inf"), [30, 100, 100])
+    fake.respond = table(healthy(buckets_v1=buckets, buckets_v2=buckets))
+    src = source(fake.url)
+    with caplog.at_level(logging.WARNING, logger="canarykit.metrics.prometheus"):
+        await src.collect(window())
+        await src.collect(window())
+        fake.respond = scrape_world(BEHIND, SHOP)
+        await src.preflight(analysis_interval=600.0)  # a new rollout starts
+        fake.respond = table(healthy(buckets_v1=buckets, buckets_v2=buckets))
+        await src.collect(window())
+    assert len(coarse_records(caplog)) == 2
+
+
+async def test_fine_classic_buckets_do_not_warn(fake, caplog):
+    bounds = (*(f"{0.008 * 1.2**k:.6f}" for k in range(12)), "+Inf")
+    cumulative = [0, 2, 8, 20, 40, 60, 78, 90, 96, 99, 100, 100, 100]
+    buckets = classic(bounds, cumulative)
+    fake.respond = table(healthy(buckets_v1=buckets, buckets_v2=buckets))
+    with caplog.at_level(logging.WARNING, logger="canarykit.metrics.prometheus"):
+        await source(fake.url).collect(window())
+    assert coarse_records(caplog) == []
+
+
+async def test_a_p90_in_a_coarse_bucket_warns_for_the_arm_that_has_it(fake, caplog):
+    fine = classic((".01", ".011", ".012", ".013", "+Inf"), [10, 50, 92, 100, 100])
+    tail = classic((".01", ".011", ".012", ".05", "+Inf"), [10, 50, 80, 100, 100])
+    fake.respond = table(healthy(buckets_v1=fine, buckets_v2=tail))
+    with caplog.at_level(logging.WARNING, logger="canarykit.metrics.prometheus"):
+        await source(fake.url).collect(window())
+    (message,) = coarse_records(caplog)
+    assert "canary's ('v2') p90 lies in the bucket (0.012, 0.05] s, 4.2x wide" in message
+
+
+@pytest.mark.parametrize(
+    ("bounds", "cumulative", "where"),
+    [
+        ((".005", ".01", "+Inf"), [90, 100, 100], "median lies below its lowest bound, 0.005 s"),
+        ((".005", ".01", "+Inf"), [0, 10, 100], "median lies above its highest bound, 0.01 s"),
+    ],
+)
+async def test_a_median_outside_the_bounds_warns(fake, caplog, bounds, cumulative, where):
+    buckets = classic(bounds, cumulative)
+    fake.respond = table(healthy(buckets_v1=buckets, buckets_v2=buckets))
+    with caplog.at_level(logging.WARNING, logger="canarykit.metrics.prometheus"):
+        await source(fake.url).collect(window())
+    (message,) = coarse_records(caplog)
+    assert where in message
+
+
+async def test_the_warning_names_the_histogram_of_the_ready_made_queries(fake, caplog):
+    def respond(path: str, form: dict[str, str], headers: dict[str, str]) -> Reply:
+        if "_bucket" in form["query"]:
+            return vector(({"le": "0.1"}, "1"), ({"le": "0.25"}, "5"), ({"le": "+Inf"}, "5"))
+        return vector(({}, "5"))
+
+    fake.respond = respond
+    src = PrometheusSource(url=fake.url, stable="v1", canary="v2")
+    with caplog.at_level(logging.WARNING, logger="canarykit.metrics.prometheus"):
+        await src.collect(window())
+    (message,) = coarse_records(caplog)
+    assert message.startswith("latency buckets of http_request_duration_seconds are")

@@ -39,6 +39,7 @@ __all__ = [
     "LatencyHistogram",
     "bucket_bounds",
     "bucket_index",
+    "resolution",
 ]
 
 SCHEMA = 3
@@ -429,6 +430,60 @@ def _make(offset: int, counts: tuple[int, ...], total: float | None) -> LatencyH
     _set_counts(histogram, counts)
     _set_sum(histogram, total)
     return histogram
+
+
+def resolution(histogram: LatencyHistogram, q: float) -> float | None:
+    """How finely `histogram` resolves latencies around its `q`-quantile, as a ratio.
+
+    The answer is ``upper / lower`` of the interval the `q`-quantile is known to lie in:
+    from the upper bound of the next occupied bucket below to the upper bound of the
+    bucket holding the quantile (the same bucket `LatencyHistogram.quantile` reads).
+    Inside that interval the counts cannot place a value: a slowdown much smaller than
+    the interval moves only the few requests near its edges across it, so a 3% margin
+    needs buckets of about 1.1x to 1.2x, not the 2x to 2.5x of prometheus_client's
+    default buckets.
+
+    Data from native histograms (schema 3) occupy neighbouring buckets wherever the mass
+    is, so the answer is ``2 ** (1/8)``, about 1.09. Data mapped from classic buckets
+    (`canarykit.metrics.histogram_from_classic`) occupy only the buckets of their
+    ``le`` bounds, so the answer is the ratio of the classic bounds around the quantile,
+    rounded to whole native buckets (a factor ``2 ** (1/8)``): 2.38 for the default
+    bounds 0.1 and 0.25. It is ``inf`` when the quantile lies in the lowest occupied
+    bucket, since nothing below it bounds the interval (a classic ``(0, le]`` bucket,
+    or a narrow distribution), and None for an empty histogram.
+
+    It reads occupied buckets only, so it cannot tell an empty classic bucket from a
+    gap in sparse data: on a few dozen observations spread thinly, gaps between them
+    read as coarse buckets. Ask it of a histogram with enough observations near the
+    quantile (both arms merged, or a longer span).
+
+    >>> native = LatencyHistogram.from_samples([0.010 * 1.01**k for k in range(100)])
+    >>> round(resolution(native, 0.5), 2)
+    1.09
+    >>> from canarykit.metrics import histogram_from_classic
+    >>> classic = histogram_from_classic({0.1: 40, 0.25: 90, 0.5: 100, float("inf"): 100})
+    >>> round(resolution(classic, 0.5), 2), resolution(classic, 0.2)
+    (2.38, inf)
+    """
+    if (type(q) is not float and _bad_number(q)) or not 0.0 <= q <= 1.0:
+        raise ConfigError("q", q, "must be a number in [0, 1]")
+    if not isinstance(histogram, LatencyHistogram):
+        raise ConfigError("histogram", histogram, "must be a LatencyHistogram")
+    counts = histogram.counts
+    if not counts:
+        return None
+    rank = q * sum(counts)
+    below = 0
+    previous: int | None = None  # position of the last occupied bucket seen
+    for k, count in enumerate(counts):
+        if count and below + count >= rank:
+            if previous is None:
+                return math.inf
+            return float(2.0 ** ((k - previous) / _PER_OCTAVE))
+        if count:
+            previous = k
+        below += count
+    return float(2.0 ** (1 / _PER_OCTAVE))  # pragma: no cover (rounding: rank beyond the total)
 
 
 _EMPTY = LatencyHistogram(sum=0.0)

@@ -48,6 +48,7 @@ import base64
 import contextlib
 import logging
 import math
+import re
 import ssl
 import time
 import urllib.parse
@@ -87,8 +88,8 @@ from ._answers import (
     single_value,
     vector,
 )
-from ._classic import histogram_from_classic
-from ._promql import PrometheusQueries, fill, http_queries
+from ._classic import classic_interval, histogram_from_classic
+from ._promql import PrometheusQueries, fill, http_queries, vector_selectors
 
 if TYPE_CHECKING:
     import httpx
@@ -319,6 +320,8 @@ class PrometheusSource:
         validator=lambda _i, _a, v: check_max_bytes("max_response_bytes", v),
         repr=False,
     )
+    # Histogram names already warned about in this rollout (see `preflight`).
+    _warned: set[str] = attrs.field(factory=set, init=False, eq=False, hash=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.canary == self.stable:
@@ -339,18 +342,7 @@ class PrometheusSource:
         if wait > 0:
             await anyio.sleep(wait)
         give_up_at = anyio.current_time() + self.deadline
-        queries = self.queries
-        named: list[tuple[str, str]] = [("requests", queries.requests), ("errors", queries.errors)]
-        if queries.latency_buckets is not None:
-            named.append(("latency_buckets", queries.latency_buckets))
-        if queries.latency_sum is not None:
-            named.append(("latency_sum", queries.latency_sum))
-        named.extend((f"gauges[{name!r}]", template) for name, template in queries.gauges.items())
-        jobs = []
-        for arm, label_value in ((Arm.STABLE, self.stable), (Arm.CANARY, self.canary)):
-            for name, template in named:
-                promql = fill(name, template, arm=label_value, seconds=window.duration)
-                jobs.append(((arm, name), promql))
+        jobs = self._filled(window.duration)
         started = time.perf_counter()
         async with self._connected() as client:
             answers = await self._gather(client, jobs, window.end, give_up_at)
@@ -371,11 +363,209 @@ class PrometheusSource:
                     f"{quote(dict(jobs)[(empty[0], 'requests')])} returned no series"
                 )
             )
-        return Observation(
+        observation = Observation(
             start=window.start,
             end=window.end,
             stable=self._arm_stats(Arm.STABLE, answers),
             canary=self._arm_stats(Arm.CANARY, answers),
+        )
+        self._warn_coarse_buckets(answers)
+        return observation
+
+    def _filled(self, seconds: float) -> list[tuple[tuple[Arm, str], str]]:
+        """Every query of both arms for a window of `seconds`, keyed by (arm, query name)."""
+        queries = self.queries
+        named: list[tuple[str, str]] = [("requests", queries.requests), ("errors", queries.errors)]
+        if queries.latency_buckets is not None:
+            named.append(("latency_buckets", queries.latency_buckets))
+        if queries.latency_sum is not None:
+            named.append(("latency_sum", queries.latency_sum))
+        named.extend((f"gauges[{name!r}]", template) for name, template in queries.gauges.items())
+        jobs = []
+        for arm, label_value in ((Arm.STABLE, self.stable), (Arm.CANARY, self.canary)):
+            for name, template in named:
+                promql = fill(name, template, arm=label_value, seconds=seconds)
+                jobs.append(((arm, name), promql))
+        return jobs
+
+    # -- before a rollout -----------------------------------------------------------------
+
+    async def preflight(self, *, analysis_interval: float) -> None:
+        """Check, before traffic moves, that windows of `analysis_interval` seconds (the
+        plan's shortest) are at least four scrape intervals long; start a rollout's
+        once-only warnings afresh.
+
+        The scrape interval is that of the targets behind the queries' series: the
+        selectors of every query, filled for both arms, are asked for their ``job`` and
+        ``instance`` labels (``group by (job, instance) (...)``), and Prometheus' targets
+        API (``GET /api/v1/targets?state=active``) gives each target's
+        ``scrapeInterval``. A target matches a series with its ``job`` and ``instance``
+        (any instance of the job when the series has no ``instance``, as from a recording
+        rule). Raises `ConfigError` naming the analysis interval, the longest scrape
+        interval and its target when the windows are shorter than four of them.
+
+        Never blocks a rollout for want of an answer: when Prometheus cannot answer (no
+        targets API behind a proxy or a hosted service, an error, a timeout) or the
+        series cannot be tied to targets (no series yet; labels rewritten by federation,
+        remote write or ``honor_labels``), it logs a warning saying the check was not
+        made, and returns. Bounded like every call: `timeout`, `attempts`, one
+        `deadline` for the whole check, `max_response_bytes`.
+        """  # noqa: D205 (the summary needs two lines)
+        seconds = _finite("analysis_interval", analysis_interval)
+        if seconds <= 0:
+            raise ConfigError("analysis_interval", analysis_interval, "must be > 0 seconds")
+        self._warned.clear()
+        try:
+            longest = await self._longest_scrape_interval(seconds)
+        except (MetricsError, _Unchecked) as exc:
+            logger.warning(
+                "the scrape interval was not checked against the analysis interval "
+                "(%g s): %s; windows should be at least four scrape intervals long",
+                seconds,
+                exc,
+            )
+            return
+        interval, labels, matched = longest
+        target = _target_text(labels)
+        if seconds < _SCRAPES_PER_WINDOW * interval:
+            raise ConfigError(
+                "analysis_interval",
+                seconds,
+                f"must be at least {_SCRAPES_PER_WINDOW} scrape intervals "
+                f"({_SCRAPES_PER_WINDOW * interval:g} s): Prometheus scrapes the target "
+                f"{target} behind the queries every {interval:g} s",
+            )
+        logger.info(
+            "analysis interval %g s covers at least %d scrapes of the %d target%s behind "
+            "the queries (longest scrape interval %g s, %s)",
+            seconds,
+            _SCRAPES_PER_WINDOW,
+            matched,
+            "s" * (matched != 1),
+            interval,
+            target,
+        )
+
+    async def _longest_scrape_interval(
+        self, seconds: float
+    ) -> tuple[float, Mapping[str, str], int]:
+        """The longest scrape interval of the targets behind the queries, that target's
+        labels, and how many targets matched; `_Unchecked` when it cannot be told.
+        """  # noqa: D205 (the summary needs two lines)
+        selectors: list[str] = []
+        for _, promql in self._filled(seconds):
+            for selector in vector_selectors(promql):
+                if selector not in selectors:
+                    selectors.append(selector)
+        if not selectors:
+            raise _Unchecked("the queries have no label selectors to look up")
+        grouped = " or ".join(f"group by (job, instance) ({selector})" for selector in selectors)
+        give_up_at = anyio.current_time() + self.deadline
+        async with self._connected() as client:
+            series = await self._instant(
+                client, grouped, time.time(), give_up_at, "query for the series' targets"
+            )
+            behind = {
+                (sample.labels["job"], sample.labels.get("instance"))
+                for sample in series
+                if "job" in sample.labels
+            }
+            if not behind:
+                raise _Unchecked(
+                    self._redact(
+                        "Prometheus has no series with a job label for the queries' selectors "
+                        f"({quote(', '.join(selectors), 120)}) yet"
+                    )
+                )
+            data = await self._request(
+                client,
+                "GET",
+                "/api/v1/targets",
+                give_up_at,
+                "targets API",
+                shown="state=active",
+                params={"state": "active"},
+            )
+        try:
+            targets = _active_targets(data)
+        except Malformed as exc:
+            raise MetricsError(self._redact(f"Prometheus targets API: {exc}")) from None
+        longest: tuple[float, Mapping[str, str]] | None = None
+        matched = 0
+        unknown: list[str] = []
+        for labels, interval_text in targets:
+            job, instance = labels.get("job"), labels.get("instance")
+            if (job, instance) not in behind and (job, None) not in behind:
+                continue
+            matched += 1
+            interval = _prometheus_seconds(interval_text)
+            if interval is None:
+                unknown.append(_target_text(labels))
+                continue
+            if longest is None or interval > longest[0]:
+                longest = (interval, labels)
+        if longest is None:
+            shown = ", ".join(
+                f"job={job!r}" + ("" if instance is None else f" instance={instance!r}")
+                for job, instance in sorted(behind, key=str)[:5]
+            )
+            if matched:
+                why = f"no scrapeInterval for {', '.join(unknown[:3])} in the targets API"
+            else:
+                why = f"no active target has the labels of the queries' series ({shown})"
+            raise _Unchecked(self._redact(why))
+        return longest[0], longest[1], matched
+
+    # -- coarse buckets -------------------------------------------------------------------
+
+    def _warn_coarse_buckets(self, answers: dict[tuple[Arm, str], list[PrometheusSample]]) -> None:
+        """Warn, once per rollout and metric, when the classic buckets are wider than
+        `_COARSE` where an arm's requests fall (its median or p90): quantiles read from
+        such buckets cannot show a change of a few percent.
+        """  # noqa: D205 (the summary needs two lines)
+        template = self.queries.latency_buckets
+        if template is None:
+            return
+        metric = _histogram_name(template)
+        if metric in self._warned:
+            return
+        widest: tuple[float, Arm, float, float, float] | None = None
+        for arm in (Arm.STABLE, Arm.CANARY):
+            samples = answers.get((arm, "latency_buckets"))
+            if not samples:
+                continue
+            try:
+                counts = bucket_counts(samples)
+                intervals = [(q, classic_interval(counts, q)) for q in _BULK]
+            except (Malformed, ConfigError):  # pragma: no cover (refused by _arm_stats)
+                continue
+            for q, interval in intervals:
+                if interval is None:
+                    continue
+                lower, upper = interval
+                ratio = upper / lower if lower > 0 else math.inf
+                if widest is None or ratio > widest[0]:
+                    widest = (ratio, arm, q, lower, upper)
+        if widest is None or widest[0] <= _COARSE:
+            return
+        self._warned.add(metric)
+        ratio, arm, q, lower, upper = widest
+        if lower == 0:
+            where = f"below its lowest bound, {upper:g} s"
+        elif upper == math.inf:
+            where = f"above its highest bound, {lower:g} s"
+        else:
+            where = f"in the bucket ({lower:g}, {upper:g}] s, {ratio:.2g}x wide"
+        logger.warning(
+            "latency buckets of %s are too coarse to see a change of a few percent: the "
+            "%s's (%r) %s lies %s. Give the histogram buckets about 1.1x to 1.2x apart "
+            "around the usual latency, or a native histogram (see 'Latency buckets' in "
+            "the deciders' docs); warned once per rollout",
+            metric,
+            arm.value,
+            self._label(arm),
+            "median" if q == 0.5 else f"p{q * 100:g}",
+            where,
         )
 
     # -- plain queries --------------------------------------------------------------------
@@ -501,6 +691,24 @@ class PrometheusSource:
         """POST a query (form-encoded: no URL length limit, not in access logs) and return
         the answer's `data`, retrying what can succeed on a second try.
         """  # noqa: D205 (the summary needs two lines)
+        return await self._request(
+            client, "POST", path, give_up_at, what, shown=quote(form["query"]), data=form
+        )
+
+    async def _request(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        give_up_at: float,
+        what: str,
+        *,
+        shown: str,
+        **request: Any,
+    ) -> Any:
+        """One API call (`request` is httpx's `data` or `params`), the answer's `data`
+        returned; retried as the module docs say. `shown` names it in debug logs.
+        """  # noqa: D205 (the summary needs two lines)
         httpx = _import_httpx()
         url = self.url + path
         last = "no attempt was made before the deadline"
@@ -516,11 +724,11 @@ class PrometheusSource:
             try:
                 answer = await exchange(
                     client,
-                    "POST",
+                    method,
                     url,
                     deadline=per_call,
                     max_bytes=self.max_response_bytes,
-                    data=form,
+                    **request,
                 )
             except TimeoutError:
                 last = f"no answer within {per_call:g} s"
@@ -537,9 +745,7 @@ class PrometheusSource:
             elapsed_ms = (time.perf_counter() - started) * 1000
             if answer is not None:
                 status = answer.status
-                logger.debug(
-                    "%s %s: HTTP %d in %.1f ms", what, quote(form["query"]), status, elapsed_ms
-                )
+                logger.debug("%s %s: HTTP %d in %.1f ms", what, shown, status, elapsed_ms)
                 if answer.ok:
                     return self._data(answer, what)
                 detail = self._detail(answer)
@@ -550,7 +756,7 @@ class PrometheusSource:
                     )
                 last = f"HTTP {status}: {detail}"
             else:
-                logger.debug("%s %s: %s", what, quote(form["query"]), last)
+                logger.debug("%s %s: %s", what, shown, last)
             if attempt < self.attempts:
                 pause = min(self.backoff * 2 ** (attempt - 1), give_up_at - anyio.current_time())
                 logger.warning(
@@ -665,3 +871,65 @@ class PrometheusSource:
 
 def _time_text(at: float) -> str:
     return f"{at:.3f}"
+
+
+class _Unchecked(Exception):
+    """The scrape interval could not be told; the message says why."""
+
+
+# A window must span this many scrape intervals (see the module docs).
+_SCRAPES_PER_WINDOW = 4
+# Classic buckets wider than this ratio where the mass is get a warning: about two
+# native buckets; a 3% margin needs buckets 1.1x to 1.2x wide.
+_COARSE = 1.25
+# Where "the mass" is: the quantiles whose classic bucket is checked.
+_BULK = (0.5, 0.9)
+# Prometheus' own duration syntax (model.ParseDuration), as the targets API writes it.
+_DURATION = re.compile(
+    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?"
+)
+_UNITS = (365 * 86400.0, 7 * 86400.0, 86400.0, 3600.0, 60.0, 1.0, 0.001)
+
+
+def _prometheus_seconds(text: Any) -> float | None:
+    """Seconds of a Prometheus duration (``15s``, ``1m30s``, ``500ms``); None if not one."""
+    if not isinstance(text, str) or not text or len(text) > 64:
+        return None
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        return None
+    parts = zip(match.groups(), _UNITS, strict=True)
+    seconds = sum(int(part) * unit for part, unit in parts if part)
+    return seconds if seconds > 0 else None
+
+
+def _active_targets(data: Any) -> list[tuple[Mapping[str, str], Any]]:
+    """(labels, scrapeInterval as given) of each active target in a targets API answer."""
+    if not isinstance(data, dict) or not isinstance(data.get("activeTargets"), list):
+        raise Malformed(f"the answer's data has no activeTargets list: {quote(data)}")
+    targets: list[tuple[Mapping[str, str], Any]] = []
+    for item in data["activeTargets"]:
+        labels = item.get("labels") if isinstance(item, dict) else None
+        if not isinstance(labels, dict) or not all(
+            isinstance(key, str) and isinstance(value, str) for key, value in labels.items()
+        ):
+            raise Malformed(f"a target's labels are not an object of strings: {quote(item)}")
+        targets.append((MappingProxyType(labels), item.get("scrapeInterval")))
+    return targets
+
+
+def _target_text(labels: Mapping[str, str]) -> str:
+    return (
+        "{"
+        + ", ".join(f"{name}={labels[name]!r}" for name in ("job", "instance") if name in labels)
+        + "}"
+    )
+
+
+def _histogram_name(template: str) -> str:
+    """The histogram a latency_buckets template reads (``..._bucket`` dropped), for logs."""
+    for selector in vector_selectors(template):
+        name = selector.split("{", 1)[0]
+        if name:
+            return name.removesuffix("_bucket")
+    return "the latency_buckets query"

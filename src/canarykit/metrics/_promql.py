@@ -45,6 +45,7 @@ __all__ = [
     "fill",
     "http_queries",
     "promql_duration",
+    "vector_selectors",
 ]
 
 PLACEHOLDERS: frozenset[str] = frozenset({"arm", "window"})
@@ -156,6 +157,70 @@ def fill(field: str, template: str, *, arm: str, seconds: float) -> str:
     return "".join(
         values[piece] if position % 2 else piece for position, piece in enumerate(pieces)
     )
+
+
+# Words that can stand right before a brace without naming a metric (`x and{...}`).
+_KEYWORDS = frozenset(
+    {"and", "or", "unless", "bool", "by", "without", "on", "ignoring", "group_left",
+     "group_right", "offset", "atan2"}
+)  # fmt: skip
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:")
+
+
+def _string_end(text: str, start: int) -> int:
+    """The position just past the PromQL string literal opened at `start`."""
+    quote = text[start]
+    position = start + 1
+    while position < len(text):
+        char = text[position]
+        if char == "\\" and quote != "`":
+            position += 2
+            continue
+        if char == quote:
+            return position + 1
+        position += 1
+    return len(text)
+
+
+def vector_selectors(promql: str) -> list[str]:
+    """The selectors with label matchers in `promql`, ``name{...}`` or ``{...}``, in order.
+
+    Strings and ``#`` comments are skipped, so a brace inside them is not a selector.
+    A selector without braces (``up``) is not found; every selector of a filled template
+    that tells the arms apart has braces, since ``{arm}`` sits in a label matcher. Used to
+    ask Prometheus which targets are behind a query's series.
+
+    >>> vector_selectors('sum(rate(a_total{v="x}"}[5m])) / on() b{c="d"} # e{f="g"}')
+    ['a_total{v="x}"}', 'b{c="d"}']
+    """
+    found: list[str] = []
+    position, length = 0, len(promql)
+    while position < length:
+        char = promql[position]
+        if char in "\"'`":
+            position = _string_end(promql, position)
+            continue
+        if char == "#":
+            end = promql.find("\n", position)
+            position = length if end < 0 else end
+            continue
+        if char != "{":
+            position += 1
+            continue
+        close = position + 1
+        while close < length and promql[close] != "}":
+            close = _string_end(promql, close) if promql[close] in "\"'`" else close + 1
+        if close >= length:
+            break  # unbalanced: Prometheus will say what is wrong with it
+        start = position
+        while start > 0 and promql[start - 1] in _NAME_CHARS:
+            start -= 1
+        name = promql[start:position]
+        if name in _KEYWORDS or not _METRIC_NAME.fullmatch(name or "_"):
+            start = position
+        found.append(promql[start : close + 1])
+        position = close + 1
+    return found
 
 
 _NO_GAUGES: Mapping[str, str] = MappingProxyType({})
