@@ -28,6 +28,14 @@ An `InjectedRegression` multiplies the canary's error rate or its latency (every
 median) by `factor` from `at` seconds after the start on; a window that straddles `at`
 is drawn in two parts. All draws are exact (no normal approximations).
 
+The shapes of real traffic (see `Scenario`) change these draws on both arms alike:
+bursts make the errors a compound Poisson count (events of 1 to `error_burst_max`
+failed requests, the same mean); a stalled arm's window draws its stalled requests
+(thinning: an independent Poisson count) from the exact bucket masses of the
+log-normal plus `stall_seconds`; a drift multiplies each window's error rate and median
+by its factor at the window's middle; `canary_error_factor` and `canary_latency_factor`
+set the canary's baseline, which a regression then multiplies.
+
 What is reported (see `Evaluation`): outcomes; the false-rollback rate (rollbacks of a
 healthy canary: in a run with a regression, rollbacks at or before it began); the
 detection rate and the time to detect (from the regression's start to the rollback;
@@ -56,12 +64,13 @@ import random
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate, repeat, starmap
 from typing import Any
 
 import attrs
 
 from .._errors import ConfigError
-from .._histogram import LatencyHistogram, _make, bucket_index
+from .._histogram import MAX_INDEX, LatencyHistogram, _make, bucket_bounds, bucket_index
 from .._machine import (
     AnalysisKind,
     ApplySplit,
@@ -90,6 +99,7 @@ from ._scripted import (
     _binomial,
     _draw_latency,
     _grid,
+    _mass,
     _poisson,
     _poisson_table,
 )
@@ -212,6 +222,21 @@ def _check_latency(value: Any) -> bool | None:
     return value
 
 
+def _check_burst(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+        raise ConfigError("error_burst_max", value, "must be an integer in [1, 1000]")
+    return value
+
+
+def _check_drift_seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = finite("drift_seconds", value)
+    if not seconds > 0:
+        raise ConfigError("drift_seconds", value, "must be > 0 seconds or None (the plan's length)")
+    return seconds
+
+
 @attrs.frozen(kw_only=True)
 class Scenario:
     """The traffic a policy is evaluated against; see the module docstring.
@@ -220,13 +245,38 @@ class Scenario:
     - `error_rate`: probability that a request fails, both arms alike before a regression.
     - `latency_median` (seconds), `latency_sigma`: the log-normal latency of a request.
     - `daily_amplitude` in [0, 1), `daily_period` (seconds): the traffic is multiplied by
-      ``1 + amplitude * sin(2 pi t / period + phase)``, the phase random per run.
+      ``1 + amplitude * sin(2 pi t / period + phase)``, the phase random per run. Any
+      period works: set it to the rollout's length for a load that swings once over it.
     - `regression`: an `InjectedRegression` on the canary, or None for A/A runs.
     - `latency`: draw latency histograms (True), do not (False), or only when the decider
       reads latency (None, the default; see `reads_latency`).
 
+    The shapes of real traffic, each on both arms alike (all off by default):
+
+    - `error_burst_max`: failures come in bursts, a retry on a sticky arm or one failure
+      logged several times: each failure event fails ``k`` requests of the arm where it
+      happened, ``k`` uniform in ``1..error_burst_max`` (1: independent failures). Events
+      come at ``error_rate / mean(k)`` per request, so `error_rate` stays the share of
+      failed requests; only their clustering changes.
+    - `stall_fraction`, `stall_share`, `stall_seconds`: in a share `stall_fraction` of
+      the windows, for each arm on its own, a share `stall_share` of that arm's requests
+      take `stall_seconds` longer (a GC pause, a slow dependency; 0.1, 0.1, 0.3 is "10% of
+      windows, 10% of requests, +300 ms").
+    - `latency_drift`, `error_drift`: both arms' latency (every quantile) and error rate
+      are multiplied by a factor that rises linearly from 1 at the start to this value
+      after `drift_seconds` and stays there (a morning ramp; 1.3 is +30%). The factor
+      moves in steps of 1/1024 (a staircase no window can tell from the line) and is
+      taken at each window's middle. `drift_seconds` None means the plan's nominal
+      length (its steps and pauses), or the horizon for a plan without one.
+    - `canary_error_factor`, `canary_latency_factor`: differences between the arms that
+      are not the release (another host, colder caches): the canary's error rate and
+      latency multiplied from the start. A rollback for them is a false rollback; a
+      `regression` multiplies on top of them.
+
     >>> Scenario().requests_per_second, Scenario().error_rate
     (100.0, 0.01)
+    >>> Scenario(stall_fraction=0.1).describe().split("; ")[1]
+    'stalls in 10% of windows per arm (10% of requests +300 ms)'
     """
 
     requests_per_second: float = 100.0
@@ -237,6 +287,15 @@ class Scenario:
     daily_period: float = 86400.0
     regression: InjectedRegression | None = attrs.field(default=None, converter=_check_regression)
     latency: bool | None = attrs.field(default=None, converter=_check_latency)
+    error_burst_max: int = attrs.field(default=1, converter=_check_burst)
+    stall_fraction: float = 0.0
+    stall_share: float = 0.1
+    stall_seconds: float = 0.3
+    latency_drift: float = 1.0
+    error_drift: float = 1.0
+    drift_seconds: float | None = attrs.field(default=None, converter=_check_drift_seconds)
+    canary_error_factor: float = 1.0
+    canary_latency_factor: float = 1.0
 
     def __attrs_post_init__(self) -> None:
         checks: dict[str, tuple[float, float, bool, bool]] = {
@@ -247,6 +306,13 @@ class Scenario:
             "latency_sigma": (0.0, 10.0, False, False),
             "daily_amplitude": (0.0, 1.0, False, True),
             "daily_period": (0.0, math.inf, True, True),
+            "stall_fraction": (0.0, 1.0, False, False),
+            "stall_share": (0.0, 1.0, True, False),
+            "stall_seconds": (0.0, 3600.0, False, False),
+            "latency_drift": (0.0, 100.0, True, False),
+            "error_drift": (0.0, 100.0, True, False),
+            "canary_error_factor": (0.0, 100.0, True, False),
+            "canary_latency_factor": (0.0, 100.0, True, False),
         }
         for name, (low, high, low_open, high_open) in checks.items():
             value = finite(name, getattr(self, name))
@@ -260,11 +326,26 @@ class Scenario:
                     name, getattr(self, name), f"must be in {left}{low:g}, {top}{right}"
                 )
             object.__setattr__(self, name, value)
+        # The highest error rate each arm reaches must stay a probability.
+        highest = self.error_rate * max(1.0, self.error_drift)
+        if highest > 1.0:
+            raise ConfigError(
+                "error_drift",
+                self.error_drift,
+                f"makes the error rate exceed 1 (error_rate {self.error_rate:g})",
+            )
+        highest *= self.canary_error_factor
+        if highest > 1.0:
+            raise ConfigError(
+                "canary_error_factor",
+                self.canary_error_factor,
+                f"makes the canary's error rate exceed 1 (error_rate {self.error_rate:g})",
+            )
         regression = self.regression
         if (
             regression is not None
             and regression.kind == "errors"
-            and self.error_rate * regression.factor > 1.0
+            and highest * regression.factor > 1.0
         ):
             raise ConfigError(
                 "regression.factor",
@@ -273,14 +354,40 @@ class Scenario:
             )
 
     def describe(self) -> str:
-        """One line a person reads: traffic, errors, latency, cycle and regression."""
+        """One line a person reads: traffic, errors, latency, shapes and regression."""
         text = (
             f"{self.requests_per_second:g} requests/s, errors {self.error_rate * 100:.2f}%, "
             f"latency median {self.latency_median * 1000:g} ms (sigma {self.latency_sigma:g})"
         )
         if self.daily_amplitude:
             text += f", daily cycle +-{self.daily_amplitude * 100:g}% every {self.daily_period:g} s"
-        return text + f"; regression: {self.regression or 'none (A/A)'}"
+        shapes = []
+        if self.error_burst_max > 1:
+            shapes.append(f"errors in bursts of 1 to {self.error_burst_max}")
+        if self.stall_fraction:
+            shapes.append(
+                f"stalls in {self.stall_fraction * 100:g}% of windows per arm "
+                f"({self.stall_share * 100:g}% of requests +{self.stall_seconds * 1000:g} ms)"
+            )
+        drifts = [
+            f"{name} x{value:g}"
+            for name, value in (("latency", self.latency_drift), ("errors", self.error_drift))
+            if value != 1.0
+        ]
+        if drifts:
+            over = "the plan" if self.drift_seconds is None else f"{self.drift_seconds:g} s"
+            shapes.append(f"drifting to {' and '.join(drifts)} over {over}")
+        bias = [
+            f"{name} x{value:g}"
+            for name, value in (
+                ("latency", self.canary_latency_factor),
+                ("errors", self.canary_error_factor),
+            )
+            if value != 1.0
+        ]
+        if bias:
+            shapes.append(f"canary {' and '.join(bias)} not from the release")
+        return "; ".join([text, *shapes]) + f"; regression: {self.regression or 'none (A/A)'}"
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for JSON."""
@@ -591,9 +698,12 @@ def _small_poisson(uniform: Callable[[], float], mean: float) -> int:
 
 
 class _Sampler:
-    """Draws one run's windows for a scenario; holds the caches shared by all runs."""
+    """Draws one run's windows for a scenario; holds the caches shared by all runs.
 
-    def __init__(self, scenario: Scenario, with_latency: bool) -> None:
+    `duration` is the time over which a drift rises when the scenario does not say.
+    """
+
+    def __init__(self, scenario: Scenario, with_latency: bool, duration: float = 1.0) -> None:
         self.rate = scenario.requests_per_second
         self.p = scenario.error_rate
         self.median = scenario.latency_median
@@ -605,9 +715,27 @@ class _Sampler:
         self.at = math.inf if regression is None else regression.at
         self.kind = None if regression is None else regression.kind
         factor = 1.0 if regression is None else regression.factor
-        self.bad_p = self.p * factor if self.kind == "errors" else self.p
-        self.bad_median = self.median * factor if self.kind == "latency" else self.median
+        # The canary's baseline (differences that are not the release), then the release.
+        self.canary_p = self.p * scenario.canary_error_factor
+        self.canary_median = self.median * scenario.canary_latency_factor
+        self.bad_p = self.canary_p * factor if self.kind == "errors" else self.canary_p
+        self.bad_median = (
+            self.canary_median * factor if self.kind == "latency" else self.canary_median
+        )
         self.steady = self.amplitude == 0.0
+        # Bursts: failure events at p / mean(k) per request, each failing k requests.
+        self.burst_max = scenario.error_burst_max
+        self.event_share = 2.0 / (1.0 + self.burst_max)
+        # Stalls only change latency: without latency histograms there is nothing to draw.
+        self.stall_fraction = scenario.stall_fraction if with_latency else 0.0
+        self.stall_share = scenario.stall_share
+        self.stall_seconds = scenario.stall_seconds
+        self.stall_tables: dict[float, tuple[int, tuple[float, ...], tuple[float, ...]]] = {}
+        self.error_drift = scenario.error_drift - 1.0
+        self.latency_drift = scenario.latency_drift - 1.0 if with_latency else 0.0
+        self.drifting = bool(self.error_drift or self.latency_drift)
+        drift_seconds = scenario.drift_seconds
+        self.drift_seconds = duration if drift_seconds is None else drift_seconds
         self.plans: dict[tuple[float, float], _ArmPlan] = {}
         self.count_tables: dict[
             tuple[float, float], tuple[int, tuple[float, ...], int, tuple[float, ...]]
@@ -625,6 +753,62 @@ class _Sampler:
         )
         return end - start + swing
 
+    def drift(self, t: float) -> tuple[float, float]:
+        """(error factor, latency factor) at `t`, on a staircase of 1/1024 steps."""
+        progress = min(1.0, max(0.0, t / self.drift_seconds))
+        # Rounded to a binary grid so that windows share their tables and plans.
+        errors = round((1.0 + self.error_drift * progress) * 1024.0) / 1024.0
+        latency = round((1.0 + self.latency_drift * progress) * 1024.0) / 1024.0
+        return errors, latency
+
+    def window(
+        self, rng: random.Random, start: float, end: float, share: float, phase: float
+    ) -> tuple[_Arm, _Arm, tuple[int, int, float, float] | None]:
+        """Both arms over [start, end) with `share` (0..1) of the requests on the canary.
+
+        Returns (stable, canary, exposed): each arm's (requests, errors, latency or None),
+        and for the canary's traffic after the regression began (None before it) its
+        requests, its errors, and its expected excess and baseline errors.
+        """
+        seconds = self.exposure(start, end, phase)
+        p, median = self.p, self.median
+        canary_p, canary_median = self.canary_p, self.canary_median
+        bad_p, bad_median = self.bad_p, self.bad_median
+        if self.drifting:
+            errors_factor, latency_factor = self.drift((start + end) * 0.5)
+            p *= errors_factor
+            canary_p *= errors_factor
+            bad_p *= errors_factor
+            median *= latency_factor
+            canary_median *= latency_factor
+            bad_median *= latency_factor
+        stable_stalls = canary_stalls = False
+        stalls = self.stall_fraction
+        if stalls:
+            uniform = rng.random
+            stable_stalls = uniform() < stalls
+            canary_stalls = uniform() < stalls
+        arm = self.arm
+        rate = self.rate
+        stable = arm(rng, rate * seconds * (1.0 - share), p, median, stable_stalls)
+        at = self.at
+        if end <= at:
+            canary = arm(rng, rate * seconds * share, canary_p, canary_median, canary_stalls)
+            return stable, canary, None
+        if start >= at:
+            canary = arm(rng, rate * seconds * share, bad_p, bad_median, canary_stalls)
+            requests = canary[0]
+            exposed = (requests, canary[1], requests * (bad_p - canary_p), requests * canary_p)
+            return stable, canary, exposed
+        exposure = self.exposure
+        before = arm(
+            rng, rate * exposure(start, at, phase) * share, canary_p, canary_median, canary_stalls
+        )
+        after = arm(rng, rate * exposure(at, end, phase) * share, bad_p, bad_median, canary_stalls)
+        requests = after[0]
+        exposed = (requests, after[1], requests * (bad_p - canary_p), requests * canary_p)
+        return stable, _merge(before, after), exposed
+
     def poisson(self, uniform: Callable[[], float], mean: float) -> int:
         # A steady scenario repeats a few means: exact cached tables. Under a daily cycle
         # every mean is new: draw Poisson(g) from the table of g = the mean rounded down
@@ -638,35 +822,72 @@ class _Sampler:
         rest = mean - grid
         return count + _small_poisson(uniform, rest) if rest > 0.0 else count
 
+    def burst(self, uniform: Callable[[], float], events: int) -> int:
+        """The failed requests of `events` failure events of 1..burst_max requests each."""
+        top = self.burst_max
+        return events + sum([int(uniform() * top) for _ in range(events)])
+
     def arm(
         self,
         rng: random.Random,
         mean: float,
         p: float,
         median: float,
-    ) -> tuple[int, int, LatencyHistogram | None]:
+        stalled: bool = False,
+    ) -> _Arm:
         """(requests, errors, latency or None) of one arm over one stretch of traffic."""
         uniform = rng.random
         if not self.latency:
             # Failures and successes are independent Poisson counts (thinning), so the
-            # requests need no binomial: two table look-ups for a steady scenario.
+            # requests need no binomial: two table look-ups for a steady scenario. With
+            # bursts the first count is of failure events, each failing 1..burst_max.
             tables = self.count_tables.get((mean, p))
             if tables is not None:
                 lo_errors, errors_cdf, lo_ok, ok_cdf = tables
                 errors = lo_errors + bisect_right(errors_cdf, uniform())
+                if errors and self.burst_max > 1:
+                    errors = self.burst(uniform, errors)
                 return errors + lo_ok + bisect_right(ok_cdf, uniform()), errors, None
-            bad, good = mean * p, mean * (1.0 - p)
+            bad, good = mean * p * self.event_share, mean * (1.0 - p)
             if self.steady and 0.0 < bad < _HUGE and 0.0 < good < _HUGE:
-                if len(self.count_tables) >= 1024:
+                if len(self.count_tables) >= 8192:
                     self.count_tables.clear()
                 self.count_tables[(mean, p)] = (*_poisson_table(bad), *_poisson_table(good))
                 return self.arm(rng, mean, p, median)
             errors = self.poisson(uniform, bad) if p > 0.0 else 0
+            if errors and self.burst_max > 1:
+                errors = self.burst(uniform, errors)
             if p >= 1.0:
                 return errors, errors, None
             return errors + self.poisson(uniform, good), errors, None
         if mean <= 0.0:
             return 0, 0, LatencyHistogram.empty()
+        if stalled:
+            # Thinning: the stalled requests are an independent Poisson count.
+            slow = mean * self.stall_share
+            requests, histogram = self.lognormal(rng, mean - slow, median)
+            extra = self.poisson(uniform, slow)
+            if extra:
+                histogram = histogram.merge(self.stalled(uniform, extra, median))
+                requests += extra
+        else:
+            requests, histogram = self.lognormal(rng, mean, median)
+        if not requests:
+            return 0, 0, histogram
+        if self.burst_max > 1:
+            events = _binomial(uniform, requests, p * self.event_share)
+            errors = min(requests, self.burst(uniform, events)) if events else 0
+        else:
+            errors = _binomial(uniform, requests, p)
+        return requests, errors, histogram
+
+    def lognormal(
+        self, rng: random.Random, mean: float, median: float
+    ) -> tuple[int, LatencyHistogram]:
+        """Poisson(`mean`) requests with log-normal latency: (their count, their histogram)."""
+        if mean <= 0.0:
+            return 0, LatencyHistogram.empty()
+        uniform = rng.random
         rest = 0.0
         key = mean
         if not self.steady and mean < _HUGE:
@@ -674,7 +895,7 @@ class _Sampler:
             rest = mean - key
         plan = self.plans.get((key, median))
         if plan is None:
-            if len(self.plans) >= 4096:
+            if len(self.plans) >= 16384:
                 self.plans.clear()
             plan = self.plans[(key, median)] = _arm_plan(key, median, self.sigma)
         requests, histogram = _draw_latency(uniform, plan)
@@ -685,8 +906,71 @@ class _Sampler:
                 values = [rng.lognormvariate(mu, sigma) for _ in range(extra)]
                 histogram = _add_samples(histogram, values)
                 requests += extra
-        errors = _binomial(uniform, requests, p) if requests else 0
-        return requests, errors, histogram
+        return requests, histogram
+
+    def stalled(self, uniform: Callable[[], float], count: int, median: float) -> LatencyHistogram:
+        """The histogram of `count` stalled requests: log-normal plus `stall_seconds`."""
+        table = self.stall_tables.get(median)
+        if table is None:
+            table = self.stall_tables[median] = _shifted_buckets(
+                median, self.sigma, self.stall_seconds
+            )
+        low, shares, means = table
+        positions = list(
+            map(bisect_right, repeat(shares, count), starmap(uniform, repeat((), count)))
+        )
+        first = min(positions)
+        counts = [0] * (max(positions) - first + 1)
+        for position in positions:
+            counts[position - first] += 1
+        total = math.fsum(means[position] for position in positions)
+        return _make(low + first, tuple(counts), total)
+
+
+_Arm = tuple[int, int, LatencyHistogram | None]
+
+
+def _shifted_buckets(
+    median: float, sigma: float, shift: float
+) -> tuple[int, tuple[float, ...], tuple[float, ...]]:
+    """(first bucket index, cumulative shares, E[latency | bucket]) of log-normal + `shift`.
+
+    Exact bucket masses of the shifted log-normal (buckets with less than 1e-13 of the
+    mass left out): a stalled request picks its bucket with one uniform.
+    """
+    if sigma == 0.0:
+        return bucket_index(median + shift), (1.0,), (median + shift,)
+    mu = math.log(median)
+    low = bucket_index(shift + median * math.exp(-8.5 * sigma))
+    high = bucket_index(shift + median * math.exp(8.5 * sigma))
+    scale = math.exp(mu + sigma * sigma / 2.0)
+    masses: list[float] = []
+    means: list[float] = []
+    for index in range(low, high + 1):
+        lower, upper = bucket_bounds(index)
+        if index == MAX_INDEX:
+            upper = math.inf
+        # In the normal's units: z = (ln(x - shift) - mu) / sigma.
+        z_low = -math.inf if lower <= shift else (math.log(lower - shift) - mu) / sigma
+        z_high = (
+            math.inf
+            if upper == math.inf
+            else (-math.inf if upper <= shift else (math.log(upper - shift) - mu) / sigma)
+        )
+        mass = _mass(z_low, z_high) if z_high > z_low else 0.0
+        partial = scale * _mass(z_low - sigma, z_high - sigma) if mass > 0.0 else 0.0
+        masses.append(mass)
+        if mass > 1e-300 and partial > 0.0:
+            means.append(shift + partial / mass)
+        else:  # the middle of the bucket (its lower bound for the last, open one)
+            means.append(lower if upper == math.inf else (lower + upper) / 2.0)
+    kept = [k for k, mass in enumerate(masses) if mass >= 1e-13]
+    start, stop = kept[0], kept[-1] + 1
+    shares = list(accumulate(masses[start:stop]))
+    total = shares[-1]
+    shares = [share / total for share in shares]
+    shares[-1] = 1.0  # a uniform in [0, 1) always finds a bucket
+    return low + start, tuple(shares), tuple(means[start:stop])
 
 
 def _add_samples(histogram: LatencyHistogram, values: list[float]) -> LatencyHistogram:
@@ -755,11 +1039,7 @@ def _run(
     phase = 0.0 if sampler.steady else rng.random() * _TWO_PI
     at = sampler.at
     kind = sampler.kind
-    p, bad_p = sampler.p, sampler.bad_p
-    median, bad_median = sampler.median, sampler.bad_median
-    rate = sampler.rate
-    arm = sampler.arm
-    exposure = sampler.exposure
+    window = sampler.window
     steps = plan.steps
     step_deciders = any(isinstance(s, Analyze) and s.decider is not None for s in steps)
     background = AnalysisKind.BACKGROUND
@@ -767,7 +1047,7 @@ def _run(
 
     windows = canary_requests = canary_errors = 0
     exposed = exposed_errors = 0
-    expected_excess = 0.0
+    expected_excess = expected_base = 0.0
 
     state = transition(plan, RolloutState(), Start(now=0.0))
     now = 0.0
@@ -779,22 +1059,12 @@ def _run(
             start, end = action.start, action.end
             split = state.confirmed or state.target
             share = split.canary_percent / 100.0
-            seconds = exposure(start, end, phase)
-            stable = arm(rng, rate * seconds * (1.0 - share), p, median)
-            if end <= at:
-                canary = arm(rng, rate * seconds * share, p, median)
-            elif start >= at:
-                canary = arm(rng, rate * seconds * share, bad_p, bad_median)
-                exposed += canary[0]
-                exposed_errors += canary[1]
-                expected_excess += canary[0] * (bad_p - p)
-            else:
-                before = arm(rng, rate * exposure(start, at, phase) * share, p, median)
-                after = arm(rng, rate * exposure(at, end, phase) * share, bad_p, bad_median)
-                exposed += after[0]
-                exposed_errors += after[1]
-                expected_excess += after[0] * (bad_p - p)
-                canary = _merge(before, after)
+            stable, canary, gained = window(rng, start, end, share, phase)
+            if gained is not None:
+                exposed += gained[0]
+                exposed_errors += gained[1]
+                expected_excess += gained[2]
+                expected_base += gained[3]
             canary_requests += canary[0]
             canary_errors += canary[1]
             observation = _trusted_observation(
@@ -871,7 +1141,7 @@ def _run(
         canary_errors=canary_errors,
         detect_seconds=detect,
         exposed_requests=exposed,
-        excess_errors=exposed_errors - exposed * p,
+        excess_errors=exposed_errors - expected_base,
         expected_excess_errors=expected_excess,
         bad_requests=bad,
     )
@@ -931,7 +1201,8 @@ def evaluate(
     with_latency = scenario.latency
     if with_latency is None:
         with_latency = _needs_latency(plan, decider)
-    sampler = _Sampler(scenario, with_latency)
+    duration = plan.nominal_seconds if plan.nominal_seconds > 0 else horizon
+    sampler = _Sampler(scenario, with_latency, duration)
     started = time.perf_counter()
     results: list[RunResult] = []
     for done, index in enumerate(range(first_run, first_run + runs), start=1):
