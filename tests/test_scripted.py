@@ -360,7 +360,8 @@ def test_observe_refuses_anything_but_a_window() -> None:
 def test_repr_is_readable() -> None:
     assert repr(ScriptedMetrics(error_rate=regression(at=300.0, base=0.01, factor=2.0))) == (
         "ScriptedMetrics(requests_per_second=100.0, error_rate=Regression(at=300.0, base=0.01, "
-        "factor=2.0, arm=Arm.CANARY), latency_median=0.05, latency_sigma=0.25, gauges={}, seed=0)"
+        "factor=2.0, arm=Arm.CANARY), latency_median=0.05, latency_sigma=0.25, gauges={}, "
+        "header_share=0.5, seed=0)"
     )
 
 

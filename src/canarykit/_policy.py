@@ -145,9 +145,19 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     consecutive_success_limit = 3  # PASS windows in a row before a PASS (default 1)
     dry_run = false             # judge and report, but always PASS (never acted on)
 
-    [simulation]                # optional; used by `canarykit simulate`
+    [simulation]                # optional; used by `canarykit simulate` and `evaluate`
     requests_per_second = 100   # total, both arms
     seed = 0
+    header_share = 0.6          # share of requests a header route matches (default 0.5),
+                                # or per header: {"User-Agent" = 0.6, "X-Beta" = 0.02}
+    [simulation.gauges]         # optional: gauges both arms report, by name
+    cpu_cores = 0.25            # a number: both arms alike, exactly
+    memory_bytes = {value = 2e8, canary_per_hour = 5e7, at = "10m", noise = 0.01}
+                                # value: both arms' level (required); canary_factor: the
+                                # canary's level x this from `at` (default 1); canary_per_hour:
+                                # and growing this much an hour, a leak (default 0); at:
+                                # when the canary's change starts (default 0); noise: each
+                                # window's relative spread, log-normal (default 0)
 
     # The tables below are optional; `canarykit run` uses them (Deployment), `canarykit
     # simulate` ignores them. Secrets never go in the file: a key ending in _env names an
@@ -607,18 +617,56 @@ def _integer_seed(_inst: Any, _attr: Any, value: Any) -> None:
         raise ConfigError("seed", value, "must be an integer")
 
 
+def _header_share(value: Any) -> float | Mapping[str, float]:
+    from .testing._scripted import _freeze_header_share
+
+    return _freeze_header_share(value)
+
+
+def _simulation_gauges(value: Any) -> Mapping[str, Any]:
+    """`value` as a read-only mapping of gauge name to `ScriptedGauge` (a number: a level)."""
+    from types import MappingProxyType
+
+    from .testing._scripted import ScriptedGauge, _freeze_rates
+
+    gauges = {}
+    for name, gauge in _freeze_rates(value).items():
+        if not isinstance(gauge, ScriptedGauge):
+            if callable(gauge):
+                raise ConfigError(f"gauges[{name!r}]", gauge, "must be a number or a ScriptedGauge")
+            gauge = ScriptedGauge(gauge)
+        gauges[name] = gauge
+    return MappingProxyType(gauges)
+
+
 @attrs.frozen(kw_only=True)
 class SimulationSettings:
-    """How ``canarykit simulate`` drives a policy: total traffic and the random seed.
+    """How ``canarykit simulate`` and ``evaluate`` script a policy's traffic.
+
+    - `requests_per_second`: total traffic over both arms; `seed`: the noise's seed.
+    - `header_share`: the share of requests a header route matches (one number for every
+      header, or header name to share; 0.5 for a header not listed), which sets the
+      canary's traffic during header-route stages (`canarykit.testing.ScriptedMetrics`).
+    - `gauges`: gauge name to a `canarykit.testing.ScriptedGauge` (a number is a level
+      both arms report exactly): CPU and memory, with a change on the canary if asked.
 
     >>> SimulationSettings()
-    SimulationSettings(requests_per_second=100.0, seed=0)
+    SimulationSettings(requests_per_second=100.0, seed=0, header_share=0.5, gauges={})
     """
 
     requests_per_second: float = attrs.field(
         default=100.0, converter=_int_to_float, validator=_positive_rate
     )
     seed: int = attrs.field(default=0, validator=_integer_seed)
+    header_share: float | Mapping[str, float] = attrs.field(
+        default=0.5,
+        converter=_header_share,
+        hash=False,
+        repr=lambda v: repr(v if isinstance(v, float) else dict(v)),
+    )
+    gauges: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_simulation_gauges, hash=False, repr=lambda g: repr(dict(g))
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -667,6 +715,7 @@ class Policy:
             "[simulation]",
             f"requests_per_second = {_toml_value(self.simulation.requests_per_second)}",
             f"seed = {self.simulation.seed}",
+            *_simulation_lines(self.simulation),
         ]
         lines += _deployment_lines(self.deployment)
         return "\n".join(lines) + "\n"
@@ -780,12 +829,85 @@ def _decider_lines(decider: Decider) -> list[str]:
     return _table_lines("decider", _dump_decider(decider, "decider"))
 
 
+def _simulation_lines(simulation: SimulationSettings) -> list[str]:
+    """The ``header_share`` and ``[simulation.gauges]`` lines, when they are not the defaults."""
+    lines: list[str] = []
+    share = simulation.header_share
+    if share != 0.5:
+        written = share if isinstance(share, float) else dict(share)
+        lines.append(f"header_share = {_toml_value(written)}")
+    if simulation.gauges:
+        lines += ["", "[simulation.gauges]"]
+        for name, gauge in simulation.gauges.items():
+            spec = {
+                key: value
+                for key, value in attrs.asdict(gauge).items()
+                if value != attrs.fields_dict(type(gauge))[key].default
+            }
+            value = gauge.value if spec.keys() <= {"value"} else {"value": gauge.value} | spec
+            lines.append(f"{_toml_key(name)} = {_toml_value(value)}")
+    return lines
+
+
+_GAUGE_KEYS = ("value", "canary_factor", "canary_per_hour", "at", "noise")
+
+
+def _read_simulation_gauge(table: PolicyTable, name: str) -> Any:
+    from ._observe import METRIC_NAMES
+    from .testing._scripted import ScriptedGauge
+
+    value = table.raw(name)
+    if name in METRIC_NAMES:
+        raise ConfigError(
+            table.field(name), value, "is a built-in metric name; give the gauge another"
+        )
+    if not isinstance(value, Mapping):
+        with _prefixed(table.field(name), {"value": ""}):
+            return ScriptedGauge(value)
+    gauge = table.table(name)
+    gauge.check_keys(_GAUGE_KEYS)
+    options = {
+        key: gauge.duration(key, allow_zero=True) if key == "at" else gauge.raw(key)
+        for key in _GAUGE_KEYS
+        if key in gauge
+    }
+    level = gauge.raw("value")  # required
+    del options["value"]
+    with _prefixed(gauge.path):
+        return ScriptedGauge(level, **options)
+
+
+def _read_header_share(table: PolicyTable) -> Any:
+    value = table.raw("header_share")
+    if not isinstance(value, Mapping):
+        with _prefixed(table.path):
+            return _header_share(value)
+    # Name a bad share by its TOML key path: simulation.header_share.User-Agent.
+    shares = table.table("header_share")
+    rename = {
+        f"header_share[{header!r}]": shares.field(header).removeprefix(table.path + ".")
+        for header in shares.data
+    }
+    with _prefixed(table.path, rename):
+        return _header_share(shares.data)
+
+
 def _read_simulation(table: PolicyTable) -> SimulationSettings:
-    table.check_keys(("requests_per_second", "seed"))
+    table.check_keys(("requests_per_second", "seed", "header_share", "gauges"))
     rate = table.number("requests_per_second", 100.0, above=0)
     seed = table.integer("seed", 0)
-    with _prefixed(table.path):
-        return SimulationSettings(requests_per_second=rate, seed=seed)
+    share = _read_header_share(table) if "header_share" in table else 0.5
+    gauges = {}
+    rename = {}
+    if "gauges" in table:
+        gauge_table = table.table("gauges")
+        for name in gauge_table.data:
+            gauges[name] = _read_simulation_gauge(gauge_table, name)
+            rename[f"gauges[{name!r}]"] = gauge_table.field(name).removeprefix(table.path + ".")
+    with _prefixed(table.path, rename):
+        return SimulationSettings(
+            requests_per_second=rate, seed=seed, header_share=share, gauges=gauges
+        )
 
 
 def _read_policy(data: Mapping[str, Any], base: Path | None = None) -> Policy:

@@ -12,8 +12,11 @@ horizon (it is then reported as paused or running).
 The traffic of a `Scenario`, per analysis window ``[s, e)`` and arm:
 
 * requests: Poisson, with mean the integral of ``requests_per_second * share * cycle(t)``
-  over the window, the share being the canary percent confirmed by the router (the
-  stable arm gets the rest) and ``cycle(t) = 1 + daily_amplitude * sin(2 pi t /
+  over the window, the share being the canary's share of requests under the split
+  confirmed by the router (its canary percent; during a header-route stage the routed
+  share of the requests a route matches, `header_share` of them, as
+  `canarykit.testing._scripted.canary_share` computes; mirrored copies never count), the
+  stable arm getting the rest, and ``cycle(t) = 1 + daily_amplitude * sin(2 pi t /
   daily_period + phase)``, the phase drawn at random for each run (1 without a cycle);
 * errors: each request fails with probability `error_rate` (binomial given the
   requests; for count-only deciders the equivalent independent Poisson counts of
@@ -63,7 +66,7 @@ import math
 import random
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import accumulate, repeat, starmap
 from typing import Any
 
@@ -86,22 +89,36 @@ from .._machine import (
     next_action,
     transition,
 )
-from .._observe import _trusted_arm_stats, _trusted_observation
+from .._observe import (
+    _NO_GAUGES,
+    Arm,
+    Observation,
+    _trusted_arm_stats,
+    _trusted_observation,
+)
 from .._plan import Analyze, Pause, Plan, SetWeight
 from .._protocols import Decider
+from .._split import TrafficSplit
 from .._validate import finite
 from .._verdict import Judgement
 from ..deciders import AllOf, AnyOf
 from ._scripted import (
     _HUGE,
+    DEFAULT_HEADER_SHARE,
+    HeaderShare,
+    Rate,
     _arm_plan,
     _ArmPlan,
     _binomial,
     _draw_latency,
+    _freeze_header_share,
+    _freeze_rates,
     _grid,
     _mass,
     _poisson,
     _poisson_table,
+    canary_share,
+    gauge_readings,
 )
 
 __all__ = [
@@ -993,6 +1010,57 @@ def _merge(
     return a[0] + b[0], a[1] + b[1], latency
 
 
+# ---------------------------------------------------------------------------- routing
+
+_Drawn = tuple[int, int, LatencyHistogram | None]
+
+
+class _Routing:
+    """The canary's share of requests under each split, and the gauges of each window."""
+
+    def __init__(
+        self,
+        header_share: HeaderShare = DEFAULT_HEADER_SHARE,
+        gauges: Mapping[str, Rate] = _NO_GAUGES,
+    ) -> None:
+        self.header_share = header_share
+        self.gauges = gauges
+        self.shares: dict[TrafficSplit, float] = {}
+
+    def share(self, split: TrafficSplit) -> float:
+        """The share of requests the canary serves under `split` (`canary_share`)."""
+        if not split.header_routes:
+            return split.canary_percent / 100.0
+        share = self.shares.get(split)
+        if share is None:
+            share = self.shares[split] = canary_share(split, self.header_share)
+        return share
+
+    def observation(
+        self,
+        rng: random.Random,
+        start: float,
+        end: float,
+        share: float,
+        stable: _Drawn,
+        canary: _Drawn,
+    ) -> Observation:
+        """The window's observation, with both arms' gauges read at its midpoint."""
+        if not self.gauges:
+            return _trusted_observation(
+                start, end, _trusted_arm_stats(*stable), _trusted_arm_stats(*canary)
+            )
+        t, percent, uniform = (start + end) * 0.5, share * 100.0, rng.random
+        stable_gauges = gauge_readings(self.gauges, uniform, t, Arm.STABLE, percent)
+        canary_gauges = gauge_readings(self.gauges, uniform, t, Arm.CANARY, percent)
+        return _trusted_observation(
+            start,
+            end,
+            _trusted_arm_stats(*stable, stable_gauges),
+            _trusted_arm_stats(*canary, canary_gauges),
+        )
+
+
 # ---------------------------------------------------------------------------- one run
 
 
@@ -1034,7 +1102,9 @@ def _run(
     index: int,
     seed: int,
     horizon: float,
+    routing: _Routing | None = None,
 ) -> RunResult:
+    routing = _Routing() if routing is None else routing
     rng = random.Random(_run_key(seed, index))
     phase = 0.0 if sampler.steady else rng.random() * _TWO_PI
     at = sampler.at
@@ -1057,8 +1127,7 @@ def _run(
         if action_type is CollectWindow:
             assert isinstance(action, CollectWindow)
             start, end = action.start, action.end
-            split = state.confirmed or state.target
-            share = split.canary_percent / 100.0
+            share = routing.share(state.confirmed or state.target)
             stable, canary, gained = window(rng, start, end, share, phase)
             if gained is not None:
                 exposed += gained[0]
@@ -1067,12 +1136,7 @@ def _run(
                 expected_base += gained[3]
             canary_requests += canary[0]
             canary_errors += canary[1]
-            observation = _trusted_observation(
-                start,
-                end,
-                _trusted_arm_stats(*stable),
-                _trusted_arm_stats(*canary),
-            )
+            observation = routing.observation(rng, start, end, share, stable, canary)
             windows += 1
             this = decider
             if not fast_judge and action.kind is not background:
@@ -1166,6 +1230,8 @@ def evaluate(
     progress: Callable[[int, int], object] | None = None,
     horizon: float | None = None,
     first_run: int = 0,
+    header_share: HeaderShare = DEFAULT_HEADER_SHARE,
+    gauges: Mapping[str, Rate] | None = None,
 ) -> Evaluation:
     """Run `runs` seeded rollouts of `plan` judged by `decider` against `scenario`.
 
@@ -1178,6 +1244,13 @@ def evaluate(
 
     The decider must judge without waiting (a synchronous judge, or an async one that
     never suspends). A decider that raises makes a failed window, as in a real rollout.
+
+    `header_share` is the share of requests a header route matches (one number, or per
+    header name; see `canarykit.testing._scripted.canary_share`), which sets the canary's
+    traffic during header-route stages. `gauges` adds gauges both arms report in every
+    window, as for `ScriptedMetrics`: a number, a function ``f(t, arm, canary_percent)``
+    or a `ScriptedGauge` (CPU, memory, a leak on the canary), read at the window's
+    midpoint.
     """
     if scenario is None:
         scenario = Scenario()
@@ -1203,10 +1276,11 @@ def evaluate(
         with_latency = _needs_latency(plan, decider)
     duration = plan.nominal_seconds if plan.nominal_seconds > 0 else horizon
     sampler = _Sampler(scenario, with_latency, duration)
+    routing = _Routing(_freeze_header_share(header_share), _freeze_rates(gauges or {}))
     started = time.perf_counter()
     results: list[RunResult] = []
     for done, index in enumerate(range(first_run, first_run + runs), start=1):
-        results.append(_run(plan, decider, sampler, index, seed, horizon))
+        results.append(_run(plan, decider, sampler, index, seed, horizon, routing))
         if progress is not None:
             progress(done, runs)
     return Evaluation(

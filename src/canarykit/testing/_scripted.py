@@ -14,6 +14,15 @@ True
 >>> metrics.observe(Window(start=0.0, end=10.0, split=TrafficSplit(canary_percent=10))) == obs
 True
 
+During a header-route stage the canary serves the requests a route matches (a share of
+them set by `header_share`) and the split's percent of the rest; mirrored copies are
+served by stable and never counted for the canary (`canary_share`). Gauges such as CPU
+and memory are scripted per arm by `ScriptedGauge`, including a leak on the canary:
+
+>>> memory = ScriptedGauge(2e8, canary_per_hour=5e7, at=600)  # +50 MB an hour from 10 min
+>>> memory(600 + 3600, Arm.CANARY, 10.0), memory(600 + 3600, Arm.STABLE, 10.0)
+(250000000.0, 200000000.0)
+
 The data of a window depend only on the seed and the window's start and end, never on
 what was collected before, so a resumed rollout sees the same data as an uninterrupted
 one. The samplers are exact (inversion of cached CDF tables; Hörmann's transformed
@@ -27,6 +36,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import statistics
 import struct
 from bisect import bisect_right
 from collections.abc import Callable, Mapping
@@ -49,20 +59,31 @@ from .._observe import (
     _trusted_arm_stats,
     _trusted_observation,
 )
+from .._split import _HEADER_NAME, TrafficSplit
 from .._validate import finite
 
 __all__ = [
+    "DEFAULT_HEADER_SHARE",
     "SCENARIOS",
+    "HeaderShare",
     "Rate",
     "Regression",
+    "ScriptedGauge",
     "ScriptedMetrics",
     "StepChange",
+    "canary_share",
     "regression",
     "step_change",
 ]
 
 Rate: TypeAlias = float | Callable[[float, Arm, float], float]
-"""A number, or a function of (t in seconds, arm, canary percent of the split 0..100)."""
+"""A number, or a function of (t in seconds, arm, the canary's percent of requests 0..100)."""
+
+HeaderShare: TypeAlias = float | Mapping[str, float]
+"""The share of requests a header route matches: one number for every header, or per header."""
+
+DEFAULT_HEADER_SHARE = 0.5
+"""The share of requests a header route matches when nothing says otherwise: one half."""
 
 _EMPTY_LATENCY = LatencyHistogram.empty()
 _LN2_8 = math.log(2.0) / 8.0  # ln of a bucket's width ratio
@@ -449,29 +470,207 @@ def _mapping_repr(value: Mapping[str, Rate]) -> str:
     return repr(dict(value))
 
 
+# -- header routes and mirroring ----------------------------------------------------------
+
+
+def _check_share(field: str, value: Any) -> float:
+    share = finite(field, value)
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(field, value, "must be a share of requests in [0, 1] (0.6 is 60%)")
+    return share
+
+
+def _freeze_header_share(value: Any) -> HeaderShare:
+    """`value` as a float in [0, 1] or a read-only mapping of header name to one, or raise."""
+    if not isinstance(value, Mapping):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(
+                "header_share", value, "must be a share in [0, 1] or a mapping of header to share"
+            )
+        return _check_share("header_share", value)
+    shares: dict[str, float] = {}
+    seen: dict[str, str] = {}
+    for name, share in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ConfigError("header_share", name, "keys must be HTTP header names")
+        lowered = name.lower()
+        if lowered in seen:
+            # HTTP header names are case-insensitive: two spellings would be two answers.
+            raise ConfigError(f"header_share[{name!r}]", share, f"repeats {seen[lowered]!r}")
+        seen[lowered] = name
+        shares[name] = _check_share(f"header_share[{name!r}]", share)
+    return MappingProxyType(shares)
+
+
+def _share_repr(value: HeaderShare) -> str:
+    return repr(value) if isinstance(value, float) else repr(dict(value))
+
+
+def _share_of(header_share: HeaderShare, header: str) -> float:
+    if isinstance(header_share, float):
+        return header_share
+    lowered = header.lower()
+    for name, share in header_share.items():
+        if name.lower() == lowered:
+            return share
+    return DEFAULT_HEADER_SHARE
+
+
+def canary_share(split: TrafficSplit, header_share: HeaderShare = DEFAULT_HEADER_SHARE) -> float:
+    """The share of requests (0 to 1) the canary serves under `split`; stable serves the rest.
+
+    Without header routes this is ``canary_percent / 100``. A header route sends its
+    `percent` of the requests it matches to the canary, and the requests no route matches
+    follow ``canary_percent``, as the routers do. `header_share` says what share of
+    requests a route on each header matches: one number for every header, or a mapping
+    of header name (any case) to share, `DEFAULT_HEADER_SHARE` (one half) for a header it
+    does not list. Headers are taken as independent, and routes are tried in order as a
+    router does, so a request two routes match follows the first; a second route on a
+    header already routed matches no further requests. Mirrored copies (``mirror_percent``)
+    are served by stable and their copies answered by nobody: they are never counted.
+
+    The seed's stage, 10% of Chrome users, when 60% of requests come from Chrome:
+
+    >>> from canarykit import HeaderRoute
+    >>> chrome = HeaderRoute(header="User-Agent", value=".*Chrome.*", match="regex", percent=10)
+    >>> round(canary_share(TrafficSplit(header_routes=[chrome]), {"user-agent": 0.6}), 6)
+    0.06
+    >>> canary_share(TrafficSplit(canary_percent=20, mirror_percent=50))
+    0.2
+    """
+    weighted = split.canary_percent / 100.0
+    routes = split.header_routes
+    if not routes:
+        return weighted
+    unmatched = 1.0  # requests no earlier route matched
+    canary = 0.0
+    routed: set[str] = set()
+    for route in routes:
+        header = route.header.lower()
+        if header in routed:
+            continue
+        routed.add(header)
+        matched = unmatched * _share_of(header_share, header)
+        canary += matched * route.percent / 100.0
+        unmatched -= matched
+    return min(1.0, max(0.0, canary + unmatched * weighted))
+
+
+# -- gauges ------------------------------------------------------------------------------
+
+_NORMAL = statistics.NormalDist()
+_TINY = 2.0**-60  # keeps a uniform of exactly 0 off the normal's infinite tail
+
+
+def _gauge_number(field: str, value: Any, low: float | None, high: float | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, value, "must be a number")
+    number = finite(field, value)
+    if (low is not None and number < low) or (high is not None and number > high):
+        top = "inf)" if high is None else f"{high:g}]"
+        raise ConfigError(field, value, f"must be in [{low:g}, {top}")
+    return number
+
+
+_GAUGE_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "value": (None, None),
+    "canary_factor": (0.0, None),
+    "canary_per_hour": (None, None),
+    "at": (0.0, None),
+    "noise": (0.0, 1.0),
+}
+
+
+@attrs.frozen
+class ScriptedGauge:
+    """A gauge both arms report, such as CPU or memory: a level, a change on the canary, noise.
+
+    - `value`: both arms' level (for instance CPU cores in use, or resident bytes).
+    - `canary_factor`: from `at` on, the canary's level is `value` times this (a fixed
+      increase: ``1.2`` is 20% more CPU).
+    - `canary_per_hour`: from `at` on, the canary's level also grows by this much per hour
+      (a leak: ``5e7`` is 50 MB more every hour).
+    - `at`: seconds from the start at which the canary's change begins (default 0).
+    - `noise`: the relative spread of each window's reading (log-normal around the level,
+      its mean the level); 0, the default, reports the level exactly.
+
+    Called as a `Rate`, it returns the level without noise; `ScriptedMetrics` and
+    `canarykit.testing.evaluate` add the noise from their seeded draws.
+
+    >>> cpu = ScriptedGauge(0.25, canary_factor=1.2)
+    >>> cpu(60.0, Arm.CANARY, 10.0), cpu(60.0, Arm.STABLE, 10.0)
+    (0.3, 0.25)
+    """
+
+    value: float
+    canary_factor: float = attrs.field(default=1.0, kw_only=True)
+    canary_per_hour: float = attrs.field(default=0.0, kw_only=True)
+    at: float = attrs.field(default=0.0, kw_only=True)
+    noise: float = attrs.field(default=0.0, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        for field, (low, high) in _GAUGE_BOUNDS.items():
+            number = _gauge_number(field, getattr(self, field), low, high)
+            object.__setattr__(self, field, number)
+
+    def __call__(self, t: float, arm: Arm, canary_percent: float) -> float:
+        """Return the level at time `t` for `arm`, without noise (the percent does not matter)."""
+        if arm is not Arm.CANARY or t < self.at:
+            return self.value
+        return self.value * self.canary_factor + self.canary_per_hour * (t - self.at) / 3600.0
+
+
+def gauge_readings(
+    gauges: Mapping[str, Rate],
+    uniform: Callable[[], float],
+    t: float,
+    arm: Arm,
+    percent: float,
+) -> Mapping[str, float]:
+    """One window's readings of `gauges` for `arm` at midpoint `t`, noise drawn by `uniform`.
+
+    Draws one uniform per noisy `ScriptedGauge`, in the gauges' order, and none otherwise.
+    """
+    readings: dict[str, Any] = {}
+    for name, rate in gauges.items():
+        if not callable(rate):
+            readings[name] = rate
+            continue
+        level = rate(t, arm, percent)  # checked by _freeze_gauges, naming the gauge
+        if isinstance(rate, ScriptedGauge) and rate.noise:
+            z = _NORMAL.inv_cdf(min(max(uniform(), _TINY), 1.0 - _TINY))
+            level *= _exp(rate.noise * z - rate.noise * rate.noise / 2.0)
+        readings[name] = level
+    return _freeze_gauges(readings)
+
+
 @attrs.frozen(kw_only=True)
 class ScriptedMetrics:
     """A fake metrics source: seeded, noisy data from rates that may change over time.
 
     Each rate is a number or a function ``f(t, arm, canary_percent)`` of the window's
-    midpoint ``t`` (seconds), the `Arm` and the split's canary percent (0..100), such as
-    `step_change` or `regression`. For each window and arm:
+    midpoint ``t`` (seconds), the `Arm` and the canary's percent of the requests (0..100:
+    the split's canary percent, or during a header-route stage the share `canary_share`
+    gives), such as `step_change` or `regression`. For each window and arm:
 
     * requests ~ Poisson(requests_per_second * duration * share), where the canary's
-      share is ``canary_percent / 100`` and the stable arm's the rest;
+      share is `canary_share` of the window's split (``canary_percent / 100`` without
+      header routes; the routed share of the requests a route matches, `header_share`
+      of them, with them; mirrored copies never count) and the stable arm's the rest;
     * errors ~ Binomial(requests, error_rate);
     * latency: each request's latency is log-normal with median `latency_median`
       seconds and log-scale spread `latency_sigma` (0 to 10); the histogram counts every request
       (its total is exactly `requests`) and its `sum` is the expected total given the
       bucket counts;
-    * gauges: ``{name: rate}``, each reported as the rate's value, without noise.
+    * gauges: ``{name: rate}``, each reported as the rate's value, without noise unless
+      it is a `ScriptedGauge` with `noise` (CPU, memory, a leak on the canary).
 
     The result depends only on `seed` and the window's start and end. Use it as the
     `MetricsSource` of a rollout (`collect`) or call `observe` directly.
 
     >>> ScriptedMetrics(error_rate=0.02, seed=1)
     ScriptedMetrics(requests_per_second=100.0, error_rate=0.02, latency_median=0.05, \
-latency_sigma=0.25, gauges={}, seed=1)
+latency_sigma=0.25, gauges={}, header_share=0.5, seed=1)
     """
 
     requests_per_second: Rate = 100.0
@@ -480,6 +679,9 @@ latency_sigma=0.25, gauges={}, seed=1)
     latency_sigma: Rate = 0.25
     gauges: Mapping[str, Rate] = attrs.field(
         factory=dict, converter=_freeze_rates, hash=False, repr=_mapping_repr
+    )
+    header_share: HeaderShare = attrs.field(
+        default=DEFAULT_HEADER_SHARE, converter=_freeze_header_share, hash=False, repr=_share_repr
     )
     seed: int = 0
 
@@ -507,10 +709,15 @@ latency_sigma=0.25, gauges={}, seed=1)
         uniform = _Random(key | int.from_bytes(_pack_window(start, end), "little")).random
         t = (start + end) * 0.5
         duration = end - start
-        percent = window.split.canary_percent
-        canary_share = percent / 100.0
-        stable = self._arm(uniform, t, Arm.STABLE, percent, duration * (1.0 - canary_share))
-        canary = self._arm(uniform, t, Arm.CANARY, percent, duration * canary_share)
+        split = window.split
+        if split.header_routes:
+            share = canary_share(split, self.header_share)
+            percent = share * 100.0
+        else:
+            percent = split.canary_percent
+            share = percent / 100.0
+        stable = self._arm(uniform, t, Arm.STABLE, percent, duration * (1.0 - share))
+        canary = self._arm(uniform, t, Arm.CANARY, percent, duration * share)
         return _trusted_observation(start, end, stable, canary)  # window checked start < end
 
     def _arm(
@@ -552,11 +759,8 @@ latency_sigma=0.25, gauges={}, seed=1)
                 _bad_result("error_rate", error_rate, t, arm, percent, "must be in [0, 1]")
         errors = _binomial(uniform, requests, error_rate) if requests else 0
         if self.gauges:
-            gauges = {
-                name: rate(t, arm, percent) if callable(rate) else rate
-                for name, rate in self.gauges.items()
-            }
-            return _trusted_arm_stats(requests, errors, latency, _freeze_gauges(gauges))
+            gauges = gauge_readings(self.gauges, uniform, t, arm, percent)
+            return _trusted_arm_stats(requests, errors, latency, gauges)
         return _trusted_arm_stats(requests, errors, latency)
 
 
