@@ -150,6 +150,43 @@ def test_interval_is_the_set_of_shifts_the_test_does_not_reject():
     assert p_at(shift.upper + eps) < alpha
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, 0.0, 0.0, 1.0, 2.0]), min_size=2, max_size=60),
+    st.lists(st.sampled_from([0.0, 0.0, 0.0, 0.0, 1.0]), min_size=2, max_size=60),
+)
+def test_an_end_is_open_exactly_when_scipy_rejects_the_shift_there(canary, stable):
+    # Tied samples (mostly zeros, like per-window error rates): the ends are pairwise
+    # differences, and an end is open when the one-sided test at the end rejects it
+    # (scipy, tie-corrected at that shift, each side at half the two-sided level).
+    shift = hodges_lehmann(canary, stable, confidence=0.95)
+    for end, alternative, is_open in (
+        (shift.lower, "greater", shift.lower_open),
+        (shift.upper, "less", shift.upper_open),
+    ):
+        _, p_value = scipy_p([x - end for x in canary], stable, alternative)
+        if not math.isclose(p_value, 0.025, rel_tol=1e-9):
+            assert is_open is (p_value < 0.025)
+
+
+def test_mostly_zero_samples_give_a_zero_interval_open_below():
+    canary = ([0.0] * 11 + [0.02] * 9) * 10
+    stable = ([0.0] * 19 + [0.02]) * 10
+    shift = hodges_lehmann(canary, stable, confidence=0.98)
+    assert (shift.lower, shift.estimate, shift.upper) == (0.0, 0.0, 0.0)
+    assert (shift.lower_open, shift.upper_open) == (True, False)
+    assert shift.excludes_zero()
+    assert scipy_p(canary, stable, "greater")[1] < 1e-10
+
+
+@settings(max_examples=100, deadline=None)
+@given(samples_with_ties, samples_with_ties)
+def test_cles_is_scipys_u_over_the_pairs(canary, stable):
+    u, _ = scipy_p([float(v) for v in canary], [float(v) for v in stable], "two-sided")
+    expected = u / (len(canary) * len(stable))
+    assert mann_whitney(canary, stable).cles == pytest.approx(expected)
+
+
 def test_interval_covers_the_true_shift_about_as_often_as_promised():
     # 300 seeded runs at 98%: binomial sd is 0.8%, so [0.95, 1.0] is a loose band.
     rng = random.Random(11)
