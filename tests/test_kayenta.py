@@ -465,3 +465,66 @@ def test_group_weights_may_name_any_of_a_metrics_groups():
 def test_no_metrics_is_an_error():
     with pytest.raises(ConfigError, match="metrics"):
         kayenta()
+
+
+# --- policy files -------------------------------------------------------------------------
+
+POLICY_PLAN = '[plan]\nshape = "codedeploy"\nname = "AllAtOnce"\nanalysis_interval = 30\n'
+
+
+def test_policy_keys_for_the_kayenta_options_round_trip():
+    from canarykit._policy import load_policy
+
+    text = POLICY_PLAN + (
+        '[decider]\nkind = "kayenta"\n[decider.groups]\ncost = 20\n'
+        '[[decider.metrics]]\nmetric = "error_rate"\neffect_size = "cles"\n'
+        'allowed_increase = 0.8\noutliers = "ksigma"\noutlier_factor = 2.5\n'
+        'group = ["errors", "cost"]\n'
+        '[[decider.metrics]]\nmetric = "cpu"\nclassifier = "mean_inequality"\nmuted = true\n'
+    )
+    policy = load_policy(text)
+    assert policy.decider == kayenta(
+        kayenta_metric(
+            "error_rate",
+            effect_size="cles",
+            allowed_increase=0.8,
+            outliers="ksigma",
+            outlier_factor=2.5,
+            groups=["errors", "cost"],
+        ),
+        kayenta_metric("cpu", classifier="mean_inequality", muted=True),
+        group_weights={"cost": 20},
+    )
+    dumped = policy.to_toml()
+    assert 'group = ["errors", "cost"]' in dumped
+    assert "allowed_decrease" not in dumped  # the CLES's neutral 0.5 is the default
+    assert load_policy(dumped) == policy
+
+
+@pytest.mark.parametrize(
+    ("metric", "field", "message"),
+    [
+        ('effect_size = "cohen"', "decider.metrics[0].effect_size", "must be"),
+        (
+            'effect_size = "cles"\nallowed_increase = 2',
+            "decider.metrics[0].allowed_increase",
+            "CLES",
+        ),
+        ("outlier_factor = 0", "decider.metrics[0].outlier_factor", "> 0"),
+        ('outliers = "drop"', "decider.metrics[0].outliers", "ksigma"),
+        ('classifier = "t"', "decider.metrics[0].classifier", "mean_inequality"),
+        ('muted = "yes"', "decider.metrics[0].muted", "true or false"),
+        ("group = []", "decider.metrics[0].group", "array"),
+        ('group = ["a", 3]', "decider.metrics[0].group", "array"),
+    ],
+)
+def test_policy_errors_name_the_kayenta_field(metric, field, message):
+    from canarykit._policy import load_policy
+
+    text = (
+        POLICY_PLAN
+        + f'[decider]\nkind = "kayenta"\n[[decider.metrics]]\nmetric = "cpu"\n{metric}\n'
+    )
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_policy(text)
+    assert caught.value.field == field

@@ -546,24 +546,31 @@ _KAYENTA_KEYS = (
     "metrics",
 )
 # Each metric key with its default (as KayentaMetric has it); group defaults to the metric.
+# allowed_increase / allowed_decrease default (None) to the neutral effect size.
 _KAYENTA_METRIC_DEFAULTS: dict[str, Any] = {
     "direction": "either",
-    "allowed_increase": 1.0,
-    "allowed_decrease": 1.0,
+    "effect_size": "mean_ratio",
+    "allowed_increase": None,
+    "allowed_decrease": None,
     "critical": False,
     "critical_increase": None,
     "critical_decrease": None,
     "must_have_data": False,
     "nan_strategy": "remove",
     "outliers": "remove",
+    "outlier_factor": 3.0,
+    "classifier": "mann_whitney",
+    "muted": False,
     "group": "",
     "confidence": 0.98,
     "tolerance": 0.25,
 }
 _KAYENTA_CHOICES = {
     "direction": ("increase", "decrease", "either"),
+    "effect_size": ("mean_ratio", "cles"),
     "nan_strategy": ("remove", "replace"),
-    "outliers": ("keep", "remove"),
+    "outliers": ("keep", "remove", "ksigma"),
+    "classifier": ("mann_whitney", "mean_inequality"),
 }
 
 
@@ -576,8 +583,16 @@ def _kayenta_metric(item: PolicyTable) -> KayentaMetric:
             continue
         if key in _KAYENTA_CHOICES:
             options[key] = item.choice(key, _KAYENTA_CHOICES[key])
-        elif key in ("critical", "must_have_data"):
+        elif key in ("critical", "must_have_data", "muted"):
             options[key] = item.boolean(key)
+        elif key == "group" and isinstance(item.raw(key), list):
+            # An array of group names: a metric in several groups.
+            names = item.raw(key)
+            if not names or not all(isinstance(name, str) and name for name in names):
+                raise ConfigError(
+                    item.field(key), names, "must be a group name or an array of them"
+                )
+            options["groups"] = names
         elif key == "group":
             options[key] = item.string(key)
         else:
@@ -610,7 +625,7 @@ def _build_kayenta(table: PolicyTable) -> Decider:
             options["nodata_fail_percent"] = table.number("nodata_fail_percent")
     if "groups" in table:
         groups = table.table("groups")
-        known = sorted({m.group for m in metrics})
+        known = sorted({group for m in metrics for group in m.groups})
         weights = {}
         for name in groups.data:
             weight = groups.number(name)
@@ -632,10 +647,15 @@ def _dump_kayenta(decider: KayentaJudge) -> dict[str, Any]:
     metrics = []
     for item in decider.metrics:
         entry: dict[str, Any] = {"metric": item.metric}
+        neutral = 0.5 if item.effect_size == "cles" else 1.0
         for key, default in _KAYENTA_METRIC_DEFAULTS.items():
             value = getattr(item, key)
             if key == "group":
                 default = item.metric
+                if len(item.groups) > 1:
+                    value = list(item.groups)
+            elif key in ("allowed_increase", "allowed_decrease"):
+                default = neutral
             if value is not None and value != default:
                 entry[key] = value
         metrics.append(entry)
