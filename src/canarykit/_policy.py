@@ -14,7 +14,9 @@ same way but only built, extras and secrets included, by `Deployment`'s ``build_
 methods (``canarykit run``), so ``canarykit simulate`` needs neither.
 
 Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"``,
-``"1h30m"``, ``"250ms"``; percents are numbers in (0, 100]; indices count from 0)::
+``"1h30m"``, ``"250ms"``; percents are numbers in (0, 100] or strings such as ``"20%"``,
+and fractions (error rates, margins) numbers such as 0.02 or strings such as ``"2%"``;
+indices count from 0)::
 
     [plan]
     shape = "linear"            # required: linear | exponential | weights | codedeploy | steps
@@ -60,7 +62,9 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     no_data = "inconclusive"    # fail | inconclusive | ignore
     [[decider.metrics]]         # one or more
     metric = "error_rate"       # requests, errors, error_rate, success_rate, mean_latency,
-                                # p50, p95, p99, throughput, or a gauge name
+                                # p50, p95, p99, throughput, or a gauge the policy's source
+                                # declares ([metrics] or [simulation] gauges); any other
+                                # name is refused (did you mean ...?)
     max = 0.02                  # and/or min; inclusive. Rates also take "2%"; latencies
                                 # also take a duration such as "150ms"
     arm = "canary"              # canary (default) | stable
@@ -69,6 +73,8 @@ Schema (durations are seconds as a number, or a string such as ``"90s"``, ``"5m"
     [decider]
     kind = "relative"
     no_data = "inconclusive"    # fail | inconclusive | ignore
+    record_windows = 10         # stable windows kept per metric: at 100% the canary is
+                                # judged against them (default 10)
     [[decider.metrics]]         # one or more, each with at least one limit
     metric = "error_rate"       # as for threshold
     max_ratio = 1.5             # canary <= 1.5 x stable (>= 1); min_ratio in (0, 1] bounds a fall
@@ -389,7 +395,13 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 from ._policy_deciders import _DECIDER_KINDS as _DECIDER_KINDS
 from ._policy_deciders import DeciderKind as DeciderKind
-from ._policy_deciders import _build_decider, _dump_decider
+from ._policy_deciders import (
+    _build_decider,
+    _dump_decider,
+    check_full_canary_steps,
+    check_metric_names,
+    declared_gauges,
+)
 from ._policy_deciders import decider_kinds as decider_kinds
 from ._policy_deciders import register_decider_kind as register_decider_kind
 from ._policy_run import (
@@ -400,7 +412,7 @@ from ._policy_run import (
     _read_deployment,
 )
 from ._policy_table import PolicyTable as PolicyTable
-from ._policy_table import _error, _prefixed
+from ._policy_table import _error, _prefixed, parse_percent
 from ._policy_table import format_duration as format_duration
 from ._policy_table import parse_duration as parse_duration
 
@@ -493,17 +505,29 @@ def _read_plan(table: PolicyTable) -> Plan:
         bake = table.duration("final_bake", 0.0, allow_zero=True)
         if shape == "weights" and not isinstance(table.raw("weights"), list):
             raise ConfigError(table.field("weights"), table.raw("weights"), "must be an array")
+        # Percents are read first (a number or "20%"), naming their key path themselves.
+        weights: list[float] = []
+        initial = step = 0.0
+        if shape == "weights":
+            weights = [
+                parse_percent(f"{table.field('weights')}[{index}]", weight)
+                for index, weight in enumerate(table.raw("weights"))
+            ]
+        else:
+            initial = _plan_percent(table, "initial")
+        if shape == "linear":
+            step = _plan_percent(table, "step")
         with _prefixed(table.path):
             # The generators validate percents and factors themselves; _prefixed puts
             # "plan." in front of the field they name.
             if shape == "linear":
-                initial, step = table.raw("initial"), table.raw("step")
                 plan = linear(initial, step, hold=hold, final_bake=bake, **options)
             elif shape == "exponential":
-                initial, factor = table.raw("initial"), table.raw("factor")
-                plan = exponential(initial, factor, hold=hold, final_bake=bake, **options)
+                plan = exponential(
+                    initial, table.raw("factor"), hold=hold, final_bake=bake, **options
+                )
             else:
-                plan = from_weights(table.raw("weights"), hold=hold, final_bake=bake, **options)
+                plan = from_weights(weights, hold=hold, final_bake=bake, **options)
 
     if plan.analysis_interval is None and not any(isinstance(s, Analyze) for s in plan.steps):
         raise _error(
@@ -512,6 +536,11 @@ def _read_plan(table: PolicyTable) -> Plan:
             "looks at the canary)",
         )
     return plan
+
+
+def _plan_percent(table: PolicyTable, key: str) -> float:
+    """A plan's percent key: a number or a string such as ``"20%"`` (the same: 20)."""
+    return parse_percent(table.field(key), table.raw(key))
 
 
 def _read_steps(table: PolicyTable, analysis_interval: float | None) -> list[Step]:
@@ -532,8 +561,9 @@ def _read_steps(table: PolicyTable, analysis_interval: float | None) -> list[Ste
 
 def _read_step(item: PolicyTable, kind: str, analysis_interval: float | None) -> Step:
     if kind == "set_weight":
+        weight = _plan_percent(item, kind)
         with _prefixed(item.path, {"percent": kind}):
-            return SetWeight(item.raw(kind))
+            return SetWeight(weight)
     if kind == "pause":
         return Pause(item.duration(kind))
     if kind == "wait_for_promotion":
@@ -557,8 +587,9 @@ def _read_step(item: PolicyTable, kind: str, analysis_interval: float | None) ->
             raise ConfigError(item.field(kind), False, "must be true (leave the step out instead)")
         return SetHeaderRoutes(())
     assert kind == "mirror"
+    mirrored = _plan_percent(item, kind)
     with _prefixed(item.path, {"percent": kind}):
-        return SetMirror(item.raw(kind))
+        return SetMirror(mirrored)
 
 
 def _read_routes(item: PolicyTable) -> list[HeaderRoute]:
@@ -586,8 +617,8 @@ def _read_routes(item: PolicyTable) -> list[HeaderRoute]:
             "header_route.value": match,
             "header_route.percent": "percent",
         }
+        percent = _plan_percent(route, "percent") if "percent" in route else 100.0
         with _prefixed(route.path, names):
-            percent = route.raw("percent", 100.0)
             routes.append(
                 HeaderRoute(header=header, value=route.raw(match), match=match, percent=percent)
             )
@@ -920,6 +951,11 @@ def _read_policy(data: Mapping[str, Any], base: Path | None = None) -> Policy:
     else:
         simulation = SimulationSettings()
     deployment = _read_deployment(top, base)
+    # The decider against the rest of the policy: every metric it reads has a source,
+    # and a watched stage at 100% is one it can judge (no pause that can only time out).
+    gauges = getattr(simulation, "gauges", None) or {}
+    check_metric_names(decider, declared_gauges(deployment.metrics_table, tuple(gauges)))
+    check_full_canary_steps(plan, decider)
     return Policy(plan=plan, decider=decider, simulation=simulation, deployment=deployment)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from ._errors import ConfigError
 from ._validate import finite
 
-__all__ = ["PolicyTable", "format_duration", "parse_duration"]
+__all__ = ["PolicyTable", "format_duration", "parse_duration", "parse_fraction", "parse_percent"]
 
 _MISSING: Any = object()
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -104,6 +104,53 @@ def format_duration(seconds: float) -> str:
         if amount
     ]
     return "".join(parts) or "0s"
+
+
+# ---------------------------------------------------------------------------------------
+# Percents and fractions: one rule for every key that takes either
+
+_PERCENT_TEXT = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*")
+
+
+def _percent_number(field: str, value: Any, help_text: str) -> tuple[float, bool]:
+    """(the number, whether it was written as a percent string), or ConfigError."""
+    if isinstance(value, str):
+        found = _PERCENT_TEXT.fullmatch(value)
+        if found is None:
+            raise ConfigError(field, value, help_text)
+        return float(found.group(1)), True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, value, help_text)
+    return finite(field, value), False
+
+
+def parse_percent(field: str, value: Any) -> float:
+    """A percent from a number or a string such as ``"20%"``: 20 and ``"20%"`` are the same.
+
+    For keys in percent (a plan's weights, a header route's share); the range is the
+    caller's to check. Raises `ConfigError` naming `field` and both forms otherwise.
+
+    >>> parse_percent("step", 20), parse_percent("step", "20%"), parse_percent("step", "0.5%")
+    (20.0, 20.0, 0.5)
+    """
+    help_text = "must be a percent: a number such as 20, or a string like '20%'"
+    number, percent = _percent_number(field, value, help_text)
+    # A number comes back as written (an int stays one), so range errors show it so.
+    return value if not percent and isinstance(value, int) else number
+
+
+def parse_fraction(field: str, value: Any) -> float:
+    """A fraction from a number or a percent string: 0.02 and ``"2%"`` are the same.
+
+    For keys that are fractions (error rates, margins, probabilities); the range is the
+    caller's to check. Raises `ConfigError` naming `field` and both forms otherwise.
+
+    >>> parse_fraction("max", 0.02), parse_fraction("max", "2%"), parse_fraction("max", "0.5%")
+    (0.02, 0.02, 0.005)
+    """
+    help_text = "must be a fraction such as 0.02, or a percent like '2%'"
+    number, percent = _percent_number(field, value, help_text)
+    return number / 100 if percent else number
 
 
 # ---------------------------------------------------------------------------------------
