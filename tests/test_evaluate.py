@@ -397,3 +397,94 @@ def test_analyze_steps_use_their_own_decider() -> None:
     [run] = result.results
     assert run.outcome == "rolled_back" and run.end == 30.0
     assert len(step_decider.seen) == 3 and background.seen == []
+
+
+# ---------------------------------------------------------------------------- traffic shapes
+
+
+def test_split_runs_with_traffic_shapes_combine_to_the_same_figures() -> None:
+    # The benchmark splits runs over processes: with every shape on, a run's data still
+    # depend only on (seed, index), never on the sampler's caches or the runs before it.
+    plan = hold_plan(20, 300, analysis_interval=10)
+    decider = Recorder(fail_at=250.0, reads_latency=True)
+    scenario = Scenario(
+        error_burst_max=5,
+        stall_fraction=0.3,
+        latency_drift=1.3,
+        error_drift=1.2,
+        daily_amplitude=0.5,
+        daily_period=300,
+        canary_latency_factor=1.03,
+        canary_error_factor=1.05,
+        regression=InjectedRegression("errors", 2.0, at=100),
+    )
+    whole = evaluate(plan, decider, scenario, runs=12, seed=9)
+    parts = [
+        evaluate(plan, decider, scenario, runs=5, seed=9, first_run=7),
+        evaluate(plan, decider, scenario, runs=7, seed=9),
+    ]
+    combined = Evaluation.combine(parts)
+    assert combined.results == whole.results
+    assert combined.summary() == whole.summary()
+    data = json.loads(json.dumps(whole.to_json()))
+    assert data["scenario"]["error_burst_max"] == 5
+    assert data["scenario"]["canary_latency_factor"] == 1.03
+
+
+def _benchmark() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "deciders_benchmark", ROOT / "benchmarks" / "deciders.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_oracles_are_walds_expected_times() -> None:
+    bench = _benchmark()
+    # Latency: +25% at margin 0, sigma 0.5, 10 canary requests/s, alpha 0.01.
+    kl = math.log(1.25) ** 2 / (2 * 0.25)
+    expected = math.log(100) / (kl * 10)
+    assert bench.wald_latency_seconds(1.25, 0.0, 0.5, 10.0, 0.01) == pytest.approx(expected)
+    # Beyond a 3% margin the shift is ln(1.10 / 1.03): 53 s for +10%.
+    assert bench.wald_latency_seconds(1.10, 0.03, 0.5, 10.0, 0.01) == pytest.approx(53.3, abs=0.1)
+    # Within the margin there is nothing to detect.
+    assert bench.wald_latency_seconds(1.03, 0.03, 0.5, 10.0, 0.01) is None
+    # Errors, 2x at 100 rps, canary 10%, 1% errors: q = 0.2 / 1.1 of the errors are the
+    # canary's, 1.1 errors/s in all.
+    q = 0.2 / 1.1
+    kl = q * math.log(q / 0.1) + (1 - q) * math.log((1 - q) / 0.9)
+    expected = math.log(100) / (kl * 1.1)
+    assert bench.wald_errors_seconds(2.0, 0.1, 0.01, 100.0, 0.01) == pytest.approx(expected)
+    # The low-traffic case: 30 rps, canary 5%, 0.5% errors: about 28 minutes.
+    assert bench.wald_errors_seconds(2.0, 0.05, 0.005, 30.0, 0.01) == pytest.approx(1698, abs=1)
+
+
+def test_benchmark_cases_are_the_stated_traffic() -> None:
+    bench = _benchmark()
+    hold = 3 * 3600.0
+    plan, traffic = bench.case("step_drift", hold)
+    weights = [s.percent for s in plan.steps if isinstance(s, ck.SetWeight)]
+    pauses = [s.seconds for s in plan.steps if isinstance(s, ck.Pause)]
+    assert weights == [1, 5, 10, 25, 50] and pauses == [2160.0] * 5
+    assert plan.nominal_seconds == hold and not plan.require_pass
+    assert traffic.latency_drift == 1.3 and traffic.drift_seconds is None
+    _, traffic = bench.case("daily_cycle", hold)
+    assert (traffic.daily_amplitude, traffic.daily_period) == (0.7, hold)
+    _, traffic = bench.case("bursts_errors_2x", hold)
+    assert traffic.error_burst_max == 10 and traffic.regression.factor == 2.0
+    _, traffic = bench.case("near_equal", hold)
+    assert (traffic.canary_latency_factor, traffic.canary_error_factor) == (1.03, 1.05)
+    assert traffic.regression is None
+    _, traffic = bench.case("stalls", hold)
+    assert (traffic.stall_fraction, traffic.stall_share, traffic.stall_seconds) == (0.1, 0.1, 0.3)
+    plan, traffic = bench.case("low_traffic", hold)
+    assert plan.steps[0].percent == 5.0
+    assert (traffic.requests_per_second, traffic.error_rate) == (30.0, 0.005)
+    for name in ("bursts_aa", "daily_cycle", "step_drift", "stalls", "near_equal"):
+        _, traffic = bench.case(name, hold)
+        assert (traffic.requests_per_second, traffic.error_rate) == (100.0, 0.01)
+        assert (traffic.latency_median, traffic.latency_sigma) == (0.1, 0.5)
