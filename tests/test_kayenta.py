@@ -338,6 +338,22 @@ def test_higher_error_rate_fails_critically():
     assert verdict.reason.startswith("score 0 (error_rate 0, latency 100): critical failure")
 
 
+def test_a_muted_metric_is_reported_but_does_not_fail_the_judgement():
+    muted = kayenta(
+        kayenta_metric("error_rate", direction="increase", critical=True, muted=True),
+        kayenta_metric("latency", direction="increase"),
+        judge_every=30,
+        min_points=20,
+    )
+    rng = random.Random(5)
+    verdict = run(muted, [observe(i, rng, error_rate=0.08) for i in range(30)])[-1].verdict
+    assert verdict.kind is VerdictKind.PASS
+    assert verdict.reason.startswith("score 100 (latency 100)")
+    errors = verdict.metrics[0]
+    assert (errors.metric, errors.kind) == ("error_rate", VerdictKind.FAIL)
+    assert errors.reason.startswith("muted, not scored: High (critical)")
+
+
 def test_slower_canary_is_inconclusive_or_fails_by_the_thresholds():
     rng = random.Random(6)
     observations = [observe(i, rng, slower=1.3) for i in range(30)]
