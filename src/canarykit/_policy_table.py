@@ -128,7 +128,8 @@ def parse_percent(field: str, value: Any) -> float:
     """A percent from a number or a string such as ``"20%"``: 20 and ``"20%"`` are the same.
 
     For keys in percent (a plan's weights, a header route's share); the range is the
-    caller's to check. A number comes back as given (an int stays an int). Raises `ConfigError` naming `field` and both forms otherwise.
+    caller's to check. A number comes back as given (an int stays an int). Raises
+    `ConfigError` naming `field` and both forms otherwise.
 
     >>> parse_percent("step", 20.0), parse_percent("step", "20%"), parse_percent("step", "0.5%")
     (20.0, 20.0, 0.5)
