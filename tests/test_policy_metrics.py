@@ -404,3 +404,25 @@ def test_record_windows_is_read_and_written_back() -> None:
         LINEAR, RELATIVE.replace('kind = "relative"', 'kind = "relative"\nrecord_windows = 0')
     )
     assert error.field == "decider.record_windows"
+
+
+def test_an_analyze_step_at_100_percent_is_refused_for_deciders_that_keep_stable_values() -> None:
+    # An analyze step starts from a fresh decider state: no record, a pause for ever.
+    plan = """
+        [plan]
+        shape = "steps"
+        analysis_interval = 30
+        [[plan.steps]]
+        set_weight = 25
+        [[plan.steps]]
+        pause = "2m"
+        [[plan.steps]]
+        set_weight = 100
+        [[plan.steps]]
+        analyze = "2m"
+        """
+    error = refusal(plan, RELATIVE)
+    assert error.field == "plan.steps[3].analyze"
+    assert "an analyze step starts from a fresh decider state" in str(error)
+    assert load(plan.replace('analyze = "2m"', 'pause = "2m"'), RELATIVE).decider
+    assert load(plan, THRESHOLD).decider  # a threshold on the canary needs no stable values
