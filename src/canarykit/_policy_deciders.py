@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import Any
 
 import attrs
 
 from ._errors import ConfigError
-from ._policy_table import PolicyTable, _error, _prefixed, parse_duration
+from ._observe import METRIC_NAMES
+from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
+from ._policy_table import (
+    PolicyTable,
+    _error,
+    _prefixed,
+    parse_duration,
+    parse_fraction,
+    parse_percent,
+)
 from ._protocols import Decider
 from .deciders import (
     AllOf,
@@ -35,6 +45,7 @@ from .deciders import (
     sequential_errors,
     sequential_latency,
 )
+from .deciders._relative import DEFAULT_RECORD_WINDOWS
 
 __all__ = ["DeciderKind", "decider_kinds", "register_decider_kind"]
 
@@ -95,21 +106,32 @@ def decider_kinds() -> tuple[str, ...]:
 
 _RATES = ("error_rate", "success_rate")
 _LATENCIES = ("mean_latency", "p50", "p95", "p99")
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*%\s*$")
 
 
 def _limit(table: PolicyTable, key: str, metric: str) -> float | None:
+    """A limit on `metric`: rates also take "2%" (0.02), latencies a duration ("150ms")."""
     value = table.raw(key, None)
     if value is None:
         return None
-    if isinstance(value, str) and metric in _RATES:
-        found = _PERCENT.match(value)
-        if found is None:
-            raise ConfigError(table.field(key), value, "must be a fraction or a percent like '2%'")
-        return float(found.group(1)) / 100
+    if metric in _RATES:
+        return parse_fraction(table.field(key), value)
     if isinstance(value, str) and metric in _LATENCIES:
         return parse_duration(table.field(key), value, allow_zero=True)
+    if isinstance(value, str) and value.strip().endswith("%"):
+        raise ConfigError(
+            table.field(key),
+            value,
+            f"must be a number: {metric!r} has no unit canarykit knows, so a percent "
+            "could mean 0.02 or 2 (percent strings are for error_rate and success_rate)",
+        )
     return table.number(key)
+
+
+def _fraction(table: PolicyTable, key: str, default: float) -> float:
+    """A fraction key (a margin, a probability): 0.05 or "5%"; `default` when absent."""
+    if key not in table:
+        return default
+    return parse_fraction(table.field(key), table.raw(key))
 
 
 def _build_decider(table: PolicyTable) -> Decider:
@@ -329,8 +351,9 @@ _THRESHOLD_ONLY = {
 
 
 def _build_relative(table: PolicyTable) -> Decider:
-    _check_decider_keys(table, "relative", ("kind", "no_data", "metrics"))
+    _check_decider_keys(table, "relative", ("kind", "no_data", "record_windows", "metrics"))
     no_data = table.choice("no_data", [p.value for p in NoDataPolicy], "inconclusive")
+    record_windows = table.integer("record_windows", DEFAULT_RECORD_WINDOWS, minimum=1)
     comparisons = []
     for item in table.tables("metrics"):
         item.check_keys(_COMPARISON_KEYS, elsewhere=_THRESHOLD_ONLY)
@@ -354,7 +377,7 @@ def _build_relative(table: PolicyTable) -> Decider:
         with _prefixed(item.path):
             comparisons.append(compare(metric, **options))
     with _prefixed(table.path, {"comparisons": "metrics"}):
-        decider = relative(*comparisons, no_data=no_data)
+        decider = relative(*comparisons, no_data=no_data, record_windows=record_windows)
     return _with_limits(table, "relative", decider)
 
 
@@ -373,7 +396,11 @@ def _dump_relative(decider: RelativeDecider) -> dict[str, Any]:
         if item.min_requests:
             entry["min_requests"] = item.min_requests
         metrics.append(entry)
-    return {"kind": "relative", "no_data": decider.no_data.value, "metrics": metrics}
+    data: dict[str, Any] = {"kind": "relative", "no_data": decider.no_data.value}
+    if decider.record_windows != DEFAULT_RECORD_WINDOWS:
+        data["record_windows"] = decider.record_windows
+    data["metrics"] = metrics
+    return data
 
 
 # --- kind = "sequential" -----------------------------------------------------------------
@@ -446,7 +473,7 @@ def _build_sequential(table: PolicyTable) -> Decider:
     tests: list[Decider] = []
     if errors:
         min_errors = table.integer("min_errors", 0, minimum=0)
-        margin = table.number("error_margin", 0.2)
+        margin = _fraction(table, "error_margin", 0.2)
         with _prefixed(table.path, {"margin": "error_margin"}):
             tests.append(
                 sequential_errors(
@@ -454,7 +481,7 @@ def _build_sequential(table: PolicyTable) -> Decider:
                 )
             )
     if quantiles:
-        latency_margin = table.number("latency_margin", 0.0)
+        latency_margin = _fraction(table, "latency_margin", 0.0)
         min_samples = table.integer("min_samples", 100, minimum=1)
         rename = {"margin": "latency_margin", "quantiles": "latency_quantiles"}
         with _prefixed(table.path, rename):
@@ -595,6 +622,8 @@ def _kayenta_metric(item: PolicyTable) -> KayentaMetric:
             options["groups"] = names
         elif key == "group":
             options[key] = item.string(key)
+        elif key in ("confidence", "tolerance"):
+            options[key] = parse_fraction(item.field(key), item.raw(key))  # 0.98 or "98%"
         else:
             options[key] = item.number(key)
     with _prefixed(item.path):
@@ -622,7 +651,9 @@ def _build_kayenta(table: PolicyTable) -> Decider:
                 "must be a percent in (0, 100], or false for never",
             )
         else:
-            options["nodata_fail_percent"] = table.number("nodata_fail_percent")
+            options["nodata_fail_percent"] = parse_percent(
+                table.field("nodata_fail_percent"), percent
+            )
     if "groups" in table:
         groups = table.table("groups")
         known = sorted({group for m in metrics for group in m.groups})
