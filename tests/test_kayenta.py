@@ -544,3 +544,21 @@ def test_policy_errors_name_the_kayenta_field(metric, field, message):
     with pytest.raises(ConfigError, match=message) as caught:
         load_policy(text)
     assert caught.value.field == field
+
+
+def test_mostly_zero_error_rates_keep_their_false_high_rate_and_now_detect():
+    # Per-window error rates of 5 requests at 2% errors (90% of windows at 0), 360
+    # windows per arm, seeded. A/A: High at most 3% of 300 judgements (nominal 1%
+    # one-sided at confidence 0.98; binomial sd 0.6%, the normal approximation with
+    # ties runs a little above). 2x errors: High in at least 60% of 100 (measured 87%;
+    # with closed interval ends it was 0%).
+    rng = random.Random(2)
+    metric = kayenta_metric("error_rate", direction="increase")
+
+    def arm(p: float) -> list[float]:
+        return [sum(rng.random() < p for _ in range(5)) / 5 for _ in range(360)]
+
+    false_high = sum(metric.classify(arm(0.02), arm(0.02)).label == "High" for _ in range(300))
+    detected = sum(metric.classify(arm(0.04), arm(0.02)).label == "High" for _ in range(100))
+    assert false_high <= 9
+    assert detected >= 60
