@@ -18,8 +18,15 @@ longer does not change that answer, because samples after `end` are outside the 
 (measured: the same counts at end + 0 s and end + 2.5 s), so `settle` is 0 by default.
 Set it to the scrape timeout if targets are slow to scrape, plus any clock skew between
 this host and Prometheus (a scrape that began before `end` is stored only when it
-completes). Keep windows at least four scrape intervals long. Requests and errors of one
-target share scrape times, so the error *rate* is hardly affected by the extrapolation.
+completes). Keep windows at least four scrape intervals long: `preflight`, which the
+runner calls before traffic moves, checks it against the scrape interval of the targets
+behind the queries. Requests and errors of one target share scrape times, so the error
+*rate* is hardly affected by the extrapolation.
+
+Latency buckets: classic buckets much wider than a margin hide a regression inside
+them (prometheus_client's defaults are 2x to 2.5x wide where most services answer). When
+the bucket holding an arm's median or p90 is wider than 1.25x, `collect` logs one warning
+per rollout and histogram, naming both; see `canarykit._histogram.resolution`.
 
 Errors: an empty `requests` answer raises `NoDataError`; connection errors, timeouts, HTTP
 429 and 5xx are retried with exponential backoff (`attempts`, `backoff`) within a total
