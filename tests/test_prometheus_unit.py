@@ -1152,3 +1152,36 @@ async def test_the_warning_names_the_histogram_of_the_ready_made_queries(fake, c
         await src.collect(window())
     (message,) = coarse_records(caplog)
     assert message.startswith("latency buckets of http_request_duration_seconds are")
+
+
+@pytest.mark.parametrize(
+    ("promql", "selectors"),
+    [
+        ('sum(increase(a_total{v="x"}[30s]))', ['a_total{v="x"}']),
+        ('a{v="}"} / b{w=~"{x}"}', ['a{v="}"}', 'b{w=~"{x}"}']),  # braces inside strings
+        ('x and{job="a"}', ['{job="a"}']),  # a keyword is no metric name
+        ('{__name__=~"a|b",v="1"}', ['{__name__=~"a|b",v="1"}']),
+        ('up # not{this="one"}\n+ down{v="2"}', ['down{v="2"}']),  # comments skipped
+        ("sum(up)", []),  # no braces: not found (and no arm in it)
+        ('sum(a{v="1"', []),  # unbalanced: Prometheus will say what is wrong
+    ],
+)
+def test_vector_selectors_are_found_outside_strings_and_comments(promql, selectors):
+    from canarykit.metrics._promql import vector_selectors
+
+    assert vector_selectors(promql) == selectors
+
+
+def test_the_ready_made_queries_name_each_selector_the_scrape_check_asks_about():
+    from canarykit.metrics._promql import vector_selectors
+
+    queries = http_queries(matchers={"job": "shop"})
+    filled = [
+        fill("q", template, arm="v2", seconds=60)
+        for template in (queries.requests, queries.errors, queries.latency_buckets)
+    ]
+    assert [vector_selectors(promql) for promql in filled] == [
+        ['http_requests_total{version="v2",job="shop"}'],
+        ['http_requests_total{version="v2",job="shop",code=~"5.."}'],
+        ['http_request_duration_seconds_bucket{version="v2",job="shop"}'],
+    ]
