@@ -376,7 +376,8 @@ def replace_line(text: str, old: str, new: str) -> str:
         ('shape = "linear"', "", "plan.shape", "plan.shape: is required"),
         ('shape = "linear"', 'shape = "zigzag"', "plan.shape", "must be one of 'linear'"),
         ("initial = 10", "initial = 120", "plan.initial", "must be in (0, 100]"),
-        ("initial = 10", 'initial = "10%"', "plan.initial", "must be a number"),
+        # "10%" is read as 10 (one rule for percents); a word is refused.
+        ("initial = 10", 'initial = "ten"', "plan.initial", "must be a percent"),
         ("step = 20", "step = 0", "plan.step", None),
         ("step = 20", "step = 20\nfactor = 2", "plan.factor", "not used by shape 'linear'"),
         ('analysis_interval = "30s"', "", "plan.analysis_interval", "is required unless"),
@@ -595,6 +596,48 @@ def test_decider_errors_name_the_key(decider: str, field: str, message: str) -> 
 def test_simulation_errors_name_the_key(simulation: str, field: str) -> None:
     error = config_error(policy_text(PLAN_OK, extra=f"[simulation]\n{simulation}\n"))
     assert error.field == field
+
+
+@pytest.mark.parametrize(
+    ("share", "expected"),
+    [
+        ('"60%"', 0.6),
+        ("0.6", 0.6),
+        ('{"User-Agent" = "60%", X-Beta = 0.02}', {"User-Agent": 0.6, "X-Beta": 0.02}),
+    ],
+)
+def test_header_share_reads_a_fraction_or_a_percent(share: str, expected: Any) -> None:
+    text = policy_text(PLAN_OK, extra=f"[simulation]\nheader_share = {share}\n")
+    got = load_policy(text).simulation.header_share
+    assert (got if isinstance(got, float) else dict(got)) == expected
+
+
+@pytest.mark.parametrize(
+    ("share", "field", "message"),
+    [
+        ('"most"', "simulation.header_share", "must be a fraction such as 0.02"),
+        ('"150%"', "simulation.header_share", "must be a share of requests in [0, 1]"),
+        ('{"User-Agent" = "lots"}', "simulation.header_share.User-Agent", "must be a fraction"),
+        ('{"User-Agent" = "120%"}', "simulation.header_share.User-Agent", "in [0, 1]"),
+    ],
+)
+def test_bad_header_share_names_the_key(share: str, field: str, message: str) -> None:
+    error = config_error(policy_text(PLAN_OK, extra=f"[simulation]\nheader_share = {share}\n"))
+    assert error.field == field
+    assert message in str(error)
+
+
+def test_traffic_back_reads_percent_strings() -> None:
+    hooks = """
+    [hooks]
+    promote_stable = "http://deploy.internal/upgrade-stable"
+    traffic_back = ["50%", "12.5%", 0]
+    """
+    policy = load_policy(policy_text(PLAN_OK, extra=hooks))
+    assert policy.deployment.build_hooks().traffic_back == (50.0, 12.5, 0.0)
+    error = config_error(policy_text(PLAN_OK, extra=hooks.replace('"12.5%"', '"half"')))
+    assert error.field == "hooks.traffic_back[1]"
+    assert "must be a percent" in str(error)
 
 
 def test_unknown_top_level_table_is_refused() -> None:

@@ -53,6 +53,7 @@ from ._events import SplitConfirmed as SplitConfirmed
 from ._events import TimelineEntry as TimelineEntry
 from ._events import VerdictReached as VerdictReached
 from ._histogram import LatencyHistogram as LatencyHistogram
+from ._histogram import resolution as resolution
 from ._hooks import Approval as Approval
 from ._hooks import FileApproval as FileApproval
 from ._hooks import HookAnswer as HookAnswer
@@ -240,6 +241,7 @@ __all__ = [
     "linear",
     "load_policy",
     "next_action",
+    "resolution",
     "run_rollout",
     "transition",
     "transition_table",

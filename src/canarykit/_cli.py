@@ -29,6 +29,12 @@ or ``none``), and prints the false-rollback rate, the detection rate, the time t
 the bad requests served and the time to promotion. A progress line goes to stderr when
 it is a terminal (or with ``--progress``).
 
+Both follow the policy's ``[simulation]`` table: ``header_share`` sets the canary's
+traffic during header-route stages, and ``[simulation.gauges]`` adds the gauges (CPU,
+memory) both arms report. When a scripted gauge changes the canary (a leak, a factor),
+``evaluate`` reports its healthy-traffic rollbacks as "rollbacks", naming the gauges,
+not as false ones: the canary does differ.
+
 ``run`` runs the policy's plan for real through its ``[router]`` and ``[metrics]``
 tables, showing each event as a line and, on a terminal, a live status line; see
 `canarykit._cli_run` for its exit codes and its handling of SIGINT and SIGTERM.
@@ -295,7 +301,12 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     if not (math.isfinite(args.until) and args.until > 0):
         raise ConfigError("--until", args.until, "must be a finite number of seconds > 0")
     # The scenarios are defined at the default traffic; the policy may ask for another.
-    metrics = attrs.evolve(SCENARIOS[args.scenario](seed=seed), requests_per_second=rate)
+    metrics = attrs.evolve(
+        SCENARIOS[args.scenario](seed=seed),
+        requests_per_second=rate,
+        header_share=policy.simulation.header_share,
+        gauges=policy.simulation.gauges,
+    )
     result = simulate(policy.plan, decider=policy.decider, metrics=metrics, until=args.until)
     outcome = result.outcome
     settings = {
@@ -474,9 +485,13 @@ def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         seed=seed,
         horizon=horizon,
         progress=_Progress(err) if show else None,
+        header_share=policy.simulation.header_share,
+        gauges=policy.simulation.gauges,
     )
     if args.json:
         data = {"policy": str(args.policy), "decider": str(policy.decider), **result.to_json()}
+        # With these, "false_rollbacks" counts rollbacks the scripted gauges may justify.
+        data["gauges_changing_canary"] = _gauges_changing_the_canary(policy)
         json.dump(data, out, indent=2)
         out.write("\n")
     else:
@@ -500,6 +515,15 @@ def _share(count: int, total: int) -> str:
     )
 
 
+def _gauges_changing_the_canary(policy: Policy) -> list[str]:
+    """The policy's simulated gauges on which the canary differs from stable (a leak, a factor)."""
+    return [
+        name
+        for name, gauge in policy.simulation.gauges.items()
+        if gauge.canary_factor != 1.0 or gauge.canary_per_hour != 0.0
+    ]
+
+
 def _print_evaluation(policy: Policy, name: str, result: Any, out: TextIO) -> None:
     plan = policy.plan
     weights, analysis = _describe_plan(plan)
@@ -517,8 +541,19 @@ def _print_evaluation(policy: Policy, name: str, result: Any, out: TextIO) -> No
         f"aborted {result.aborted}, unfinished {result.unfinished}",
     ]
     regression = scenario.regression
-    healthy = "false rollbacks" if regression is None else "early rollbacks"
-    lines.append(f"{healthy:<17}{_share(result.false_rollbacks, runs)}")
+    changed = _gauges_changing_the_canary(policy)
+    if changed:
+        # The canary really differs on these gauges, so a rollback may be right: calling
+        # it false would blame the decider for catching what the policy scripted.
+        healthy = "rollbacks" if regression is None else "early rollbacks"
+        lines.append(f"{healthy:<17}{_share(result.false_rollbacks, runs)}")
+        lines.append(
+            f"{'':<17}not called false: [simulation.gauges] scripts a change in the "
+            f"canary's {', '.join(changed)}"
+        )
+    else:
+        healthy = "false rollbacks" if regression is None else "early rollbacks"
+        lines.append(f"{healthy:<17}{_share(result.false_rollbacks, runs)}")
     if regression is not None:
         lines.append(f"detected         {_share(result.detected, runs)}")
         lines.append(

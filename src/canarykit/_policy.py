@@ -118,8 +118,14 @@ indices count from 0)::
     critical_decrease = 0.5
     must_have_data = false      # no data is a failure (NodataFailure)
     nan_strategy = "remove"     # remove | replace (missing points become 0)
-    outliers = "remove"         # remove (beyond 3 IQR) | keep
-    group = "errors"            # default: the metric's name
+    outliers = "remove"         # remove (Kayenta's fences) | ksigma | keep
+    outlier_factor = 3.0        # IQRs beyond the quartiles (never inside the 1st/99th
+                                # percentiles); sigmas for ksigma
+    effect_size = "mean_ratio"  # mean_ratio | cles (allowed_*/critical_* in this measure;
+                                # CLES neutral 0.5)
+    classifier = "mann_whitney"  # mann_whitney | mean_inequality
+    muted = false               # reported, not scored
+    group = "errors"            # default: the metric's name; an array for several groups
     confidence = 0.98           # of the Hodges-Lehmann interval
     tolerance = 0.25            # of the shift, relative to its estimate
     [[decider.metrics]]
@@ -154,8 +160,9 @@ indices count from 0)::
     [simulation]                # optional; used by `canarykit simulate` and `evaluate`
     requests_per_second = 100   # total, both arms
     seed = 0
-    header_share = 0.6          # share of requests a header route matches (default 0.5),
-                                # or per header: {"User-Agent" = 0.6, "X-Beta" = 0.02}
+    header_share = 0.6          # share of requests a header route matches (default 0.5;
+                                # "60%" works too), or per header:
+                                # {"User-Agent" = 0.6, "X-Beta" = "2%"}
     [simulation.gauges]         # optional: gauges both arms report, by name
     cpu_cores = 0.25            # a number: both arms alike, exactly
     memory_bytes = {value = 2e8, canary_per_hour = 5e7, at = "10m", noise = 0.01}
@@ -412,7 +419,7 @@ from ._policy_run import (
     _read_deployment,
 )
 from ._policy_table import PolicyTable as PolicyTable
-from ._policy_table import _error, _prefixed, parse_percent
+from ._policy_table import _error, _prefixed, parse_fraction, parse_percent
 from ._policy_table import format_duration as format_duration
 from ._policy_table import parse_duration as parse_duration
 
@@ -909,8 +916,10 @@ def _read_simulation_gauge(table: PolicyTable, name: str) -> Any:
 
 
 def _read_header_share(table: PolicyTable) -> Any:
+    # A share is a fraction: 0.6 and "60%" are the same (one rule for percents).
     value = table.raw("header_share")
     if not isinstance(value, Mapping):
+        value = parse_fraction(table.field("header_share"), value)
         with _prefixed(table.path):
             return _header_share(value)
     # Name a bad share by its TOML key path: simulation.header_share.User-Agent.
@@ -919,8 +928,11 @@ def _read_header_share(table: PolicyTable) -> Any:
         f"header_share[{header!r}]": shares.field(header).removeprefix(table.path + ".")
         for header in shares.data
     }
+    fractions = {
+        header: parse_fraction(shares.field(header), share) for header, share in shares.data.items()
+    }
     with _prefixed(table.path, rename):
-        return _header_share(shares.data)
+        return _header_share(fractions)
 
 
 def _read_simulation(table: PolicyTable) -> SimulationSettings:

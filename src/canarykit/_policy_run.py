@@ -45,7 +45,14 @@ from ._files import read_regular
 from ._http import HEADER_NAME
 from ._machine import HookPoint, plan_splits
 from ._plan import Plan, SetHeaderRoutes, SetMirror, SetWeight
-from ._policy_table import PolicyTable, _error, _prefixed, format_duration, parse_duration
+from ._policy_table import (
+    PolicyTable,
+    _error,
+    _prefixed,
+    format_duration,
+    parse_duration,
+    parse_percent,
+)
 from ._safe import check_name
 from ._validate import finite
 
@@ -802,17 +809,17 @@ _POINTS = tuple(point.value.replace("-", "_") for point in HookPoint)
 
 
 class _Percents(_Key):
-    """An array of percents, e.g. ``[50, 0]``; `Hooks` checks their order."""
+    """An array of percents, e.g. ``[50, 0]`` or ``["50%", 0]``; `Hooks` checks their order."""
 
     def read(self, table: PolicyTable, key: str) -> Any:
         value = table.raw(key)
         where = table.field(key)
         if not isinstance(value, (list, tuple)) or not value:
             raise ConfigError(where, _shown(value), "must be an array of percents, e.g. [50, 0]")
-        for index, item in enumerate(value):
-            if isinstance(item, bool) or not isinstance(item, (int, float)):
-                raise ConfigError(f"{where}[{index}]", _shown(item), "must be a number")
-        return tuple(float(item) for item in value)
+        # One rule for percents everywhere: 50 and "50%" are the same.
+        return tuple(
+            float(parse_percent(f"{where}[{index}]", item)) for index, item in enumerate(value)
+        )
 
 
 # Settings of the hooks, not hooks: the timing, and promote-stable's way back to stable.

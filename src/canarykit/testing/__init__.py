@@ -2,7 +2,9 @@
 
 - `FakeRouter`: records every split; fails or hangs on the calls you name.
 - `ScriptedMetrics`: both arms' traffic, errors and latency as a seeded function of time,
-  arm and weight, with Poisson noise; `step_change` and `regression` script a change.
+  arm and weight, with Poisson noise; `step_change` and `regression` script a change;
+  `ScriptedGauge` scripts a gauge such as CPU or memory (a leak on the canary);
+  `canary_share` is the canary's share of requests under a split, header routes included.
 - `VirtualClock`: time that jumps to the next deadline.
 - `simulate`: run a policy to its end in virtual time and get the outcome and timeline.
 - `evaluate`: run many seeded rollouts of a policy through the state machine and its
@@ -67,11 +69,15 @@ from ._releases import ReleaseResult as ReleaseResult
 from ._releases import StepShare as StepShare
 from ._router import FakeRouter as FakeRouter
 from ._router import RouterFault as RouterFault
+from ._scripted import DEFAULT_HEADER_SHARE as DEFAULT_HEADER_SHARE
 from ._scripted import SCENARIOS as SCENARIOS
+from ._scripted import HeaderShare as HeaderShare
 from ._scripted import Rate as Rate
 from ._scripted import Regression as Regression
+from ._scripted import ScriptedGauge as ScriptedGauge
 from ._scripted import ScriptedMetrics as ScriptedMetrics
 from ._scripted import StepChange as StepChange
+from ._scripted import canary_share as canary_share
 from ._scripted import regression as regression
 from ._scripted import step_change as step_change
 from ._simulate import Simulation as Simulation
@@ -80,6 +86,7 @@ from ._simulate import simulate_async as simulate_async
 
 __all__ = [
     "BinaryNotFound",
+    "DEFAULT_HEADER_SHARE",
     "CanaryLab",
     "DemoApp",
     "Evaluation",
@@ -95,6 +102,7 @@ __all__ = [
     "FaultyRouter",
     "FaultyStore",
     "HAProxyServer",
+    "HeaderShare",
     "InjectedError",
     "InjectedFault",
     "InjectedRegression",
@@ -112,11 +120,13 @@ __all__ = [
     "RunResult",
     "SCENARIOS",
     "Scenario",
+    "ScriptedGauge",
     "ScriptedMetrics",
     "Simulation",
     "StepChange",
     "StepShare",
     "VirtualClock",
+    "canary_share",
     "evaluate",
     "find_binary",
     "free_port",
