@@ -280,13 +280,18 @@ METRIC_NAMES: frozenset[str] = frozenset(_BUILT_IN)
 class Observation:
     """Both arms' stats over the same window [start, end), in seconds.
 
-    This is what a `MetricsSource` returns and what a decider judges.
+    This is what a `MetricsSource` returns and what a decider judges. `split` is the
+    traffic split in force during the window, or None when it is not known: a source
+    need not set it, as the runner (and `canarykit.testing.evaluate`) fills in the
+    window's split. A decider that weighs an arm by its share of the traffic, as
+    ``compare("throughput")`` does, reads it.
     """
 
     start: float
     end: float
     stable: ArmStats
     canary: ArmStats
+    split: TrafficSplit | None = None
 
     def __attrs_post_init__(self) -> None:
         _check_span(self.start, self.end)
@@ -294,6 +299,8 @@ class Observation:
             raise ConfigError("stable", self.stable, "must be an ArmStats")
         if not isinstance(self.canary, ArmStats):
             raise ConfigError("canary", self.canary, "must be an ArmStats")
+        if self.split is not None and not isinstance(self.split, TrafficSplit):
+            raise ConfigError("split", self.split, "must be a TrafficSplit or None")
         if type(self.start) is not float:
             object.__setattr__(self, "start", float(self.start))
         if type(self.end) is not float:
@@ -334,6 +341,8 @@ class Observation:
         """Return one observation spanning both windows (and any gap between them).
 
         Counts add and histograms merge; gauges average weighted by window duration.
+        The split is kept when both windows had the same one; otherwise no single split
+        was in force, and the merged observation has none.
         """
         if not isinstance(other, Observation):
             raise ConfigError("other", other, "must be an Observation")
@@ -343,26 +352,32 @@ class Observation:
             end=max(self.end, other.end),
             stable=self.stable.merge(other.stable, weight=mine, other_weight=theirs),
             canary=self.canary.merge(other.canary, weight=mine, other_weight=theirs),
+            split=self.split if self.split == other.split else None,
         )
 
     def to_json(self) -> dict[str, Any]:
-        """Plain data for JSON."""
-        return {
+        """Plain data for JSON (``"split"`` only when the split is known)."""
+        data: dict[str, Any] = {
             "start": self.start,
             "end": self.end,
             "stable": self.stable.to_json(),
             "canary": self.canary.to_json(),
         }
+        if self.split is not None:
+            data["split"] = self.split.to_json()
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Observation:
-        """Inverse of `to_json`."""
+        """Inverse of `to_json`; data without ``"split"`` (as older versions wrote) has none."""
         start, end, stable, canary = _keys("observation", data, "start", "end", "stable", "canary")
+        split = data.get("split")
         return cls(
             start=start,
             end=end,
             stable=ArmStats.from_json(stable),
             canary=ArmStats.from_json(canary),
+            split=None if split is None else TrafficSplit.from_json(split),
         )
 
 
@@ -375,6 +390,7 @@ _set_start = vars(Observation)["start"].__set__
 _set_end = vars(Observation)["end"].__set__
 _set_stable = vars(Observation)["stable"].__set__
 _set_canary = vars(Observation)["canary"].__set__
+_set_split = vars(Observation)["split"].__set__
 
 
 def _trusted_arm_stats(
@@ -396,7 +412,11 @@ def _trusted_arm_stats(
 
 
 def _trusted_observation(
-    start: float, end: float, stable: ArmStats, canary: ArmStats
+    start: float,
+    end: float,
+    stable: ArmStats,
+    canary: ArmStats,
+    split: TrafficSplit | None = None,
 ) -> Observation:
     """Build an Observation from parts already known valid (float start < end), unchecked."""
     observation: Observation = _new(Observation)
@@ -404,4 +424,13 @@ def _trusted_observation(
     _set_end(observation, end)
     _set_stable(observation, stable)
     _set_canary(observation, canary)
+    _set_split(observation, split)
     return observation
+
+
+def _trusted_set_split(observation: Observation, split: TrafficSplit) -> None:
+    """Give an observation just built, and not yet seen by anyone else, its window's split.
+
+    For the evaluator's hot loop, where `attrs.evolve` would check every field again.
+    """
+    _set_split(observation, split)

@@ -60,6 +60,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import anyio
+import attrs
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on Python 3.10 only
     # anyio's dependency there, so it may be absent where mypy runs.
@@ -1032,6 +1033,10 @@ class Rollout:
             return  # an operator command cut the collection short; it is asked for again
         now = self.clock.now()
         if isinstance(observation, Observation):
+            if observation.split is None:
+                # Sources need not know the split; a decider weighing throughput by each
+                # arm's share of the traffic does (see `Observation`).
+                observation = attrs.evolve(observation, split=window.split)
             judged = await self._judge(action, observation)
             if isinstance(judged, Judgement):
                 verdict = judged.verdict

@@ -95,6 +95,7 @@ from .._observe import (
     Observation,
     _trusted_arm_stats,
     _trusted_observation,
+    _trusted_set_split,
 )
 from .._plan import Analyze, Pause, Plan, SetWeight
 from .._protocols import Decider
@@ -1127,7 +1128,8 @@ def _run(
         if action_type is CollectWindow:
             assert isinstance(action, CollectWindow)
             start, end = action.start, action.end
-            share = routing.share(state.confirmed or state.target)
+            split = state.confirmed or state.target
+            share = routing.share(split)
             stable, canary, gained = window(rng, start, end, share, phase)
             if gained is not None:
                 exposed += gained[0]
@@ -1137,6 +1139,8 @@ def _run(
             canary_requests += canary[0]
             canary_errors += canary[1]
             observation = routing.observation(rng, start, end, share, stable, canary)
+            # As the runner does: the split in force, for deciders that weigh by share.
+            _trusted_set_split(observation, split)
             windows += 1
             this = decider
             if not fast_judge and action.kind is not background:

@@ -718,7 +718,8 @@ latency_sigma=0.25, gauges={}, header_share=0.5, seed=1)
             share = percent / 100.0
         stable = self._arm(uniform, t, Arm.STABLE, percent, duration * (1.0 - share))
         canary = self._arm(uniform, t, Arm.CANARY, percent, duration * share)
-        return _trusted_observation(start, end, stable, canary)  # window checked start < end
+        # The window checked start < end.
+        return _trusted_observation(start, end, stable, canary, split)
 
     def _arm(
         self, uniform: Callable[[], float], t: float, arm: Arm, percent: float, exposure: float
