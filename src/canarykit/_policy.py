@@ -89,13 +89,15 @@ indices count from 0)::
     kind = "sequential"
     alpha = 0.01                # false-rollback probability per rollout, per test (<= 0.5)
     errors = true               # test the canary's error rate against stable (default true)
-    latency_quantiles = ["p50", "p95", "p99"]  # or [0.5, 0.95, 0.99]; absent or [] = no
-                                # latency test (then errors must be true)
-    latency_margin = 0.0        # slowdown tolerated, relative (0.05 = 5%; default 0)
+    error_margin = "5%"         # an error-rate increase that is not a regression (default 5%)
+    latency = true              # test latency (default: true when latency_quantiles is given)
+    latency_margin = "3%"       # a slowdown that is not a regression (default 3%)
+    latency_quantiles = ["p99"] # tail guards, or [0.99]; [] = the whole-distribution test
+                                # alone (default ["p99"])
     min_samples = 100           # latencies per arm before the latency test judges
     min_errors = 0              # errors in both arms together before the error test judges
     early_pass = true           # pass early once a regression is ruled out (default false)
-    error_margin = 0.2          # with early_pass: the error-rate ratio ruled out is 1 + this
+    pass_margin = "20%"         # with early_pass: the increase ruled out (default 20%)
 
     # kind = "kayenta": Kayenta's Mann-Whitney judge with group scores
     [decider]

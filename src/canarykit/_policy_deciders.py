@@ -409,17 +409,19 @@ _SEQUENTIAL_KEYS = (
     "kind",
     "alpha",
     "errors",
+    "latency",
     "latency_quantiles",
     "latency_margin",
     "min_samples",
     "min_errors",
     "early_pass",
     "error_margin",
+    "pass_margin",
 )
 _LEVEL_NAME = re.compile(r"^p(\d+(?:\.\d+)?)$")
 # SequentialErrors / SequentialLatency settings that have no policy key: what they must
 # be for the decider to be written.
-_ERRORS_FIXED = {"metric": "errors", "min_ratio": 1.05, "max_ratio": 20.0, "points": 30}
+_ERRORS_FIXED = {"metric": "errors", "min_ratio": 1.05, "max_ratio": 10.0, "points": 20}
 _LATENCY_FIXED = {"interpolate": True}
 
 
@@ -451,47 +453,58 @@ def _build_sequential(table: PolicyTable) -> Decider:
     _check_decider_keys(table, "sequential", _SEQUENTIAL_KEYS)
     alpha = table.number("alpha", 0.01)
     errors = table.boolean("errors", True)
-    quantiles = _quantiles(table)
-    if not errors and not quantiles:
+    # The latency test runs when asked (latency = true) or when tail guards are listed,
+    # as before there was a latency key.
+    quantiles = _quantiles(table) if "latency_quantiles" in table else None
+    latency = table.boolean("latency", bool(quantiles))
+    if not errors and not latency:
         raise _error(
-            table.field("latency_quantiles"),
-            "is required when errors = false (otherwise the decider tests nothing)",
+            table.field("latency"),
+            "must be true when errors = false (otherwise the decider tests nothing)",
         )
     for key, used, needs in (
         ("min_errors", errors, "errors = true"),
         ("error_margin", errors, "errors = true"),
-        ("latency_margin", bool(quantiles), "latency_quantiles"),
-        ("min_samples", bool(quantiles), "latency_quantiles"),
+        ("latency_margin", latency, "latency = true"),
+        # latency_quantiles = [] alone still means "no latency test", as it used to
+        ("latency_quantiles", latency or "latency" not in table, "latency = true"),
+        ("min_samples", latency, "latency = true"),
     ):
         if key in table and not used:
             raise _error(table.field(key), f"is only used with {needs}")
     early_pass = table.boolean("early_pass", False)
-    if "error_margin" in table and not early_pass:
+    if "pass_margin" in table and not early_pass:
         raise _error(
-            table.field("error_margin"), "is only used with early_pass = true (it is its margin)"
+            table.field("pass_margin"), "is only used with early_pass = true (it is its margin)"
         )
+    pass_margin = _fraction(table, "pass_margin", 0.2)
     tests: list[Decider] = []
     if errors:
         min_errors = table.integer("min_errors", 0, minimum=0)
-        margin = _fraction(table, "error_margin", 0.2)
+        margin = _fraction(table, "error_margin", 0.05)
         with _prefixed(table.path, {"margin": "error_margin"}):
             tests.append(
                 sequential_errors(
-                    alpha=alpha, min_errors=min_errors, early_pass=early_pass, margin=margin
+                    alpha=alpha,
+                    min_errors=min_errors,
+                    margin=margin,
+                    early_pass=early_pass,
+                    pass_margin=pass_margin,
                 )
             )
-    if quantiles:
-        latency_margin = _fraction(table, "latency_margin", 0.0)
+    if latency:
+        latency_margin = _fraction(table, "latency_margin", 0.03)
         min_samples = table.integer("min_samples", 100, minimum=1)
         rename = {"margin": "latency_margin", "quantiles": "latency_quantiles"}
         with _prefixed(table.path, rename):
             tests.append(
                 sequential_latency(
                     alpha=alpha,
-                    quantiles=quantiles,
+                    quantiles=(0.99,) if quantiles is None else quantiles,
                     margin=latency_margin,
                     min_samples=min_samples,
                     early_pass=early_pass,
+                    pass_margin=pass_margin,
                 )
             )
     decider = tests[0] if len(tests) == 1 else all_of(*tests)
@@ -505,9 +518,9 @@ def _sequential_problem(test: SequentialErrors | SequentialLatency) -> ConfigErr
         if getattr(test, name) != value:
             problem = f"cannot be written to a policy file (kind 'sequential' has it at {value!r})"
             return ConfigError(name, getattr(test, name), problem)
-    if isinstance(test, SequentialErrors) and not test.early_pass and test.margin != 0.2:
+    if not test.early_pass and test.pass_margin != 0.2:
         problem = "cannot be written without early_pass (it is the early-pass margin)"
-        return ConfigError("error_margin", test.margin, problem)
+        return ConfigError("pass_margin", test.pass_margin, problem)
     return None
 
 
@@ -527,6 +540,7 @@ def _dump_sequential(decider: Any) -> dict[str, Any] | None:
         if (
             errors.alpha != latency.alpha
             or errors.early_pass != latency.early_pass
+            or errors.pass_margin != latency.pass_margin
             or _sequential_problem(errors)
             or _sequential_problem(latency)
         ):
@@ -549,13 +563,15 @@ def _dump_sequential(decider: Any) -> dict[str, Any] | None:
     }
     if errors is not None:
         data["min_errors"] = errors.min_errors
+        data["error_margin"] = errors.margin
+    data["latency"] = latency is not None
     if latency is not None:
         data["latency_quantiles"] = list(latency.quantiles)
         data["latency_margin"] = latency.margin
         data["min_samples"] = latency.min_samples
     data["early_pass"] = first.early_pass
-    if errors is not None and errors.early_pass:
-        data["error_margin"] = errors.margin
+    if first.early_pass:
+        data["pass_margin"] = first.pass_margin
     return data
 
 

@@ -88,7 +88,11 @@ def _judge_all(
         member.judge(member_state, observation)
         for member, member_state in zip(members, _states(members, state), strict=True)
     ]
-    if not any(inspect.isawaitable(result) for result in results):
+    # The common case first: every member judged at once (a type check is far cheaper
+    # than inspect.isawaitable, and this runs on every window).
+    if all(type(result) is Judgement for result in results) or not any(
+        inspect.isawaitable(result) for result in results
+    ):
         return _combine(results, worst=worst)  # type: ignore[arg-type]
 
     async def gather() -> Judgement:
