@@ -70,6 +70,9 @@ Runs: 300 per A/A case and per regression of these keys (40 and 30 with --quick,
 hold is 30 minutes except for `low_traffic`, which needs the 3 hours to detect).
 
 Usage: python benchmarks/deciders.py [--quick] [--workers N]
+
+The full run takes about 7 minutes with 2 worker processes (the traffic shapes about 1.5
+of them), --quick about 7 seconds in one.
 """
 
 from __future__ import annotations
