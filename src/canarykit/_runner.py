@@ -767,6 +767,8 @@ class Rollout:
             if self.phase is Phase.PENDING:  # an abort() during the read ended it already
                 if current is not None and not current.is_stable_only and not self._adopt:
                     raise RouterNotAtStableError(self._not_at_stable(current), current)
+                await self._preflight()  # await point: start.preflight
+            if self.phase is Phase.PENDING:  # nor during the metrics source's check
                 start = Start(self.clock.now(), current, self.hooks.points, adopt=self._adopt)
                 self._handle(start)
         elif self._recover_pending and not self.phase.is_terminal:
@@ -805,6 +807,44 @@ class Rollout:
                     await self._wait(min(action.until, stop_at))  # await point: wait
                 except ClockStalled:
                     return
+
+    async def _preflight(self) -> None:
+        """Let the metrics source check the plan's shortest window, before traffic moves.
+
+        A source may have ``preflight(*, analysis_interval)`` (`PrometheusSource` checks
+        the windows against its targets' scrape interval). Its `ConfigError` can never
+        pass on a retry: it ends the run before the start, as a router that cannot be
+        used does. A check that cannot finish (a timeout after `call_timeout`, another
+        error) says nothing about the plan: it is logged, and the rollout starts.
+        """
+        check = getattr(self.metrics, "preflight", None)
+        windows = [step.interval for step in self.plan.steps if isinstance(step, Analyze)]
+        if self.plan.analysis_interval is not None:
+            windows.append(self.plan.analysis_interval)
+        if not callable(check) or not windows:
+            return
+        shortest = min(windows)
+        with anyio.move_on_after(self._call_timeout) as scope:
+            try:
+                await check(analysis_interval=shortest)
+            except ConfigError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "%s: the metrics source's preflight check of %g s windows failed, so "
+                    "it was not made: %s",
+                    self.key,
+                    shortest,
+                    _describe(exc, self._call_timeout),
+                )
+        if scope.cancelled_caught:
+            logger.warning(
+                "%s: the metrics source's preflight check of %g s windows timed out after "
+                "%g s, so it was not made",
+                self.key,
+                shortest,
+                self._call_timeout,
+            )
 
     async def _run_hook(self, point: HookPoint) -> _Stop | None:
         """Call the hooks at `point` and report their answer to the machine and listeners.
