@@ -136,6 +136,7 @@ from ._machine import (
 )
 from ._observe import ArmStats, Observation, Window
 from ._plan import Analyze, Plan, SetHeaderRoutes, SetMirror, SetWeight
+from ._policy_deciders import check_full_canary_steps, check_metric_names
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
 from ._safe import check_name
 from ._split import TrafficSplit
@@ -338,6 +339,42 @@ def _check_plan_splits(plan: Plan, router: TrafficRouter) -> None:
             ) from None
 
 
+def _source_gauges(metrics: MetricsSource | None) -> tuple[frozenset[str], str] | None:
+    """The gauge names `metrics` is known to report, and where they are set; None if unknown.
+
+    Known for the sources whose gauges are fixed when they are built: `ScriptedMetrics`
+    (its ``gauges``) and `PrometheusSource` (its ``queries.gauges``). Any other source
+    may report any gauge.
+    """
+    # Looked up, not imported: an instance of either class means its module is loaded,
+    # and a run with another source need not load them (the Prometheus one wants httpx).
+    scripted = sys.modules.get("canarykit.testing._scripted")
+    if scripted is not None and isinstance(metrics, scripted.ScriptedMetrics):
+        return frozenset(metrics.gauges), "ScriptedMetrics gauges"
+    prometheus = sys.modules.get("canarykit.metrics._prometheus")
+    if prometheus is not None and isinstance(metrics, prometheus.PrometheusSource):
+        return frozenset(metrics.queries.gauges), "PrometheusSource queries.gauges"
+    return None
+
+
+def _check_decider_fits(plan: Plan, decider: Decider | None, metrics: MetricsSource | None) -> None:
+    """Refuse, before traffic moves, a decider that could only wait at some window.
+
+    The checks a policy file gets when it is loaded: every metric a decider reads by name
+    is built in or a gauge the source reports (`check_metric_names`), and a watched
+    stage at 100% is one the decider can judge (`check_full_canary_steps`). Otherwise
+    every such window would have no data, and the rollout would pause until its pause
+    limit without ever judging the canary.
+    """
+    gauges = _source_gauges(metrics)
+    if decider is not None:
+        check_metric_names(decider, gauges)
+        check_full_canary_steps(plan, decider)
+    for index, step in enumerate(plan.steps):
+        if isinstance(step, Analyze) and step.decider is not None:
+            check_metric_names(step.decider, gauges, f"plan.steps[{index}].decider")
+
+
 class Rollout:
     """One canary rollout: a plan driven through a router, watched by metrics and a decider.
 
@@ -446,7 +483,15 @@ class Rollout:
 
     A plan that needs what the router cannot do is refused here, before traffic moves:
     a capability it lacks, or a split its ``check_split`` refuses (`UnsupportedPlanError`
-    naming the step). A `ConfigError` from a router, metrics or hook call at run time
+    naming the step). So is a decider that could only wait, as when a policy file is
+    loaded (`ConfigError` naming the key): a metric that is neither built in nor a gauge
+    the source reports (when the source says which: `ScriptedMetrics`,
+    `PrometheusSource`), or a watched stage at 100% it cannot judge. A metrics source
+    with ``preflight(*, analysis_interval)``, as `PrometheusSource` has, is given the
+    plan's shortest window at a fresh start, before traffic moves; its `ConfigError` (the
+    windows are too short for its scrape interval) ends `run()` with nothing moved or
+    saved, and a preflight that fails otherwise, or takes longer than `call_timeout`, is
+    logged and the rollout starts. A `ConfigError` from a router, metrics or hook call at run time
     can never succeed: it is not retried; the rollout rolls back and `run()` raises it.
     """
 
@@ -499,6 +544,7 @@ class Rollout:
             raise ConfigError("decider", None, "a plan with analysis needs a decider")
         if decider is not None and not isinstance(decider, Decider):
             raise ConfigError("decider", decider, "must implement the Decider protocol")
+        _check_decider_fits(plan, decider, metrics)
         if on_cancel not in ("rollback", "leave"):
             raise ConfigError("on_cancel", on_cancel, "must be 'rollback' or 'leave'")
         if isinstance(apply_attempts, bool) or not isinstance(apply_attempts, int):
