@@ -45,7 +45,7 @@ def test_a_gauge_the_scripted_source_does_not_script_is_refused_with_a_suggestio
     error = refused(PLAN, relative(compare("cpuu", max_ratio=1.2)), metrics)
     assert error.field == "decider.metrics[0].metric"
     assert error.value == "cpuu"
-    assert "ScriptedMetrics gauges: cpu, memory" in str(error)
+    assert "ScriptedMetrics gauges, from [simulation] gauges in a policy: cpu, memory" in str(error)
     assert "did you mean 'cpu'?" in str(error)
     # The scripted names themselves, and the built-in ones, are accepted.
     build(
@@ -56,7 +56,7 @@ def test_a_gauge_the_scripted_source_does_not_script_is_refused_with_a_suggestio
 def test_a_gauge_is_refused_when_the_scripted_source_scripts_none() -> None:
     error = refused(PLAN, threshold(bound("cpu", max=0.8)), ScriptedMetrics())
     assert error.field == "decider.metrics[0].metric"
-    assert "ScriptedMetrics gauges: none" in str(error)
+    assert "ScriptedMetrics gauges, from [simulation] gauges in a policy: none" in str(error)
     assert "every window would have no data" in str(error)
 
 
@@ -142,3 +142,44 @@ def test_the_checks_come_before_anything_runs() -> None:
             clock=VirtualClock(),
         )
     assert router.applied == []
+
+
+SIMULATED_CPU = """
+[plan]
+shape = "linear"
+initial = 10
+step = 40
+hold = "2m"
+analysis_interval = "30s"
+
+[decider]
+kind = "threshold"
+metrics = [{ metric = "cpu", max = 0.8 }]
+
+[metrics]
+kind = "prometheus"
+url = "http://127.0.0.1:9"
+stable = "v1"
+canary = "v2"
+
+[metrics.queries]
+requests = 'sum(increase(http_requests_total{version="{arm}"}[{window}]))'
+errors = 'sum(increase(http_requests_total{version="{arm}",code=~"5.."}[{window}]))'
+gauges = { cpu = 'sum(rate(process_cpu_seconds_total{version="{arm}"}[{window}]))' }
+"""
+
+
+def test_simulating_a_policy_refuses_a_gauge_it_does_not_script(tmp_path, capsys) -> None:
+    # The real source declares cpu, so the policy loads; the simulation scripts no cpu,
+    # so every window would have none. Scripting it ([simulation.gauges]) is the way.
+    from canarykit._cli import main
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(SIMULATED_CPU)
+    assert main(["simulate", str(policy)]) != 0
+    err = capsys.readouterr().err
+    assert "decider.metrics[0].metric" in err
+    assert "[simulation] gauges in a policy: none" in err
+    policy.write_text(SIMULATED_CPU + "\n[simulation.gauges]\ncpu = 0.4\n")
+    assert main(["simulate", str(policy)]) == 0
+    assert "promoted" in capsys.readouterr().out

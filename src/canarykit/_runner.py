@@ -350,7 +350,9 @@ def _source_gauges(metrics: MetricsSource | None) -> tuple[frozenset[str], str] 
     # and a run with another source need not load them (the Prometheus one wants httpx).
     scripted = sys.modules.get("canarykit.testing._scripted")
     if scripted is not None and isinstance(metrics, scripted.ScriptedMetrics):
-        return frozenset(metrics.gauges), "ScriptedMetrics gauges"
+        return frozenset(
+            metrics.gauges
+        ), "ScriptedMetrics gauges, from [simulation] gauges in a policy"
     prometheus = sys.modules.get("canarykit.metrics._prometheus")
     if prometheus is not None and isinstance(metrics, prometheus.PrometheusSource):
         return frozenset(metrics.queries.gauges), "PrometheusSource queries.gauges"
