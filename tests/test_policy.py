@@ -1420,7 +1420,7 @@ def test_sequential_example_loads_as_documented() -> None:
     )
     assert policy.decider == all_of(
         sequential_errors(alpha=0.01, margin=0.05),
-        sequential_latency(alpha=0.01, quantiles=(0.99,), margin=0.03),
+        sequential_latency(alpha=0.01, margin=0.03),
     )
     assert policy.simulation == SimulationSettings(requests_per_second=100, seed=1)
     assert load_policy(policy.to_toml()) == policy
@@ -1431,7 +1431,7 @@ def test_sequential_example_loads_as_documented() -> None:
     [
         ("healthy", "outcome   promoted at 15:00"),
         ("errors", "outcome   rolled back at 7:50: analysis failed: errors: canary/stable"),
-        ("latency", "outcome   rolled back at 5:30: analysis failed: latency: P(canary slower"),
+        ("latency", "outcome   rolled back at 5:20: analysis failed: latency: P(canary slower"),
     ],
 )
 def test_sequential_example_simulates_as_documented(

@@ -391,7 +391,7 @@ def test_latency_is_a_decider_with_readable_repr() -> None:
     decider = sequential_latency()
     assert isinstance(decider, Decider)
     assert repr(decider) == (
-        "SequentialLatency(alpha=0.01, quantiles=(0.99,), margin=0.03, min_samples=100)"
+        "SequentialLatency(alpha=0.01, quantiles=(), margin=0.03, min_samples=100)"
     )
     assert "3% slower" in str(decider)
 
@@ -524,7 +524,7 @@ def test_latency_clear_slowdown_fails_and_stays_failed() -> None:
 def test_latency_tail_guard_catches_a_slow_tail_the_median_does_not_show() -> None:
     # 3% of canary requests take 2 s: the body barely moves, the p99 guard fails.
     rng = random.Random(4)
-    decider = SequentialLatency()
+    decider = SequentialLatency(quantiles=(0.99,))
     state = None
     verdict = None
     for k in range(120):
@@ -544,7 +544,7 @@ def test_latency_tail_guard_catches_a_slow_tail_the_median_does_not_show() -> No
 
 def test_latency_identical_arms_pass_and_early_pass_with_enough_data() -> None:
     rng = random.Random(2)
-    decider = SequentialLatency(early_pass=True, pass_margin=0.1)
+    decider = SequentialLatency(quantiles=(0.99,), early_pass=True, pass_margin=0.1)
     state = None
     passed_at = None
     # The p99 guard must rule out a slower tail too, which takes the longest.

@@ -92,8 +92,8 @@ indices count from 0)::
     error_margin = "5%"         # an error-rate increase that is not a regression (default 5%)
     latency = true              # test latency (default: true when latency_quantiles is given)
     latency_margin = "3%"       # a slowdown that is not a regression (default 3%)
-    latency_quantiles = ["p99"] # tail guards, or [0.99]; [] = the whole-distribution test
-                                # alone (default ["p99"])
+    latency_quantiles = ["p99"] # opt-in tail guards, or [0.99] (default []: the
+                                # whole-distribution test alone)
     min_samples = 100           # latencies per arm before the latency test judges
     min_errors = 0              # errors in both arms together before the error test judges
     early_pass = true           # pass early once a regression is ruled out (default false)

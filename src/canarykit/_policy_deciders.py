@@ -500,7 +500,7 @@ def _build_sequential(table: PolicyTable) -> Decider:
             tests.append(
                 sequential_latency(
                     alpha=alpha,
-                    quantiles=(0.99,) if quantiles is None else quantiles,
+                    quantiles=quantiles or (),
                     margin=latency_margin,
                     min_samples=min_samples,
                     early_pass=early_pass,

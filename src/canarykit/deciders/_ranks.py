@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from itertools import accumulate
+from operator import mul
 
 from .._histogram import LatencyHistogram
 
@@ -67,26 +68,24 @@ def window_auc(
     k0 = (1.0 - fraction) ** 2 / 2.0
     k1 = 1.0 - fraction * fraction / 2.0
     counts = stable.counts
-    base = stable.offset
-    # G[j]: what a canary latency in stable bucket base + j earns (see the docstring):
-    # the stable latencies two or more buckets below, k1 of those one below, k0 of those
-    # in the same bucket.
-    below = [0, *accumulate(counts)]  # below[j]: stable latencies under bucket j
     size = len(counts)
+    # earned[j]: what a canary latency lands on in stable bucket j earns (see the
+    # docstring): all stable latencies two or more buckets below, k1 of those one
+    # below, k0 of those in the same bucket; j runs to `size` (just above them all).
+    below = list(accumulate(counts, initial=0))
+    edge = [0, *counts]  # edge[j] = counts[j - 1], 0 below the first bucket
+    inside = [*counts, 0]  # inside[j] = counts[j], 0 above the last
+    earned = [b + k1 * e + k0 * c for b, e, c in zip([0, *below[:-1]], edge, inside, strict=True)]
+    more = canary.counts
+    start = canary.offset - whole - stable.offset  # stable bucket of canary bucket 0
+    # canary buckets below every stable one earn 0; above them all, every stable one
+    low = max(0, -start)
+    high = min(len(more), size + 1 - start)
     total = 0.0
-    position = canary.offset - whole - base
-    for count in canary.counts:
-        if count:
-            if position >= size + 1:
-                total += count * n_s
-            elif position >= 0:
-                earned = float(below[position - 1]) if position >= 1 else 0.0
-                if position >= 1:
-                    earned += k1 * counts[position - 1]
-                if position < size:
-                    earned += k0 * counts[position]
-                total += count * earned
-        position += 1
+    if low < high:
+        total = sum(map(mul, more[low:high], earned[start + low : start + high]))
+    if high < len(more):
+        total += n_s * sum(more[max(high, 0) :])
     pairs = n_c * n_s
     n = n_c + n_s
     variance = (n * n - 1.0) / (12.0 * pairs * max(n_c, n_s))

@@ -30,9 +30,9 @@ than a stable one after shifting the canary down by ``1 + margin`` (the Mann-Whi
 AUC on the histograms, `canarykit.deciders._ranks`), minus 1/2, is sub-Gaussian with a
 variance known from the counts when the shifted canary and the stable latencies are
 exchangeable in the window. A mixture over bet sizes of ``exp(lam x - lam**2 v / 2)``
-is then a test supermartingale. Tail guards (`quantiles`) catch regressions of the tail
-alone: the canary's share of the latencies above the stable arm's running quantile
-(known before the window) is bet on like errors.
+is then a test supermartingale. Opt-in tail guards (`quantiles`) catch regressions of
+the tail alone sooner: the canary's share of the latencies above the stable arm's
+running quantile (known before the window) is bet on like errors.
 """
 
 from __future__ import annotations
@@ -585,16 +585,20 @@ class SequentialLatency(Composable):
 
     An anytime-valid test (see the module docstring): `alpha` is the probability of a
     false rollback per rollout for latency, over the whole rollout, however many
-    windows are judged, when the canary is at most ``1 + margin`` times slower. Two
-    kinds of test share `alpha` (half each when there are tail guards):
+    windows are judged, when the canary is at most ``1 + margin`` times slower.
 
-    - the body: in each window, the probability that a canary request is slower than a
+    - The body: in each window, the probability that a canary request is slower than a
       stable one once the canary is shifted down by ``1 + margin`` (a Mann-Whitney AUC
-      on the histograms). It sees a slowdown of the whole distribution quickly.
-    - tail guards, one per level in `quantiles` (default p95 and p99): the canary's
+      on the histograms). It sees a slowdown of the whole distribution quickly, and a
+      slow tail more slowly (3% of requests 20 times slower: minutes).
+    - Tail guards, opt-in, one per level in `quantiles` (none by default): the canary's
       share of the latencies above the stable arm's running quantile (times
       ``1 + margin`` for the canary), bet on like errors. They see a slow tail that
-      leaves the median alone.
+      leaves the median alone sooner; the body and the guards then share `alpha`
+      (half to the body). They assume that slow requests cluster alike on both arms: a
+      pause that slows a share of one arm's requests is a cluster as large as that
+      arm's traffic, and makes them fire (one false rollback in 40 three-hour rollouts
+      with each arm stalling in 10% of windows), so they are not on by default.
 
     FAIL once any test's evidence reaches its share of ``1 / alpha``, and FAIL from
     then on. NOT_YET while either arm has fewer than `min_samples` latencies. With
@@ -606,9 +610,8 @@ class SequentialLatency(Composable):
     assumed across windows: traffic may swing, drift and change split. Clustered slow
     requests on one arm (a pause on one instance) break that within their window; the
     body test widens its variance by the dispersion it has measured in the windows
-    before, which kept false rollbacks under `alpha` in simulation (stalls in 10% and
-    30% of windows) but is not a proof. The tail guards are valid under any clustering
-    that is alike on both arms, as the errors test is.
+    before, which kept false rollbacks under `alpha` in simulation (stalls in 10% of
+    windows) but is not a proof.
 
     `margin`: 3% by default, a canary 3% slower for reasons that are not the release
     (another host, colder caches) passes. Buckets: canarykit's native buckets are 9%
@@ -624,7 +627,7 @@ class SequentialLatency(Composable):
     """
 
     alpha: float = 0.01
-    quantiles: tuple[float, ...] = attrs.field(default=(0.99,), converter=_to_quantiles)
+    quantiles: tuple[float, ...] = attrs.field(default=(), converter=_to_quantiles)
     margin: float = 0.03
     min_samples: int = 100
     early_pass: bool = attrs.field(default=False, repr=False)
@@ -973,7 +976,7 @@ def _accumulate(
 def sequential_latency(
     *,
     alpha: float = 0.01,
-    quantiles: Iterable[float] = (0.99,),
+    quantiles: Iterable[float] = (),
     margin: float = 0.03,
     min_samples: int = 100,
     early_pass: bool = False,
