@@ -227,8 +227,8 @@ class SequentialErrors(Composable):
     >>> decider
     SequentialErrors(metric='errors', alpha=0.01, margin=0.05, min_ratio=1.05, max_ratio=10.0, \
 points=20, min_errors=0, early_pass=False, pass_margin=0.2)
-    >>> len(decider.initial_state()["log_fail"])
-    20
+    >>> len(decider.initial_state()["log_fail"])  # 20 fixed bettors, 2 learning, 4 learned
+    26
     """
 
     metric: str = "errors"

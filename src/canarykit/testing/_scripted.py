@@ -531,7 +531,7 @@ def canary_share(split: TrafficSplit, header_share: HeaderShare = DEFAULT_HEADER
 
     The seed's stage, 10% of Chrome users, when 60% of requests come from Chrome:
 
-    >>> from canarykit import HeaderRoute
+    >>> from canarykit import HeaderRoute, TrafficSplit
     >>> chrome = HeaderRoute(header="User-Agent", value=".*Chrome.*", match="regex", percent=10)
     >>> round(canary_share(TrafficSplit(header_routes=[chrome]), {"user-agent": 0.6}), 6)
     0.06
@@ -597,6 +597,7 @@ class ScriptedGauge:
     Called as a `Rate`, it returns the level without noise; `ScriptedMetrics` and
     `canarykit.testing.evaluate` add the noise from their seeded draws.
 
+    >>> from canarykit import Arm
     >>> cpu = ScriptedGauge(0.25, canary_factor=1.2)
     >>> cpu(60.0, Arm.CANARY, 10.0), cpu(60.0, Arm.STABLE, 10.0)
     (0.3, 0.25)
