@@ -183,3 +183,20 @@ def test_simulating_a_policy_refuses_a_gauge_it_does_not_script(tmp_path, capsys
     policy.write_text(SIMULATED_CPU + "\n[simulation.gauges]\ncpu = 0.4\n")
     assert main(["simulate", str(policy)]) == 0
     assert "promoted" in capsys.readouterr().out
+
+
+def test_an_analyze_step_with_its_own_decider_at_100_percent_is_not_the_plans_deciders() -> None:
+    # The relative decider judges only the background windows there, with its record.
+    plan = ck.Plan(
+        steps=[
+            ck.SetWeight(10),
+            ck.Pause(120),
+            ck.SetWeight(100),
+            ck.Analyze(seconds=60, interval=30, decider=threshold(bound("error_rate", max=0.05))),
+        ],
+        analysis_interval=30,
+    )
+    decider = relative(compare("error_rate", max_ratio=2))
+    metrics = ScriptedMetrics(requests_per_second=200, seed=1)
+    outcome = simulate(plan, decider=decider, metrics=metrics).outcome
+    assert outcome.phase is ck.Phase.SUCCEEDED, outcome.reason

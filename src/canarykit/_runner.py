@@ -135,7 +135,7 @@ from ._machine import (
     when,
 )
 from ._observe import ArmStats, Observation, Window
-from ._plan import Analyze, Plan, SetHeaderRoutes, SetMirror, SetWeight
+from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight
 from ._policy_deciders import check_full_canary_steps, check_metric_names
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
 from ._safe import check_name
@@ -371,7 +371,13 @@ def _check_decider_fits(plan: Plan, decider: Decider | None, metrics: MetricsSou
     gauges = _source_gauges(metrics)
     if decider is not None:
         check_metric_names(decider, gauges)
-        check_full_canary_steps(plan, decider)
+        # An analyze step with its own decider is, for the plan's decider, a pause: only
+        # the background analysis (if any) is its to judge there.
+        steps = [
+            Pause(step.seconds) if isinstance(step, Analyze) and step.decider is not None else step
+            for step in plan.steps
+        ]
+        check_full_canary_steps(attrs.evolve(plan, steps=steps), decider)
     for index, step in enumerate(plan.steps):
         if isinstance(step, Analyze) and step.decider is not None:
             check_metric_names(step.decider, gauges, f"plan.steps[{index}].decider")
