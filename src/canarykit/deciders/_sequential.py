@@ -104,7 +104,7 @@ def _boolean(field: str, value: Any) -> None:
 
 def _show_evidence(log_value: float) -> str:
     if log_value > 690.0:  # beyond a float's range; any such value is overwhelming
-        return "> 1e299"
+        return "inf" if log_value == math.inf else "> 1e299"
     return f"{_exp(log_value):.3g}"
 
 
@@ -681,8 +681,8 @@ class SequentialLatency(Composable):
         set_(self, "_names", tuple(f"latency {_level_name(q)}" for q in self.quantiles))
         texts = {
             "body": f"P(canary slower than stable x{1 + margin:g}) ~",
-            "body_needed": f" of {_exp(self._body_threshold):.3g} needed",
-            "tail_needed": f" of {_exp(self._tail_threshold):.3g} needed",
+            "body_needed": f" of {_show_evidence(self._body_threshold)} needed",
+            "tail_needed": f" of {_show_evidence(self._tail_threshold)} needed",
             "margin": f"margin {_percent(margin)}",
             "coarse": f", too coarse to see a {_percent(margin)} margin: use finer buckets",
             "passed": f"; no slowdown beyond {_percent(pass_margin)} at any level",
