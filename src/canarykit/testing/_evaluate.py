@@ -32,8 +32,8 @@ median) by `factor` from `at` seconds after the start on; a window that straddle
 is drawn in two parts. All draws are exact (no normal approximations).
 
 The shapes of real traffic (see `Scenario`) change these draws on both arms alike:
-bursts make the errors a compound Poisson count (events of 1 to `error_burst_max`
-failed requests, the same mean); a stalled arm's window draws its stalled requests
+bursts make the errors a compound Poisson count (each failure counted as 1 to
+`error_burst_max` failed requests); a stalled arm's window draws its stalled requests
 (thinning: an independent Poisson count) from the exact bucket masses of the
 log-normal plus `stall_seconds`; a drift multiplies each window's error rate and median
 by its factor at the window's middle; `canary_error_factor` and `canary_latency_factor`
@@ -272,10 +272,12 @@ class Scenario:
     The shapes of real traffic, each on both arms alike (all off by default):
 
     - `error_burst_max`: failures come in bursts, a retry on a sticky arm or one failure
-      logged several times: each failure event fails ``k`` requests of the arm where it
-      happened, ``k`` uniform in ``1..error_burst_max`` (1: independent failures). Events
-      come at ``error_rate / mean(k)`` per request, so `error_rate` stays the share of
-      failed requests; only their clustering changes.
+      logged several times: each failure (at `error_rate` per request, as without
+      bursts) counts as ``k`` failed requests of the arm where it happened, ``k``
+      uniform in ``1..error_burst_max`` (1: independent failures). The evidence is in
+      the failures, not in how often each is logged, so a test that knew the bursts
+      would detect as fast as without them; the logged error share grows with
+      ``mean(k)``.
     - `stall_fraction`, `stall_share`, `stall_seconds`: in a share `stall_fraction` of
       the windows, for each arm on its own, a share `stall_share` of that arm's requests
       take `stall_seconds` longer (a GC pause, a slow dependency; 0.1, 0.1, 0.3 is "10% of
@@ -741,9 +743,8 @@ class _Sampler:
             self.canary_median * factor if self.kind == "latency" else self.canary_median
         )
         self.steady = self.amplitude == 0.0
-        # Bursts: failure events at p / mean(k) per request, each failing k requests.
+        # Bursts: failure events at p per request, each failing k requests.
         self.burst_max = scenario.error_burst_max
-        self.event_share = 2.0 / (1.0 + self.burst_max)
         # Stalls only change latency: without latency histograms there is nothing to draw.
         self.stall_fraction = scenario.stall_fraction if with_latency else 0.0
         self.stall_share = scenario.stall_share
@@ -866,7 +867,7 @@ class _Sampler:
                 if errors and self.burst_max > 1:
                     errors = self.burst(uniform, errors)
                 return errors + lo_ok + bisect_right(ok_cdf, uniform()), errors, None
-            bad, good = mean * p * self.event_share, mean * (1.0 - p)
+            bad, good = mean * p, mean * (1.0 - p)
             if self.steady and 0.0 < bad < _HUGE and 0.0 < good < _HUGE:
                 if len(self.count_tables) >= 8192:
                     self.count_tables.clear()
@@ -893,7 +894,7 @@ class _Sampler:
         if not requests:
             return 0, 0, histogram
         if self.burst_max > 1:
-            events = _binomial(uniform, requests, p * self.event_share)
+            events = _binomial(uniform, requests, p)
             errors = min(requests, self.burst(uniform, events)) if events else 0
         else:
             errors = _binomial(uniform, requests, p)
@@ -1168,10 +1169,15 @@ def _run(
         elif action_type is Wait:
             assert isinstance(action, Wait)
             until = action.until
-            if until > horizon:
+            if until <= now:
+                # A deadline has passed: as the runner does, only once the windows due
+                # at this moment are collected (next_action puts them first), so a
+                # step ends on fresh data and the next split is not judged early.
+                state = transition(plan, state, Tick(now))
+            elif until > horizon:
                 break
-            now = until
-            state = transition(plan, state, Tick(now))
+            else:
+                now = until
         elif action_type is ApplySplit:
             assert isinstance(action, ApplySplit)
             state = transition(plan, state, SplitApplied(now, action.split))
