@@ -102,8 +102,9 @@ class CanaryLab(StartStop):
     proxy), `stable` and `canary` (the `DemoApp`s) and `prometheus`.
 
     - `proxy`: "nginx" or "haproxy".
-    - `scrape_interval`: Prometheus' scrape interval in seconds; windows should be at
-      least three of these long.
+    - `scrape_interval`: Prometheus' scrape interval in seconds (0.5); analysis windows
+      must be at least four of these long (the Prometheus source's preflight refuses
+      shorter ones).
     - `latency`: each app's own time per request, in seconds.
     """
 
@@ -112,7 +113,7 @@ class CanaryLab(StartStop):
         directory: str | Path,
         *,
         proxy: Literal["nginx", "haproxy"] = "nginx",
-        scrape_interval: float = 1.0,
+        scrape_interval: float = 0.5,
         latency: float = 0.002,
     ) -> None:
         if proxy not in ("nginx", "haproxy"):

@@ -109,7 +109,7 @@ class ReleaseLab(StartStop):
         *,
         proxy: Literal["nginx", "haproxy"] = "nginx",
         model: Model = "upgrade-stable",
-        scrape_interval: float = 1.0,
+        scrape_interval: float = 0.5,
         latency: float = 0.002,
         rate: float = 100.0,
         bad_error_rate: float = 0.3,
