@@ -41,8 +41,9 @@ requests/s, canary 10%, 1% errors, latency as above, 10 s windows, alpha 0.01 an
 deciders' default margins (read from the decider objects, never written here); "both"
 is ``sequential_errors(alpha=0.01) & sequential_latency(alpha=0.01)``:
 
-- `bursts`: errors in bursts of 1 to 10 requests (each arm's own), `sequential_errors`:
-  A/A `false_rollback_rate` (target <= 0.01) and 2x errors `median_detect_s` (<= 480).
+- `bursts`: each failure (1% of requests) counted as 1 to 10 failed requests on its own
+  arm (one failure logged several times, retries on a sticky arm), `sequential_errors`:
+  A/A `false_rollback_rate` (target <= 0.01) and 2x failures `median_detect_s` (<= 480).
 - `near_equal`: canary latency x1.03 and errors x1.05 from the start, not from the
   release; both: `rollback_rate` (<= 0.05).
 - `latency_10pct`, `latency_25pct`: the `sequential` entry's runs of those regressions
@@ -65,6 +66,8 @@ is ``sequential_errors(alpha=0.01) & sequential_latency(alpha=0.01)``:
 - `microseconds_per_window_both`: the judging alone of both, per window, over recorded
   A/A windows (target <= 60); with the sampling alone and the whole evaluator per
   window for comparison.
+- `kayenta_port`: Kayenta's judge tests ported to ours (tests/data/kayenta/cases.json):
+  found, ported, agreeing, documented as different, not portable.
 
 Runs: 300 per A/A case and per regression of these keys (40 and 30 with --quick, whose
 hold is 30 minutes except for `low_traffic`, which needs the 3 hours to detect).
@@ -83,8 +86,9 @@ import multiprocessing
 import platform
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from canarykit import Pause, Plan, SetWeight
@@ -605,6 +609,20 @@ def figures(result: Evaluation) -> dict[str, Any]:
     }
 
 
+def kayenta_port_counts() -> dict[str, int]:
+    """Kayenta's judge tests ported to ours (tests/data/kayenta/cases.json), by status."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "data" / "kayenta" / "cases.json"
+    statuses = Counter(case["status"] for case in json.loads(path.read_text())["cases"])
+    return {
+        "found": sum(statuses.values()),
+        "ported": statuses["agrees"] + statuses["differs"],
+        "agreeing": statuses["agrees"],
+        "documented_different": statuses["differs"],
+        "not_portable": statuses["not_portable"],
+        "not_transcribed": statuses["not_ported"],
+    }
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
     workers = 1 if quick else 2
@@ -778,9 +796,15 @@ def main() -> None:
         )
         mark = "ok" if data["meets_targets"] else "MISSED"
         print(f"{name:<29} {figures_text}  [{mark}]")
+    kayenta = kayenta_port_counts()
+    print(
+        f"kayenta judge tests: {kayenta['ported']} ported, {kayenta['agreeing']} agree, "
+        f"{kayenta['documented_different']} documented as different"
+    )
     output = {
         **entries,
         **keys,
+        "kayenta_port": kayenta,
         "scenario": {
             "requests_per_second": RATE,
             "canary_percent": CANARY_PERCENT,

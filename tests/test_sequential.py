@@ -17,7 +17,6 @@ from canarykit.deciders._ranks import shift_of, window_auc
 from canarykit.deciders._sequential import (
     SequentialErrors,
     SequentialLatency,
-    band_width,
     sequential_errors,
     sequential_latency,
 )
@@ -379,12 +378,6 @@ def histogram(samples: list[float]) -> LatencyHistogram:
 
 def lognormal(rng: random.Random, n: int, median: float, sigma: float = 0.5) -> list[float]:
     return [median * math.exp(sigma * rng.gauss(0.0, 1.0)) for _ in range(n)]
-
-
-def test_band_width_matches_the_formula() -> None:
-    t, alpha = 5000, 0.005
-    expected = 0.85 * math.sqrt((math.log(math.log(math.e * t)) + 0.8 * math.log(1612 / alpha)) / t)
-    assert band_width(t, alpha) == pytest.approx(expected)
 
 
 def test_latency_is_a_decider_with_readable_repr() -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import accumulate
 from operator import add
 from typing import Any
@@ -40,6 +40,7 @@ __all__ = [
     "bucket_bounds",
     "bucket_index",
     "resolution",
+    "resolution_of_counts",
 ]
 
 SCHEMA = 3
@@ -469,7 +470,14 @@ def resolution(histogram: LatencyHistogram, q: float) -> float | None:
         raise ConfigError("q", q, "must be a number in [0, 1]")
     if not isinstance(histogram, LatencyHistogram):
         raise ConfigError("histogram", histogram, "must be a LatencyHistogram")
-    counts = histogram.counts
+    return resolution_of_counts(histogram.counts, q)
+
+
+def resolution_of_counts(counts: Sequence[int], q: float) -> float | None:
+    """`resolution` of bucket `counts` (at any offset), without checking its inputs.
+
+    For callers that keep running counts rather than a `LatencyHistogram`.
+    """
     if not counts:
         return None
     rank = q * sum(counts)

@@ -47,7 +47,7 @@ from typing import Any
 import attrs
 
 from .._errors import ConfigError
-from .._histogram import MAX_INDEX, MIN_INDEX, LatencyHistogram
+from .._histogram import MAX_INDEX, MIN_INDEX, LatencyHistogram, resolution_of_counts
 from .._observe import Observation
 from .._validate import MAX_COUNT, bounded_items, printable_name
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
@@ -58,7 +58,6 @@ from ._ranks import above, shift_of, window_auc
 __all__ = [
     "SequentialErrors",
     "SequentialLatency",
-    "band_width",
     "sequential_errors",
     "sequential_latency",
 ]
@@ -475,7 +474,6 @@ def sequential_errors(
 
 # -- latency -----------------------------------------------------------------------------
 
-_LOG_WIDTH = math.log(2.0) / 8  # ln of a bucket's width: 2 ** (1/8), about 9%
 # Bet sizes of the latency mixture: the AUC shifts (x's mean under a regression) the
 # bettors expect, log-spaced. +10% at sigma 0.5 is about 0.04, +25% about 0.14.
 _AUC_GRID = tuple(0.002 * (250.0 ** (k / 19)) for k in range(20))
@@ -507,19 +505,6 @@ def _learn(learning: list[float], x: float, weight: float) -> list[float]:
         new.append(wealth + weight * bet * (x - bet / 2.0))
         new.append(shift + memory * (x - shift))
     return new
-
-
-def band_width(samples: int, alpha: float) -> float:
-    """The Howard & Ramdas (2022) time-uniform DKW half-width at `samples` samples.
-
-    With probability ``1 - alpha`` the empirical CDF stays within this distance of the
-    true one, uniformly in x and at every sample size at once.
-
-    >>> round(band_width(10_000, 0.005), 3)
-    0.03
-    """
-    t = float(samples)
-    return 0.85 * math.sqrt((_log(_log(math.e * t)) + 0.8 * _log(1612.0 / alpha)) / t)
 
 
 def _position(cumulative: list[int], offset: int, level: float) -> float:
@@ -561,22 +546,6 @@ def _to_quantiles(value: Any) -> Any:
 
 
 _MAX_QUANTILES = 100
-
-
-def _resolution(counts: list[int], cumulative: list[int], level: float) -> float:
-    """How wide the occupied buckets are around the `level`-quantile, as a ratio.
-
-    Data mapped from classic Prometheus buckets fills only the native buckets holding
-    the classic bounds; the gap between the occupied buckets on either side of the
-    quantile is the resolution the data really has (``2 ** (1/8)``, 1.09, when every
-    bucket is filled).
-    """
-    k = min(bisect_left(cumulative, level * cumulative[-1]), len(counts) - 1)
-    lower = next((i for i in range(k - 1, -1, -1) if counts[i]), None)
-    upper = next((i for i in range(k + 1, len(counts)) if counts[i]), None)
-    gaps = [k - i for i in (lower,) if i is not None] + [i - k for i in (upper,) if i is not None]
-    gap = min(gaps) if gaps else 1
-    return float(2.0 ** (gap / 8))
 
 
 @attrs.frozen(kw_only=True)
@@ -880,8 +849,11 @@ class SequentialLatency(Composable):
             log_mean_exp([a * sum_wx - a * a * sum_w / 2 for a in _AUC_GRID], _LOG_AUC_GRID_SIZE),
             body[7 : 7 + half : 2],
         )
-        resolution = _resolution(state["stable"], cumulative_s, 0.5)
-        buckets = f"buckets {resolution:.3g}x wide near p50"
+        resolution = resolution_of_counts(state["stable"], 0.5) or math.inf
+        if resolution == math.inf:  # the median in the lowest occupied bucket
+            buckets = "buckets unbounded below p50"
+        else:
+            buckets = f"buckets {resolution:.3g}x wide near p50"
         if resolution > max(_COARSE, 1.0 + self.margin * 3):
             buckets += texts["coarse"]
         auc = 0.5 + sum_wx / sum_w if sum_w else 0.5  # the windows' weighted mean
