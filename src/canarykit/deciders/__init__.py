@@ -7,9 +7,11 @@
 - `Limits` (`limited`): Argo's failure, consecutive-failure, inconclusive and
   consecutive-success limits, and dry runs, around any decider.
 - `SequentialErrors` / `SequentialLatency` (`sequential_errors`, `sequential_latency`):
-  anytime-valid tests (Lindon & Malek's Poisson-process test for counts, Howard &
-  Ramdas's time-uniform bands for latency) that may be checked after every window;
-  `alpha` bounds the false-rollback probability per rollout per metric.
+  anytime-valid tests that judge each window (testing by betting on the canary's share
+  of a window's errors, valid when errors come in bursts; each window's rank statistic
+  for latency) and may be checked after every window; `alpha` bounds the
+  false-rollback probability per rollout per metric, beyond a practical margin (5%
+  for errors, 3% for latency).
 - `KayentaJudge` (`kayenta`, `kayenta_metric`): Netflix's automated canary analysis:
   Mann-Whitney with a Hodges-Lehmann interval per metric, Pass/High/Low/Nodata labels,
   weighted group scores with marginal and pass thresholds, on a judging schedule;
