@@ -643,8 +643,23 @@ class HAProxyRouter:
         return await anyio.connect_tcp(host, port)
 
     async def _exchange(self, commands: Sequence[str]) -> str:
-        """Send one command line, and read HAProxy's answer until it closes the connection."""
-        line = "; ".join(commands) + "\n"
+        """Send `commands` as one command line through `send`; HAProxy's whole answer."""
+        return await self.send("; ".join(commands))
+
+    async def send(self, line: str) -> str:
+        r"""Send one runtime-API command line and return HAProxy's whole answer to it.
+
+        Override point (where the commands go): a subclass sends the line through another
+        transport (``ssh HOST socat stdio SOCKET``, an agent, an HTTP bridge) and returns
+        the answer text as the runtime API gives it; see docs/custom_router.md. `line` is
+        one or more commands joined by ``"; "``, without the final newline: ``get weight
+        BACKEND/SERVER`` (answered ``"W (initial I)\n\n"``) and ``set weight
+        BACKEND/SERVER W`` (answered ``"\n"``). Raise `RouterError` when it cannot be sent.
+
+        The default connects to `runtime_api` (one connection per line, non-interactive
+        mode) and reads until HAProxy closes it, within `timeout` and at most 1 MiB.
+        """
+        line += "\n"
         chunks: list[bytes] = []
         size = 0
         try:

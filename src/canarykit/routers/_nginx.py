@@ -466,6 +466,8 @@ class NginxRouter:
         self.verify = verify
         self._names = _Names(name)
         self.last_apply_seconds: float | None = None
+        # How far the current apply's default `reload` got (one apply at a time).
+        self._progress = _Reload()
 
     @property
     def capabilities(self) -> RouterCapabilities:
@@ -522,21 +524,28 @@ class NginxRouter:
         configuration), the previous file is put back too. Both raise `RouterError`
         saying why. Once new workers run (or when cancelled after the reload signal),
         the new file stays: it is what nginx serves, so that `read` stays truthful.
+
+        The steps are methods a subclass may override (see docs/custom_router.md):
+        `render`, then `read_text` (the file to put back on failure), `deliver`,
+        `validate`, `reload_nginx`; `read` parses what `read_text` returns. An override's
+        `RouterError` fails the apply (the runner retries it), its `ConfigError` is
+        never retried; on a failure before the reload took effect, `deliver` puts the
+        previous text back.
         """
         text = self.render(split)
         async with loop_lock(self):
             started = time.perf_counter()
-            binary = router_binary(self.nginx, "nginx", "nginx-light")
-            previous = await anyio.to_thread.run_sync(self._swap_in, text)
-            progress = _Reload()
+            previous = await self.read_text()
+            await self.deliver(text)
+            progress = self._progress = _Reload()
             try:
-                await self._validate(binary, split)
-                await self._reload_and_wait(binary, progress)
+                await self.validate(split)
+                await self.reload_nginx()
             except BaseException as exc:
                 cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
                 if not (progress.new_workers or (progress.signalled and cancelled)):
                     with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(self._restore, previous)
+                        await self.deliver(previous)
                         if progress.resignal is not None:
                             with contextlib.suppress(OSError):
                                 os.kill(progress.resignal, signal.SIGHUP)
@@ -548,10 +557,54 @@ class NginxRouter:
     async def read(self) -> TrafficSplit | None:
         """The split in the include file (in force once `apply` returned), or `RouterError`.
 
-        None when the file does not exist yet.
+        None when the file does not exist yet. The text comes from `read_text`.
         """
-        text = await anyio.to_thread.run_sync(self._read_text)
+        text = await self.read_text()
         return None if text is None else self.parse(text)
+
+    # -- override points: the steps of apply, each replaceable by a subclass --
+
+    async def read_text(self) -> str | None:
+        """The include file's text as it is now, or None when there is none.
+
+        Override point (read back): a subclass whose file lives elsewhere fetches it
+        here. The default reads `include_path` through ``canarykit._files`` (no link,
+        FIFO or device followed; at most `MAX_INCLUDE_BYTES`); `RouterError` when the
+        file cannot be read or is not UTF-8 text.
+        """
+        return await anyio.to_thread.run_sync(self._read_text)
+
+    async def deliver(self, text: str | None) -> None:
+        """Make the include file hold `text`; None removes it (there was none before).
+
+        Override point (deliver the file): a subclass sends it to its hosts here. The
+        default replaces `include_path` atomically (temporary file, fsync, rename; a
+        symbolic link is refused). `apply` calls it with the new text, and with the
+        previous text (from `read_text`) to put it back when the apply fails.
+        """
+        await anyio.to_thread.run_sync(self._deliver_local, text)
+
+    async def validate(self, split: TrafficSplit) -> None:
+        """Check the delivered file before nginx reloads it; `RouterError` saying why not.
+
+        Override point (validate). The default runs ``nginx -T`` on `main_config` within
+        `timeout` and checks that it includes the file, proxies through the router's
+        upstream variable and, when `split` mirrors, has the mirror location.
+        """
+        binary = router_binary(self.nginx, "nginx", "nginx-light")
+        await self._validate(binary, split)
+
+    async def reload_nginx(self) -> None:
+        """Make nginx serve the delivered file; return once new connections get it.
+
+        Override point (reload): a subclass runs ``systemctl reload nginx`` or calls an
+        API here, and raises `RouterError` when the reload failed (`apply` then puts the
+        previous file back). The default, as the `reload` setting says, signals the
+        master (or runs ``nginx -s reload``) and waits, at most `timeout`, until every
+        old worker is gone or shutting down and a new worker runs.
+        """
+        binary = router_binary(self.nginx, "nginx", "nginx-light")
+        await self._reload_and_wait(binary, self._progress)
 
     async def initialize(self, *, force: bool = False) -> str:
         """Make the starting state: the include file with all traffic on stable; what was done.
@@ -725,19 +778,20 @@ class NginxRouter:
             ) from None
 
     def _swap_in(self, text: str) -> str | None:
+        """Deliver `text` locally; the text it replaced (benchmarks/nginx.py times this)."""
         previous = self._read_text()
+        self._deliver_local(text)
+        return previous
+
+    def _deliver_local(self, text: str | None) -> None:
+        if text is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.include_path.unlink()
+            return
         try:
             _write_atomically(self.include_path, text)
         except OSError as exc:
             raise RouterError(f"cannot write {self.include_path}: {exc}") from None
-        return previous
-
-    def _restore(self, previous: str | None) -> None:
-        if previous is None:
-            with contextlib.suppress(FileNotFoundError):
-                self.include_path.unlink()
-        else:
-            _write_atomically(self.include_path, previous)
 
     async def _run(self, argv: list[str], what: str) -> tuple[int, str, str]:
         try:
