@@ -62,7 +62,9 @@ from ._http import (
 from ._machine import HookAnswered, HookPoint, Phase, RolloutState
 from ._plan import Plan, SetWeight
 from ._protocols import Clock
+from ._retry import backoff_delay, describe_failure
 from ._safe import check_name
+from ._urls import check_url, shown_url
 from ._validate import finite
 
 __all__ = [
@@ -485,11 +487,8 @@ class Webhook:
         headers: Mapping[str, str] | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        # The URL helpers are the notifiers' own: one rule for hiding secrets.
-        from .notify._deliver import _check_url, _shown_url
-
-        self._url = _check_url(url)
-        self._shown = _shown_url(url)
+        self._url = check_url(url)
+        self._shown = shown_url(url)
         self.name = check_name("name", name)
         self.timeout = finite("timeout", timeout)
         if not self.timeout > 0:
@@ -543,7 +542,7 @@ class Webhook:
                 for attempt in range(1, self.attempts + 1):
                     if attempt > 1:
                         self._retries += 1
-                        await anyio.sleep(self.backoff * 2 ** (attempt - 2))
+                        await anyio.sleep(backoff_delay(self.backoff, attempt - 1))
                     self._requests += 1
                     try:
                         answer = await exchange(
@@ -587,13 +586,6 @@ def _interpret(result: object, *, task: bool, name: str) -> HookAnswer:
         # A task fails only by saying so: None (a plain function's return) is success.
         return HookAnswer(False, f"{name} returned False") if result is False else HookAnswer(True)
     return HookAnswer(True, f"{name} said yes") if result else HookAnswer(False, f"{name} said no")
-
-
-def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"timed out after {timeout:g} s"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class HookDriver:
@@ -726,7 +718,7 @@ class HookDriver:
             raise
         except Exception as exc:
             # A hook's error is a no (a gate keeps waiting, a task failed), logged here.
-            reason = f"{name}: {_describe(exc, timeout)}"
+            reason = f"{name}: {describe_failure(exc, timeout)}"
             logger.warning("%s: %s hook failed: %s", self.key, point.value, reason)
             return HookAnswer(False, reason)
         if not answer.yes:

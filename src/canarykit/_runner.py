@@ -138,6 +138,7 @@ from ._observe import ArmStats, Observation, Window
 from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight
 from ._policy_deciders import check_full_canary_steps, check_metric_names
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
+from ._retry import backoff_delay, describe_failure
 from ._safe import check_name
 from ._split import TrafficSplit
 from ._stores import FileStore, MemoryStore
@@ -224,13 +225,6 @@ def _positive(field: str, value: Any) -> float:
     if not number > 0:
         raise ConfigError(field, value, "must be > 0")
     return number
-
-
-def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"timed out after {timeout:g} s"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _brief(step: Any) -> str:
@@ -889,7 +883,7 @@ class Rollout:
                     "it was not made: %s",
                     self.key,
                     shortest,
-                    _describe(exc, self._call_timeout),
+                    describe_failure(exc, self._call_timeout),
                 )
         if scope.cancelled_caught:
             logger.warning(
@@ -948,12 +942,12 @@ class Rollout:
                 try:
                     await self._apply_and_read_back(split)
                 except Exception as exc:
-                    reason = _describe(exc, self._call_timeout)
+                    reason = describe_failure(exc, self._call_timeout)
                     now = self.clock.now()
                     self._emit(RouterFailure(time=now, split=split, attempt=attempt, reason=reason))
                     if isinstance(exc, ConfigError) or attempt == self._apply_attempts:
                         break
-                    retry_at = now + self._retry_delay * 2 ** (attempt - 1)
+                    retry_at = now + backoff_delay(self._retry_delay, attempt)
                     await self._wait(retry_at)  # await point: apply.backoff
                     continue
                 self._handle(SplitApplied(self.clock.now(), split))
@@ -1000,9 +994,9 @@ class Rollout:
             except ConfigError:
                 raise  # it can never succeed: no retry
             except Exception as exc:
-                reason = _describe(exc, self._call_timeout)
+                reason = describe_failure(exc, self._call_timeout)
                 if attempt < self._apply_attempts:
-                    delay = self._retry_delay * 2 ** (attempt - 1)
+                    delay = backoff_delay(self._retry_delay, attempt)
                     await self._wait(self.clock.now() + delay)  # await point: read.backoff
                     if self.phase.is_terminal:
                         return None  # aborted meanwhile (before starting): nothing to read for
@@ -1087,7 +1081,7 @@ class Rollout:
             try:
                 await self._apply_and_read_back(split)
             except Exception as exc:
-                reason = _describe(exc, self._call_timeout)
+                reason = describe_failure(exc, self._call_timeout)
                 now = self.clock.now()
                 self._emit(RouterFailure(time=now, split=split, attempt=attempt, reason=reason))
                 if isinstance(exc, ConfigError):
@@ -1098,7 +1092,7 @@ class Rollout:
                         return reason
                     raise
                 if attempt < self._apply_attempts:
-                    retry_at = now + self._retry_delay * 2 ** (attempt - 1)
+                    retry_at = now + backoff_delay(self._retry_delay, attempt)
                     deadline = self._progress_deadline()
                     if deadline is not None:
                         if now >= deadline:
@@ -1179,7 +1173,7 @@ class Rollout:
                     start=window.start, end=window.end, stable=_NO_REQUESTS, canary=_NO_REQUESTS
                 )
             except Exception as exc:
-                return f"metrics: {_describe(exc, self._call_timeout)}"
+                return f"metrics: {describe_failure(exc, self._call_timeout)}"
             finally:
                 self._wake_scope = None
         if scope.cancelled_caught:
@@ -1202,7 +1196,7 @@ class Rollout:
             if not isinstance(judged, Judgement):
                 raise DeciderError(f"judge() returned {type(judged).__name__}")
         except Exception as exc:
-            return f"decider: {_describe(exc, self._decider_timeout)}"
+            return f"decider: {describe_failure(exc, self._decider_timeout)}"
         return judged
 
     def _decider_for(self, kind: AnalysisKind) -> Decider:
@@ -1262,7 +1256,8 @@ class Rollout:
             raise
         except Exception as exc:
             raise StateError(
-                f"{self.key}: could not load the saved state: {_describe(exc, self._call_timeout)}"
+                f"{self.key}: could not load the saved state: "
+                f"{describe_failure(exc, self._call_timeout)}"
             ) from exc
         if record is None:
             return
@@ -1303,7 +1298,7 @@ class Rollout:
                     raise StateError(
                         f"{self.key}: could not keep the finished rollout of "
                         f"{_release_name(saved.release)} before starting release {release}: "
-                        f"{_describe(exc, self._call_timeout)}"
+                        f"{describe_failure(exc, self._call_timeout)}"
                     ) from exc
             self._machine.state = RolloutState(release=release)
             return True
@@ -1355,7 +1350,7 @@ class Rollout:
                 with anyio.fail_after(self._call_timeout):
                     await store.save(self.key, record)  # await point: save
             except Exception as exc:
-                reason = _describe(exc, self._call_timeout)
+                reason = describe_failure(exc, self._call_timeout)
                 logger.warning(
                     "%s: could not save the state (attempt %d of %d): %s",
                     self.key,
@@ -1364,7 +1359,7 @@ class Rollout:
                     reason,
                 )
                 if attempt < attempts:
-                    delay = self._retry_delay * 2 ** (attempt - 1)
+                    delay = backoff_delay(self._retry_delay, attempt)
                     await self._wait(self.clock.now() + delay)  # await point: save.backoff
                 continue
             self._saved_state = state
@@ -1388,7 +1383,7 @@ class Rollout:
         except Exception as exc:
             raise LeaseError(
                 f"{self.key}: could not take the rollout's lease: "
-                f"{_describe(exc, self._call_timeout)}"
+                f"{describe_failure(exc, self._call_timeout)}"
             ) from exc
         self._lease_lost = None
         self._lease_valid_until = started + lease.ttl
@@ -1404,7 +1399,7 @@ class Rollout:
                     with anyio.fail_after(period):
                         await lease.renew()  # await point: lease.renew
                 except Exception as exc:
-                    self._lose_lease(f"renewing it failed: {_describe(exc, period)}")
+                    self._lose_lease(f"renewing it failed: {describe_failure(exc, period)}")
                     return
                 self._lease_valid_until = started + lease.ttl
 

@@ -80,6 +80,7 @@ from .._http import (
     secret_redactor,
 )
 from .._observe import Arm, ArmStats, Observation, Window
+from .._retry import backoff_delay
 from .._safe import check_label_value
 from .._text import Redactor
 from ._answers import (
@@ -765,7 +766,7 @@ class PrometheusSource:
             else:
                 logger.debug("%s %s: %s", what, shown, last)
             if attempt < self.attempts:
-                pause = min(self.backoff * 2 ** (attempt - 1), give_up_at - anyio.current_time())
+                pause = min(backoff_delay(self.backoff, attempt), give_up_at - anyio.current_time())
                 logger.warning(
                     "Prometheus %s failed (%s); retrying in %.2f s",
                     what,

@@ -30,7 +30,6 @@ import logging
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import anyio
 import attrs
@@ -49,8 +48,10 @@ from .._http import (
     url_secrets,
     worth_retrying,
 )
+from .._retry import backoff_delay
 from .._safe import check_name
 from .._text import shown
+from .._urls import check_url, shown_url
 from .._validate import finite
 from ._describe import Notice, Severity, Tracker, describe_event, event_severity, is_routine
 
@@ -69,39 +70,6 @@ _EXTRA = "pip install 'canarykit[http]'"
 _HIDDEN = "***"
 # Characters of an error answer (or error message) quoted in a log line.
 _EXCERPT = 200
-
-
-def _shown_url(url: str) -> str:
-    """The part of `url` that may be shown: scheme and host, e.g. ``https://hooks.x.com/***``."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return _HIDDEN
-    if not parts.scheme or not host:
-        return _HIDDEN
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    return f"{parts.scheme}://{netloc}/{_HIDDEN}"
-
-
-def _check_url(url: Any) -> str:
-    # The value is never quoted back in full: it is a secret.
-    if not isinstance(url, str):
-        raise ConfigError("url", type(url).__name__, "must be an http:// or https:// URL")
-    shown = _shown_url(url)
-    if not url.isprintable() or any(c.isspace() for c in url):
-        raise ConfigError("url", shown, "must not contain spaces or control characters")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise ConfigError("url", shown, "must be a valid URL (value hidden)") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError("url", shown, "must be an http:// or https:// URL with a host")
-    return url
 
 
 def _positive(field: str, value: Any) -> float:
@@ -151,8 +119,8 @@ class Notifier:
         drain_timeout: float = 10.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
-        self._url = _check_url(url)
-        self._shown = _shown_url(url)
+        self._url = check_url(url)
+        self._shown = shown_url(url)
         self.rollout = check_name("rollout", rollout)
         self.min_severity = Severity.parse(min_severity)
         if not isinstance(every_verdict, bool):
@@ -378,7 +346,7 @@ class Notifier:
                 if attempt < self.attempts:
                     self._retried += 1
                     logger.info("%s: %s: attempt %d failed (%s)", self, what, attempt, reason)
-                    await anyio.sleep(self.backoff * 2 ** (attempt - 1))
+                    await anyio.sleep(backoff_delay(self.backoff, attempt))
         except anyio.get_cancelled_exc_class():
             self._drop(1, f"{what}: the drain time ran out during delivery")
             raise
