@@ -285,7 +285,7 @@ class TimelineEntry:
             return cls(kind="phase", reason=event.reason, **common)
         if isinstance(event, SplitConfirmed):
             common["canary_percent"] = event.split.canary_percent
-            return cls(kind="split", reason=_describe_split(event.split), **common)
+            return cls(kind="split", reason=describe_split(event.split), **common)
         if isinstance(event, VerdictReached):
             obs = event.observation
             return cls(
@@ -328,7 +328,8 @@ class TimelineEntry:
         return data
 
 
-def _describe_split(split: TrafficSplit) -> str:
+def describe_split(split: TrafficSplit) -> str:
+    """``canary 25%``, with header routes and mirroring when there are any (logs, notices)."""
     parts = [f"canary {split.canary_percent:g}%"]
     parts += [f"{r.header} {r.match.value} {r.value!r} -> canary" for r in split.header_routes]
     if split.mirror_percent:

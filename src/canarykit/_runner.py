@@ -98,7 +98,7 @@ from ._events import (
     SplitConfirmed,
     TimelineEntry,
     VerdictReached,
-    _describe_split,
+    describe_split,
 )
 from ._hooks import HookDriver, Hooks
 from ._lease import Lease
@@ -972,7 +972,7 @@ class Rollout:
         first = next((s for s in self.plan.steps if isinstance(s, SetWeight)), None)
         jump = "" if first is None else f" to the plan's first {first.percent:g}%"
         return (
-            f"{self.key}: the router is not at stable: it has {_describe_split(found)}. "
+            f"{self.key}: the router is not at stable: it has {describe_split(found)}. "
             f"Nothing moved: canarykit will not jump from there{jump}. Either start from "
             "this split (--adopt, or Rollout(adopt=True): the steps below it are skipped), "
             "or make the router's starting state, all traffic on stable, with "

@@ -46,10 +46,10 @@ from .._events import (
     RouterFailure,
     SplitConfirmed,
     VerdictReached,
+    describe_split,
 )
 from .._machine import Phase
 from .._observe import ArmStats
-from .._split import TrafficSplit
 from .._text import shown
 from .._verdict import VerdictKind
 
@@ -192,15 +192,6 @@ def is_routine(event: object) -> bool:
         VerdictKind.PASS,
         VerdictKind.NOT_YET,
     )
-
-
-def describe_split(split: TrafficSplit) -> str:
-    """``canary 25%``, with header routes and mirroring when there are any."""
-    parts = [f"canary {split.canary_percent:g}%"]
-    parts += [f"{r.header} {r.match.value} {r.value!r} -> canary" for r in split.header_routes]
-    if split.mirror_percent:
-        parts.append(f"mirror {split.mirror_percent:g}%")
-    return ", ".join(parts)
 
 
 def _arm(stats: ArmStats) -> dict[str, Any]:
