@@ -419,6 +419,7 @@ from ._policy_run import (
     Deployment,
     _deployment_tables,
     _read_deployment,
+    duration_value,
 )
 from ._policy_table import PolicyTable as PolicyTable
 from ._policy_table import _error, _prefixed, parse_fraction, parse_percent
@@ -776,13 +777,7 @@ def _toml_value(value: Any) -> str:
 
 
 def _toml_duration(seconds: float) -> str:
-    text = format_duration(seconds)
-    # Fall back to plain seconds when the short form would not read back exactly.
-    try:
-        exact = parse_duration("duration", text, allow_zero=True) == seconds
-    except ConfigError:  # "1e+300s": a float's repr that is no duration string
-        exact = False
-    return json.dumps(text) if exact else repr(seconds)
+    return _toml_value(duration_value(seconds))
 
 
 def _step_lines(index: int, step: Step) -> list[str]:

@@ -101,8 +101,12 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def _duration_value(seconds: float) -> str | float:
-    """A duration as a policy file writes it: ``"1m30s"``, or seconds when that is not exact."""
+def duration_value(seconds: float) -> str | float:
+    """A duration as a policy file writes it: ``"1m30s"``, or seconds when that is not exact.
+
+    The one writer of durations, for the plan's keys (`Policy.to_toml`) and the
+    deployment's alike.
+    """
     text = format_duration(seconds)
     try:
         exact = parse_duration("duration", text, allow_zero=True) == seconds
@@ -189,7 +193,7 @@ class _Duration(_Key):
         return table.duration(key, allow_zero=self.allow_zero)
 
     def dump(self, value: Any) -> Any:
-        return _duration_value(value)
+        return duration_value(value)
 
 
 class _Integer(_Key):
@@ -1270,7 +1274,7 @@ def _deployment_tables(deployment: Deployment) -> dict[str, Any]:
         value = getattr(deployment, field.name)
         if value != field.default:
             is_duration = field.name.endswith(("_timeout", "_limit"))
-            rollout[field.name] = _duration_value(value) if is_duration else value
+            rollout[field.name] = duration_value(value) if is_duration else value
     found: dict[str, Any] = {}
     if rollout:
         found["rollout"] = rollout
