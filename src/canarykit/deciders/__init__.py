@@ -103,8 +103,8 @@ __all__ = [
     "threshold",
 ]
 
-# Public names report the module users import them from (as trio and httpx do), so
-# reprs, docs and error messages point at canarykit.deciders, not a private module.
-for _name in __all__:
-    globals()[_name].__module__ = __name__
-del _name
+# Public names say they live in this package, not in the private module defining them.
+from .._exports import claim_public_names as _claim_public_names
+
+_claim_public_names(globals())
+del _claim_public_names

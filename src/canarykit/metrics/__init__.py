@@ -30,8 +30,8 @@ __all__ = [
     "http_queries",
 ]
 
-# Public names say they live in `canarykit.metrics`, not in a private module.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("canarykit.metrics._"):
-        _obj.__module__ = "canarykit.metrics"
+# Public names say they live in this package, not in the private module defining them.
+from .._exports import claim_public_names as _claim_public_names
+
+_claim_public_names(globals())
+del _claim_public_names

@@ -21,8 +21,8 @@ from ._render import rollout_figure as rollout_figure
 
 __all__ = ["FORMATS", "add_plot_option", "plot_rollout", "rollout_figure"]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("canarykit.plot."):
-        _obj.__module__ = "canarykit.plot"
-del _name, _obj
+# Public names say they live in this package, not in the private module defining them.
+from .._exports import claim_public_names as _claim_public_names
+
+_claim_public_names(globals())
+del _claim_public_names

@@ -139,8 +139,8 @@ __all__ = [
     "step_change",
 ]
 
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith(("canarykit.testing.", "canarykit._")):
-        _obj.__module__ = "canarykit.testing"
-del _name, _obj
+# Public names say they live in this package, not in the private module defining them.
+from .._exports import claim_public_names as _claim_public_names
+
+_claim_public_names(globals())
+del _claim_public_names
