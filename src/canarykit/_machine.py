@@ -415,15 +415,6 @@ Event: TypeAlias = (
     | HookAnswered
 )
 
-OPERATOR_EVENTS: tuple[type[Any], ...] = (
-    Promote,
-    PromoteFull,
-    RequestPause,
-    Resume,
-    Abort,
-    Retry,
-)
-
 # ---------------------------------------------------------------------------- actions
 
 
@@ -558,10 +549,6 @@ def transition_table() -> dict[Phase, dict[str, frozenset[Phase]]]:
 
 def _json_split(split: TrafficSplit | None) -> dict[str, Any] | None:
     return None if split is None else split.to_json()
-
-
-def _split_from(data: dict[str, Any] | None) -> TrafficSplit | None:
-    return None if data is None else TrafficSplit.from_json(data)
 
 
 @attrs.frozen(kw_only=True, slots=False)
