@@ -3,6 +3,9 @@
 - `NginxRouter`: owns an include file with the stable and canary upstreams; validates
   with `nginx -T` and reloads the master process.
 - `HAProxyRouter`: sets server weights through HAProxy's runtime API and reads them back.
+- `FanOutRouter`: several routers as one (an HAProxy pair, nginx on three hosts): applies
+  to all, confirms each by read-back, and puts all back to their last common split when
+  one fails.
 - `SplitProbe`: checks a split by sending requests through the proxy.
 - `SlotRouter`: alternate slots (blue/green) over two routers: the idle slot is the
   canary, and after promotion the slots swap roles without moving traffic.
@@ -13,6 +16,7 @@
   `KubernetesConnection` (kubeconfig or in-cluster; the `kubernetes` extra).
 """
 
+from ._fanout import FanOutRouter as FanOutRouter
 from ._gateway import GatewayAPIRouter as GatewayAPIRouter
 from ._haproxy import HAProxyRouter as HAProxyRouter
 from ._haproxy import HAProxyWeights as HAProxyWeights
@@ -26,6 +30,7 @@ from ._probe import binomial_tolerance as binomial_tolerance
 from ._slots import SlotRouter as SlotRouter
 
 __all__ = [
+    "FanOutRouter",
     "GatewayAPIRouter",
     "HAProxyRouter",
     "HAProxyWeights",
