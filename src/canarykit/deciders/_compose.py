@@ -102,6 +102,13 @@ def _judge_all(
     return gather()
 
 
+def _operand(member: Decider, other: type[Any]) -> str:
+    # A composite of the other kind is parenthesised, so that ``(a | b) & c`` and
+    # ``a | (b & c)`` read differently and the repr evaluates to the same tree.
+    text = repr(member)
+    return f"({text})" if isinstance(member, other) else text
+
+
 @attrs.frozen
 class AllOf(Composable):
     """Every member must pass: the worst verdict wins (``a & b``).
@@ -120,7 +127,7 @@ class AllOf(Composable):
         return _judge_all(self.deciders, state, observation, worst=True)
 
     def __repr__(self) -> str:
-        return " & ".join(repr(member) for member in self.deciders)
+        return " & ".join(_operand(member, AnyOf) for member in self.deciders)
 
 
 @attrs.frozen
@@ -138,7 +145,7 @@ class AnyOf(Composable):
         return _judge_all(self.deciders, state, observation, worst=False)
 
     def __repr__(self) -> str:
-        return " | ".join(repr(member) for member in self.deciders)
+        return " | ".join(_operand(member, AllOf) for member in self.deciders)
 
 
 def all_of(*deciders: Decider) -> AllOf:
