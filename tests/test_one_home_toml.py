@@ -46,9 +46,7 @@ metrics_outage_limit = 0.30000000000000004
 
 [decider]
 kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = 0.02
+metrics = [{ metric = "error_rate", max = 0.02 }]
 """
 
 
