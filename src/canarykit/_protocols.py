@@ -99,7 +99,13 @@ class TrafficRouter(Protocol):
 
 @runtime_checkable
 class MetricsSource(Protocol):
-    """Collects what both arms did during a window."""
+    """Collects what both arms did during a window.
+
+    A source may also have ``async preflight(*, analysis_interval)``, which the runner
+    awaits before traffic moves with the plan's shortest window (`PrometheusSource`
+    refuses windows shorter than four scrape intervals): its `ConfigError` ends the run
+    with nothing moved; any other failure is logged and the rollout starts.
+    """
 
     async def collect(self, window: Window) -> Observation:
         """An observation of both arms for `window`; raise `NoDataError` when there is none.
