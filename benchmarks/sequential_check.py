@@ -7,7 +7,7 @@ latency log-normal with median 100 ms and sigma 0.5. Every figure uses fixed see
   25, 50% every 10 minutes), and the time to catch a doubled and a fivefold error rate
   present from the start (median and p90, minutes).
 - latency: false rollbacks over 1 h (A/A), and the time to catch +25% and +10% latency
-  (median, p90), for the default margin 0.05 and for margin 0.
+  (median, p90), for the default margin 0.03 and for margin 0.
 - per-window cost of `judge` in microseconds.
 
 Needs numpy (for the traffic generator only). Usage:
@@ -195,7 +195,7 @@ def main() -> None:
         figures[f"errors_{factor:g}x"] = _summary(found, runs // 4)
         print(f"errors {factor}x:", figures[f"errors_{factor:g}x"], flush=True)
 
-    early = SequentialErrors(early_pass=True, margin=0.5)
+    early = SequentialErrors(early_pass=True, pass_margin=0.5)
     passes = [
         error_run(early, np.random.default_rng(30_000 + seed), 360, 1.0, [10])
         for seed in range(100)
