@@ -580,7 +580,10 @@ class NginxRouter:
         Override point (deliver the file): a subclass sends it to its hosts here. The
         default replaces `include_path` atomically (temporary file, fsync, rename; a
         symbolic link is refused). `apply` calls it with the new text, and with the
-        previous text (from `read_text`) to put it back when the apply fails.
+        previous text (from `read_text`) to put it back when the apply fails. A
+        `deliver` that raises has its own changes to undo: `apply` puts nothing back
+        then (a delivery to several hosts that stops part way is overwritten by the
+        next apply, which the runner makes; until then `read_text` should refuse).
         """
         await anyio.to_thread.run_sync(self._deliver_local, text)
 
