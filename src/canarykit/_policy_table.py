@@ -173,14 +173,6 @@ def _prefixed(prefix: str, rename: Mapping[str, str] | None = None) -> Iterator[
         raise new_exc from None
 
 
-def _kind_of(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return repr(value)
-
-
 class PolicyTable:
     """One table of a policy file being read: typed getters that name the key path.
 
