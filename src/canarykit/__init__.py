@@ -17,6 +17,9 @@ share step by step while it is healthy, and roll back at once when it is not::
 The public API is re-exported here; the modules behind it are private.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._errors import CanaryError as CanaryError
 from ._errors import ClockStalled as ClockStalled
 from ._errors import ConfigError as ConfigError
@@ -52,6 +55,7 @@ from ._events import RouterFailure as RouterFailure
 from ._events import SplitConfirmed as SplitConfirmed
 from ._events import TimelineEntry as TimelineEntry
 from ._events import VerdictReached as VerdictReached
+from ._exports import claim_public_names as _claim_public_names
 from ._histogram import LatencyHistogram as LatencyHistogram
 from ._histogram import resolution as resolution
 from ._hooks import Approval as Approval
@@ -106,10 +110,6 @@ from ._plan import WaitForPromotion as WaitForPromotion
 from ._plan import exponential as exponential
 from ._plan import from_weights as from_weights
 from ._plan import linear as linear
-from ._policy import Policy as Policy
-from ._policy import SimulationSettings as SimulationSettings
-from ._policy import load_policy as load_policy
-from ._policy_run import Deployment as Deployment
 from ._protocols import Clock as Clock
 from ._protocols import Decider as Decider
 from ._protocols import MetricsSource as MetricsSource
@@ -247,8 +247,49 @@ __all__ = [
     "transition_table",
 ]
 
-# Public names say they live in this package, not in the private module defining them.
-from ._exports import claim_public_names as _claim_public_names
+if TYPE_CHECKING:
+    from ._policy import Policy as Policy
+    from ._policy import SimulationSettings as SimulationSettings
+    from ._policy import load_policy as load_policy
+    from ._policy_run import Deployment as Deployment
 
-_claim_public_names(globals())
-del _claim_public_names
+# The policy layer (a TOML parser and every decider module) loads on first use of one of
+# its names (PEP 562): a program that builds a plan and a Rollout never pays for it.
+_LAZY = {
+    "Deployment": "._policy_run",
+    "Policy": "._policy",
+    "SimulationSettings": "._policy",
+    "load_policy": "._policy",
+}
+
+
+def _load_lazy(namespace: dict[str, Any], lazy: dict[str, str], name: str) -> Any:
+    """Import a package's lazily exported ``name`` from the module ``lazy`` maps it to.
+
+    Every name from that module is loaded with it, so the package's namespace holds a
+    module's names all or none (the docstring examples of one name use its neighbours).
+    They are claimed for the package (`_exports.claim_public_names`) as the eagerly
+    imported ones are, and kept in the namespace so the next lookup is a plain one.
+    """
+    package = namespace["__name__"]
+    if name not in lazy:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    module = importlib.import_module(lazy[name], package)
+    names = [other for other, source in lazy.items() if source == lazy[name]]
+    loaded = {other: getattr(module, other) for other in names}
+    _claim_public_names({"__name__": package, "__all__": names, **loaded})
+    namespace.update(loaded)
+    return loaded[name]
+
+
+def __getattr__(name: str) -> Any:
+    return _load_lazy(globals(), _LAZY, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+# Public names say they live in this package, not in the private module defining them
+# (the lazy ones when they are first loaded).
+_claim_public_names({**globals(), "__all__": [n for n in __all__ if n not in _LAZY]})

@@ -136,7 +136,6 @@ from ._machine import (
 )
 from ._observe import ArmStats, Observation, Window
 from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight
-from ._policy_deciders import check_full_canary_steps, check_metric_names
 from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
 from ._retry import backoff_delay, describe_failure
 from ._safe import check_name
@@ -362,6 +361,10 @@ def _check_decider_fits(plan: Plan, decider: Decider | None, metrics: MetricsSou
     every such window would have no data, and the rollout would pause until its pause
     limit without ever judging the canary.
     """
+    # Imported here: the checks live in the policy layer, which loads every decider module,
+    # and `import canarykit` must not (a run loads it once it has a decider to check).
+    from ._policy_deciders import check_full_canary_steps, check_metric_names
+
     gauges = _source_gauges(metrics)
     if decider is not None:
         check_metric_names(decider, gauges)

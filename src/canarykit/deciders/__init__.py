@@ -27,42 +27,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from .. import _load_lazy
+from .._exports import claim_public_names as _claim_public_names
 from ._compose import AllOf as AllOf
 from ._compose import AnyOf as AnyOf
 from ._compose import Composable as Composable
 from ._compose import all_of as all_of
 from ._compose import any_of as any_of
-from ._kayenta import Classification as Classification
-from ._kayenta import KayentaJudge as KayentaJudge
-from ._kayenta import KayentaMetric as KayentaMetric
-from ._kayenta import KayentaScore as KayentaScore
-from ._kayenta import kayenta as kayenta
-from ._kayenta import kayenta_metric as kayenta_metric
-from ._kayenta import kayenta_score as kayenta_score
-from ._limits import Limits as Limits
-from ._limits import limited as limited
-from ._mannwhitney import MannWhitneyResult as MannWhitneyResult
-from ._mannwhitney import ShiftEstimate as ShiftEstimate
-from ._mannwhitney import bucket_ratio as bucket_ratio
-from ._mannwhitney import hodges_lehmann as hodges_lehmann
-from ._mannwhitney import hodges_lehmann_histograms as hodges_lehmann_histograms
-from ._mannwhitney import mann_whitney as mann_whitney
-from ._mannwhitney import mann_whitney_histograms as mann_whitney_histograms
-from ._relative import Comparison as Comparison
-from ._relative import Direction as Direction
-from ._relative import RelativeDecider as RelativeDecider
-from ._relative import compare as compare
-from ._relative import relative as relative
-from ._sequential import SequentialErrors as SequentialErrors
-from ._sequential import SequentialLatency as SequentialLatency
-from ._sequential import sequential_errors as sequential_errors
-from ._sequential import sequential_latency as sequential_latency
-from ._threshold import Bound as Bound
-from ._threshold import NoDataPolicy as NoDataPolicy
-from ._threshold import ThresholdDecider as ThresholdDecider
-from ._threshold import bound as bound
-from ._threshold import format_value as format_value
-from ._threshold import threshold as threshold
 
 __all__ = [
     "AllOf",
@@ -103,8 +76,85 @@ __all__ = [
     "threshold",
 ]
 
-# Public names say they live in this package, not in the private module defining them.
-from .._exports import claim_public_names as _claim_public_names
+if TYPE_CHECKING:
+    from ._kayenta import Classification as Classification
+    from ._kayenta import KayentaJudge as KayentaJudge
+    from ._kayenta import KayentaMetric as KayentaMetric
+    from ._kayenta import KayentaScore as KayentaScore
+    from ._kayenta import kayenta as kayenta
+    from ._kayenta import kayenta_metric as kayenta_metric
+    from ._kayenta import kayenta_score as kayenta_score
+    from ._limits import Limits as Limits
+    from ._limits import limited as limited
+    from ._mannwhitney import MannWhitneyResult as MannWhitneyResult
+    from ._mannwhitney import ShiftEstimate as ShiftEstimate
+    from ._mannwhitney import bucket_ratio as bucket_ratio
+    from ._mannwhitney import hodges_lehmann as hodges_lehmann
+    from ._mannwhitney import hodges_lehmann_histograms as hodges_lehmann_histograms
+    from ._mannwhitney import mann_whitney as mann_whitney
+    from ._mannwhitney import mann_whitney_histograms as mann_whitney_histograms
+    from ._relative import Comparison as Comparison
+    from ._relative import Direction as Direction
+    from ._relative import RelativeDecider as RelativeDecider
+    from ._relative import compare as compare
+    from ._relative import relative as relative
+    from ._sequential import SequentialErrors as SequentialErrors
+    from ._sequential import SequentialLatency as SequentialLatency
+    from ._sequential import sequential_errors as sequential_errors
+    from ._sequential import sequential_latency as sequential_latency
+    from ._threshold import Bound as Bound
+    from ._threshold import NoDataPolicy as NoDataPolicy
+    from ._threshold import ThresholdDecider as ThresholdDecider
+    from ._threshold import bound as bound
+    from ._threshold import format_value as format_value
+    from ._threshold import threshold as threshold
 
-_claim_public_names(globals())
+# Each decider's module loads on first use of one of its names (PEP 562): a program that
+# judges with `threshold` does not load the Kayenta or sequential machinery.
+_LAZY = {
+    "Classification": "._kayenta",
+    "KayentaJudge": "._kayenta",
+    "KayentaMetric": "._kayenta",
+    "KayentaScore": "._kayenta",
+    "kayenta": "._kayenta",
+    "kayenta_metric": "._kayenta",
+    "kayenta_score": "._kayenta",
+    "Limits": "._limits",
+    "limited": "._limits",
+    "MannWhitneyResult": "._mannwhitney",
+    "ShiftEstimate": "._mannwhitney",
+    "bucket_ratio": "._mannwhitney",
+    "hodges_lehmann": "._mannwhitney",
+    "hodges_lehmann_histograms": "._mannwhitney",
+    "mann_whitney": "._mannwhitney",
+    "mann_whitney_histograms": "._mannwhitney",
+    "Comparison": "._relative",
+    "Direction": "._relative",
+    "RelativeDecider": "._relative",
+    "compare": "._relative",
+    "relative": "._relative",
+    "SequentialErrors": "._sequential",
+    "SequentialLatency": "._sequential",
+    "sequential_errors": "._sequential",
+    "sequential_latency": "._sequential",
+    "Bound": "._threshold",
+    "NoDataPolicy": "._threshold",
+    "ThresholdDecider": "._threshold",
+    "bound": "._threshold",
+    "format_value": "._threshold",
+    "threshold": "._threshold",
+}
+
+
+def __getattr__(name: str) -> Any:
+    return _load_lazy(globals(), _LAZY, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+# Public names say they live in this package, not in the private module defining them
+# (the lazy ones when they are first loaded).
+_claim_public_names({**globals(), "__all__": [n for n in __all__ if n not in _LAZY]})
 del _claim_public_names
