@@ -10,7 +10,7 @@ is one JSON object.
   operator commands and restarts.
   Split as the tests split them: 60% on asyncio, 20% on trio, 20% with dense router and
   store faults. A violation is a schedule that broke any invariant (see
-  tests/fault_harness.py); ``fault_faults_injected`` counts the faults that fired.
+  tests/helpers/fault_harness.py); ``fault_faults_injected`` counts the faults that fired.
 - ``kill9_trials``, ``kill9_violations``: rollouts on the real clock with a `FileStore`
   and a file-backed router, their runner killed with SIGKILL at random moments (fixed
   seed) and resumed until one finishes, as in tests/test_kill9.py; ``kill9_kills`` counts
@@ -45,7 +45,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-import fault_harness as fh  # noqa: E402  (from tests/, shared with the tests)
+from helpers import fault_harness as fh  # noqa: E402  (from tests/helpers/, shared with the tests)
 
 KILL9_SEED = 20240605
 KILL9_LANES = 3

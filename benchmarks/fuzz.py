@@ -48,7 +48,7 @@ from canarykit import deciders as dk
 from canarykit import presets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from toml_doc import RawToml, dotted, paths, toml_key, toml_value  # shared with the tests
+from helpers.toml_doc import RawToml, dotted, paths, toml_key, toml_value  # shared with the tests
 
 HANG_SECONDS = 2.0
 

@@ -161,9 +161,9 @@ def slow_and_silent_servers(tmp: Path) -> dict[str, Any]:
     import anyio
 
     import canarykit as ck
-    import http_hostile as hh
     from canarykit.metrics import PrometheusSource
     from canarykit.notify import WebhookNotifier
+    from helpers import http_hostile as hh
 
     timeout = 2.0
     worst = 0.0
@@ -577,8 +577,8 @@ def secrets_echoed_back(tmp: Path) -> dict[str, Any]:
     import anyio
 
     import canarykit as ck
-    import http_hostile as hh
     from canarykit.metrics import BasicAuth, PrometheusSource
+    from helpers import http_hostile as hh
 
     records: list[str] = []
 
@@ -707,9 +707,9 @@ def huge_responses(tmp: Path) -> dict[str, Any]:
     import anyio
 
     import canarykit as ck
-    import http_hostile as hh
     from canarykit.metrics import PrometheusSource
     from canarykit.notify import WebhookNotifier
+    from helpers import http_hostile as hh
 
     def rss_mb() -> float:
         with open("/proc/self/status") as status:

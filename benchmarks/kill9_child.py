@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import fault_harness  # from tests/, shared with the kill -9 test
+from helpers import fault_harness  # from tests/helpers/, shared with the kill -9 test
 
 
 def run_forked(directory: Path, pauses: list[float], backend: str) -> int:

@@ -3,7 +3,7 @@
 The property tests draw a `fault_harness.Schedule` (a plan, the runner's settings, and
 for every await point which call fails and how, plus operator commands and early stops)
 and drive a chain of runners through it in virtual time; every invariant the chain
-breaks is a failure. See tests/fault_harness.py for the invariants.
+breaks is a failure. See tests/helpers/fault_harness.py for the invariants.
 
 In CI (the `ci` hypothesis profile, 500 examples a test) the three property tests run
 1,500 + 500 + 500 = 2,500 schedules; a developer's run (100 a test) runs 500.
@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 import canarykit as ck
-import fault_harness as fh
 from canarykit.testing import FakeRouter, VirtualClock
 from canarykit.testing._faults import (
     FaultPlan,
@@ -27,6 +26,7 @@ from canarykit.testing._faults import (
     FaultyStore,
     InjectedError,
 )
+from helpers import fault_harness as fh
 
 EXAMPLES = settings.default.max_examples
 

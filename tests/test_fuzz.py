@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import canarykit as ck
 from canarykit import deciders as dk
 from canarykit import presets
-from toml_doc import dotted, paths, toml_key, toml_value
+from helpers.toml_doc import dotted, paths, toml_key, toml_value
 
 # ---------------------------------------------------------------------------------------
 # Valid policies, and writing them as TOML

@@ -1,6 +1,6 @@
 """Every HTTP exchange is bounded: one deadline for the whole of it, and a size limit.
 
-Real loopback servers answer as badly as they can (tests/http_hostile.py): 300 MB bodies,
+Real loopback servers answer as badly as they can (tests/helpers/http_hostile.py): 300 MB bodies,
 one byte at a time, or nothing at all. A Webhook hook, a notifier, PrometheusSource, the
 split probe and the Kubernetes routers must each end within their deadline plus a
 second, holding little memory, and say why.
@@ -20,7 +20,7 @@ from canarykit._http import EXCERPT_BYTES, exchange
 from canarykit.metrics import PrometheusSource
 from canarykit.notify import WebhookNotifier
 from canarykit.routers import KubernetesConnection, SplitProbe
-from http_hostile import HostileServer, drip, huge, silent, status_line
+from helpers.http_hostile import HostileServer, drip, huge, silent, status_line
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
 

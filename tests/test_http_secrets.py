@@ -22,7 +22,7 @@ from canarykit import HookCall, HookPoint, MetricsError, Webhook
 from canarykit._http import EXCERPT_BYTES
 from canarykit.metrics import BasicAuth, BearerAuth, PrometheusSource
 from canarykit.notify import WebhookNotifier
-from http_hostile import HostileServer, status_line
+from helpers.http_hostile import HostileServer, status_line
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
 

@@ -12,7 +12,7 @@ from canarykit._cli import main
 from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit._policy_run import Deployment
 from canarykit.routers import GatewayAPIRouter, KubernetesConnection
-from k8s_fake_apiserver import FakeKubeAPI
+from helpers.k8s_fake_apiserver import FakeKubeAPI
 
 ROUTE = {
     "apiVersion": "gateway.networking.k8s.io/v1",

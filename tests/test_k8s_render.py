@@ -46,7 +46,7 @@ from canarykit.routers._render import (
     virtualservice_read,
     virtualservice_render,
 )
-from k8s_fake_apiserver import CEL_MESSAGES, SCHEMAS, Validator
+from helpers.k8s_fake_apiserver import CEL_MESSAGES, SCHEMAS, Validator
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"

@@ -31,7 +31,7 @@ from canarykit.testing import (
     regression,
     simulate_async,
 )
-from k8s_fake_apiserver import SCHEMAS, FakeKubeAPI
+from helpers.k8s_fake_apiserver import SCHEMAS, FakeKubeAPI
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ and so on until a runner finishes. Then: the rollout succeeded (or, after a Ctrl
 aborted or rolled back), the router's split, the outcome and the saved state agree, the
 distinct splits users were sent to are the plan's in order (no step repeated, none
 skipped; a split applied again right after itself is allowed), traffic never went back
-up after a rollback to stable, and no pause was cut short. See tests/fault_harness.py.
+up after a rollback to stable, and no pause was cut short. See tests/helpers/fault_harness.py.
 """
 
 import json
@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import canarykit as ck
-import fault_harness as fh
+from helpers import fault_harness as fh
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs fork and SIGKILL")
 

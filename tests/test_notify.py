@@ -32,7 +32,7 @@ from canarykit.notify import (
     event_severity,
 )
 from canarykit.testing import SCENARIOS, FakeRouter, VirtualClock, simulate_async
-from http_endpoint import Endpoint
+from helpers.http_endpoint import Endpoint
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
 

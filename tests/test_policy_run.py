@@ -44,7 +44,7 @@ from canarykit.routers import (
     KubernetesConnection,
     NginxRouter,
 )
-from toml_doc import dotted, paths, toml_key, toml_value
+from helpers.toml_doc import dotted, paths, toml_key, toml_value
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_EXAMPLE = ROOT / "examples" / "deploy_policy.toml"

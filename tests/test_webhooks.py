@@ -9,7 +9,7 @@ import pytest
 import canarykit as ck
 from canarykit import HookCall, HookPoint, Hooks, Webhook
 from canarykit.testing import FakeRouter, VirtualClock, free_port
-from http_endpoint import Endpoint
+from helpers.http_endpoint import Endpoint
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
 

@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 import jsonschema
 import yaml
 
-SCHEMAS = Path(__file__).resolve().parent / "data" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[1] / "data" / "schemas"
 
 # Running totals for a test run's report: objects validated by kind, requests by answer.
 STATS: collections.Counter[str] = collections.Counter()

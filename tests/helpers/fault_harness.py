@@ -78,7 +78,7 @@ from canarykit.testing._faults import (
     InjectedError,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "web"
 
 # Seconds on the event loop's clock (virtual: see the module docstring).
