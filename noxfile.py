@@ -1,4 +1,4 @@
-"""Developer tasks: `nox -s tests lint typecheck docs examples`."""
+"""Developer tasks: `nox -s tests lint typecheck docs examples`; `nox -s fast` while editing."""
 
 import pathlib
 
@@ -17,6 +17,13 @@ def tests(session: nox.Session) -> None:
     """The test suite; every async test runs on asyncio and on trio."""
     install(session)
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def fast(session: nox.Session) -> None:
+    """The fast tier: every test not marked `integration` (no real servers or processes)."""
+    install(session)
+    session.run("pytest", "-m", "not integration", *session.posargs)
 
 
 @nox.session

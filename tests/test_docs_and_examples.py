@@ -117,6 +117,8 @@ def test_every_example_is_run_by_a_test() -> None:
         assert example.name in tests, f"no test runs examples/{example.name}"
 
 
+# A Python subprocess per example: the slow tier.
+@pytest.mark.integration
 @pytest.mark.parametrize("script", EXAMPLES)
 def test_example_runs_as_a_script(script: str) -> None:
     result = subprocess.run(
@@ -237,7 +239,9 @@ def test_doc_page_examples_give_the_output_shown(page: str) -> None:
     assert runner.failures == 0, "".join(report)
 
 
+# mkdocs in a subprocess: the slow tier.
 @pytest.mark.slow
+@pytest.mark.integration
 def test_docs_build_in_strict_mode(tmp_path: Path) -> None:
     _require_mkdocs()
     site = tmp_path / "site"

@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from canarykit.exporter import PrometheusExporter  # noqa: E402
 
-pytestmark = pytest.mark.anyio
+# A real HTTP server per test, scraped and shut down (half a second each): the slow tier.
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 POLICY = canarykit.load_policy(Path(__file__).resolve().parent.parent / "examples" / "policy.toml")
 

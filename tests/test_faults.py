@@ -223,6 +223,8 @@ def describe(schedule, result):
 # ---------------------------------------------------------------------------- properties
 
 
+# Hundreds of schedules, seconds in all: the slow tier.
+@pytest.mark.integration
 @property_settings(3 * EXAMPLES)
 @given(fh.schedules())
 @example(ONE_FAILED_START_READ)
@@ -239,6 +241,7 @@ def test_faults_at_every_await_keep_every_invariant_on_asyncio(schedule):
     assert result.violations == [], describe(schedule, result)
 
 
+@pytest.mark.integration
 @property_settings(EXAMPLES)
 @given(fh.schedules())
 @example(PROMOTE_WHILE_RELEASING)

@@ -24,7 +24,8 @@ from helpers.http_hostile import HostileServer, drip, huge, silent, status_line
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
 
-pytestmark = pytest.mark.anyio
+# Real loopback servers that answer as badly as they can: the slow tier.
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 DEADLINE = 1.5
 HUGE = 300 * 1024 * 1024

@@ -26,7 +26,8 @@ from helpers.http_hostile import HostileServer, status_line
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
 
-pytestmark = pytest.mark.anyio
+# Real loopback servers that echo secrets back, some slowly: the slow tier.
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 # Every kind of secret, each with characters that quoting, escaping or encoding changes.
 URL_PATH = "PathSecret-7f3a9c2e1b"

@@ -19,7 +19,8 @@ from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.routers import SplitProbe
 from canarykit.testing import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
 
-pytestmark = pytest.mark.anyio
+# Real nginx and HAProxy processes: the slow tier.
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 STABLE = ck.TrafficSplit(canary_percent=0)
 SECRET = "Bearer s3cr3t-t0ken-never-shown"

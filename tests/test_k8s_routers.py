@@ -33,7 +33,8 @@ from canarykit.testing import (
 )
 from helpers.k8s_fake_apiserver import SCHEMAS, FakeKubeAPI
 
-pytestmark = pytest.mark.anyio
+# A real (fake) API server on loopback and rollouts through it, seconds each: the slow tier.
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 CHROME = HeaderRoute(header="user-agent", value=".*Chrome.*", match="regex", percent=10)
 BETA = HeaderRoute(header="X-Canary", value="always", match="exact")

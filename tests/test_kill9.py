@@ -22,7 +22,11 @@ import pytest
 import canarykit as ck
 from helpers import fault_harness as fh
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs fork and SIGKILL")
+# Runner processes killed with SIGKILL for seconds on end: the slow tier.
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="needs fork and SIGKILL"),
+    pytest.mark.integration,
+]
 
 TRIALS = 30
 LANES = 3  # trials run three at a time: each mostly sleeps

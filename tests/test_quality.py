@@ -73,7 +73,9 @@ def test_package_is_typed():
     assert (Path(canarykit.__file__).parent / "py.typed").exists()
 
 
+# mypy in a subprocess, seconds without its cache: the slow tier.
 @pytest.mark.slow
+@pytest.mark.integration
 def test_mypy_strict_is_clean_on_src():
     result = subprocess.run(
         [tool("mypy"), "--strict", "src"], cwd=ROOT, capture_output=True, text=True

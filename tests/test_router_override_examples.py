@@ -21,7 +21,8 @@ from canarykit import RouterError, TrafficSplit
 from canarykit.routers import HAProxyRouter, NginxRouter, SplitProbe
 from canarykit.testing import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
 
-pytestmark = pytest.mark.anyio
+# Real nginx and HAProxy processes: the slow tier.
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
 _spec = importlib.util.spec_from_file_location(
     "custom_router_example", Path(__file__).parent.parent / "examples" / "custom_router.py"
