@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
+from canarykit._decider_checks import check_metric_names
 from canarykit._errors import ConfigError
 from canarykit._machine import Phase
 from canarykit._plan import SetHeaderRoutes, SetMirror, SetWeight
 from canarykit._policy import load_policy
-from canarykit._policy_deciders import check_metric_names, declared_gauges
+from canarykit._policy_deciders import declared_gauges
 from canarykit._policy_table import parse_fraction, parse_percent
 from canarykit.deciders import RelativeDecider, compare, relative
 from canarykit.deciders._relative import DEFAULT_RECORD_WINDOWS

@@ -204,3 +204,12 @@ class FileRefusedError(CanaryError, OSError):
     that other users may write to. It is an `OSError` too, so code that handles a file
     it cannot read handles this one the same way.
     """
+
+
+def field_error(field: str, problem: str) -> ConfigError:
+    """A ConfigError about `field` with no value to show: its message leaves out the
+    ", got ..." tail ("plan.hold: is required" reads better than "..., got None").
+    """  # noqa: D205
+    exc = ConfigError(field, None, problem)
+    exc.args = (f"{field}: {problem}",)
+    return exc

@@ -402,15 +402,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     # tomli is a dependency on 3.10 only, so it may be absent where mypy runs.
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+from ._decider_checks import check_full_canary_steps, check_metric_names
 from ._policy_deciders import _DECIDER_KINDS as _DECIDER_KINDS
 from ._policy_deciders import DeciderKind as DeciderKind
-from ._policy_deciders import (
-    _build_decider,
-    _dump_decider,
-    check_full_canary_steps,
-    check_metric_names,
-    declared_gauges,
-)
+from ._policy_deciders import _build_decider, _dump_decider, declared_gauges
 from ._policy_deciders import decider_kinds as decider_kinds
 from ._policy_deciders import register_decider_kind as register_decider_kind
 from ._policy_run import (

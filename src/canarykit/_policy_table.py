@@ -10,7 +10,7 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-from ._errors import ConfigError
+from ._errors import ConfigError, field_error
 from ._validate import finite
 
 __all__ = ["PolicyTable", "format_duration", "parse_duration", "parse_fraction", "parse_percent"]
@@ -21,11 +21,9 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 def _error(field: str, problem: str, value: Any = _MISSING) -> ConfigError:
     """Build a ConfigError; without a value its message leaves out the ", got ..." tail."""
-    exc = ConfigError(field, None if value is _MISSING else value, problem)
     if value is _MISSING:
-        # "plan.hold: is required" reads better than "plan.hold: is required, got None".
-        exc.args = (f"{field}: {problem}",)
-    return exc
+        return field_error(field, problem)
+    return ConfigError(field, value, problem)
 
 
 # ---------------------------------------------------------------------------------------

@@ -361,9 +361,9 @@ def _check_decider_fits(plan: Plan, decider: Decider | None, metrics: MetricsSou
     every such window would have no data, and the rollout would pause until its pause
     limit without ever judging the canary.
     """
-    # Imported here: the checks live in the policy layer, which loads every decider module,
-    # and `import canarykit` must not (a run loads it once it has a decider to check).
-    from ._policy_deciders import check_full_canary_steps, check_metric_names
+    # Imported here: the checks load every decider module, and `import canarykit` must
+    # not (a run loads them once it has a decider to check).
+    from ._decider_checks import check_full_canary_steps, check_metric_names
 
     gauges = _source_gauges(metrics)
     if decider is not None:
