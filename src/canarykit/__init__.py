@@ -17,7 +17,6 @@ share step by step while it is healthy, and roll back at once when it is not::
 The public API is re-exported here; the modules behind it are private.
 """
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CanaryError as CanaryError
@@ -56,6 +55,7 @@ from ._events import SplitConfirmed as SplitConfirmed
 from ._events import TimelineEntry as TimelineEntry
 from ._events import VerdictReached as VerdictReached
 from ._exports import claim_public_names as _claim_public_names
+from ._exports import load_lazy as _load_lazy
 from ._histogram import LatencyHistogram as LatencyHistogram
 from ._histogram import resolution as resolution
 from ._hooks import Approval as Approval
@@ -261,25 +261,6 @@ _LAZY = {
     "SimulationSettings": "._policy",
     "load_policy": "._policy",
 }
-
-
-def _load_lazy(namespace: dict[str, Any], lazy: dict[str, str], name: str) -> Any:
-    """Import a package's lazily exported ``name`` from the module ``lazy`` maps it to.
-
-    Every name from that module is loaded with it, so the package's namespace holds a
-    module's names all or none (the docstring examples of one name use its neighbours).
-    They are claimed for the package (`_exports.claim_public_names`) as the eagerly
-    imported ones are, and kept in the namespace so the next lookup is a plain one.
-    """
-    package = namespace["__name__"]
-    if name not in lazy:
-        raise AttributeError(f"module {package!r} has no attribute {name!r}")
-    module = importlib.import_module(lazy[name], package)
-    names = [other for other, source in lazy.items() if source == lazy[name]]
-    loaded = {other: getattr(module, other) for other in names}
-    _claim_public_names({"__name__": package, "__all__": names, **loaded})
-    namespace.update(loaded)
-    return loaded[name]
 
 
 def __getattr__(name: str) -> Any:

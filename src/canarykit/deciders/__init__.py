@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .. import _load_lazy
 from .._exports import claim_public_names as _claim_public_names
+from .._exports import load_lazy as _load_lazy
 from ._compose import AllOf as AllOf
 from ._compose import AnyOf as AnyOf
 from ._compose import Composable as Composable

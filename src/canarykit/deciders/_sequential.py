@@ -175,13 +175,25 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _full_canary_note(seen: Any, end: float) -> str:
-    """Why a window with no stable requests adds nothing, and how old the evidence is."""
+def _full_canary_note(seen: Any, end: float, record_left: int | None = None) -> str:
+    """Why a window with no stable requests adds what it adds, and how old the comparison is.
+
+    `record_left`: the stable windows still recorded for the errors test to compare a
+    canary alone with (None for the latency test, which keeps no record).
+    """
     if seen is None:
         return "no stable requests yet"
+    age = _age(max(end - seen, 0.0))
+    if record_left:
+        return (
+            "canary alone (at 100%?): compared with the stable arm's recorded windows, "
+            f"the newest {age} old ({record_left} left)"
+        )
+    if record_left == 0:
+        return f"canary alone (at 100%?) and the stable record used up: judged up to {age} ago"
     return (
         "no stable requests in this window (canary at 100%?): judged on the comparison "
-        f"up to {_age(max(end - seen, 0.0))} ago"
+        f"up to {age} ago"
     )
 
 
@@ -371,7 +383,9 @@ points=20, min_errors=0, early_pass=False, pass_margin=0.2)
             self._bet(state, n_s, e_s, n_c, e_c)
         log_evidence = self._fail.log_evidence(state["log_fail"])
         state["failed"] = state["failed"] or log_evidence >= self._log_threshold
-        note = self._full_canary_note(state, observation.end) if full_canary else ""
+        note = ""
+        if full_canary:
+            note = _full_canary_note(state["seen"], observation.end, len(state["record"]))
         return Judgement(self._verdict(state, log_evidence, note), _built(state, self))
 
     def _bet(self, state: dict[str, Any], n_s: int, e_s: float, n_c: int, e_c: float) -> None:
@@ -383,20 +397,6 @@ points=20, min_errors=0, early_pass=False, pass_margin=0.2)
             state["log_fail"] = self._fail.bet(state["log_fail"], share, e_c, events)
             if self._pass is not None:
                 state["log_pass"] = self._pass.bet(state["log_pass"], share, e_c, events)
-
-    @staticmethod
-    def _full_canary_note(state: dict[str, Any], end: float) -> str:
-        seen = state["seen"]
-        if seen is None:
-            return "no stable requests yet"
-        age = _age(max(end - seen, 0.0))
-        left = len(state["record"])
-        if left:
-            return (
-                f"canary alone (at 100%?): compared with the stable arm's recorded windows, "
-                f"the newest {age} old ({left} left)"
-            )
-        return f"canary alone (at 100%?) and the stable record used up: judged up to {age} ago"
 
     def _verdict(self, state: dict[str, Any], log_evidence: float, note: str) -> Verdict:
         metric = self.metric
