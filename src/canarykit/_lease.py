@@ -50,6 +50,7 @@ from ._text import shown
 
 __all__ = [
     "LOCK_DIR_VARIABLE",
+    "FencedLease",
     "FileLease",
     "Lease",
     "MemoryLease",
@@ -96,6 +97,31 @@ class Lease(Protocol):
 
     async def release(self) -> None:
         """Give the lease up (if it is still ours)."""
+        ...
+
+
+@runtime_checkable
+class FencedLease(Lease, Protocol):
+    """A lease whose every holding carries a fencing token that the engine checks.
+
+    The token grows with each new holding of the key (an etcd revision, a counter in a
+    PostgreSQL row), so a runner that was paused or cut off past its lease, and woke up
+    after another runner took over, holds a token the engine no longer accepts: its
+    state writes are refused, and `check()` tells it to stop before it moves traffic.
+
+    - `token` is the current holding's token (None before `acquire`).
+    - `check()` proves, with one round trip to the engine, that the lease is still this
+      holder's and unexpired, and returns the token; `LeaseLostError` when it is not.
+      The runner calls it before every router apply and records the token in the state.
+    """
+
+    @property
+    def token(self) -> int | None:
+        """The fencing token of this holder's current holding, or None if not held."""
+        ...
+
+    async def check(self) -> int:
+        """Prove the lease is still ours (a round trip to the engine); return its token."""
         ...
 
 

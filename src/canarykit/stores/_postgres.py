@@ -1,0 +1,1 @@
+"""PostgreSQL store and lease (being written)."""
