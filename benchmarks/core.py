@@ -101,25 +101,27 @@ def machine_rollouts_per_second(count: int) -> float:
     ]
     started = time.perf_counter()
     for index in range(count):
-        state = ck.transition(plan, ck.RolloutState(), ck.Start(now=0.0))
+        state = ck.machine.transition(plan, ck.machine.RolloutState(), ck.machine.Start(now=0.0))
         now = 0.0
         while True:
-            action = ck.next_action(plan, state, now)
-            if isinstance(action, ck.Finish):
+            action = ck.machine.next_action(plan, state, now)
+            if isinstance(action, ck.machine.Finish):
                 break
-            if isinstance(action, ck.ApplySplit):
-                event: object = ck.SplitApplied(now, action.split)
-            elif isinstance(action, ck.CollectWindow):
+            if isinstance(action, ck.machine.ApplySplit):
+                event: object = ck.machine.SplitApplied(now, action.split)
+            elif isinstance(action, ck.machine.CollectWindow):
                 decider_state = action.decider_state
                 if decider_state is None:
                     decider_state = DECIDER.initial_state()
                 observation = pool[(index + int(action.end)) % len(pool)]
                 judged = DECIDER.judge(decider_state, observation)
-                event = ck.WindowJudged(now, action.kind, action.end, judged.verdict, judged.state)
+                event = ck.machine.WindowJudged(
+                    now, action.kind, action.end, judged.verdict, judged.state
+                )
             else:
                 now = max(now, action.until)
-                event = ck.Tick(now)
-            state = ck.transition(plan, state, event)
+                event = ck.machine.Tick(now)
+            state = ck.machine.transition(plan, state, event)
         assert state.phase is ck.Phase.SUCCEEDED, state.reason
     return count / (time.perf_counter() - started)
 

@@ -10,7 +10,7 @@ Inputs, from a fixed seed (deterministic for a given canarykit):
 
 - ``toml``: a valid policy (one of several shapes and decider kinds) with one or two
   mutations (a value replaced by a hostile one, a key deleted or added, a kind or shape
-  swapped), written as TOML and loaded with `canarykit.load_policy`. A policy that loads
+  swapped), written as TOML and loaded with `canarykit.policy.load_policy`. A policy that loads
   is also written back with `Policy.to_toml` and loaded again (it must round-trip).
 - ``text``: valid TOML text damaged at the character level, and random text.
 - ``file``: random bytes, or a mutated policy, in a file loaded by path.
@@ -913,9 +913,9 @@ def _field_matches(field: str, expected: str) -> bool:
     return False
 
 
-def _roundtrip(policy: ck.Policy) -> None:
+def _roundtrip(policy: ck.policy.Policy) -> None:
     text = policy.to_toml()
-    again = ck.load_policy(text)
+    again = ck.policy.load_policy(text)
     if again.plan != policy.plan:
         raise AssertionError(f"the plan does not round-trip through to_toml:\n{text}")
 
@@ -956,7 +956,7 @@ def fuzz(total: int, seed: int, seconds: float) -> dict[str, Any]:
                 text = to_toml(doc, rng)
 
                 def run(text: str = text) -> None:
-                    _roundtrip(ck.load_policy(text))
+                    _roundtrip(ck.policy.load_policy(text))
 
             elif roll < 0.55:
                 kind = "text"
@@ -967,7 +967,7 @@ def fuzz(total: int, seed: int, seconds: float) -> dict[str, Any]:
                 what = f"text {text[:80]!r}"
 
                 def run(text: str = text) -> None:
-                    _roundtrip(ck.load_policy(text))
+                    _roundtrip(ck.policy.load_policy(text))
 
             elif roll < 0.58:
                 kind = "file"
@@ -980,7 +980,7 @@ def fuzz(total: int, seed: int, seconds: float) -> dict[str, Any]:
                 what = f"file {path.name}"
 
                 def run(path: Path = path) -> None:
-                    _roundtrip(ck.load_policy(path))
+                    _roundtrip(ck.policy.load_policy(path))
 
             elif roll < 0.9:
                 kind = "constructor"

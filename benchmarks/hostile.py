@@ -75,7 +75,7 @@ def canarykit_cli(*args: str, timeout: float = 30.0, cwd: Path | None = None) ->
 def a_call(point: Any) -> Any:
     import canarykit as ck
 
-    return ck.HookCall(
+    return ck.hooks.HookCall(
         hook=point,
         rollout="web",
         phase=ck.Phase.PROGRESSING,
@@ -97,7 +97,7 @@ def a_window() -> Any:
 def a_notice() -> Any:
     import canarykit as ck
 
-    return ck.PhaseChanged(
+    return ck.events.PhaseChanged(
         time=1.0, old=ck.Phase.PROGRESSING, new=ck.Phase.ROLLED_BACK, step=1, reason="why"
     )
 
@@ -106,7 +106,7 @@ def fake_rollout(state: Path, router: Any, plan: Any = None, **options: Any) -> 
     import canarykit as ck
 
     plan = plan or ck.Plan(steps=[ck.SetWeight(20), ck.WaitForPromotion(), ck.SetWeight(60)])
-    return ck.Rollout(plan, router=router, store=ck.FileStore(state), key="web", **options)
+    return ck.Rollout(plan, router=router, store=ck.stores.FileStore(state), key="web", **options)
 
 
 # ------------------------------------------------------------------------ 1. waits
@@ -122,23 +122,23 @@ def fifo_approval(tmp: Path) -> dict[str, Any]:
 
     fifo = tmp / "web.approval"
     os.mkfifo(fifo)
-    call = a_call(ck.HookPoint.CONFIRM_PROMOTION)
+    call = a_call(ck.machine.HookPoint.CONFIRM_PROMOTION)
 
     async def gate() -> float:
         started = time.monotonic()
         with anyio.move_on_after(1):
-            await ck.FileApproval(fifo)(call)
+            await ck.hooks.FileApproval(fifo)(call)
         return max(0.0, time.monotonic() - started - 1)
 
     async def gated_rollout() -> tuple[bool, float]:
         router = FakeRouter()
-        hooks = ck.Hooks(confirm_promotion=ck.FileApproval(fifo), interval=0.2)
+        hooks = ck.hooks.Hooks(confirm_promotion=ck.hooks.FileApproval(fifo), interval=0.2)
         rollout = ck.Rollout(
             ck.Plan(steps=[ck.SetWeight(10)]), router=router, hooks=hooks, call_timeout=3
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(rollout.run)
-            while rollout.state.gate is not ck.HookPoint.CONFIRM_PROMOTION:
+            while rollout.state.gate is not ck.machine.HookPoint.CONFIRM_PROMOTION:
                 await anyio.sleep(0.01)
             await anyio.sleep(0.5)
             asked = time.monotonic()
@@ -168,12 +168,12 @@ def slow_and_silent_servers(tmp: Path) -> dict[str, Any]:
     timeout = 2.0
     worst = 0.0
     details = []
-    call = a_call(ck.HookPoint.ROLLBACK)
+    call = a_call(ck.machine.HookPoint.ROLLBACK)
     for name, respond in (("drip", hh.drip(0.5)), ("silent", hh.silent)):
         with hh.HostileServer(respond) as server:
 
             async def webhook(url: str = server.url) -> None:
-                await ck.Webhook(url, timeout=timeout, attempts=1)(call)
+                await ck.hooks.Webhook(url, timeout=timeout, attempts=1)(call)
 
             async def prometheus(url: str = server.url) -> None:
                 source = PrometheusSource(
@@ -244,7 +244,7 @@ def planted_temporary_symlinks(tmp: Path) -> dict[str, Any]:
     victim.write_text("root-owned\n")
     for name in ("web.json.tmp", ".web.json.tmp", "web.tmp", "web.json.new", "web.done.tmp"):
         (state / name).symlink_to(victim)
-    store = ck.FileStore(state)
+    store = ck.stores.FileStore(state)
 
     async def saves() -> None:
         for step in range(20):
@@ -266,7 +266,7 @@ def umask_000_and_open_state_dir(tmp: Path) -> dict[str, Any]:
 
     old = os.umask(0)
     try:
-        store = ck.FileStore(tmp / "new-state")
+        store = ck.stores.FileStore(tmp / "new-state")
         anyio.run(store.save, "web", {"step": 1})
         mode = (tmp / "new-state").stat().st_mode & 0o777
         file_mode = (tmp / "new-state" / "web.json").stat().st_mode & 0o777
@@ -277,7 +277,7 @@ def umask_000_and_open_state_dir(tmp: Path) -> dict[str, Any]:
     opened.chmod(0o777)
     refused = ""
     try:
-        anyio.run(ck.FileStore(opened).save, "web", {"step": 1})
+        anyio.run(ck.stores.FileStore(opened).save, "web", {"step": 1})
     except Exception as exc:
         refused = str(exc)
     return {
@@ -290,8 +290,8 @@ def umask_000_and_open_state_dir(tmp: Path) -> dict[str, Any]:
 def crafted_command_file(tmp: Path) -> dict[str, Any]:
     """``'[' * 100000`` (and bad bytes, a FIFO, a 400 MB sparse file) in the inbox: answered,
     moved aside; the runner lives on and the operator's promote still works."""
-    from canarykit._cli_control import CommandInbox
-    from canarykit._cli_run import execute
+    from canarykit._cli._control import CommandInbox
+    from canarykit._cli._run import execute
     from canarykit.testing import FakeRouter
 
     state = tmp / "state"
@@ -329,7 +329,7 @@ def crafted_command_file(tmp: Path) -> dict[str, Any]:
 @case
 def stale_answers(tmp: Path) -> dict[str, Any]:
     """10,000 answers left for senders that are gone: removed, not rescanned forever."""
-    from canarykit._cli_control import CommandInbox
+    from canarykit._cli._control import CommandInbox
 
     inbox = CommandInbox(tmp / "state", "web")
     inbox.prepare()
@@ -428,13 +428,13 @@ def two_runners_one_router(tmp: Path) -> dict[str, Any]:
         first = ck.Rollout(
             ck.Plan(steps=[ck.SetWeight(10), ck.WaitForPromotion()]),
             router=shared,
-            store=ck.FileStore(tmp / "a" / "state"),
+            store=ck.stores.FileStore(tmp / "a" / "state"),
             key="web",
         )
         second = ck.Rollout(
             ck.Plan(steps=[ck.SetWeight(50)]),
             router=Second(),
-            store=ck.FileStore(tmp / "b" / "state"),
+            store=ck.stores.FileStore(tmp / "b" / "state"),
             key="shop",
         )
         async with anyio.create_task_group() as tg:
@@ -474,7 +474,7 @@ def one_policy_two_working_directories(tmp: Path) -> dict[str, Any]:
         previous = os.getcwd()
         os.chdir(cwd)
         try:
-            deployment = ck.load_policy(policy).deployment
+            deployment = ck.policy.load_policy(policy).deployment
             seen.append((str(deployment.state_dir), deployment.build_router().traffic_target))
         finally:
             os.chdir(previous)
@@ -599,10 +599,12 @@ def secrets_echoed_back(tmp: Path) -> dict[str, Any]:
 
         return respond
 
-    call = a_call(ck.HookPoint.ROLLBACK)
+    call = a_call(ck.machine.HookPoint.ROLLBACK)
     for prefix in (0, 150, 190, 4070):
         with hh.HostileServer(echo(500, prefix), path=f"/hook/{SECRET}?key={SECRET}") as server:
-            hook = ck.Webhook(server.url, attempts=1, headers={"Authorization": f"Bearer {SECRET}"})
+            hook = ck.hooks.Webhook(
+                server.url, attempts=1, headers={"Authorization": f"Bearer {SECRET}"}
+            )
             answer = anyio.run(hook, call)
             texts += [answer.reason, repr(hook)]
         with hh.HostileServer(echo(400, prefix)) as server:
@@ -632,8 +634,8 @@ def secrets_echoed_back(tmp: Path) -> dict[str, Any]:
 def forged_and_huge_reasons(tmp: Path) -> dict[str, Any]:
     """A pause reason with a line break and ESC, and one of 20 MB: one escaped line in the
     run output and in status; a small state file."""
-    from canarykit._cli_control import CommandInbox
-    from canarykit._cli_run import execute
+    from canarykit._cli._control import CommandInbox
+    from canarykit._cli._run import execute
     from canarykit.testing import FakeRouter
 
     state = tmp / "state"
@@ -719,11 +721,11 @@ def huge_responses(tmp: Path) -> dict[str, Any]:
         return 0.0
 
     before = rss_mb()
-    call = a_call(ck.HookPoint.ROLLBACK)
+    call = a_call(ck.machine.HookPoint.ROLLBACK)
     outcomes = []
     for status in (200, 500):
         with hh.HostileServer(hh.huge(status, 300 * 1024 * 1024)) as server:
-            answer = anyio.run(ck.Webhook(server.url, attempts=1, timeout=20), call)
+            answer = anyio.run(ck.hooks.Webhook(server.url, attempts=1, timeout=20), call)
             outcomes.append(f"webhook {status}: {answer.yes}")
 
             async def notify(url: str = server.url) -> Any:

@@ -105,16 +105,16 @@ def child(config_path: str) -> int:
     events = Path(config["events"])
 
     def listener(event: object) -> None:
-        if isinstance(event, ck.SplitConfirmed):
+        if isinstance(event, ck.events.SplitConfirmed):
             line = {"kind": "split", "time": time.time(), "percent": event.split.canary_percent}
-        elif isinstance(event, ck.VerdictReached):
+        elif isinstance(event, ck.events.VerdictReached):
             line = {
                 "kind": "window",
                 "start": event.start,
                 "end": event.end,
                 "verdict": event.verdict.kind.value,
             }
-        elif isinstance(event, ck.PhaseChanged) and event.new is ck.Phase.PROMOTING:
+        elif isinstance(event, ck.events.PhaseChanged) and event.new is ck.Phase.PROMOTING:
             line = {"kind": "promoting", "time": time.time()}
         else:
             return
@@ -126,7 +126,7 @@ def child(config_path: str) -> int:
         router=NginxRouter(**config["router"]),
         metrics=PrometheusSource(url=config["prometheus"], stable="v1", canary="v2", settle=1.0),
         decider=DECIDER,
-        store=ck.FileStore(config["state"]),
+        store=ck.stores.FileStore(config["state"]),
         key="web",
         release=config["release"],
         listeners=[listener],

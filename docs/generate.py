@@ -22,8 +22,8 @@ The names (``KEY`` in the first marker) are:
 - ``python PATH NAME``: one top-level class or function of a script, decorators
   included (Sphinx's ``literalinclude :pyobject:``);
 - ``policy schema``: the schema block of the policy loader's docstring
-  (``canarykit._policy``), the one place the policy file's keys are written down;
-- ``transition table``: `canarykit.transition_table()` as a Markdown table.
+  (``canarykit.policy._load``), the one place the policy file's keys are written down;
+- ``transition table``: `canarykit.machine.transition_table()` as a Markdown table.
 
 Whole files, rewritten from scratch:
 
@@ -103,7 +103,7 @@ def is_help(key: str) -> bool:
 
 
 def _command(argv: list[str]) -> str:
-    from canarykit._cli import main
+    from canarykit._cli._main import main
 
     out = io.StringIO()
     saved = {name: os.environ.get(name) for name in ("COLUMNS", "NO_COLOR", "FORCE_COLOR")}
@@ -174,7 +174,7 @@ def _block(key: str) -> str:
     if key == "transition table":
         import canarykit
 
-        return make_state_diagram.render_markdown(canarykit.transition_table())
+        return make_state_diagram.render_markdown(canarykit.machine.transition_table())
     raise GenerateError(f"unknown generated block {key!r} (see {REFRESH} --help)")
 
 
@@ -197,7 +197,7 @@ def pages(docs: Path) -> Iterator[Path]:
 def _dot_text() -> str:
     import canarykit
 
-    return make_state_diagram.render_dot(canarykit.transition_table())
+    return make_state_diagram.render_dot(canarykit.machine.transition_table())
 
 
 def _svg_source(svg: str) -> str | None:
@@ -304,7 +304,7 @@ A page shows generated text between "<!-- generated: KEY -->" and
   file PATH                   a file of the repository, fenced
   python PATH NAME            one top-level class or function of a script
   policy schema               the policy loader's schema, as TOML
-  transition table            canarykit.transition_table() as a Markdown table
+  transition table            canarykit.machine.transition_table() as a Markdown table
 """
 
 

@@ -1,6 +1,6 @@
 """Draw the docs' pictures of a healthy and a rolled-back canary, from a real simulation.
 
-Both run ``examples/policy.toml``'s plan and decider (loaded with `canarykit.load_policy`)
+Both run ``examples/policy.toml``'s plan and decider (loaded with `canarykit.policy.load_policy`)
 through `canarykit.testing.simulate`, against the command line's "healthy" and "errors"
 scenarios, at the policy's ``[simulation]`` traffic and seed, so the pictures are the
 same on every run and match ``canarykit simulate examples/policy.toml --scenario ...``:
@@ -33,7 +33,7 @@ PICTURES = {"rollout-healthy": "healthy", "rollout-rolled-back": "errors"}
 
 def simulation(scenario: str) -> canarykit.testing.Simulation:
     """`examples/policy.toml` run against `scenario`, as ``canarykit simulate`` runs it."""
-    policy = canarykit.load_policy(POLICY)
+    policy = canarykit.policy.load_policy(POLICY)
     settings = policy.simulation
     metrics = attrs.evolve(
         SCENARIOS[scenario](seed=settings.seed), requests_per_second=settings.requests_per_second

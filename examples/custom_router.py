@@ -119,8 +119,8 @@ def main() -> None:
         path.write_text("upstream app {\n    server app-v1:3000 weight=1;\n}\n")  # today
         router = NginxUpstreamRouter(path)
 
-        def show(event: canarykit.RolloutEvent) -> None:
-            if isinstance(event, canarykit.SplitConfirmed):
+        def show(event: canarykit.events.RolloutEvent) -> None:
+            if isinstance(event, canarykit.events.SplitConfirmed):
                 print(f"t={event.time:>4.0f}s  canary at {event.split.canary_percent:g}%:")
                 print("        " + path.read_text().replace("\n", "\n        ").rstrip())
 

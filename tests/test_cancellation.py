@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli import main
+from canarykit._cli._main import main
 from canarykit.testing import FakeRouter, VirtualClock
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ async def test_cancelling_at_any_moment_ends_in_one_known_state(anyio_backend, t
     rollout = ck.Rollout(plan, router=router, clock=ck.SystemClock(), store=tmp_path, key="web")
     with anyio.move_on_after(delay):
         await rollout.run()
-    saved = await ck.FileStore(tmp_path).load("web")
+    saved = await ck.stores.FileStore(tmp_path).load("web")
     if rollout.phase is ck.Phase.PENDING:
         # Cancelled while taking the lease or loading the state: it never started, and
         # it must not write anything before it knows what was saved.
@@ -47,7 +47,7 @@ async def test_cancelling_at_any_moment_ends_in_one_known_state(anyio_backend, t
         assert rollout.state.reason == "cancelled while running"
         assert router.current.is_stable_only
     # The saved state says the same, so a new runner would not touch traffic again.
-    assert ck.RolloutState.from_json(saved["state"]) == rollout.state
+    assert ck.machine.RolloutState.from_json(saved["state"]) == rollout.state
     assert rollout.state.confirmed == router.current
 
 
@@ -99,7 +99,7 @@ async def test_cancelling_in_the_middle_of_an_apply_rolls_back_afterwards(anyio_
 
 async def test_leave_keeps_traffic_and_saves_it_for_a_resume(anyio_backend):
     router = FakeRouter()
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     rollout = ck.Rollout(FOREVER, router=router, store=store, on_cancel="leave")
     with anyio.fail_after(5):
         await run_until(rollout, router, 25)
@@ -139,7 +139,7 @@ CHILD = textwrap.dedent(
     router = FakeRouter()
 
     def announce(event):
-        if isinstance(event, ck.SplitConfirmed) and event.split.canary_percent == 25:
+        if isinstance(event, ck.events.SplitConfirmed) and event.split.canary_percent == 25:
             print("ready", flush=True)
 
     async def main():
@@ -175,7 +175,7 @@ def test_ctrl_c_rolls_back_a_running_rollout(backend):
 def test_ctrl_c_in_the_command_line_tool_exits_130_without_a_traceback(
     monkeypatch, capsys, tmp_path
 ):
-    import canarykit._cli as cli
+    import canarykit._cli._main as cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

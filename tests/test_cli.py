@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from canarykit import __version__
-from canarykit._cli import main
+from canarykit._cli._main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "policy.toml"

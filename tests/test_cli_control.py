@@ -18,9 +18,9 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli import main
-from canarykit._cli_control import CommandInbox
-from canarykit._cli_run import EXIT_ROLLED_BACK, execute
+from canarykit._cli._control import CommandInbox
+from canarykit._cli._main import main
+from canarykit._cli._run import EXIT_ROLLED_BACK, execute
 from canarykit.testing import FakeRouter
 
 WAITING = ck.Plan(steps=[ck.SetWeight(20), ck.WaitForPromotion(), ck.SetWeight(60)])
@@ -44,7 +44,7 @@ state_dir = "{state}"
 
 
 def rollout_in(state_dir, router, plan=WAITING):
-    return ck.Rollout(plan, router=router, store=ck.FileStore(state_dir), key="web")
+    return ck.Rollout(plan, router=router, store=ck.stores.FileStore(state_dir), key="web")
 
 
 def send_when(router, percent, inbox, *commands, timeout=10.0):
@@ -115,7 +115,7 @@ def test_nobody_answering_takes_the_command_back(tmp_path):
 
 
 def test_a_runner_refused_its_lease_leaves_the_commands_of_the_one_that_holds_it(tmp_path):
-    holder = ck.FileStore(tmp_path).lease("web", holder="the-first-runner")
+    holder = ck.stores.FileStore(tmp_path).lease("web", holder="the-first-runner")
     anyio.run(holder.acquire)
     try:
         inbox = CommandInbox(tmp_path, "web")
@@ -165,13 +165,13 @@ def test_status_shows_the_saved_state(tmp_path, capsys):
     router = FakeRouter()
     inbox = CommandInbox(tmp_path / "state", "web")
     thread, _ = send_when(router, 20, inbox, ("pause", {"reason": "lunch"}), ("abort", {}))
-    plan = ck.load_policy(policy).plan
+    plan = ck.policy.load_policy(policy).plan
     rollout = ck.Rollout(
         plan,
         router=router,
         metrics=ck.testing.ScriptedMetrics(),
-        decider=ck.load_policy(policy).decider,
-        store=ck.FileStore(tmp_path / "state"),
+        decider=ck.policy.load_policy(policy).decider,
+        store=ck.stores.FileStore(tmp_path / "state"),
         key="web",
     )
     execute(rollout, out=io.StringIO(), lines=io.StringIO(), inbox=inbox)

@@ -14,8 +14,8 @@ import signal
 import pytest
 
 import canarykit as ck
-from canarykit._cli import main
-from canarykit._cli_run import (
+from canarykit._cli._main import main
+from canarykit._cli._run import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
     EXIT_NOT_AT_STABLE,
@@ -27,8 +27,8 @@ from canarykit._cli_run import (
     exit_code,
 )
 from canarykit._lease import LOCK_DIR_VARIABLE
-from canarykit._policy_run import Deployment
 from canarykit.deciders import bound, threshold
+from canarykit.policy._deployment import Deployment
 from canarykit.testing import FakeRouter, ScriptedMetrics, VirtualClock, regression
 from canarykit.testing._router import RouterFault
 
@@ -109,7 +109,7 @@ def test_each_ending_has_its_exit_code_and_says_where_traffic_is(name):
 
 
 def outcome(phase, split):
-    state = ck.RolloutState(phase=phase, confirmed=split, finished_at=1_800_000_000.0)
+    state = ck.machine.RolloutState(phase=phase, confirmed=split, finished_at=1_800_000_000.0)
     return ck.RolloutOutcome(
         phase=phase,
         reason="",
@@ -198,7 +198,7 @@ def command(tmp_path, monkeypatch):
 def finish(tmp_path, release=None):
     """A promoted rollout of `release` saved under "web", as a first run leaves it."""
     options = {} if release is None else {"release": release}
-    store = ck.FileStore(tmp_path / "state")
+    store = ck.stores.FileStore(tmp_path / "state")
     done = execute(
         rollout(FakeRouter(), store=store, **options), out=io.StringIO(), lines=io.StringIO()
     )

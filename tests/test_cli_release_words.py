@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli import main
-from canarykit._cli_run import RunDisplay
+from canarykit._cli._main import main
+from canarykit._cli._run import RunDisplay
 from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.testing import FakeRouter
 
@@ -50,7 +50,7 @@ def policy_file(tmp_path):
 
 
 def record(phase, confirmed, release, finished_at, step=2):
-    state = ck.RolloutState(
+    state = ck.machine.RolloutState(
         phase=phase,
         step=step,
         confirmed=None if confirmed is None else ck.TrafficSplit(canary_percent=confirmed),
@@ -60,7 +60,7 @@ def record(phase, confirmed, release, finished_at, step=2):
 
 
 def save(tmp_path, data, *archived):
-    store = ck.FileStore(tmp_path / "state", fsync=False)
+    store = ck.stores.FileStore(tmp_path / "state", fsync=False)
 
     async def work():
         for old in archived:

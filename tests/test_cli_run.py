@@ -12,7 +12,7 @@ import signal
 import pytest
 
 import canarykit as ck
-from canarykit._cli_run import EXIT_INTERRUPTED, EXIT_PAUSED, EXIT_ROLLED_BACK, RunDisplay, execute
+from canarykit._cli._run import EXIT_INTERRUPTED, EXIT_PAUSED, EXIT_ROLLED_BACK, RunDisplay, execute
 from canarykit.deciders import bound, threshold
 from canarykit.testing import FakeRouter, ScriptedMetrics, VirtualClock, regression
 
@@ -135,7 +135,7 @@ def test_a_status_line_longer_than_the_terminal_is_cut_to_one_row(monkeypatch):
 
 
 def test_the_status_line_names_a_gate_that_waits_and_for_how_long():
-    hooks = ck.Hooks(confirm_promotion=lambda call: False, interval=30, gate_timeout=3600)
+    hooks = ck.hooks.Hooks(confirm_promotion=lambda call: False, interval=30, gate_timeout=3600)
     run = rollout(hooks=hooks)
     display = RunDisplay(run, io.StringIO(), Terminal())
     seen = []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from canarykit._cli import main
+from canarykit._cli._main import main
 
 # The seed's stage "10% of Chrome users", then half of everyone. A window without canary
 # data fails (no_data = "fail"), so a canary given no traffic at the Chrome stage rolls

@@ -125,7 +125,7 @@ async def test_a_healthy_rollout_never_meets_its_deadline(anyio_backend):
 
 
 async def test_the_deadline_resumes_from_its_saved_time(anyio_backend):
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = RefusingRouter()
     first = ck.Rollout(
         STUCK_WEIGHT, router=router, clock=VirtualClock(), store=store, apply_attempts=1000
@@ -148,33 +148,33 @@ async def test_the_deadline_resumes_from_its_saved_time(anyio_backend):
 
 
 def test_paused_time_does_not_count_towards_the_deadline():
-    machine = ck.RolloutMachine(ck.Plan(steps=[ck.SetWeight(10)], progress_deadline=100))
-    machine.handle(ck.Start(0.0))
+    machine = ck.machine.RolloutMachine(ck.Plan(steps=[ck.SetWeight(10)], progress_deadline=100))
+    machine.handle(ck.machine.Start(0.0))
     assert machine.state.progress_deadline_at == 100.0
-    machine.handle(ck.RequestPause(50.0))
+    machine.handle(ck.machine.PauseRequested(50.0))
     assert machine.state.progress_deadline_at is None
-    machine.handle(ck.Resume(1000.0))
+    machine.handle(ck.machine.ResumeRequested(1000.0))
     assert machine.state.progress_deadline_at == 1100.0
-    assert machine.next_action(1100.0) == ck.Wait(until=1100.0)  # before any apply
-    machine.handle(ck.Tick(1100.0))
+    assert machine.next_action(1100.0) == ck.machine.WaitUntil(until=1100.0)  # before any apply
+    machine.handle(ck.machine.Tick(1100.0))
     assert machine.state.phase is ck.Phase.ROLLING_BACK
 
 
 def test_a_pause_step_gets_its_own_length_before_the_deadline_counts():
     plan = ck.Plan(steps=[ck.SetWeight(10), ck.Pause(1000)], progress_deadline=30)
-    machine = ck.RolloutMachine(plan)
-    machine.handle(ck.Start(0.0))
-    machine.handle(ck.SplitApplied(5.0, ck.TrafficSplit(canary_percent=10)))
+    machine = ck.machine.RolloutMachine(plan)
+    machine.handle(ck.machine.Start(0.0))
+    machine.handle(ck.machine.SplitApplied(5.0, ck.TrafficSplit(canary_percent=10)))
     assert machine.state.step == 1
     assert machine.state.progress_deadline_at == 5.0 + 1000 + 30
-    assert machine.next_action(5.0) == ck.Wait(until=1005.0)
+    assert machine.next_action(5.0) == ck.machine.WaitUntil(until=1005.0)
 
 
 def test_no_deadline_when_it_is_turned_off():
-    machine = ck.RolloutMachine(ck.Plan(steps=[ck.SetWeight(10)], progress_deadline=None))
-    machine.handle(ck.Start(0.0))
+    machine = ck.machine.RolloutMachine(ck.Plan(steps=[ck.SetWeight(10)], progress_deadline=None))
+    machine.handle(ck.machine.Start(0.0))
     assert machine.state.progress_deadline_at is None
-    machine.handle(ck.Tick(1e9))
+    machine.handle(ck.machine.Tick(1e9))
     assert machine.state.phase is ck.Phase.PROGRESSING
 
 
@@ -213,18 +213,18 @@ max = 0.02
 
 
 def test_the_policy_file_sets_the_deadline_and_its_policy():
-    policy = ck.load_policy(
+    policy = ck.policy.load_policy(
         POLICY.format(extra='progress_deadline = "5m"\non_progress_deadline = "pause"')
     )
     assert policy.plan.progress_deadline == 300.0
     assert policy.plan.on_progress_deadline == "pause"
-    assert ck.load_policy(policy.to_toml()) == policy
-    default = ck.load_policy(POLICY.format(extra=""))
+    assert ck.policy.load_policy(policy.to_toml()) == policy
+    default = ck.policy.load_policy(POLICY.format(extra=""))
     assert default.plan.progress_deadline == 600.0
     assert default.plan.on_progress_deadline == "rollback"
     with pytest.raises(ck.ConfigError) as caught:
-        ck.load_policy(POLICY.format(extra='on_progress_deadline = "explode"'))
+        ck.policy.load_policy(POLICY.format(extra='on_progress_deadline = "explode"'))
     assert caught.value.field == "plan.on_progress_deadline"
     with pytest.raises(ck.ConfigError) as caught:
-        ck.load_policy(POLICY.format(extra='progress_deadline = "soon"'))
+        ck.policy.load_policy(POLICY.format(extra='progress_deadline = "soon"'))
     assert caught.value.field == "plan.progress_deadline"

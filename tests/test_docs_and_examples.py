@@ -37,12 +37,17 @@ EXAMPLES = ["custom_router.py", "seed_flow.py", "test_my_policy.py"]
 PUBLIC_MODULES = (
     canarykit,
     canarykit.deciders,
+    canarykit.events,
     canarykit.exporter,
+    canarykit.hooks,
+    canarykit.machine,
     canarykit.metrics,
     canarykit.notify,
     canarykit.plot,
+    canarykit.policy,
     canarykit.presets,
     canarykit.routers,
+    canarykit.stores,
     canarykit.testing,
 )
 # The pages as written.
@@ -150,7 +155,7 @@ def test_seed_flow_prints_both_outcomes() -> None:
 def test_state_diagram_is_generated_from_the_transition_table(tmp_path: Path) -> None:
     dot_path, table_path = _load_docs_script("make_state_diagram").generate(tmp_path)
     dot = dot_path.read_text(encoding="utf-8")
-    table = canarykit.transition_table()
+    table = canarykit.machine.transition_table()
 
     for phase in canarykit.Phase:
         shape = "doublecircle" if phase.is_terminal else "circle"

@@ -12,7 +12,7 @@ import pytest
 
 import canarykit as ck
 from canarykit import ConfigError
-from canarykit._cli import main
+from canarykit._cli._main import main
 from canarykit._observe import Observation
 from canarykit._verdict import Judgement, Verdict, VerdictKind
 from canarykit.deciders import bound, threshold

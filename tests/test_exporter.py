@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 import canarykit
-from canarykit import ConfigError, Phase, PhaseChanged, Rollout, VerdictKind
+from canarykit import ConfigError, Phase, Rollout, VerdictKind
+from canarykit.events import PhaseChanged
 from canarykit.testing import SCENARIOS, FakeRouter, VirtualClock, simulate
 
 prometheus_client = pytest.importorskip(
@@ -22,7 +23,9 @@ from canarykit.exporter import PrometheusExporter  # noqa: E402
 # A real HTTP server per test, scraped and shut down (half a second each): the slow tier.
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
-POLICY = canarykit.load_policy(Path(__file__).resolve().parent.parent / "examples" / "policy.toml")
+POLICY = canarykit.policy.load_policy(
+    Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
+)
 
 EXPECTED_NAMES = {
     "canarykit_canary_weight",

@@ -303,7 +303,7 @@ def test_one_failed_read_before_the_start_is_retried():
 def test_a_router_that_cannot_be_read_before_the_start_stops_with_router_error(backend):
     async def main():
         router = FakeRouter(fail_on={1, 2, 3})
-        store = ck.MemoryStore()
+        store = ck.stores.MemoryStore()
         rollout = ck.Rollout(
             ck.Plan(steps=[ck.SetWeight(40)]),
             router=router,
@@ -355,7 +355,7 @@ def test_run_again_after_a_failed_load_continues_the_saved_rollout(backend):
     # run() again on the same runner after its load failed started the rollout afresh
     # over the saved one: 50% -> 10% (users exposed twice), the saved state overwritten.
     async def main():
-        store, router, clock = ck.MemoryStore(), FakeRouter(), VirtualClock()
+        store, router, clock = ck.stores.MemoryStore(), FakeRouter(), VirtualClock()
         await ck.Rollout(PLAN, router=router, clock=clock, store=store, key="web").run(stop_at=90)
         assert percents(router) == [10, 50]
         faults = FaultPlan({"store.load": {1: "error"}})
@@ -376,7 +376,7 @@ def test_a_runner_run_again_takes_up_what_another_runner_saved_meanwhile(backend
     # A runner run() again drove from what it knew, though another runner had taken
     # the rollout on meanwhile: 50% -> 10% again, and the other's progress overwritten.
     async def main():
-        store, router, clock = ck.MemoryStore(), FakeRouter(), VirtualClock()
+        store, router, clock = ck.stores.MemoryStore(), FakeRouter(), VirtualClock()
         first = ck.Rollout(PLAN, router=router, clock=clock, store=store, key="web")
         await first.run(stop_at=30)
         second = ck.Rollout(PLAN, router=router, clock=clock, store=store, key="web")
@@ -392,7 +392,7 @@ def test_a_runner_run_again_takes_up_what_another_runner_saved_meanwhile(backend
 
 def test_a_runner_run_again_keeps_a_retry_made_between_runs():
     async def main():
-        store, router, clock = ck.MemoryStore(), FakeRouter(), VirtualClock()
+        store, router, clock = ck.stores.MemoryStore(), FakeRouter(), VirtualClock()
         runner = ck.Rollout(PLAN, router=router, clock=clock, store=store, key="web")
         await runner.run(stop_at=30)
         runner.abort()
@@ -411,7 +411,7 @@ def test_a_command_while_the_saved_state_loads_is_refused_not_lost(backend):
     # reported to listeners as the end) and then undone by the loaded state: the rollout
     # went on and moved traffic. The property tests found it.
     async def main():
-        store, clock = ck.MemoryStore(), VirtualClock()
+        store, clock = ck.stores.MemoryStore(), VirtualClock()
         router = await saved_at_fifty_percent(store, clock)
         faults = FaultPlan({"store.load": {1: "slow"}, "router.read": {1: "slow"}}, slow=2)
         rollout = ck.Rollout(
@@ -450,7 +450,7 @@ def test_a_command_while_run_hands_the_rollout_back_is_refused(backend):
     # accepted: run() returned a PROMOTING outcome that nobody was driving, and the saved
     # state never heard of it. The property tests found it.
     async def main():
-        store = ck.MemoryStore()
+        store = ck.stores.MemoryStore()
         faults = FaultPlan({"lease.release": {1: "slow"}}, slow=2)
         lease = FaultyLease(fh.LoopLease({}, "me", ttl=30.0), faults)
         plan = ck.Plan(steps=[ck.SetWeight(10), ck.WaitForPromotion()])
@@ -499,7 +499,7 @@ def test_a_command_during_a_save_is_saved_before_traffic_moves(backend):
     # before it was saved: a runner killed then left a state that did not know of 50%,
     # and the next one took traffic down and up again. The property tests found it.
     async def main():
-        store = ck.MemoryStore()
+        store = ck.stores.MemoryStore()
         router = ChecksTheStore(store)
         slow_second_save = FaultyStore(store, FaultPlan({"store.save": {2: "slow"}}, slow=2))
         plan = ck.Plan(steps=[ck.SetWeight(10), ck.WaitForPromotion(), ck.SetWeight(50)])
@@ -555,7 +555,7 @@ def test_a_cancelled_run_keeps_its_lease_while_it_rolls_back(backend):
         assert scope.cancelled_caught
         assert rollout.phase is ck.Phase.ABORTED
         assert router.current.is_stable_only
-        saved = ck.RolloutState.from_json((await store.load("web"))["state"])
+        saved = ck.machine.RolloutState.from_json((await store.load("web"))["state"])
         assert saved.phase is ck.Phase.ABORTED
 
     fh.run_virtual(main, backend)
@@ -584,7 +584,7 @@ def test_a_cancelled_run_records_its_rollback_before_doing_it(backend):
     # in between left "progressing" saved, and the next one sent users to the canary again
     # (kill -9 trials with a Ctrl-C first, and the property tests, found it).
     async def main():
-        store = ck.MemoryStore()
+        store = ck.stores.MemoryStore()
         with anyio.CancelScope() as scope:
             router = RecordsWhatItSees(store, scope)
             rollout = ck.Rollout(PLAN, router=router, clock=VirtualClock(), store=store, key="web")
@@ -607,7 +607,7 @@ def test_a_router_found_at_stable_on_resuming_is_not_sent_back_to_the_canary(bac
     # The rollback of a runner killed before it could record it (or a person's) left the
     # router at stable; the next runner applied 50% again. kill -9 trials found it.
     async def main():
-        store, clock = ck.MemoryStore(), VirtualClock()
+        store, clock = ck.stores.MemoryStore(), VirtualClock()
         await saved_at_fifty_percent(store, clock)
         router = FakeRouter()  # at stable
         outcome = await ck.Rollout(PLAN, router=router, clock=clock, store=store, key="web").run()
@@ -623,7 +623,7 @@ def test_a_router_that_cannot_be_read_on_resuming_rolls_back_instead_of_guessing
     # It applied the saved target blindly, which sends users back to the canary if the
     # router had been rolled back meanwhile.
     async def main():
-        store, clock = ck.MemoryStore(), VirtualClock()
+        store, clock = ck.stores.MemoryStore(), VirtualClock()
         before = await saved_at_fifty_percent(store, clock)
         router = FakeRouter(initial=before.current, fail_on={1, 2, 3})
         rollout = ck.Rollout(PLAN, router=router, clock=clock, store=store, key="web")
@@ -637,7 +637,7 @@ def test_a_router_that_cannot_be_read_on_resuming_rolls_back_instead_of_guessing
 
 def test_one_failed_read_on_resuming_is_retried():
     async def main():
-        store, clock = ck.MemoryStore(), VirtualClock()
+        store, clock = ck.stores.MemoryStore(), VirtualClock()
         before = await saved_at_fifty_percent(store, clock)
         router = FakeRouter(initial=before.current, fail_on={1})
         outcome = await ck.Rollout(PLAN, router=router, clock=clock, store=store, key="web").run()

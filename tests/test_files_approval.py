@@ -22,8 +22,8 @@ pytestmark = pytest.mark.anyio
 
 
 def call():
-    return ck.HookCall(
-        hook=ck.HookPoint.CONFIRM_PROMOTION,
+    return ck.hooks.HookCall(
+        hook=ck.machine.HookPoint.CONFIRM_PROMOTION,
         rollout="web",
         phase=ck.Phase.PROGRESSING,
         step=1,
@@ -39,7 +39,7 @@ async def test_an_approval_fifo_nobody_writes_to_is_a_prompt_no(tmp_path):
     started = time.monotonic()
     answer = None
     with anyio.move_on_after(1):
-        answer = await ck.FileApproval(fifo)(call())
+        answer = await ck.hooks.FileApproval(fifo)(call())
     assert time.monotonic() - started < 1.5
     assert answer is not None and not answer.yes and not answer.stop
     assert "not a regular file" in answer.reason and "FIFO" in answer.reason
@@ -56,7 +56,7 @@ async def test_an_approval_read_that_hangs_is_abandoned_by_the_timeout(tmp_path,
     started = time.monotonic()
     try:
         with anyio.move_on_after(0.5) as scope:
-            await ck.FileApproval(tmp_path / "web.approval")(call())
+            await ck.hooks.FileApproval(tmp_path / "web.approval")(call())
     finally:
         released.set()
     assert scope.cancelled_caught
@@ -80,14 +80,14 @@ async def test_an_approval_path_that_is_no_small_regular_file_never_approves(tmp
         path.write_text("approve\n" + "x" * 5000)  # before, its first 4 KiB approved
     else:
         path.mkdir()
-    answer = await ck.FileApproval(path)(call())
+    answer = await ck.hooks.FileApproval(path)(call())
     assert not answer.yes and says in answer.reason
 
 
 async def test_an_approval_reason_is_shown_escaped(tmp_path):
     path = tmp_path / "web.approval"
     path.write_text("approve ana\x1b[2J: fine\u202e\x07\n")
-    answer = await ck.FileApproval(path)(call())
+    answer = await ck.hooks.FileApproval(path)(call())
     assert answer.yes
     assert answer.reason.isprintable()
     assert answer.reason.endswith("ana\\x1b[2J: fine\\u202e\\x07")
@@ -98,7 +98,7 @@ async def test_a_rollout_gated_on_a_fifo_can_be_stopped_and_rolls_back(tmp_path,
     fifo = tmp_path / "web.approval"
     os.mkfifo(fifo)
     router = FakeRouter()
-    hooks = ck.Hooks(confirm_promotion=ck.FileApproval(fifo), interval=0.2)
+    hooks = ck.hooks.Hooks(confirm_promotion=ck.hooks.FileApproval(fifo), interval=0.2)
     rollout = ck.Rollout(
         ck.Plan(steps=[ck.SetWeight(10)]), router=router, hooks=hooks, call_timeout=3
     )
@@ -106,7 +106,7 @@ async def test_a_rollout_gated_on_a_fifo_can_be_stopped_and_rolls_back(tmp_path,
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(rollout.run)
-            while rollout.state.gate is not ck.HookPoint.CONFIRM_PROMOTION:
+            while rollout.state.gate is not ck.machine.HookPoint.CONFIRM_PROMOTION:
                 await anyio.sleep(0.01)
             await anyio.sleep(0.5)  # the gate has read the FIFO a few times by now
             assert router.current.canary_percent == 10

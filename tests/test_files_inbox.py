@@ -18,9 +18,9 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli import main
-from canarykit._cli_control import CommandInbox, serve_inbox
-from canarykit._cli_run import EXIT_ROLLED_BACK, execute
+from canarykit._cli._control import CommandInbox, serve_inbox
+from canarykit._cli._main import main
+from canarykit._cli._run import EXIT_ROLLED_BACK, execute
 from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.testing import FakeRouter
 
@@ -73,7 +73,7 @@ def run_with(state, router, inbox, *commands, plan=WAITING):
     thread = threading.Thread(target=work)
     thread.start()
     lines = io.StringIO()
-    rollout = ck.Rollout(plan, router=router, store=ck.FileStore(state), key="web")
+    rollout = ck.Rollout(plan, router=router, store=ck.stores.FileStore(state), key="web")
     code = execute(rollout, out=lines, lines=lines, inbox=inbox)
     thread.join()
     return code, answers, lines.getvalue()
@@ -169,7 +169,7 @@ def test_commands_in_an_inbox_others_may_write_are_ignored_not_acted_on(tmp_path
     forged.write_text('{"command": "abort"}')  # another user's, in an open inbox
 
     async def serve():
-        rollout = ck.Rollout(WAITING, router=FakeRouter(), store=ck.MemoryStore(), key="web")
+        rollout = ck.Rollout(WAITING, router=FakeRouter(), store=ck.stores.MemoryStore(), key="web")
         started = anyio.Event()
         started.set()
         with anyio.move_on_after(1.2):
@@ -257,8 +257,8 @@ def test_a_command_whose_tool_is_gone_is_dropped_at_once_between_sweeps(tmp_path
 
 def test_status_says_when_the_lease_holder_is_gone(tmp_path, capsys):
     state = tmp_path / "state"
-    store = ck.FileStore(state)
-    anyio.run(store.save, "web", {"state": ck.RolloutState().to_json()})
+    store = ck.stores.FileStore(state)
+    anyio.run(store.save, "web", {"state": ck.machine.RolloutState().to_json()})
     (state / "web.lock").write_text(
         json.dumps(
             {"holder": "gone\x1b[2J", "pid": 999999999, "host": os.uname().nodename}

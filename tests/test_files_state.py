@@ -19,7 +19,7 @@ import pytest
 
 import canarykit as ck
 from canarykit import _files
-from canarykit._cli import main
+from canarykit._cli._main import main
 from canarykit._errors import FileRefusedError
 from canarykit._lease import LOCK_DIR_VARIABLE
 
@@ -53,7 +53,7 @@ async def test_a_lock_file_symlinked_to_a_victim_is_refused_and_the_victim_uncha
     state.mkdir(mode=0o700)
     (state / "web.lock").symlink_to(victim)
     with pytest.raises(FileRefusedError, match="symbolic link"):
-        await ck.FileStore(state).lease("web").acquire()
+        await ck.stores.FileStore(state).lease("web").acquire()
     assert victim.read_text() == "precious\n"
 
 
@@ -65,14 +65,14 @@ async def test_a_planted_temporary_symlink_is_skipped_and_never_written(
     names = iter(["planted0planted0", "freshnamefreshna"])
     monkeypatch.setattr(_files.secrets, "token_hex", lambda _size: next(names))
     (state / ".web.json.planted0planted0.tmp").symlink_to(victim)
-    await ck.FileStore(state).save("web", STATE)
+    await ck.stores.FileStore(state).save("web", STATE)
     assert victim.read_text() == "precious\n"
-    assert await ck.FileStore(state).load("web") == STATE
+    assert await ck.stores.FileStore(state).load("web") == STATE
 
 
 async def test_a_state_file_symlink_is_refused_on_load_and_replaced_on_save(tmp_path, victim):
     state = tmp_path / "state"
-    store = ck.FileStore(state)
+    store = ck.stores.FileStore(state)
     await store.save("web", STATE)
     os.replace(store.path("web"), victim)  # a real state file, reached through a link
     store.path("web").symlink_to(victim)
@@ -91,7 +91,7 @@ async def test_the_state_directory_is_private_whatever_the_umask(tmp_path):
     state = tmp_path / "new" / "state"
     old = os.umask(0)
     try:
-        store = ck.FileStore(state)
+        store = ck.stores.FileStore(state)
         await store.save("web", STATE)
         await store.lease("web").acquire()
     finally:
@@ -107,7 +107,7 @@ async def test_a_state_directory_others_may_write_is_refused_with_the_fix(tmp_pa
     state = tmp_path / "state"
     state.mkdir()
     state.chmod(mode)
-    store = ck.FileStore(state)
+    store = ck.stores.FileStore(state)
     with pytest.raises(ck.StateSaveError, match=re.escape(f"chmod 700 {state}")):
         await store.save("web", STATE)
     with pytest.raises(ck.StateError, match="writable by"):
@@ -123,7 +123,7 @@ async def test_a_state_directory_of_another_user_is_refused_naming_the_owner(tmp
     state.mkdir(mode=0o700)
     os.chown(state, 4242, 4242)
     with pytest.raises(ck.StateSaveError, match=r"owned by user id 4242.*chown 0"):
-        await ck.FileStore(state).save("web", STATE)
+        await ck.stores.FileStore(state).save("web", STATE)
 
 
 # ---------------------------------------------------------------------------- damage
@@ -161,7 +161,7 @@ async def test_a_damaged_state_file_is_a_clear_error_promptly(tmp_path, kind, sa
     state.mkdir(mode=0o700)
     _plant(state / "web.json", kind)
     with anyio.fail_after(5), pytest.raises(ck.CorruptStateError, match=says) as caught:
-        await ck.FileStore(state).load("web")
+        await ck.stores.FileStore(state).load("web")
     assert str(state / "web.json") in str(caught.value)
 
 
@@ -205,8 +205,8 @@ def test_status_on_a_damaged_state_file_exits_1_with_a_clear_message(tmp_path, k
 
 async def test_two_state_directories_cannot_drive_one_traffic_target(tmp_path):
     target = "nginx include /etc/nginx/canary/web.conf"
-    first = ck.FileStore(tmp_path / "a").lease("web", holder="runner-a", target=target)
-    second = ck.FileStore(tmp_path / "b").lease("shop", holder="runner-b", target=target)
+    first = ck.stores.FileStore(tmp_path / "a").lease("web", holder="runner-a", target=target)
+    second = ck.stores.FileStore(tmp_path / "b").lease("shop", holder="runner-b", target=target)
     await first.acquire()
     with pytest.raises(ck.LeaseHeldError) as caught:
         await second.acquire()
@@ -214,19 +214,19 @@ async def test_two_state_directories_cannot_drive_one_traffic_target(tmp_path):
     assert target in message and "runner-a" in message
     assert str((tmp_path / "a" / "web.lock").absolute()) in message
     # The refused lease holds nothing: its own rollout's lock is free again.
-    await ck.FileStore(tmp_path / "b").lease("shop").acquire()
-    other = ck.FileStore(tmp_path / "b").lease("blog", target="another include")
+    await ck.stores.FileStore(tmp_path / "b").lease("shop").acquire()
+    other = ck.stores.FileStore(tmp_path / "b").lease("blog", target="another include")
     await other.acquire()
     await first.release()
     await other.release()
-    third = ck.FileStore(tmp_path / "c").lease("web", target=target)
+    third = ck.stores.FileStore(tmp_path / "c").lease("web", target=target)
     await third.acquire()
     await third.renew()
     await third.release()
 
 
 async def test_the_target_lock_directory_is_private_and_never_followed(tmp_path, lock_dir, victim):
-    lease = ck.FileStore(tmp_path / "a").lease("web", target="haproxy /run/haproxy.sock be")
+    lease = ck.stores.FileStore(tmp_path / "a").lease("web", target="haproxy /run/haproxy.sock be")
     lock_dir.mkdir(mode=0o700)
     lease.target_path.symlink_to(victim)
     with pytest.raises(FileRefusedError, match="symbolic link"):
@@ -240,7 +240,7 @@ async def test_the_target_lock_directory_is_private_and_never_followed(tmp_path,
 
 
 async def test_a_replaced_target_lock_loses_the_lease(tmp_path):
-    lease = ck.FileStore(tmp_path / "a").lease("web", target="the-router")
+    lease = ck.stores.FileStore(tmp_path / "a").lease("web", target="the-router")
     await lease.acquire()
     lease.target_path.unlink()
     with pytest.raises(ck.LeaseLostError, match="removed or replaced"):
@@ -262,7 +262,7 @@ def test_the_target_lock_directory_defaults_to_a_private_per_user_place(monkeypa
 
 
 async def test_a_memory_store_keeps_one_runner_per_target_too():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     await store.lease("web", holder="a", target="t").acquire()
     with pytest.raises(ck.LeaseHeldError, match=r"traffic target t .* by a"):
         await store.lease("shop", holder="b", target="t").acquire()
@@ -276,14 +276,14 @@ async def test_a_holder_whose_process_is_gone_shows_as_stale(tmp_path):
     lock = tmp_path / "state" / "web.lock"
     script = (
         "import anyio, canarykit as ck\n"
-        f"lease = ck.FileLease({str(lock)!r}, holder='gone')\n"
+        f"lease = ck.stores.FileLease({str(lock)!r}, holder='gone')\n"
         "anyio.run(lease.acquire)\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
-    info = ck.FileLease(lock).read_holder()
+    info = ck.stores.FileLease(lock).read_holder()
     assert info["holder"] == "gone" and info["released"] is False
     assert info["stale"] is True
-    live = ck.FileLease(tmp_path / "state" / "live.lock", holder="me")
+    live = ck.stores.FileLease(tmp_path / "state" / "live.lock", holder="me")
     await live.acquire()
     assert live.read_holder()["stale"] is False
 
@@ -292,5 +292,5 @@ async def test_a_damaged_lock_file_never_crashes_the_holder_report(tmp_path):
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     (state / "web.lock").write_text("[" * 4000)
-    assert ck.FileLease(state / "web.lock").read_holder() is None
-    await ck.FileLease(state / "web.lock").acquire()
+    assert ck.stores.FileLease(state / "web.lock").read_holder() is None
+    await ck.stores.FileLease(state / "web.lock").acquire()

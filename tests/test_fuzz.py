@@ -286,7 +286,7 @@ def assert_loads_or_names(text, expected_prefixes):
     """`text` loads (and round-trips), or is refused naming a key under one of the prefixes."""
     try:
         with time_limit():
-            policy = ck.load_policy(text)
+            policy = ck.policy.load_policy(text)
     except ck.ConfigError as exc:
         field = exc.field
         assert isinstance(field, str) and field.strip(), exc
@@ -298,7 +298,7 @@ def assert_loads_or_names(text, expected_prefixes):
         ), f"{field!r} is not under {allowed}: {exc}"
         return None
     with time_limit():
-        again = ck.load_policy(policy.to_toml())
+        again = ck.policy.load_policy(policy.to_toml())
     assert again.plan == policy.plan
     return policy
 
@@ -362,7 +362,7 @@ def test_any_file_loads_or_is_refused_naming_the_file(content):
         path.write_bytes(content)
         try:
             with time_limit():
-                ck.load_policy(path)
+                ck.policy.load_policy(path)
         except ck.ConfigError as exc:
             assert isinstance(exc.field, str) and exc.field.strip(), exc
             try:
@@ -375,7 +375,7 @@ def test_a_toml_syntax_error_names_the_file_and_line(tmp_path):
     path = tmp_path / "policy.toml"
     path.write_text('[plan]\nshape = "linear"\nhold = 5m\n', encoding="utf-8")
     with pytest.raises(ck.ConfigError) as caught:
-        ck.load_policy(path)
+        ck.policy.load_policy(path)
     assert caught.value.field == str(path)
     assert "line 3" in str(caught.value)
 
@@ -392,7 +392,7 @@ def test_a_toml_syntax_error_names_the_file_and_line(tmp_path):
 )
 def test_pathological_toml_is_refused_naming_the_source(text, message):
     with pytest.raises(ck.ConfigError) as caught:
-        ck.load_policy(text)
+        ck.policy.load_policy(text)
     assert caught.value.field == "policy"
     assert message in str(caught.value)
 
@@ -407,17 +407,17 @@ def test_pathological_toml_is_refused_naming_the_source(text, message):
 )
 def test_an_unreadable_policy_path_is_named(source, problem):
     with pytest.raises(ck.ConfigError, match=re.escape(problem)) as caught:
-        ck.load_policy(source)
+        ck.policy.load_policy(source)
     assert caught.value.field == source
 
 
 def test_an_odd_key_is_quoted_in_the_field():
     policy = to_toml(POLICIES[0]).replace("[decider]", '[decider]\n"a.b\\n" = 1')
     with pytest.raises(ck.ConfigError) as caught:
-        ck.load_policy(policy)
+        ck.policy.load_policy(policy)
     assert caught.value.field == 'decider."a.b\\n"'
     with pytest.raises(ck.ConfigError) as caught:
-        ck.load_policy('"" = 1\n' + to_toml(POLICIES[0]))
+        ck.policy.load_policy('"" = 1\n' + to_toml(POLICIES[0]))
     assert caught.value.field == '""'
 
 
@@ -451,7 +451,7 @@ def test_generated_plans_end_or_are_refused(plan, field):
         assert policy is not None and policy.plan.weights[-1] == 100
         return
     with pytest.raises(ck.ConfigError) as caught, time_limit():
-        ck.load_policy(text)
+        ck.policy.load_policy(text)
     assert caught.value.field == field
 
 
@@ -869,8 +869,8 @@ def test_a_saved_judgement_schedule_far_ahead_does_not_hang():
 def test_a_policy_with_huge_durations_writes_back_and_reads_the_same():
     doc = copy(POLICIES[0])
     doc["plan"].update({"hold": 1e300, "analysis_interval": 2**62})
-    policy = ck.load_policy(to_toml(doc))
-    assert ck.load_policy(policy.to_toml()).plan == policy.plan
+    policy = ck.policy.load_policy(to_toml(doc))
+    assert ck.policy.load_policy(policy.to_toml()).plan == policy.plan
 
 
 def test_an_integer_too_long_to_print_is_still_refused_by_name():

@@ -11,19 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import canarykit as ck
-from canarykit import (
-    Approval,
-    FileApproval,
-    GateOpened,
-    GateWaiting,
-    HookAnswer,
-    HookAnswered,
-    HookCall,
-    HookPoint,
-    HookRan,
-    Hooks,
-    RunHook,
-)
+from canarykit.events import GateOpened, GateWaiting, HookRan
+from canarykit.hooks import Approval, FileApproval, HookAnswer, HookCall, Hooks
+from canarykit.machine import HookAnswered, HookPoint, RunHook
 from canarykit.testing import FakeRouter, ScriptedMetrics, VirtualClock, regression
 
 pytestmark = pytest.mark.anyio
@@ -179,7 +169,7 @@ async def test_confirm_promotion_holds_while_analysis_keeps_watching(anyio_backe
     verdicts_while_waiting = [e for e in outcome.verdicts if 120 < e.time < 1020]
     # A window judged every 30 s while it waited.
     assert [e.time for e in verdicts_while_waiting] == [150.0 + 30 * i for i in range(29)]
-    assert not of_type(events, ck.AnalysisError)
+    assert not of_type(events, ck.events.AnalysisFailed)
     assert percents(router) == [10, 50, 100]
 
 
@@ -211,7 +201,7 @@ async def test_a_failing_gate_is_a_no_it_waits_and_never_fails_the_rollout(anyio
     _, outcome, events = await run(hooks=hooks)
     assert outcome.phase is ck.Phase.SUCCEEDED
     assert calls == [120.0, 130.0, 140.0, 150.0]
-    assert not of_type(events, ck.AnalysisError)
+    assert not of_type(events, ck.events.AnalysisFailed)
     [waiting] = of_type(events, GateWaiting)
     assert "ConnectionError: approval service down" in waiting.reason
     failures = [r for r in caplog.records if "confirm-promotion hook failed" in r.getMessage()]
@@ -547,13 +537,17 @@ async def test_retry_after_an_abort_runs_the_hooks_before_traffic_again(anyio_ba
 async def test_a_rollout_killed_while_waiting_at_a_gate_resumes_waiting(
     anyio_backend, tmp_path, store_kind
 ):
-    store = ck.MemoryStore() if store_kind == "memory" else ck.FileStore(tmp_path / "state")
+    store = (
+        ck.stores.MemoryStore()
+        if store_kind == "memory"
+        else ck.stores.FileStore(tmp_path / "state")
+    )
     router = FakeRouter()
     approval = Approval("release manager")
     hooks = Hooks(confirm_promotion=approval, interval=60)
     first = ck.Rollout(PLAN, router=router, clock=VirtualClock(), hooks=hooks, store=store)
     await first.run(stop_at=400)  # the process dies while waiting
-    saved = ck.RolloutState.from_json((await store.load("rollout"))["state"])
+    saved = ck.machine.RolloutState.from_json((await store.load("rollout"))["state"])
     assert saved.gate is P.CONFIRM_PROMOTION and saved.gate_since == 120.0
     assert saved.gate_ask_at == 420.0
 
@@ -576,7 +570,7 @@ async def test_a_rollout_killed_while_waiting_at_a_gate_resumes_waiting(
 async def test_a_rollout_killed_at_confirm_rollout_resumes_pending_and_moves_nothing(
     anyio_backend,
 ):
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter()
     rec = Recorder(router, VirtualClock())
     approval = Approval("release manager")
@@ -600,7 +594,7 @@ async def test_a_rollout_killed_at_confirm_rollout_resumes_pending_and_moves_not
 async def test_resuming_a_gate_wait_without_its_hook_is_refused_before_traffic_moves(
     anyio_backend,
 ):
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter()
     hooks = Hooks(confirm_promotion=Approval("release manager"))
     await ck.Rollout(PLAN, router=router, clock=VirtualClock(), hooks=hooks, store=store).run(
@@ -617,13 +611,13 @@ async def test_resuming_a_gate_wait_without_its_hook_is_refused_before_traffic_m
 async def test_hooks_due_after_the_end_run_once_even_across_a_restart(anyio_backend):
     # A rollout that ended just before its process died, its post-rollout not yet called.
     plan = ck.Plan(steps=[ck.SetWeight(100)])
-    machine = ck.RolloutMachine(plan)
-    machine.handle(ck.Start(0.0, hook_points={P.POST_ROLLOUT}))
-    machine.handle(ck.SplitApplied(0.0, ck.TrafficSplit(canary_percent=100)))
-    machine.handle(ck.SplitApplied(1.0, ck.TrafficSplit(canary_percent=100)))
+    machine = ck.machine.RolloutMachine(plan)
+    machine.handle(ck.machine.Start(0.0, hook_points={P.POST_ROLLOUT}))
+    machine.handle(ck.machine.SplitApplied(0.0, ck.TrafficSplit(canary_percent=100)))
+    machine.handle(ck.machine.SplitApplied(1.0, ck.TrafficSplit(canary_percent=100)))
     assert machine.state.phase is ck.Phase.SUCCEEDED
     assert machine.next_action(1.0) == RunHook(point=P.POST_ROLLOUT)
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     await store.save("rollout", {"state": machine.state.to_json()})
     called = []
     hooks = Hooks(post_rollout=lambda call: called.append(call.phase))
@@ -645,24 +639,24 @@ async def test_hooks_due_after_the_end_run_once_even_across_a_restart(anyio_back
 
 
 def test_without_hooks_the_saved_state_has_no_hook_fields():
-    machine = ck.RolloutMachine(PLAN)
-    machine.handle(ck.Start(0.0))
+    machine = ck.machine.RolloutMachine(PLAN)
+    machine.handle(ck.machine.Start(0.0))
     data = machine.state.to_json()
     assert not {"hook_points", "gate", "gate_since", "hooks_done"} & set(data)
 
 
 def test_a_state_waiting_at_a_gate_round_trips_through_json():
-    machine = ck.RolloutMachine(PLAN)
-    machine.handle(ck.Start(0.0, hook_points={P.CONFIRM_ROLLOUT, P.CREATE_CANARY}))
+    machine = ck.machine.RolloutMachine(PLAN)
+    machine.handle(ck.machine.Start(0.0, hook_points={P.CONFIRM_ROLLOUT, P.CREATE_CANARY}))
     assert machine.next_action(0.0) == RunHook(point=P.CONFIRM_ROLLOUT)
     machine.handle(HookAnswered(0.0, P.CONFIRM_ROLLOUT, False, "not yet", ask_again_at=60.0))
-    assert machine.next_action(10.0) == ck.Wait(until=60.0)
+    assert machine.next_action(10.0) == ck.machine.WaitUntil(until=60.0)
     data = machine.state.to_json()
     assert data["gate"] == "confirm-rollout" and data["hook_points"] == [
         "confirm-rollout",
         "create-canary",
     ]
-    assert ck.RolloutState.from_json(data) == machine.state
+    assert ck.machine.RolloutState.from_json(data) == machine.state
 
 
 @pytest.mark.parametrize(
@@ -675,30 +669,30 @@ def test_a_state_waiting_at_a_gate_round_trips_through_json():
     ],
 )
 def test_damaged_hook_fields_are_refused_naming_the_field(field, value, message):
-    data = ck.RolloutState().to_json()
+    data = ck.machine.RolloutState().to_json()
     data[field] = value
     with pytest.raises(ck.CorruptStateError, match=message):
-        ck.RolloutState.from_json(data)
+        ck.machine.RolloutState.from_json(data)
 
 
 def test_neither_the_progress_deadline_nor_the_pause_limit_runs_at_a_gate():
     plan = ck.Plan(steps=[ck.SetWeight(10)], progress_deadline=5, pause_limit=5)
-    machine = ck.RolloutMachine(plan)
-    machine.handle(ck.Start(0.0, hook_points={P.CONFIRM_PROMOTION}))
-    machine.handle(ck.SplitApplied(0.0, ck.TrafficSplit(canary_percent=10)))
+    machine = ck.machine.RolloutMachine(plan)
+    machine.handle(ck.machine.Start(0.0, hook_points={P.CONFIRM_PROMOTION}))
+    machine.handle(ck.machine.SplitApplied(0.0, ck.TrafficSplit(canary_percent=10)))
     assert machine.state.gate is P.CONFIRM_PROMOTION
     assert machine.state.progress_deadline_at is None
     machine.handle(HookAnswered(0.0, P.CONFIRM_PROMOTION, False, ask_again_at=math.inf))
-    assert machine.next_action(1e6) == ck.Wait(until=math.inf)
-    machine.handle(ck.Tick(1e6))
+    assert machine.next_action(1e6) == ck.machine.WaitUntil(until=math.inf)
+    machine.handle(ck.machine.Tick(1e6))
     assert machine.state.phase is ck.Phase.PROGRESSING and machine.state.gate is not None
 
 
 def test_a_late_answer_from_a_gate_the_rollout_has_left_changes_nothing():
-    machine = ck.RolloutMachine(PLAN)
-    machine.handle(ck.Start(0.0, hook_points={P.CONFIRM_TRAFFIC_INCREASE}))
+    machine = ck.machine.RolloutMachine(PLAN)
+    machine.handle(ck.machine.Start(0.0, hook_points={P.CONFIRM_TRAFFIC_INCREASE}))
     assert machine.state.gate is P.CONFIRM_TRAFFIC_INCREASE
-    machine.handle(ck.Promote(5.0))  # the operator opened it meanwhile
+    machine.handle(ck.machine.PromoteRequested(5.0))  # the operator opened it meanwhile
     before = machine.state
     machine.handle(HookAnswered(6.0, P.CONFIRM_TRAFFIC_INCREASE, True))
     assert machine.state == before
@@ -714,14 +708,14 @@ def test_traffic_moves_only_past_open_gates(script):
     # traffic all said yes, no weight increase without its gate's yes, no promotion
     # without confirm-promotion's yes, every answer accepted, every state saveable.
     plan = ck.from_weights([10, 50], hold=60)
-    machine = ck.RolloutMachine(plan)
-    machine.handle(ck.Start(0.0, hook_points=ALL_POINTS))
+    machine = ck.machine.RolloutMachine(plan)
+    machine.handle(ck.machine.Start(0.0, hook_points=ALL_POINTS))
     now = 0.0
     answers = iter(script)
     for _ in range(200):
         action = machine.next_action(now)
         before = machine.state
-        if isinstance(action, ck.Finish):
+        if isinstance(action, ck.machine.Finish):
             break
         if isinstance(action, RunHook):
             said = next(answers, "yes")
@@ -736,11 +730,11 @@ def test_traffic_moves_only_past_open_gates(script):
                     ask_again_at=now + 10,
                     stop=said == "stop",
                 )
-        elif isinstance(action, ck.ApplySplit):
-            event = ck.SplitApplied(now, action.split)
+        elif isinstance(action, ck.machine.ApplySplit):
+            event = ck.machine.SplitApplied(now, action.split)
         else:
             now = max(now, min(action.until, now + 100))
-            event = ck.Tick(now)
+            event = ck.machine.Tick(now)
         machine.handle(event)
         after = machine.state
         if after.target.canary_percent > 0:
@@ -750,11 +744,11 @@ def test_traffic_moves_only_past_open_gates(script):
             assert opened and event.point in (P.CONFIRM_TRAFFIC_INCREASE, P.CONFIRM_PROMOTION)
         if after.phase is ck.Phase.PROMOTING and before.phase is not ck.Phase.PROMOTING:
             assert opened and event.point is P.CONFIRM_PROMOTION
-        assert ck.RolloutState.from_json(after.to_json()) == after
+        assert ck.machine.RolloutState.from_json(after.to_json()) == after
 
 
 def test_hook_answered_appears_in_the_transition_table():
-    table = ck.transition_table()
+    table = ck.machine.transition_table()
     for phase in ck.Phase:
         assert "HookAnswered" in table[phase], phase
 

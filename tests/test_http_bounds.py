@@ -15,8 +15,10 @@ import psutil
 import pytest
 
 import canarykit as ck
-from canarykit import HookCall, HookPoint, MetricsError, Webhook
+from canarykit import MetricsError
 from canarykit._http import EXCERPT_BYTES, exchange
+from canarykit.hooks import HookCall, Webhook
+from canarykit.machine import HookPoint
 from canarykit.metrics import PrometheusSource
 from canarykit.notify import WebhookNotifier
 from canarykit.routers import KubernetesConnection, SplitProbe
@@ -47,7 +49,7 @@ def a_call():
 
 
 def a_notice():
-    return ck.PhaseChanged(
+    return ck.events.PhaseChanged(
         time=1.0, old=ck.Phase.PROGRESSING, new=ck.Phase.ROLLED_BACK, step=1, reason="why"
     )
 

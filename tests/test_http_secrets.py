@@ -18,8 +18,10 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit import HookCall, HookPoint, MetricsError, Webhook
+from canarykit import MetricsError
 from canarykit._http import EXCERPT_BYTES
+from canarykit.hooks import HookCall, Webhook
+from canarykit.machine import HookPoint
 from canarykit.metrics import BasicAuth, BearerAuth, PrometheusSource
 from canarykit.notify import WebhookNotifier
 from helpers.http_hostile import HostileServer, status_line
@@ -179,7 +181,7 @@ async def test_a_notifier_never_shows_a_secret_the_endpoint_echoes(anyio_backend
         async with notifier:
             for count, _variant in enumerate(each_variant(echo), start=1):
                 notifier(
-                    ck.PhaseChanged(
+                    ck.events.PhaseChanged(
                         time=1.0,
                         old=ck.Phase.PENDING,
                         new=ck.Phase.PROGRESSING,

@@ -16,10 +16,10 @@ import canarykit
 import canarykit.deciders
 
 POLICY_MODULES = {
-    "canarykit._policy",
-    "canarykit._policy_deciders",
-    "canarykit._policy_run",
-    "canarykit._policy_table",
+    "canarykit.policy._load",
+    "canarykit.policy._deciders",
+    "canarykit.policy._deployment",
+    "canarykit.policy._table",
 }
 
 
@@ -58,7 +58,7 @@ def test_building_a_plan_and_a_rollout_loads_no_toml_parser_or_policy_loader():
     )
     assert "canarykit._runner" in loaded
     assert {"tomllib", "tomli"} & loaded == set()
-    assert {"canarykit._policy", "canarykit._policy_run"} & loaded == set()
+    assert {"canarykit.policy._load", "canarykit.policy._deployment"} & loaded == set()
 
 
 def test_a_threshold_decider_loads_only_its_own_modules():
@@ -69,13 +69,28 @@ def test_a_threshold_decider_loads_only_its_own_modules():
 
 def test_lazy_names_load_on_first_use_and_report_the_package():
     loaded = _loaded_after(
-        "from canarykit import load_policy\n"
+        "import canarykit\n"
         "import canarykit.deciders\n"
         "assert canarykit.deciders.sequential_errors.__module__ == 'canarykit.deciders'\n"
-        "assert load_policy.__module__ == 'canarykit'"
+        "assert canarykit.policy.load_policy.__module__ == 'canarykit.policy'"
     )
-    assert "canarykit._policy" in loaded
+    assert "canarykit.policy._load" in loaded
     assert "canarykit.deciders._sequential" in loaded
+
+
+def test_a_name_that_moved_still_works_for_a_release_with_a_warning():
+    with pytest.warns(
+        DeprecationWarning, match=r"canarykit\.RequestPause .* canarykit\.machine\.PauseRequested"
+    ):
+        old = canarykit.RequestPause
+    assert old is canarykit.machine.PauseRequested
+    with pytest.warns(DeprecationWarning, match=r"use canarykit\.policy\.load_policy"):
+        from canarykit import load_policy
+    assert load_policy is canarykit.policy.load_policy
+
+
+def test_the_top_level_keeps_at_most_sixty_names():
+    assert len(canarykit.__all__) <= 60
 
 
 @pytest.mark.parametrize("package", [canarykit, canarykit.deciders])

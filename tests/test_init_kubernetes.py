@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("lightkube")
 
-from canarykit._cli import main
+from canarykit._cli._main import main
 from canarykit._lease import LOCK_DIR_VARIABLE
-from canarykit._policy_run import Deployment
+from canarykit.policy._deployment import Deployment
 from canarykit.routers import GatewayAPIRouter, KubernetesConnection
 from helpers.k8s_fake_apiserver import FakeKubeAPI
 

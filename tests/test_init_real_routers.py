@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli import main
+from canarykit._cli._main import main
 from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.routers import SplitProbe
 from canarykit.testing import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
@@ -164,8 +164,10 @@ async def test_before_nginx_starts_the_file_is_written_and_validated(tmp_path, a
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_init_refuses_while_a_saved_rollout_is_in_progress(tmp_path, nginx, capsys):
     policy = nginx_policy(tmp_path, nginx)
-    store = ck.FileStore(tmp_path / "state")
-    state = ck.RolloutState(phase=ck.Phase.PAUSED, confirmed=ck.TrafficSplit(canary_percent=10))
+    store = ck.stores.FileStore(tmp_path / "state")
+    state = ck.machine.RolloutState(
+        phase=ck.Phase.PAUSED, confirmed=ck.TrafficSplit(canary_percent=10)
+    )
     await store.save("shop", {"state": state.to_json(), "release": "v7"})
     assert await init(policy) == 1
     err = capsys.readouterr().err
@@ -244,7 +246,7 @@ async def test_a_policy_with_slots_inits_the_first_slot_then_reports_the_live_on
     policy = nginx_policy(tmp_path, nginx)
     with open(policy, "a") as file:
         file.write('slots = ["blue", "green"]\n')
-    built = ck.load_policy(policy).deployment.build_router()
+    built = ck.policy.load_policy(policy).deployment.build_router()
     assert repr(built) == "SlotRouter(slots=['blue', 'green'], live='unknown')"
     assert await init(policy) == 0
     out = capsys.readouterr().out
@@ -269,4 +271,4 @@ def test_slots_must_name_two_different_slots(tmp_path):
         'stable = ["a"]\ncanary = ["b"]\nslots = ["blue", "blue"]\n'
     )
     with pytest.raises(ck.ConfigError, match=r"^router\.slots: must name two different"):
-        ck.load_policy(policy).deployment.build_router()
+        ck.policy.load_policy(policy).deployment.build_router()

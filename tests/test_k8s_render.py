@@ -26,7 +26,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from canarykit import ConfigError, HeaderRoute, RouterError, TrafficSplit
-from canarykit._cli_render import add_render_command, run_render
+from canarykit._cli._render import add_render_command, run_render
 from canarykit.routers import GatewayAPIRouter, IstioRouter, KubernetesConnection
 from canarykit.routers._render import (
     HTTPRouteTarget,

@@ -489,7 +489,7 @@ POLICY_PLAN = '[plan]\nshape = "codedeploy"\nname = "AllAtOnce"\nanalysis_interv
 
 
 def test_policy_keys_for_the_kayenta_options_round_trip():
-    from canarykit._policy import load_policy
+    from canarykit.policy._load import load_policy
 
     text = POLICY_PLAN + (
         '[decider]\nkind = "kayenta"\n[decider.groups]\ncost = 20\n'
@@ -535,7 +535,7 @@ def test_policy_keys_for_the_kayenta_options_round_trip():
     ],
 )
 def test_policy_errors_name_the_kayenta_field(metric, field, message):
-    from canarykit._policy import load_policy
+    from canarykit.policy._load import load_policy
 
     text = (
         POLICY_PLAN

@@ -21,8 +21,8 @@ FOREVER = ck.Plan(steps=[ck.SetWeight(25), ck.WaitForPromotion()])
 
 
 async def test_a_file_lease_excludes_a_second_holder_and_names_the_first(tmp_path):
-    first = ck.FileLease(tmp_path / "web.lock", holder="deploy-1")
-    second = ck.FileLease(tmp_path / "web.lock", holder="deploy-2")
+    first = ck.stores.FileLease(tmp_path / "web.lock", holder="deploy-1")
+    second = ck.stores.FileLease(tmp_path / "web.lock", holder="deploy-2")
     await first.acquire()
     with pytest.raises(ck.LeaseHeldError, match="deploy-1") as caught:
         await second.acquire()
@@ -38,11 +38,11 @@ async def test_a_file_lease_excludes_a_second_holder_and_names_the_first(tmp_pat
 
 
 async def test_a_holder_that_stopped_renewing_is_reported_as_stuck(tmp_path):
-    stuck = ck.FileLease(tmp_path / "web.lock", holder="deploy-1", ttl=0.01)
+    stuck = ck.stores.FileLease(tmp_path / "web.lock", holder="deploy-1", ttl=0.01)
     await stuck.acquire()
     await anyio.sleep(0.05)
     with pytest.raises(ck.LeaseHeldError, match=r"ran out .* looks stuck"):
-        await ck.FileLease(tmp_path / "web.lock").acquire()
+        await ck.stores.FileLease(tmp_path / "web.lock").acquire()
     await stuck.release()
 
 
@@ -53,7 +53,7 @@ def test_a_killed_holder_does_not_block_the_next_runner(tmp_path):
             sys.executable,
             "-c",
             "import anyio, sys, canarykit as ck\n"
-            f"lease = ck.FileLease({str(lock)!r}, holder='doomed')\n"
+            f"lease = ck.stores.FileLease({str(lock)!r}, holder='doomed')\n"
             "anyio.run(lease.acquire)\n"
             "print('held', flush=True)\n"
             "sys.stdin.read()\n",
@@ -65,17 +65,17 @@ def test_a_killed_holder_does_not_block_the_next_runner(tmp_path):
         try:
             assert holder.stdout.readline() == "held\n"
             with pytest.raises(ck.LeaseHeldError, match="doomed"):
-                anyio.run(ck.FileLease(lock).acquire)
+                anyio.run(ck.stores.FileLease(lock).acquire)
         finally:
             holder.send_signal(signal.SIGKILL)
             holder.wait(timeout=10)
-    after = ck.FileLease(lock, holder="next")
+    after = ck.stores.FileLease(lock, holder="next")
     anyio.run(after.acquire)  # the kernel dropped the dead process's lock
     assert json.loads(lock.read_text())["holder"] == "next"
 
 
 async def test_renewing_a_file_lease_fails_once_its_file_was_replaced(tmp_path):
-    lease = ck.FileLease(tmp_path / "web.lock")
+    lease = ck.stores.FileLease(tmp_path / "web.lock")
     await lease.acquire()
     await lease.renew()
     (tmp_path / "web.lock").unlink()
@@ -86,8 +86,8 @@ async def test_renewing_a_file_lease_fails_once_its_file_was_replaced(tmp_path):
 
 async def test_memory_leases_expire_and_the_old_holder_learns_it_lost():
     holders = {}
-    old = ck.MemoryLease(holders, "web", holder="a", ttl=0.02)
-    new = ck.MemoryLease(holders, "web", holder="b")
+    old = ck.stores.MemoryLease(holders, "web", holder="a", ttl=0.02)
+    new = ck.stores.MemoryLease(holders, "web", holder="b")
     await old.acquire()
     with pytest.raises(ck.LeaseHeldError, match="run by a"):
         await new.acquire()
@@ -101,9 +101,9 @@ async def test_memory_leases_expire_and_the_old_holder_learns_it_lost():
 
 def test_bad_lease_settings_are_refused_naming_the_field(tmp_path):
     with pytest.raises(ck.ConfigError, match=r"^ttl:"):
-        ck.FileLease(tmp_path / "x.lock", ttl=0)
+        ck.stores.FileLease(tmp_path / "x.lock", ttl=0)
     with pytest.raises(ck.ConfigError, match=r"^holder:"):
-        ck.FileLease(tmp_path / "x.lock", holder="a\nb")
+        ck.stores.FileLease(tmp_path / "x.lock", holder="a\nb")
     with pytest.raises(ck.ConfigError, match=r"^lease:"):
         ck.Rollout(FOREVER, router=FakeRouter(), lease=object())
 
@@ -113,7 +113,7 @@ def test_bad_lease_settings_are_refused_naming_the_field(tmp_path):
 
 @pytest.mark.parametrize("store_kind", ["file", "memory"])
 async def test_a_second_runner_on_the_same_key_is_refused_at_once(tmp_path, store_kind):
-    store = ck.FileStore(tmp_path) if store_kind == "file" else ck.MemoryStore()
+    store = ck.stores.FileStore(tmp_path) if store_kind == "file" else ck.stores.MemoryStore()
     router = FakeRouter()
     first = ck.Rollout(FOREVER, router=router, store=store, key="web", release="v1")
     other_router = FakeRouter()
@@ -164,7 +164,7 @@ class FlakyLease:
 @pytest.mark.parametrize("hang", [False, True], ids=["renew-fails", "renew-hangs"])
 async def test_a_runner_that_loses_its_lease_stops_at_once_and_says_so(anyio_backend, hang):
     router = FakeRouter()
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     events = []
     lease = FlakyLease(hang=hang)
     rollout = ck.Rollout(
@@ -177,7 +177,7 @@ async def test_a_runner_that_loses_its_lease_stops_at_once_and_says_so(anyio_bac
     )
     with anyio.fail_after(5), pytest.raises(ck.LeaseLostError, match="lost the rollout's lease"):
         await rollout.run()
-    [lost] = [e for e in events if isinstance(e, ck.LeaseLost)]
+    [lost] = [e for e in events if isinstance(e, ck.events.LeaseRevoked)]
     assert ("timed out" if hang else "lease API unreachable") in lost.reason
     assert lost.holder == "me"
     assert any(e.kind == "error" and "lease lost" in e.reason for e in rollout.timeline)
@@ -192,7 +192,7 @@ async def test_a_runner_that_loses_its_lease_stops_at_once_and_says_so(anyio_bac
 
 async def test_a_runner_whose_file_lock_was_replaced_stops(tmp_path):
     router = FakeRouter()
-    store = ck.FileStore(tmp_path)
+    store = ck.stores.FileStore(tmp_path)
     rollout = ck.Rollout(
         FOREVER, router=router, store=store, key="web", lease=store.lease("web", ttl=0.3)
     )

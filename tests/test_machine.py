@@ -6,24 +6,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import canarykit as ck
-from canarykit import (
-    Abort,
+from canarykit import Phase
+from canarykit.machine import (
+    AbortRequested,
     AnalysisKind,
     ApplyFailed,
     ApplySplit,
     CollectWindow,
     Finish,
-    Phase,
-    Promote,
-    PromoteFull,
-    RequestPause,
-    Resume,
-    Retry,
+    FullPromotionRequested,
+    PauseRequested,
+    PromoteRequested,
+    ResumeRequested,
+    RetryRequested,
     RolloutMachine,
     SplitApplied,
     Start,
     Tick,
-    Wait,
+    WaitUntil,
     WindowFailed,
     WindowJudged,
 )
@@ -60,7 +60,7 @@ def test_weight_steps_wait_for_the_routers_confirmation():
 def test_a_plan_runs_to_promotion_and_success():
     machine = started(ck.linear(50, 50, hold=60))
     confirm(machine, 0)
-    assert machine.next_action(0) == Wait(until=60.0)
+    assert machine.next_action(0) == WaitUntil(until=60.0)
     machine.handle(Tick(60.0))
     confirm(machine, 60)  # 100%
     assert machine.state.phase is Phase.PROMOTING
@@ -75,10 +75,10 @@ def test_illegal_event_raises_naming_phase_and_event_and_changes_nothing():
     with pytest.raises(
         ck.InvalidTransition, match=r"resume: the rollout is not paused \(it is progressing"
     ):
-        machine.handle(Resume(1.0))
+        machine.handle(ResumeRequested(1.0))
     assert machine.state is before
     with pytest.raises(ck.InvalidTransition, match="retry: only a rolled-back"):
-        machine.handle(Retry(1.0))
+        machine.handle(RetryRequested(1.0))
     assert machine.state is before
 
 
@@ -87,7 +87,7 @@ def test_succeeded_accepts_nothing():
     confirm(machine, 0)
     confirm(machine, 0)
     assert machine.state.phase is Phase.SUCCEEDED
-    for event in (Abort(1), Promote(1), Retry(1), Tick(1)):
+    for event in (AbortRequested(1), PromoteRequested(1), RetryRequested(1), Tick(1)):
         with pytest.raises(ck.InvalidTransition):
             machine.handle(event)
 
@@ -95,17 +95,17 @@ def test_succeeded_accepts_nothing():
 def test_pause_freezes_the_step_timer_and_resume_keeps_what_was_left():
     machine = started(ck.Plan(steps=[ck.SetWeight(10), ck.Pause(300)]))
     confirm(machine, 0)
-    machine.handle(RequestPause(240.0))
+    machine.handle(PauseRequested(240.0))
     assert machine.state.phase is Phase.PAUSED
-    assert machine.next_action(240) == Wait(until=math.inf)
-    machine.handle(Resume(1000.0))
-    assert machine.next_action(1000) == Wait(until=1060.0)
+    assert machine.next_action(240) == WaitUntil(until=math.inf)
+    machine.handle(ResumeRequested(1000.0))
+    assert machine.next_action(1000) == WaitUntil(until=1060.0)
 
 
 def test_promote_skips_the_rest_of_a_pause_step():
     machine = started(ck.Plan(steps=[ck.SetWeight(10), ck.Pause(3600), ck.SetWeight(50)]))
     confirm(machine, 0)
-    machine.handle(Promote(5.0))
+    machine.handle(PromoteRequested(5.0))
     assert machine.next_action(5) == ApplySplit(ck.TrafficSplit(canary_percent=50))
 
 
@@ -116,7 +116,7 @@ def test_wait_for_promotion_pauses_until_an_operator_promotes():
     assert machine.state.pause_reason == "waiting for promotion"
     machine.handle(Tick(1e6))
     assert machine.state.phase is Phase.PAUSED
-    machine.handle(Promote(1e6))
+    machine.handle(PromoteRequested(1e6))
     assert machine.state.phase is Phase.PROGRESSING
     assert machine.next_action(1e6) == ApplySplit(ck.TrafficSplit(canary_percent=40))
 
@@ -131,7 +131,7 @@ def test_promote_full_goes_straight_to_100_percent_without_routes_or_mirror():
     for _ in range(3):
         confirm(machine, 0)
     assert machine.state.confirmed.header_routes == (route,)
-    machine.handle(PromoteFull(1.0))
+    machine.handle(FullPromotionRequested(1.0))
     assert machine.state.phase is Phase.PROMOTING
     assert machine.next_action(1) == ApplySplit(ck.TrafficSplit(canary_percent=100))
 
@@ -141,7 +141,7 @@ def test_abort_rolls_back_to_stable_only_and_ends_aborted_with_the_reason():
     machine = started(ck.Plan(steps=[ck.SetHeaderRoutes([route]), ck.SetWeight(5), ck.Pause(60)]))
     confirm(machine, 0)
     confirm(machine, 0)
-    machine.handle(Abort(3.0, "bad dashboards"))
+    machine.handle(AbortRequested(3.0, "bad dashboards"))
     assert machine.state.phase is Phase.ROLLING_BACK
     assert machine.next_action(3) == ApplySplit(ck.TrafficSplit())
     confirm(machine, 3)
@@ -152,9 +152,9 @@ def test_abort_rolls_back_to_stable_only_and_ends_aborted_with_the_reason():
 def test_retry_after_abort_starts_again_from_the_first_step():
     machine = started(ck.linear(50, 50, hold=60))
     confirm(machine, 0)
-    machine.handle(Abort(3.0))
+    machine.handle(AbortRequested(3.0))
     confirm(machine, 3)
-    machine.handle(Retry(10.0))
+    machine.handle(RetryRequested(10.0))
     assert machine.state.phase is Phase.PROGRESSING
     assert machine.state.step == 0
     assert machine.next_action(10) == ApplySplit(ck.TrafficSplit(canary_percent=50))
@@ -162,7 +162,7 @@ def test_retry_after_abort_starts_again_from_the_first_step():
 
 def test_a_late_confirmation_after_abort_is_recorded_then_corrected():
     machine = started(ck.linear(50, 50, hold=60))
-    machine.handle(Abort(0.5))  # while the 50% apply is in flight
+    machine.handle(AbortRequested(0.5))  # while the 50% apply is in flight
     machine.handle(SplitApplied(1.0, ck.TrafficSplit(canary_percent=50)))
     assert machine.state.phase is Phase.ROLLING_BACK
     assert machine.state.confirmed.canary_percent == 50
@@ -179,11 +179,11 @@ def test_router_failure_rolls_back_and_a_failed_rollback_pauses_at_the_confirmed
     assert machine.state.phase is Phase.PAUSED
     assert machine.state.rollback_pending
     assert "canary traffic last confirmed at 50%" in machine.state.reason
-    assert machine.next_action(62) == Wait(until=math.inf)  # no spinning on a dead router
-    for event in (Promote(90), PromoteFull(90)):
+    assert machine.next_action(62) == WaitUntil(until=math.inf)  # no spinning on a dead router
+    for event in (PromoteRequested(90), FullPromotionRequested(90)):
         with pytest.raises(ck.InvalidTransition, match="failed rollback is pending"):
             machine.handle(event)
-    machine.handle(Resume(100))  # the operator asks to try the rollback again
+    machine.handle(ResumeRequested(100))  # the operator asks to try the rollback again
     assert machine.state.phase is Phase.ROLLING_BACK
     confirm(machine, 100)
     assert machine.state.phase is Phase.ROLLED_BACK
@@ -196,7 +196,7 @@ def test_background_analysis_starts_at_the_first_shift_and_runs_during_pauses():
     assert machine.next_action(0) == ApplySplit(ck.TrafficSplit(canary_percent=10))
     confirm(machine, 5.0)
     assert machine.state.phase is Phase.PAUSED
-    assert machine.next_action(10) == Wait(until=35.0)
+    assert machine.next_action(10) == WaitUntil(until=35.0)
     action = machine.next_action(35)
     assert action == CollectWindow(kind=AnalysisKind.BACKGROUND, start=5.0, end=35.0)
     machine.handle(WindowJudged(35, AnalysisKind.BACKGROUND, 35.0, FAIL, {"n": 1}))
@@ -219,7 +219,7 @@ def test_promotion_requires_a_passing_background_verdict():
     machine.handle(Tick(30))
     assert machine.state.phase is Phase.PAUSED
     assert "has not passed" in machine.state.reason
-    machine.handle(Promote(40))  # an operator may still promote
+    machine.handle(PromoteRequested(40))  # an operator may still promote
     assert machine.state.phase is Phase.PROMOTING
 
 
@@ -273,14 +273,14 @@ def test_consecutive_analysis_errors_roll_back_at_the_limit():
 def test_pause_limit_rolls_back_a_forgotten_pause():
     machine = started(ck.Plan(steps=[ck.SetWeight(10), ck.WaitForPromotion()], pause_limit=600))
     confirm(machine, 0)
-    assert machine.next_action(0) == Wait(until=600.0)
+    assert machine.next_action(0) == WaitUntil(until=600.0)
     machine.handle(Tick(600))
     assert machine.state.phase is Phase.ROLLING_BACK
     assert "pause limit" in machine.state.reason
 
 
 def test_every_phase_appears_in_the_transition_table():
-    table = ck.transition_table()
+    table = ck.machine.transition_table()
     assert set(table) == set(Phase)
     reachable = {target for row in table.values() for targets in row.values() for target in targets}
     assert reachable | {Phase.PENDING} == set(Phase)
@@ -288,12 +288,12 @@ def test_every_phase_appears_in_the_transition_table():
 
 event_strategy = st.one_of(
     st.builds(Tick, st.floats(0, 1e4)),
-    st.builds(Promote, st.floats(0, 1e4)),
-    st.builds(PromoteFull, st.floats(0, 1e4)),
-    st.builds(RequestPause, st.floats(0, 1e4)),
-    st.builds(Resume, st.floats(0, 1e4)),
-    st.builds(Abort, st.floats(0, 1e4)),
-    st.builds(Retry, st.floats(0, 1e4)),
+    st.builds(PromoteRequested, st.floats(0, 1e4)),
+    st.builds(FullPromotionRequested, st.floats(0, 1e4)),
+    st.builds(PauseRequested, st.floats(0, 1e4)),
+    st.builds(ResumeRequested, st.floats(0, 1e4)),
+    st.builds(AbortRequested, st.floats(0, 1e4)),
+    st.builds(RetryRequested, st.floats(0, 1e4)),
 )
 
 
@@ -313,11 +313,11 @@ def test_state_round_trips_through_json_after_any_operator_events(events):
         with contextlib.suppress(ck.InvalidTransition):
             machine.handle(event)
         data = json.loads(json.dumps(machine.state.to_json()))
-        assert ck.RolloutState.from_json(data) == machine.state
+        assert ck.machine.RolloutState.from_json(data) == machine.state
 
 
 def test_state_from_another_schema_version_is_refused_with_a_clear_message():
-    data = ck.RolloutState().to_json()
+    data = ck.machine.RolloutState().to_json()
     data["schema"] = 99
     with pytest.raises(ck.CanaryError, match="schema version 99"):
-        ck.RolloutState.from_json(data)
+        ck.machine.RolloutState.from_json(data)

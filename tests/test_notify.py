@@ -8,22 +8,17 @@ import anyio
 import pytest
 
 import canarykit
-from canarykit import (
-    AnalysisError,
-    AnalysisKind,
+from canarykit import ConfigError, Phase, Rollout, TrafficSplit, Verdict, VerdictKind
+from canarykit.events import (
+    AnalysisFailed,
     CommandReceived,
-    ConfigError,
-    LeaseLost,
-    Phase,
+    LeaseRevoked,
     PhaseChanged,
-    Rollout,
-    RouterFailure,
+    RouterCallFailed,
     SplitConfirmed,
-    TrafficSplit,
-    Verdict,
-    VerdictKind,
     VerdictReached,
 )
+from canarykit.machine import AnalysisKind
 from canarykit.notify import (
     Severity,
     SlackNotifier,
@@ -38,7 +33,9 @@ pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")
 
 pytestmark = pytest.mark.anyio
 
-POLICY = canarykit.load_policy(Path(__file__).resolve().parent.parent / "examples" / "policy.toml")
+POLICY = canarykit.policy.load_policy(
+    Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
+)
 SECRET = "T0001/B0002/XyZsecretToken42"
 
 
@@ -97,11 +94,11 @@ SEVERITIES = [
     (verdict_event(VerdictKind.NOT_YET), Severity.INFO),
     (verdict_event(VerdictKind.INCONCLUSIVE), Severity.WARN),
     (verdict_event(VerdictKind.FAIL), Severity.WARN),
-    (AnalysisError(time=1.0, kind=AnalysisKind.BACKGROUND, end=1.0, reason="x"), Severity.WARN),
-    (RouterFailure(time=1.0, split=SPLIT, attempt=1, reason="refused"), Severity.WARN),
+    (AnalysisFailed(time=1.0, kind=AnalysisKind.BACKGROUND, end=1.0, reason="x"), Severity.WARN),
+    (RouterCallFailed(time=1.0, split=SPLIT, attempt=1, reason="refused"), Severity.WARN),
     (CommandReceived(time=1.0, command="promote"), Severity.INFO),
     (CommandReceived(time=1.0, command="resume", reason="no", accepted=False), Severity.WARN),
-    (LeaseLost(time=1.0, holder="host-1", reason="expired"), Severity.ERROR),
+    (LeaseRevoked(time=1.0, holder="host-1", reason="expired"), Severity.ERROR),
 ]
 
 

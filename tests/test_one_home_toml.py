@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from canarykit._policy import _toml_duration, load_policy
-from canarykit._policy_run import duration_value
+from canarykit.policy._deployment import duration_value
+from canarykit.policy._load import _toml_duration, load_policy
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from canarykit._urls import check_url, shown_url
 def test_a_webhook_does_not_load_the_optional_notify_package():
     code = (
         "import sys, canarykit\n"
-        "canarykit.Webhook('https://hooks.example.com/T/secret')\n"
+        "canarykit.hooks.Webhook('https://hooks.example.com/T/secret')\n"
         "print(sorted(m for m in sys.modules if m.startswith('canarykit.notify')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -46,7 +46,7 @@ def test_the_hook_and_the_notifier_refuse_a_bad_url_alike():
     from canarykit.notify import Notifier
 
     with pytest.raises(ConfigError) as from_hook:
-        canarykit.Webhook("https://hooks.example.com/a b")
+        canarykit.hooks.Webhook("https://hooks.example.com/a b")
     with pytest.raises(ConfigError) as from_notifier:
         Notifier("https://hooks.example.com/a b", rollout="web")
     assert str(from_hook.value) == str(from_notifier.value)

@@ -116,29 +116,31 @@ async def test_the_pause_limit_does_not_cut_an_outage_pause_short():
 
 
 def test_an_operator_pause_during_an_outage_is_not_resumed_by_the_metrics():
-    machine = ck.RolloutMachine(PLAN)
-    machine.handle(ck.Start(0.0))
-    machine.handle(ck.SplitApplied(0.0, ck.TrafficSplit(canary_percent=20)))
-    kind = ck.AnalysisKind.BACKGROUND
+    machine = ck.machine.RolloutMachine(PLAN)
+    machine.handle(ck.machine.Start(0.0))
+    machine.handle(ck.machine.SplitApplied(0.0, ck.TrafficSplit(canary_percent=20)))
+    kind = ck.machine.AnalysisKind.BACKGROUND
     for end in (30.0, 60.0):
-        machine.handle(ck.WindowFailed(end, kind, end, "down", outage_limit=600))
+        machine.handle(ck.machine.WindowFailed(end, kind, end, "down", outage_limit=600))
     assert machine.state.phase is ck.Phase.PAUSED and machine.state.outage_until == 660.0
-    machine.handle(ck.RequestPause(70.0, "looking into it"))
+    machine.handle(ck.machine.PauseRequested(70.0, "looking into it"))
     verdict = ck.Verdict(kind=ck.VerdictKind.PASS, reason="fine")
-    machine.handle(ck.WindowJudged(90.0, kind, 90.0, verdict))
+    machine.handle(ck.machine.WindowJudged(90.0, kind, 90.0, verdict))
     assert machine.state.phase is ck.Phase.PAUSED
     assert machine.state.outage_until is None
     assert machine.state.reason == "looking into it"
 
 
 def test_a_failed_verdict_during_an_outage_pause_rolls_back():
-    machine = ck.RolloutMachine(PLAN)
-    machine.handle(ck.Start(0.0))
-    machine.handle(ck.SplitApplied(0.0, ck.TrafficSplit(canary_percent=20)))
-    kind = ck.AnalysisKind.BACKGROUND
+    machine = ck.machine.RolloutMachine(PLAN)
+    machine.handle(ck.machine.Start(0.0))
+    machine.handle(ck.machine.SplitApplied(0.0, ck.TrafficSplit(canary_percent=20)))
+    kind = ck.machine.AnalysisKind.BACKGROUND
     for end in (30.0, 60.0):
-        machine.handle(ck.WindowFailed(end, kind, end, "down", outage_limit=600))
+        machine.handle(ck.machine.WindowFailed(end, kind, end, "down", outage_limit=600))
     machine.handle(
-        ck.WindowJudged(90.0, kind, 90.0, ck.Verdict(kind=ck.VerdictKind.FAIL, reason="bad"))
+        ck.machine.WindowJudged(
+            90.0, kind, 90.0, ck.Verdict(kind=ck.VerdictKind.FAIL, reason="bad")
+        )
     )
     assert machine.state.phase is ck.Phase.ROLLING_BACK

@@ -22,7 +22,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def run(scenario, **options):
-    policy = canarykit.load_policy(POLICY)
+    policy = canarykit.policy.load_policy(POLICY)
     metrics = SCENARIOS[scenario](seed=policy.simulation.seed)
     return simulate(policy.plan, decider=policy.decider, metrics=metrics, **options)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-import canarykit._policy as policy_module
+import canarykit.policy._load as policy_module
 from canarykit._errors import ConfigError
 from canarykit._plan import (
     Analyze,
@@ -18,17 +18,6 @@ from canarykit._plan import (
     SetWeight,
     WaitForPromotion,
     linear,
-)
-from canarykit._policy import (
-    _DECIDER_KINDS,
-    Policy,
-    PolicyTable,
-    SimulationSettings,
-    decider_kinds,
-    format_duration,
-    load_policy,
-    parse_duration,
-    register_decider_kind,
 )
 from canarykit._split import HeaderMatch, HeaderRoute
 from canarykit.deciders import (
@@ -45,6 +34,17 @@ from canarykit.deciders import (
     sequential_errors,
     sequential_latency,
     threshold,
+)
+from canarykit.policy._load import (
+    _DECIDER_KINDS,
+    Policy,
+    PolicyTable,
+    SimulationSettings,
+    decider_kinds,
+    format_duration,
+    load_policy,
+    parse_duration,
+    register_decider_kind,
 )
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
@@ -1437,7 +1437,7 @@ def test_sequential_example_loads_as_documented() -> None:
 def test_sequential_example_simulates_as_documented(
     capsys: pytest.CaptureFixture[str], scenario: str, outcome: str
 ) -> None:
-    from canarykit._cli import main
+    from canarykit._cli._main import main
 
     assert main(["simulate", str(SEQUENTIAL_EXAMPLE), "--scenario", scenario]) == 0
     assert outcome in capsys.readouterr().out

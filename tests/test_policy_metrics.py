@@ -15,11 +15,11 @@ from canarykit._decider_checks import check_metric_names
 from canarykit._errors import ConfigError
 from canarykit._machine import Phase
 from canarykit._plan import SetHeaderRoutes, SetMirror, SetWeight
-from canarykit._policy import load_policy
-from canarykit._policy_deciders import declared_gauges
-from canarykit._policy_table import parse_fraction, parse_percent
 from canarykit.deciders import RelativeDecider, compare, relative
 from canarykit.deciders._relative import DEFAULT_RECORD_WINDOWS
+from canarykit.policy._deciders import declared_gauges
+from canarykit.policy._load import load_policy
+from canarykit.policy._table import parse_fraction, parse_percent
 from canarykit.testing import ScriptedMetrics, simulate
 
 LINEAR = """

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from canarykit import load_policy
-from canarykit._cli_control import locate
+from canarykit._cli._control import locate
+from canarykit.policy import load_policy
 
 PLAN = """\
 [plan]

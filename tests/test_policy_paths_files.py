@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from canarykit import ConfigError, load_policy
-from canarykit._cli import main
+from canarykit import ConfigError
+from canarykit._cli._main import main
+from canarykit.policy import load_policy
 
 pytest.importorskip("httpx")
 

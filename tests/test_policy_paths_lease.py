@@ -13,8 +13,8 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli import main
-from canarykit._policy_run import Deployment
+from canarykit._cli._main import main
+from canarykit.policy._deployment import Deployment
 from canarykit.testing import FakeRouter, ScriptedMetrics
 
 POLICY = """\
@@ -76,8 +76,8 @@ def test_a_second_policy_on_the_same_router_is_refused_before_traffic_moves(
     first = policy(tmp_path / "a", "web")
     second = policy(tmp_path / "b", "shop")
     # The first runner holds its lease, on its name and on the router's target.
-    deployment = ck.load_policy(first).deployment
-    held = ck.FileStore(deployment.state_dir).lease("web", target=router.traffic_target)
+    deployment = ck.policy.load_policy(first).deployment
+    held = ck.stores.FileStore(deployment.state_dir).lease("web", target=router.traffic_target)
     anyio.run(held.acquire)
 
     def too_long(signum: int, frame: object) -> None:
@@ -101,7 +101,7 @@ def test_a_run_whose_inbox_others_may_write_is_refused_before_traffic_moves(
     router: SharedRouter, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = policy(tmp_path / "a", "web")
-    state_dir = Path(ck.load_policy(path).deployment.state_dir)
+    state_dir = Path(ck.policy.load_policy(path).deployment.state_dir)
     inbox = state_dir / "web.commands"
     inbox.mkdir(parents=True)
     state_dir.chmod(0o700)

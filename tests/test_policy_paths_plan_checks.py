@@ -14,9 +14,9 @@ import pytest
 
 import canarykit as ck
 from canarykit import ConfigError
-from canarykit._cli import main
+from canarykit._cli._main import main
 from canarykit._machine import plan_splits
-from canarykit._policy_run import check_plan_on_router
+from canarykit.policy._deployment import check_plan_on_router
 from canarykit.testing import FakeRouter
 
 pytest.importorskip("httpx")

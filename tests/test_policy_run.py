@@ -23,20 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import canarykit
-import canarykit._policy as policy_module
-from canarykit import (
-    CanaryError,
-    ConfigError,
-    Deployment,
-    FileApproval,
-    Hooks,
-    Policy,
-    Webhook,
-    load_policy,
-)
-from canarykit._policy_run import _thawed
+import canarykit.policy._load as policy_module
+from canarykit import CanaryError, ConfigError
+from canarykit.hooks import FileApproval, Hooks, Webhook
 from canarykit.metrics import BasicAuth, BearerAuth, PrometheusQueries, http_queries
 from canarykit.notify import Severity, SlackNotifier, WebhookNotifier
+from canarykit.policy import Deployment, Policy, load_policy
+from canarykit.policy._deployment import _thawed
 from canarykit.routers import (
     GatewayAPIRouter,
     HAProxyRouter,
@@ -751,7 +744,7 @@ def test_hooks_are_built_point_by_point(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_every_hook_point_of_hooks_is_a_key() -> None:
-    points = [point.value.replace("-", "_") for point in canarykit.HookPoint]
+    points = [point.value.replace("-", "_") for point in canarykit.machine.HookPoint]
     assert set(points) <= set(attrs.fields_dict(Hooks))
     table = "\n".join(f'{point} = "http://hooks.internal/{point}"' for point in points)
     hooks = deployment(f"[hooks]\n{table}\n").build_hooks()
@@ -959,7 +952,7 @@ def test_loading_a_deploy_policy_imports_neither_httpx_nor_lightkube() -> None:
         f"""
         import sys
         import canarykit
-        policy = canarykit.load_policy({str(DEPLOY_EXAMPLE)!r})
+        policy = canarykit.policy.load_policy({str(DEPLOY_EXAMPLE)!r})
         policy.to_toml()
         assert policy.deployment.has_router and policy.deployment.has_metrics
         extras = ("httpx", "httpx2", "lightkube")
@@ -1037,7 +1030,7 @@ def test_deploy_example_loads_as_documented(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_deploy_example_simulates(capsys: pytest.CaptureFixture[str]) -> None:
-    from canarykit._cli import main
+    from canarykit._cli._main import main
 
     assert main(["simulate", str(DEPLOY_EXAMPLE)]) == 0
     assert "outcome   promoted at 15:00" in capsys.readouterr().out

@@ -84,7 +84,8 @@ def test_any_rollout_ends_in_exactly_one_terminal_state_at_0_or_100_percent(
     assert len(terminal_entries(outcome)) == len(retries) + 1
     assert outcome.timeline[-1].phase is outcome.phase
     assert (
-        ck.RolloutState.from_json(json.loads(json.dumps(outcome.state.to_json()))) == outcome.state
+        ck.machine.RolloutState.from_json(json.loads(json.dumps(outcome.state.to_json())))
+        == outcome.state
     )
 
 

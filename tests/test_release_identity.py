@@ -14,7 +14,7 @@ PLAN = ck.Plan(steps=[ck.SetWeight(10), ck.Pause(60), ck.SetWeight(50), ck.Pause
 WALL = 1796479390.0  # 2026-12-05 14:03:10 UTC
 
 
-class ArchivingStore(ck.MemoryStore):
+class ArchivingStore(ck.stores.MemoryStore):
     """A MemoryStore whose archive keeps every record it is given, in order."""
 
     def __init__(self):
@@ -74,7 +74,7 @@ def test_the_outage_policy_is_validated():
 
 
 async def test_the_outcome_and_the_saved_state_name_the_release():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     outcome = await finished(store, "v41")
     assert outcome.release == outcome.state.release == "v41"
     assert outcome.to_json()["release"] == "v41"
@@ -106,7 +106,7 @@ async def test_a_new_release_on_a_store_without_archive_overwrites_the_record():
 
 @pytest.mark.parametrize("again", ["v41", None])
 async def test_a_finished_release_run_again_touches_nothing_and_says_when_it_ended(again):
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter()
     await finished(store, "v41", router=router, start=WALL - 120)
     record = await store.load("rollout")
@@ -127,7 +127,7 @@ async def test_a_finished_release_run_again_touches_nothing_and_says_when_it_end
 
 
 async def test_a_rolled_back_release_says_so_and_can_be_retried():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter()
     await finished(store, "v7", router=router, abort=True)
     rollout = ck.Rollout(PLAN, router=router, clock=VirtualClock(start=100), store=store)
@@ -138,7 +138,7 @@ async def test_a_rolled_back_release_says_so_and_can_be_retried():
 
 
 async def test_another_release_while_one_is_live_is_refused_naming_it():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter()
     live = ck.Rollout(PLAN, router=router, clock=VirtualClock(), store=store, release="v1")
     await live.run(stop_at=30)
@@ -168,7 +168,7 @@ async def test_another_release_while_one_is_live_is_refused_naming_it():
     ],
 )
 async def test_a_fresh_start_on_a_router_not_at_stable_is_refused_and_records_nothing(found):
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter(initial=found)
     rollout = ck.Rollout(PLAN, router=router, clock=VirtualClock(), store=store, release="v2")
     with pytest.raises(ck.RouterNotAtStableError) as caught:
@@ -232,21 +232,21 @@ def test_adoption_never_applies_less_canary_than_found_before_the_first_kept_ste
         steps += [ck.SetWeight(weight), ck.Pause(10)]
     plan = ck.Plan(steps=steps)
     split = ck.TrafficSplit(canary_percent=found, mirror_percent=mirror)
-    machine = ck.RolloutMachine(plan)
-    machine.handle(ck.Start(0.0, split, adopt=True))
+    machine = ck.machine.RolloutMachine(plan)
+    machine.handle(ck.machine.Start(0.0, split, adopt=True))
     assert machine.state.confirmed == split
     applied = []
     now = 0.0
     for _ in range(100):
         action = machine.next_action(now)
-        if isinstance(action, ck.Finish):
+        if isinstance(action, ck.machine.Finish):
             break
-        if isinstance(action, ck.ApplySplit):
+        if isinstance(action, ck.machine.ApplySplit):
             applied.append(action.split.canary_percent)
-            machine.handle(ck.SplitApplied(now, action.split))
+            machine.handle(ck.machine.SplitApplied(now, action.split))
         else:
             now = action.until
-            machine.handle(ck.Tick(now))
+            machine.handle(ck.machine.Tick(now))
     assert machine.state.phase is ck.Phase.SUCCEEDED
     assert applied and all(percent >= found for percent in applied)
     kept = [w for w in weights if w >= found]
@@ -276,7 +276,7 @@ class UnreadableAtFirst(FakeRouter):
 async def test_a_first_read_that_fails_saves_nothing_so_the_same_release_runs_once_fixed(
     anyio_backend,
 ):
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = UnreadableAtFirst()
     plan = ck.Plan(steps=[ck.SetWeight(10)])
 

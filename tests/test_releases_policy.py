@@ -2,7 +2,9 @@
 
 import pytest
 
-from canarykit import ConfigError, Webhook, load_policy
+from canarykit import ConfigError
+from canarykit.hooks import Webhook
+from canarykit.policy import load_policy
 
 PLAN = """
 [plan]

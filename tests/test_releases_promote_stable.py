@@ -4,7 +4,9 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit import HookPoint, HookRan, Hooks
+from canarykit.events import HookRan
+from canarykit.hooks import Hooks
+from canarykit.machine import HookPoint
 from canarykit.testing import FakeRouter, VirtualClock
 
 pytestmark = pytest.mark.anyio
@@ -131,7 +133,7 @@ async def test_a_runner_stopped_while_moving_traffic_back_is_resumed_from_the_ro
 ):
     # promote-stable is asked again (it must be safe to repeat), and traffic goes back
     # from where the router is, never through the canary again.
-    clock, router, store = VirtualClock(), FakeRouter(), ck.MemoryStore()
+    clock, router, store = VirtualClock(), FakeRouter(), ck.stores.MemoryStore()
     upgrades = []
     hooks = Hooks(
         promote_stable=lambda call: upgrades.append(call.weight),

@@ -22,7 +22,7 @@ def percents(splits):
 
 
 async def test_file_store_round_trips_and_keeps_one_file_per_key(tmp_path):
-    store = ck.FileStore(tmp_path / "state")
+    store = ck.stores.FileStore(tmp_path / "state")
     assert await store.load("web") is None
     await store.save("web", {"state": {"step": 1}, "note": "é"})
     await store.save("web", {"state": {"step": 2}})
@@ -37,7 +37,7 @@ async def test_file_store_round_trips_and_keeps_one_file_per_key(tmp_path):
 async def test_file_store_writes_a_temporary_file_fsyncs_renames_and_fsyncs_the_directory(
     tmp_path, monkeypatch
 ):
-    store = ck.FileStore(tmp_path)
+    store = ck.stores.FileStore(tmp_path)
     synced = []
     replaced = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -63,7 +63,7 @@ async def test_file_store_writes_a_temporary_file_fsyncs_renames_and_fsyncs_the_
 async def test_a_failed_write_leaves_the_previous_state_and_no_temporary_file(
     tmp_path, monkeypatch
 ):
-    store = ck.FileStore(tmp_path)
+    store = ck.stores.FileStore(tmp_path)
     await store.save("web", {"state": {"step": 1}})
 
     def broken_replace(source, target):
@@ -79,7 +79,7 @@ async def test_a_failed_write_leaves_the_previous_state_and_no_temporary_file(
 
 @pytest.mark.parametrize("key", ["../escape", "a/b", "", ".hidden", "x\ny", "/etc/passwd", 7])
 async def test_keys_that_could_leave_the_directory_are_refused(tmp_path, key):
-    store = ck.FileStore(tmp_path)
+    store = ck.stores.FileStore(tmp_path)
     with pytest.raises(ck.ConfigError, match=r"^key:"):
         await store.save(key, {})
     with pytest.raises(ck.ConfigError, match=r"^key:"):
@@ -126,7 +126,7 @@ def rewrite(path, change):
 async def test_damaged_files_are_refused_naming_the_file_and_the_problem(
     tmp_path, damage, error, message
 ):
-    store = ck.FileStore(tmp_path)
+    store = ck.stores.FileStore(tmp_path)
     await store.save("web", {"state": {"step": 1}})
     damage(tmp_path / "web.json")
     with pytest.raises(error, match=message) as caught:
@@ -137,8 +137,8 @@ async def test_damaged_files_are_refused_naming_the_file_and_the_problem(
 
 async def test_a_rollout_given_a_directory_path_uses_a_file_store(tmp_path):
     rollout = ck.Rollout(TWO_STEPS, router=FakeRouter(), store=tmp_path, key="web")
-    assert isinstance(rollout.store, ck.FileStore)
-    assert isinstance(rollout.lease, ck.FileLease)
+    assert isinstance(rollout.store, ck.stores.FileStore)
+    assert isinstance(rollout.lease, ck.stores.FileLease)
     assert rollout.lease.path == tmp_path / "web.lock"
 
 
@@ -204,11 +204,11 @@ async def crash_while_applying(router, store, plan=TWO_STEPS):
             tg.cancel_scope.cancel()
     # Cancelled, not killed: make the store hold exactly what the crash left.
     await store.save("web", saved)
-    return ck.RolloutState.from_json(saved["state"])
+    return ck.machine.RolloutState.from_json(saved["state"])
 
 
 async def test_a_split_applied_but_not_confirmed_before_a_crash_is_not_applied_again():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     # Calls: read, apply 10, read back, apply 50 (stuck after taking effect).
     stuck = AckLostRouter(stuck_at=50)
     saved = await crash_while_applying(stuck, store)
@@ -225,7 +225,7 @@ async def test_a_split_applied_but_not_confirmed_before_a_crash_is_not_applied_a
 
 
 async def test_a_split_that_never_reached_the_router_is_applied_once_on_resume():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     stuck = FakeRouter(hang_on={4})  # the apply of 50% hangs before taking effect
     saved = await crash_while_applying(stuck, store)
     assert saved.target.canary_percent == 50
@@ -240,7 +240,7 @@ async def test_a_split_that_never_reached_the_router_is_applied_once_on_resume()
 
 
 async def test_a_successor_that_cannot_read_the_router_trusts_no_stale_confirmation():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     stuck = AckLostRouter(stuck_at=50)  # 50% took effect; the old runner never heard
     saved = await crash_while_applying(stuck, store)
     assert (saved.target.canary_percent, saved.confirmed.canary_percent) == (50, 10)
@@ -259,7 +259,7 @@ async def test_a_successor_that_cannot_read_the_router_trusts_no_stale_confirmat
         await successor.run()
     assert unreadable.current.canary_percent == 50
     # Neither in memory nor on disk does the state claim the 10% it cannot vouch for.
-    left = ck.RolloutState.from_json((await store.load("web"))["state"])
+    left = ck.machine.RolloutState.from_json((await store.load("web"))["state"])
     assert successor.state.confirmed is None and left.confirmed is None
     assert left.phase is ck.Phase.PAUSED and left.rollback_pending
 
@@ -272,7 +272,7 @@ async def test_a_successor_that_cannot_read_the_router_trusts_no_stale_confirmat
 
 
 async def test_a_router_without_read_back_gets_the_target_again_idempotently():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     blind = ck.RouterCapabilities(weights=True)
     first = FakeRouter(capabilities=blind)
     await ck.Rollout(TWO_STEPS, router=first, clock=VirtualClock(), store=store, key="web").run(
@@ -290,7 +290,7 @@ async def test_a_router_without_read_back_gets_the_target_again_idempotently():
 
 async def test_no_step_is_repeated_or_skipped_across_many_restarts():
     plan = ck.from_weights([5, 10, 25, 50, 75], hold=30, final_bake=30)
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter()
     now = 0.0
     for _ in range(40):
@@ -307,7 +307,7 @@ async def test_no_step_is_repeated_or_skipped_across_many_restarts():
 
 
 async def test_a_finished_rollout_is_reported_finished_without_touching_traffic():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter()
     done = await ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(), store=store).run()
     calls = list(router.calls)
@@ -321,7 +321,7 @@ async def test_a_finished_rollout_is_reported_finished_without_touching_traffic(
 
 
 async def test_resuming_with_a_different_plan_is_refused_before_traffic_moves():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter()
     await ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(), store=store).run(stop_at=30)
     calls = list(router.calls)
@@ -333,12 +333,12 @@ async def test_resuming_with_a_different_plan_is_refused_before_traffic_moves():
         await ck.Rollout(slower, router=router, clock=VirtualClock(start=30), store=store).run()
     assert router.calls == calls
     # The saved rollout is still there for the right plan.
-    saved = ck.RolloutState.from_json((await store.load("rollout"))["state"])
+    saved = ck.machine.RolloutState.from_json((await store.load("rollout"))["state"])
     assert saved.step == 1
 
 
 async def test_the_saved_record_names_its_key_and_plan():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     await ck.Rollout(
         TWO_STEPS, router=FakeRouter(), clock=VirtualClock(), store=store, key="web"
     ).run(stop_at=30)
@@ -353,13 +353,13 @@ async def test_the_saved_record_names_its_key_and_plan():
 async def test_state_of_schema_version_1_is_migrated_and_resumed():
     router = FakeRouter()
     clock = VirtualClock()
-    machine = ck.RolloutMachine(TWO_STEPS)
-    machine.handle(ck.Start(0.0))
-    machine.handle(ck.SplitApplied(0.0, ck.TrafficSplit(canary_percent=10)))
+    machine = ck.machine.RolloutMachine(TWO_STEPS)
+    machine.handle(ck.machine.Start(0.0))
+    machine.handle(ck.machine.SplitApplied(0.0, ck.TrafficSplit(canary_percent=10)))
     old = machine.state.to_json()
     old["schema"] = 1
     del old["progress_deadline_at"]
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     await store.save("rollout", {"state": old})  # as canarykit 0.1 saved it, no plan
     router.current = ck.TrafficSplit(canary_percent=10)
     clock.advance(45)
@@ -385,7 +385,7 @@ async def test_state_of_schema_version_1_is_migrated_and_resumed():
     ],
 )
 async def test_unusable_saved_state_is_refused_with_a_clear_error(change, error, message):
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter()
     await ck.Rollout(TWO_STEPS, router=router, clock=VirtualClock(), store=store).run(stop_at=30)
     record = await store.load("rollout")
@@ -398,7 +398,7 @@ async def test_unusable_saved_state_is_refused_with_a_clear_error(change, error,
 
 
 async def test_a_failed_rollback_is_tried_again_by_the_next_runner():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     broken = FakeRouter(fail_on=range(4, 100))  # 10% works, then nothing does
     first = ck.Rollout(
         ck.Plan(steps=[ck.SetWeight(10), ck.SetWeight(60)]),
@@ -417,7 +417,7 @@ async def test_a_failed_rollback_is_tried_again_by_the_next_runner():
     assert percents(router.applied) == [0]
 
 
-class RecordingStore(ck.MemoryStore):
+class RecordingStore(ck.stores.MemoryStore):
     """Checks the write-ahead rule: each apply is saved as the target before it happens."""
 
     def targets(self):
@@ -441,7 +441,7 @@ async def test_the_state_is_saved_before_every_traffic_change():
 
 
 async def test_a_store_that_cannot_save_rolls_back_and_raises():
-    class BrokenStore(ck.MemoryStore):
+    class BrokenStore(ck.stores.MemoryStore):
         async def save(self, key, data):
             if self.saves >= 2:
                 raise OSError("disk full")
@@ -466,33 +466,33 @@ async def test_a_store_that_cannot_save_rolls_back_and_raises():
 
 
 def at_step_two():
-    machine = ck.RolloutMachine(TWO_STEPS)
-    machine.handle(ck.Start(0.0))
-    machine.handle(ck.SplitApplied(0.0, ck.TrafficSplit(canary_percent=10)))
-    machine.handle(ck.Tick(60.0))
+    machine = ck.machine.RolloutMachine(TWO_STEPS)
+    machine.handle(ck.machine.Start(0.0))
+    machine.handle(ck.machine.SplitApplied(0.0, ck.TrafficSplit(canary_percent=10)))
+    machine.handle(ck.machine.Tick(60.0))
     assert machine.state.target.canary_percent == 50
     return machine
 
 
 def test_recovered_with_the_target_in_force_completes_the_step():
     machine = at_step_two()
-    machine.handle(ck.Recovered(70.0, ck.TrafficSplit(canary_percent=50)))
+    machine.handle(ck.machine.Recovered(70.0, ck.TrafficSplit(canary_percent=50)))
     assert machine.state.step == 3
-    assert machine.next_action(70.0) == ck.Wait(until=130.0)
+    assert machine.next_action(70.0) == ck.machine.WaitUntil(until=130.0)
 
 
 def test_recovered_with_another_split_applies_the_target_again():
     machine = at_step_two()
-    machine.handle(ck.Recovered(70.0, ck.TrafficSplit(canary_percent=10)))
+    machine.handle(ck.machine.Recovered(70.0, ck.TrafficSplit(canary_percent=10)))
     assert machine.state.step == 2
-    assert machine.next_action(70.0) == ck.ApplySplit(ck.TrafficSplit(canary_percent=50))
+    assert machine.next_action(70.0) == ck.machine.ApplySplit(ck.TrafficSplit(canary_percent=50))
 
 
 def test_recovered_without_a_read_back_forgets_the_confirmation():
     machine = at_step_two()
-    machine.handle(ck.Recovered(70.0, None))
+    machine.handle(ck.machine.Recovered(70.0, None))
     assert machine.state.confirmed is None
-    assert machine.next_action(70.0) == ck.ApplySplit(ck.TrafficSplit(canary_percent=50))
+    assert machine.next_action(70.0) == ck.machine.ApplySplit(ck.TrafficSplit(canary_percent=50))
 
 
 def test_plan_fingerprints_are_stable_and_tell_plans_apart():

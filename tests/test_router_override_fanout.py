@@ -14,11 +14,11 @@ from canarykit import (
     HeaderRoute,
     RouterCapabilities,
     RouterError,
-    RouterFailure,
     TrafficSplit,
     from_weights,
 )
 from canarykit.deciders import bound, threshold
+from canarykit.events import RouterCallFailed
 from canarykit.routers import FanOutRouter
 from canarykit.testing import FakeRouter, ScriptedMetrics, simulate
 
@@ -176,7 +176,7 @@ def test_a_rollout_over_a_fan_out_retries_a_partial_failure_and_promotes():
         listeners=[events.append],
     ).outcome
     assert outcome.promoted
-    failures = [event for event in events if isinstance(event, RouterFailure)]
+    failures = [event for event in events if isinstance(event, RouterCallFailed)]
     assert len(failures) == 1
     assert "lb-1: RouterFault" in failures[0].reason
     assert {r.current.canary_percent for r in routers} == {100}

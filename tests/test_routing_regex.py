@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from canarykit import ConfigError, HeaderRoute, TrafficSplit
-from canarykit._cli import main
+from canarykit._cli._main import main
 from canarykit._safe import MAX_REGEX_LENGTH, backtracking_steps, check_regex
 from canarykit._split import MAX_MATCHED_VALUE
 from canarykit.routers import WeightedRouter

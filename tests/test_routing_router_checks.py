@@ -117,12 +117,14 @@ class RefusingRouter(FakeRouter):
 
 async def test_a_config_error_from_apply_is_not_retried_and_rolls_back(anyio_backend) -> None:
     router = RefusingRouter()
-    failures: list[ck.RouterFailure] = []
+    failures: list[ck.events.RouterCallFailed] = []
     rollout = ck.Rollout(
         ck.from_weights([10, 50], hold=60),
         router=router,
         clock=VirtualClock(),
-        listeners=[lambda e: failures.append(e) if isinstance(e, ck.RouterFailure) else None],
+        listeners=[
+            lambda e: failures.append(e) if isinstance(e, ck.events.RouterCallFailed) else None
+        ],
     )
     with pytest.raises(ConfigError, match="can never apply it"):
         await rollout.run()
@@ -307,7 +309,7 @@ async def test_two_state_directories_cannot_drive_one_nginx_include_file(
 
 
 async def test_in_memory_stores_keep_two_keys_off_one_router(anyio_backend) -> None:
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     router = FakeRouter(traffic_target="fake:the-one-router")
     plan = ck.Plan(steps=[ck.SetWeight(10), ck.WaitForPromotion()])
     # On the system clock: a virtual one would see the wait for promotion as stalled.

@@ -249,18 +249,20 @@ async def test_listeners_get_typed_events_and_their_errors_do_not_stop_the_rollo
     assert outcome.phase is ck.Phase.SUCCEEDED
     kinds = {type(e).__name__ for e in seen}
     assert {"PhaseChanged", "SplitConfirmed", "VerdictReached"} <= kinds
-    assert any(isinstance(e, ck.VerdictReached) and e.observation.canary.requests > 0 for e in seen)
+    assert any(
+        isinstance(e, ck.events.VerdictReached) and e.observation.canary.requests > 0 for e in seen
+    )
     assert "a listener failed" in caplog.text
     assert "canary 40%" in caplog.text
 
 
 async def test_state_is_saved_after_every_change(anyio_backend):
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     _, outcome = await run(
         metrics=ScriptedMetrics(), decider=ErrorRateLimit(0.05), store=store, key="web"
     )
     saved = await store.load("web")
-    assert ck.RolloutState.from_json(saved["state"]) == outcome.state
+    assert ck.machine.RolloutState.from_json(saved["state"]) == outcome.state
     assert store.saves > 10
 
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
-from canarykit import Arm, TrafficSplit, load_policy
+from canarykit import Arm, TrafficSplit
 from canarykit._errors import ConfigError
 from canarykit._observe import Window
 from canarykit.deciders import compare, relative
+from canarykit.policy import load_policy
 from canarykit.testing import Scenario, ScriptedMetrics, evaluate, hold_plan, simulate
 from canarykit.testing._scripted import ScriptedGauge
 

@@ -28,7 +28,7 @@ def record(release, finished_at, phase="succeeded"):
 
 
 async def test_archived_records_come_back_newest_first_whatever_the_archiving_order(tmp_path):
-    store = ck.FileStore(tmp_path / "state", fsync=False)
+    store = ck.stores.FileStore(tmp_path / "state", fsync=False)
     await store.archive("web", record("v2", 2_000.0))
     await store.archive("web", record("v1", 1_000.0, phase="rolled_back"))
     await store.archive("web", record("v3", 3_000.0))
@@ -39,7 +39,7 @@ async def test_archived_records_come_back_newest_first_whatever_the_archiving_or
 
 
 async def test_history_files_sort_by_finish_time_and_carry_the_release_sanitized(tmp_path):
-    store = ck.FileStore(tmp_path / "state", fsync=False)
+    store = ck.stores.FileStore(tmp_path / "state", fsync=False)
     await store.archive("web", record("v1.2/../../etc passwd", 1_700_000_000.5))
     directory = tmp_path / "state" / "web.history"
     (name,) = os.listdir(directory)
@@ -50,7 +50,7 @@ async def test_history_files_sort_by_finish_time_and_carry_the_release_sanitized
 
 
 async def test_two_records_finished_at_the_same_time_are_both_kept(tmp_path):
-    store = ck.FileStore(tmp_path / "state", fsync=False)
+    store = ck.stores.FileStore(tmp_path / "state", fsync=False)
     await store.archive("web", record("v1", 1_000.0))
     await store.archive("web", record("v1", 1_000.0, phase="aborted"))
     phases = sorted(entry["state"]["phase"] for entry in await store.history("web"))
@@ -61,14 +61,18 @@ async def test_two_records_finished_at_the_same_time_are_both_kept(tmp_path):
 async def test_archiving_the_same_record_again_keeps_it_once(tmp_path, kind):
     # A new release archives the finished record, is then refused (the router not at
     # stable, say), and its next try archives the same record again.
-    store = ck.FileStore(tmp_path / "state", fsync=False) if kind == "file" else ck.MemoryStore()
+    store = (
+        ck.stores.FileStore(tmp_path / "state", fsync=False)
+        if kind == "file"
+        else ck.stores.MemoryStore()
+    )
     await store.archive("web", record("v1", 1_000.0))
     await store.archive("web", record("v1", 1_000.0))
     assert [entry["release"] for entry in await store.history("web")] == ["v1"]
 
 
 async def test_history_reads_only_the_newest_records(tmp_path):
-    store = ck.FileStore(tmp_path / "state", fsync=False)
+    store = ck.stores.FileStore(tmp_path / "state", fsync=False)
     for number in range(5):
         await store.archive("web", record(f"v{number}", 1_000.0 + number))
     assert [e["release"] for e in await store.history("web", limit=2)] == ["v4", "v3"]
@@ -76,7 +80,7 @@ async def test_history_reads_only_the_newest_records(tmp_path):
 
 
 async def test_a_damaged_record_is_reported_in_its_place_not_fatal(tmp_path):
-    store = ck.FileStore(tmp_path / "state", fsync=False)
+    store = ck.stores.FileStore(tmp_path / "state", fsync=False)
     await store.archive("web", record("v1", 1_000.0))
     await store.archive("web", record("v2", 2_000.0))
     directory = tmp_path / "state" / "web.history"
@@ -88,7 +92,7 @@ async def test_a_damaged_record_is_reported_in_its_place_not_fatal(tmp_path):
 
 
 async def test_a_planted_link_in_the_history_is_not_followed(tmp_path):
-    store = ck.FileStore(tmp_path / "state", fsync=False)
+    store = ck.stores.FileStore(tmp_path / "state", fsync=False)
     await store.archive("web", record("v1", 1_000.0))
     victim = tmp_path / "victim.json"
     victim.write_text("precious\n")
@@ -101,7 +105,7 @@ async def test_a_planted_link_in_the_history_is_not_followed(tmp_path):
 
 
 async def test_a_history_directory_that_is_a_link_is_refused(tmp_path):
-    store = ck.FileStore(tmp_path / "state", fsync=False)
+    store = ck.stores.FileStore(tmp_path / "state", fsync=False)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     (tmp_path / "state").mkdir(mode=0o700)
@@ -114,7 +118,7 @@ async def test_a_history_directory_that_is_a_link_is_refused(tmp_path):
 
 
 async def test_a_history_directory_open_to_others_is_refused(tmp_path):
-    store = ck.FileStore(tmp_path / "state", fsync=False)
+    store = ck.stores.FileStore(tmp_path / "state", fsync=False)
     await store.archive("web", record("v1", 1_000.0))
     os.chmod(tmp_path / "state" / "web.history", 0o777)
     with pytest.raises(StateError, match="chmod 700"):
@@ -122,7 +126,7 @@ async def test_a_history_directory_open_to_others_is_refused(tmp_path):
 
 
 async def test_the_memory_store_keeps_history_newest_first():
-    store = ck.MemoryStore()
+    store = ck.stores.MemoryStore()
     await store.archive("web", record("v2", 2_000.0))
     await store.archive("web", record("v1", 1_000.0))
     history = await store.history("web")

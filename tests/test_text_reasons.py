@@ -12,8 +12,8 @@ import io
 import pytest
 
 import canarykit as ck
-from canarykit._cli import main
-from canarykit._cli_run import RunDisplay, execute
+from canarykit._cli._main import main
+from canarykit._cli._run import RunDisplay, execute
 from canarykit._machine import RolloutState, _kept
 from canarykit._text import MAX_TEXT
 from canarykit.deciders import bound, threshold
@@ -44,7 +44,7 @@ def pause_at_20_percent(run: ck.Rollout, reason: str) -> None:
     """Pause `run` with `reason` once the router confirms the canary's 20%."""
 
     def listener(event):
-        if isinstance(event, ck.SplitConfirmed) and event.split.canary_percent == 20:
+        if isinstance(event, ck.events.SplitConfirmed) and event.split.canary_percent == 20:
             run.pause(reason)
 
     run.add_listener(listener)
@@ -90,15 +90,17 @@ def strings(value):
 @pytest.mark.parametrize(
     "event",
     [
-        ck.CommandReceived(time=0.0, command="pause", reason=FORGED),
-        ck.PhaseChanged(
+        ck.events.CommandReceived(time=0.0, command="pause", reason=FORGED),
+        ck.events.PhaseChanged(
             time=0.0, old=ck.Phase.PROGRESSING, new=ck.Phase.PAUSED, step=1, reason=FORGED
         ),
-        ck.RouterFailure(
+        ck.events.RouterCallFailed(
             time=0.0, split=ck.TrafficSplit(canary_percent=10), attempt=1, reason=FORGED
         ),
-        ck.AnalysisError(time=0.0, kind=ck.AnalysisKind.BACKGROUND, end=0.0, reason=FORGED),
-        ck.LeaseLost(time=0.0, holder="h", reason=FORGED),
+        ck.events.AnalysisFailed(
+            time=0.0, kind=ck.machine.AnalysisKind.BACKGROUND, end=0.0, reason=FORGED
+        ),
+        ck.events.LeaseRevoked(time=0.0, holder="h", reason=FORGED),
     ],
     ids=lambda event: type(event).__name__,
 )
@@ -119,9 +121,9 @@ def test_a_verdict_notice_escapes_the_metric_reasons():
         metrics=(ck.MetricVerdict(metric="error_rate", kind=ck.VerdictKind.FAIL, reason=FORGED),),
     )
     stats = ck.ArmStats(requests=10, errors=1)
-    event = ck.VerdictReached(
+    event = ck.events.VerdictReached(
         time=0.0,
-        kind=ck.AnalysisKind.BACKGROUND,
+        kind=ck.machine.AnalysisKind.BACKGROUND,
         start=0.0,
         end=30.0,
         verdict=verdict,
@@ -134,7 +136,7 @@ def test_a_verdict_notice_escapes_the_metric_reasons():
 
 def test_a_20_mb_pause_reason_leaves_a_small_state_file(tmp_path):
     events = []
-    run = rollout(store=ck.FileStore(tmp_path))
+    run = rollout(store=ck.stores.FileStore(tmp_path))
     run.add_listener(events.append)
     pause_at_20_percent(run, HUGE)
     lines = io.StringIO()
@@ -154,7 +156,7 @@ async def test_a_20_mb_abort_reason_is_kept_to_the_limit_with_a_note():
     run.add_listener(lambda event: reasons.append(getattr(event, "reason", "")))
 
     def abort_at_20(event):
-        if isinstance(event, ck.SplitConfirmed) and event.split.canary_percent == 20:
+        if isinstance(event, ck.events.SplitConfirmed) and event.split.canary_percent == 20:
             run.abort(HUGE)
 
     run.add_listener(abort_at_20)
@@ -163,9 +165,9 @@ async def test_a_20_mb_abort_reason_is_kept_to_the_limit_with_a_note():
     assert len(outcome.reason) <= MAX_TEXT
     assert outcome.reason.endswith(" more characters)")
     assert all(len(reason) <= MAX_TEXT for reason in reasons)
-    assert len(describe_event(ck.CommandReceived(time=0, command="abort", reason=HUGE)).message) < (
-        2 * MAX_TEXT
-    )
+    assert len(
+        describe_event(ck.events.CommandReceived(time=0, command="abort", reason=HUGE)).message
+    ) < (2 * MAX_TEXT)
 
 
 def test_the_machine_keeps_short_reasons_as_they_are_and_cuts_long_ones_within_the_limit():

@@ -77,7 +77,7 @@ def rollout(store, metrics, router, start):
 
 async def killed_mid_hold(bad=None):
     """Run to t=12 (windows judged up to 10), drop the runner, resume at 22.5."""
-    store, router = ck.MemoryStore(), FakeRouter()
+    store, router = ck.stores.MemoryStore(), FakeRouter()
     first_metrics = WatchedMetrics(bad)
     await rollout(store, first_metrics, router, 0.0).run(stop_at=12)  # then "killed"
     applied_before = len(router.applied)
@@ -118,7 +118,7 @@ async def test_a_regression_only_inside_the_gap_is_caught_before_traffic_moves_o
 
 
 async def test_a_gap_longer_than_the_longest_window_is_judged_in_consecutive_windows():
-    store, router = ck.MemoryStore(), FakeRouter()
+    store, router = ck.stores.MemoryStore(), FakeRouter()
     await rollout(store, WatchedMetrics(), router, 0.0).run(stop_at=12)
     resume = 10.0 + 2.5 * MAX_GAP_WINDOW
     metrics = WatchedMetrics()
@@ -133,7 +133,7 @@ async def test_a_gap_longer_than_the_longest_window_is_judged_in_consecutive_win
 
 
 async def test_a_short_gap_is_covered_by_the_next_regular_window():
-    store, router = ck.MemoryStore(), FakeRouter()
+    store, router = ck.stores.MemoryStore(), FakeRouter()
     await rollout(store, WatchedMetrics(), router, 0.0).run(stop_at=11)
     metrics = WatchedMetrics()
     await rollout(store, metrics, router, 12.0).run()
@@ -141,20 +141,20 @@ async def test_a_short_gap_is_covered_by_the_next_regular_window():
 
 
 def test_a_gap_is_saved_and_read_back():
-    machine = ck.RolloutMachine(PLAN)
-    machine.handle(ck.Start(0.0))
-    machine.handle(ck.SplitApplied(0.0, ck.TrafficSplit(canary_percent=20)))
-    machine.handle(ck.Recovered(30.0, ck.TrafficSplit(canary_percent=20)))
+    machine = ck.machine.RolloutMachine(PLAN)
+    machine.handle(ck.machine.Start(0.0))
+    machine.handle(ck.machine.SplitApplied(0.0, ck.TrafficSplit(canary_percent=20)))
+    machine.handle(ck.machine.Recovered(30.0, ck.TrafficSplit(canary_percent=20)))
     assert machine.state.gap_until == 30.0
-    assert ck.RolloutState.from_json(machine.state.to_json()) == machine.state
+    assert ck.machine.RolloutState.from_json(machine.state.to_json()) == machine.state
 
 
 def test_schema_2_states_are_migrated_without_a_release_or_gap():
-    data = ck.RolloutState(phase=ck.Phase.PROGRESSING).to_json()
+    data = ck.machine.RolloutState(phase=ck.Phase.PROGRESSING).to_json()
     for name in ("release", "gap_until", "outage_until"):
         del data[name]
     data["schema"] = 2
-    state = ck.RolloutState.from_json(data)
+    state = ck.machine.RolloutState.from_json(data)
     assert (state.release, state.gap_until, state.outage_until) == (None, None, None)
 
 
@@ -169,31 +169,31 @@ def test_resumed_windows_never_leave_a_hole(kill, down, interval):
         steps=[ck.SetWeight(20), ck.Pause(30), ck.SetWeight(50), ck.Pause(30)],
         analysis_interval=interval,
     )
-    machine = ck.RolloutMachine(plan)
-    machine.handle(ck.Start(0.0))
+    machine = ck.machine.RolloutMachine(plan)
+    machine.handle(ck.machine.Start(0.0))
     windows = []
     now, killed = 0.0, False
     for _ in range(10_000):
         action = machine.next_action(now)
-        if isinstance(action, ck.Finish):
+        if isinstance(action, ck.machine.Finish):
             break
         if not killed and now >= kill:
             killed = True
             now += down  # nobody watched meanwhile
-            machine.handle(ck.Recovered(now, machine.state.confirmed))
+            machine.handle(ck.machine.Recovered(now, machine.state.confirmed))
             continue
-        if isinstance(action, ck.ApplySplit):
-            machine.handle(ck.SplitApplied(now, action.split))
-        elif isinstance(action, ck.CollectWindow):
+        if isinstance(action, ck.machine.ApplySplit):
+            machine.handle(ck.machine.SplitApplied(now, action.split))
+        elif isinstance(action, ck.machine.CollectWindow):
             windows.append((action.start, action.end))
             verdict = ck.Verdict(kind=ck.VerdictKind.PASS, reason="fine")
-            machine.handle(ck.WindowJudged(now, action.kind, action.end, verdict))
+            machine.handle(ck.machine.WindowJudged(now, action.kind, action.end, verdict))
         else:
             until = action.until
             if not killed and until > kill:
                 until = kill
             now = max(now, until)
-            machine.handle(ck.Tick(now))
+            machine.handle(ck.machine.Tick(now))
     assert machine.state.phase is ck.Phase.SUCCEEDED
     assert windows and windows[0][0] == 0.0
     for (_, end), (start, _) in itertools.pairwise(windows):

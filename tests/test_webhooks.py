@@ -7,7 +7,8 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit import HookCall, HookPoint, Hooks, Webhook
+from canarykit.hooks import HookCall, Hooks, Webhook
+from canarykit.machine import HookPoint
 from canarykit.testing import FakeRouter, VirtualClock, free_port
 from helpers.http_endpoint import Endpoint
 

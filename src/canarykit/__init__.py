@@ -14,11 +14,28 @@ share step by step while it is healthy, and roll back at once when it is not::
         decider=threshold(Bound(metric="error_rate", max=0.02)),
     )
 
-The public API is re-exported here; the modules behind it are private.
+The top level holds what a program that runs rollouts needs: plans, the runner and its
+outcome, the protocols a router, metrics source, decider, store or lease implements, the
+values they exchange, and the errors. The layers have packages of their own:
+
+- `canarykit.machine`: the pure state machine (phases, events, actions, `transition`).
+- `canarykit.events`: what a running rollout reports to its listeners.
+- `canarykit.hooks`: gates, checks and lifecycle calls.
+- `canarykit.stores`: where state and leases live (files, memory, etcd, PostgreSQL).
+- `canarykit.deciders`, `canarykit.routers`, `canarykit.metrics`, `canarykit.notify`,
+  `canarykit.exporter`, `canarykit.plot`: the parts a rollout is built from.
+- `canarykit.policy`: policy files (TOML), loaded on first use.
+- `canarykit.testing`: fakes and a virtual clock for your own tests.
+
+The modules behind them are private.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from . import events as events
+from . import hooks as hooks
+from . import machine as machine
+from . import stores as stores
 from ._errors import CanaryError as CanaryError
 from ._errors import ClockStalled as ClockStalled
 from ._errors import ConfigError as ConfigError
@@ -40,61 +57,13 @@ from ._errors import StateError as StateError
 from ._errors import StateSaveError as StateSaveError
 from ._errors import StateVersionError as StateVersionError
 from ._errors import UnsupportedPlanError as UnsupportedPlanError
-from ._events import AnalysisError as AnalysisError
-from ._events import CommandReceived as CommandReceived
-from ._events import GateOpened as GateOpened
-from ._events import GateWaiting as GateWaiting
-from ._events import HookRan as HookRan
-from ._events import LeaseLost as LeaseLost
-from ._events import PhaseChanged as PhaseChanged
-from ._events import RolloutEvent as RolloutEvent
 from ._events import RolloutOutcome as RolloutOutcome
-from ._events import RolloutResumed as RolloutResumed
-from ._events import RouterFailure as RouterFailure
-from ._events import SplitConfirmed as SplitConfirmed
 from ._events import TimelineEntry as TimelineEntry
-from ._events import VerdictReached as VerdictReached
 from ._exports import claim_public_names as _claim_public_names
-from ._exports import load_lazy as _load_lazy
+from ._exports import load_moved as _load_moved
 from ._histogram import LatencyHistogram as LatencyHistogram
-from ._histogram import resolution as resolution
-from ._hooks import Approval as Approval
-from ._hooks import FileApproval as FileApproval
-from ._hooks import HookAnswer as HookAnswer
-from ._hooks import HookCall as HookCall
-from ._hooks import HookFunction as HookFunction
-from ._hooks import Hooks as Hooks
-from ._hooks import Webhook as Webhook
-from ._lease import FileLease as FileLease
 from ._lease import Lease as Lease
-from ._lease import MemoryLease as MemoryLease
-from ._machine import Abort as Abort
-from ._machine import AnalysisKind as AnalysisKind
-from ._machine import ApplyFailed as ApplyFailed
-from ._machine import ApplySplit as ApplySplit
-from ._machine import CollectWindow as CollectWindow
-from ._machine import Finish as Finish
-from ._machine import HookAnswered as HookAnswered
-from ._machine import HookPoint as HookPoint
 from ._machine import Phase as Phase
-from ._machine import Promote as Promote
-from ._machine import PromoteFull as PromoteFull
-from ._machine import Recovered as Recovered
-from ._machine import RequestPause as RequestPause
-from ._machine import Resume as Resume
-from ._machine import Retry as Retry
-from ._machine import RolloutMachine as RolloutMachine
-from ._machine import RolloutState as RolloutState
-from ._machine import RunHook as RunHook
-from ._machine import SplitApplied as SplitApplied
-from ._machine import Start as Start
-from ._machine import Tick as Tick
-from ._machine import Wait as Wait
-from ._machine import WindowFailed as WindowFailed
-from ._machine import WindowJudged as WindowJudged
-from ._machine import next_action as next_action
-from ._machine import transition as transition
-from ._machine import transition_table as transition_table
 from ._observe import Arm as Arm
 from ._observe import ArmStats as ArmStats
 from ._observe import Observation as Observation
@@ -123,8 +92,6 @@ from ._runner import run_rollout as run_rollout
 from ._split import HeaderMatch as HeaderMatch
 from ._split import HeaderRoute as HeaderRoute
 from ._split import TrafficSplit as TrafficSplit
-from ._stores import FileStore as FileStore
-from ._stores import MemoryStore as MemoryStore
 from ._verdict import Judgement as Judgement
 from ._verdict import MetricVerdict as MetricVerdict
 from ._verdict import Verdict as Verdict
@@ -133,52 +100,27 @@ from ._verdict import VerdictKind as VerdictKind
 __version__ = "0.1.0"
 
 __all__ = [
-    "Abort",
-    "AnalysisError",
-    "AnalysisKind",
     "Analyze",
-    "ApplyFailed",
-    "ApplySplit",
-    "Approval",
     "Arm",
     "ArmStats",
     "CanaryError",
     "Clock",
     "ClockStalled",
-    "CollectWindow",
-    "CommandReceived",
     "ConfigError",
     "CorruptStateError",
     "Decider",
     "DeciderError",
     "FileRefusedError",
-    "Deployment",
-    "FileApproval",
-    "FileLease",
-    "FileStore",
-    "Finish",
-    "GateOpened",
-    "GateWaiting",
     "HeaderMatch",
     "HeaderRoute",
-    "HookAnswer",
-    "HookAnswered",
-    "HookCall",
-    "HookFunction",
-    "HookPoint",
-    "HookRan",
-    "Hooks",
     "InvalidTransition",
     "Judgement",
     "LatencyHistogram",
     "Lease",
     "LeaseError",
     "LeaseHeldError",
-    "LeaseLost",
     "LeaseLostError",
     "Listener",
-    "MemoryLease",
-    "MemoryStore",
     "MetricVerdict",
     "MetricsError",
     "MetricsSource",
@@ -186,91 +128,118 @@ __all__ = [
     "Observation",
     "Pause",
     "Phase",
-    "PhaseChanged",
     "Plan",
     "PlanMismatchError",
-    "Policy",
-    "Promote",
-    "PromoteFull",
-    "Recovered",
     "ReleaseFinishedError",
     "ReleaseInProgressError",
-    "RequestPause",
-    "Resume",
-    "Retry",
     "Rollout",
-    "RolloutEvent",
-    "RolloutMachine",
     "RolloutOutcome",
-    "RolloutResumed",
-    "RolloutState",
     "RouterCapabilities",
     "RouterError",
-    "RouterFailure",
     "RouterNotAtStableError",
-    "RunHook",
     "SetHeaderRoutes",
     "SetMirror",
     "SetWeight",
-    "SimulationSettings",
-    "SplitApplied",
-    "SplitConfirmed",
-    "Start",
     "StateError",
     "StateSaveError",
     "StateStore",
     "StateVersionError",
     "Step",
     "SystemClock",
-    "Tick",
     "TimelineEntry",
     "TrafficRouter",
     "TrafficSplit",
     "UnsupportedPlanError",
     "Verdict",
     "VerdictKind",
-    "VerdictReached",
-    "Wait",
     "WaitForPromotion",
-    "Webhook",
     "Window",
-    "WindowFailed",
-    "WindowJudged",
     "exponential",
     "from_weights",
     "linear",
-    "load_policy",
-    "next_action",
-    "resolution",
     "run_rollout",
-    "transition",
-    "transition_table",
 ]
 
-if TYPE_CHECKING:
-    from ._policy import Policy as Policy
-    from ._policy import SimulationSettings as SimulationSettings
-    from ._policy import load_policy as load_policy
-    from ._policy_run import Deployment as Deployment
-
-# The policy layer (a TOML parser and every decider module) loads on first use of one of
-# its names (PEP 562): a program that builds a plan and a Rollout never pays for it.
-_LAZY = {
-    "Deployment": "._policy_run",
-    "Policy": "._policy",
-    "SimulationSettings": "._policy",
-    "load_policy": "._policy",
+# Names that lived here before the layers had packages, and the names renamed so that no
+# event, action, step or exception can be mistaken for another: kept for one release,
+# with a DeprecationWarning that names the new home.
+_MOVED = {
+    "Abort": ("canarykit.machine", "AbortRequested"),
+    "AnalysisError": ("canarykit.events", "AnalysisFailed"),
+    "AnalysisKind": ("canarykit.machine", "AnalysisKind"),
+    "ApplyFailed": ("canarykit.machine", "ApplyFailed"),
+    "ApplySplit": ("canarykit.machine", "ApplySplit"),
+    "Approval": ("canarykit.hooks", "Approval"),
+    "CollectWindow": ("canarykit.machine", "CollectWindow"),
+    "CommandReceived": ("canarykit.events", "CommandReceived"),
+    "Deployment": ("canarykit.policy", "Deployment"),
+    "FileApproval": ("canarykit.hooks", "FileApproval"),
+    "FileLease": ("canarykit.stores", "FileLease"),
+    "FileStore": ("canarykit.stores", "FileStore"),
+    "Finish": ("canarykit.machine", "Finish"),
+    "GateOpened": ("canarykit.events", "GateOpened"),
+    "GateWaiting": ("canarykit.events", "GateWaiting"),
+    "HookAnswer": ("canarykit.hooks", "HookAnswer"),
+    "HookAnswered": ("canarykit.machine", "HookAnswered"),
+    "HookCall": ("canarykit.hooks", "HookCall"),
+    "HookFunction": ("canarykit.hooks", "HookFunction"),
+    "HookPoint": ("canarykit.machine", "HookPoint"),
+    "HookRan": ("canarykit.events", "HookRan"),
+    "Hooks": ("canarykit.hooks", "Hooks"),
+    "LeaseLost": ("canarykit.events", "LeaseRevoked"),
+    "MemoryLease": ("canarykit.stores", "MemoryLease"),
+    "MemoryStore": ("canarykit.stores", "MemoryStore"),
+    "PhaseChanged": ("canarykit.events", "PhaseChanged"),
+    "Policy": ("canarykit.policy", "Policy"),
+    "Promote": ("canarykit.machine", "PromoteRequested"),
+    "PromoteFull": ("canarykit.machine", "FullPromotionRequested"),
+    "Recovered": ("canarykit.machine", "Recovered"),
+    "RequestPause": ("canarykit.machine", "PauseRequested"),
+    "Resume": ("canarykit.machine", "ResumeRequested"),
+    "Retry": ("canarykit.machine", "RetryRequested"),
+    "RolloutEvent": ("canarykit.events", "RolloutEvent"),
+    "RolloutMachine": ("canarykit.machine", "RolloutMachine"),
+    "RolloutResumed": ("canarykit.events", "RolloutResumed"),
+    "RolloutState": ("canarykit.machine", "RolloutState"),
+    "RouterFailure": ("canarykit.events", "RouterCallFailed"),
+    "RunHook": ("canarykit.machine", "RunHook"),
+    "SimulationSettings": ("canarykit.policy", "SimulationSettings"),
+    "SplitApplied": ("canarykit.machine", "SplitApplied"),
+    "SplitConfirmed": ("canarykit.events", "SplitConfirmed"),
+    "Start": ("canarykit.machine", "Start"),
+    "Tick": ("canarykit.machine", "Tick"),
+    "VerdictReached": ("canarykit.events", "VerdictReached"),
+    "Wait": ("canarykit.machine", "WaitUntil"),
+    "Webhook": ("canarykit.hooks", "Webhook"),
+    "WindowFailed": ("canarykit.machine", "WindowFailed"),
+    "WindowJudged": ("canarykit.machine", "WindowJudged"),
+    "load_policy": ("canarykit.policy", "load_policy"),
+    "next_action": ("canarykit.machine", "next_action"),
+    "resolution": ("canarykit.metrics", "resolution"),
+    "transition": ("canarykit.machine", "transition"),
+    "transition_table": ("canarykit.machine", "transition_table"),
 }
 
 
+# Loaded when first named (``canarykit.policy.load_policy``), as if imported.
+_SUBPACKAGES = frozenset(
+    {"deciders", "exporter", "metrics", "notify", "plot", "policy", "presets", "routers", "testing"}
+)
+
+
 def __getattr__(name: str) -> Any:
-    return _load_lazy(globals(), _LAZY, name)
+    # The policy layer (a TOML parser and every decider module) loads on first use (PEP 562):
+    # a program that builds a plan and a Rollout never pays for it.
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    return _load_moved(globals(), _MOVED, name)
 
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-# Public names say they live in this package, not in the private module defining them
-# (the lazy ones when they are first loaded).
-_claim_public_names({**globals(), "__all__": [n for n in __all__ if n not in _LAZY]})
+# Public names say they live in this package, not in the private module defining them.
+_claim_public_names(globals())

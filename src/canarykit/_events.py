@@ -22,17 +22,17 @@ from ._split import TrafficSplit
 from ._verdict import Verdict, VerdictKind
 
 __all__ = [
-    "AnalysisError",
+    "AnalysisFailed",
     "CommandReceived",
     "GateOpened",
     "GateWaiting",
     "HookRan",
-    "LeaseLost",
+    "LeaseRevoked",
     "PhaseChanged",
     "RolloutEvent",
     "RolloutOutcome",
     "RolloutResumed",
-    "RouterFailure",
+    "RouterCallFailed",
     "SplitConfirmed",
     "TimelineEntry",
     "VerdictReached",
@@ -71,7 +71,7 @@ class VerdictReached:
 
 
 @attrs.frozen(kw_only=True)
-class AnalysisError:
+class AnalysisFailed:
     """The window [start, end) could not be collected or judged; `reason` says why."""
 
     time: float
@@ -82,7 +82,7 @@ class AnalysisError:
 
 
 @attrs.frozen(kw_only=True)
-class RouterFailure:
+class RouterCallFailed:
     """An attempt to apply `split` failed (`attempt` counts from 1)."""
 
     time: float
@@ -133,7 +133,7 @@ class RolloutResumed:
 
 
 @attrs.frozen(kw_only=True)
-class LeaseLost:
+class LeaseRevoked:
     """The runner lost its lease (`reason` says how) and stopped acting on the rollout."""
 
     time: float
@@ -226,11 +226,11 @@ RolloutEvent: TypeAlias = (
     PhaseChanged
     | SplitConfirmed
     | VerdictReached
-    | AnalysisError
-    | RouterFailure
+    | AnalysisFailed
+    | RouterCallFailed
     | CommandReceived
     | RolloutResumed
-    | LeaseLost
+    | LeaseRevoked
     | GateWaiting
     | GateOpened
     | HookRan
@@ -271,7 +271,7 @@ class TimelineEntry:
     @classmethod
     def for_event(cls, event: RolloutEvent, state: RolloutState) -> TimelineEntry:
         """The timeline entry recording `event`, given the state just after it."""
-        if isinstance(event, (RolloutResumed, LeaseLost, GateWaiting, GateOpened, HookRan)):
+        if isinstance(event, (RolloutResumed, LeaseRevoked, GateWaiting, GateOpened, HookRan)):
             return event.timeline_entry(state)
         confirmed = state.confirmed
         percent = 0.0 if confirmed is None else confirmed.canary_percent
@@ -304,7 +304,7 @@ class TimelineEntry:
                 window_end=event.end,
                 **common,
             )
-        if isinstance(event, AnalysisError):
+        if isinstance(event, AnalysisFailed):
             return cls(
                 kind="error",
                 reason=f"{event.kind.value}: {event.reason}",
@@ -312,7 +312,7 @@ class TimelineEntry:
                 window_end=event.end,
                 **common,
             )
-        if isinstance(event, RouterFailure):
+        if isinstance(event, RouterCallFailed):
             reason = f"router attempt {event.attempt} failed: {event.reason}"
             return cls(kind="error", reason=reason, **common)
         text = f"{event.command} {event.reason}".strip()

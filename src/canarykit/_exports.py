@@ -10,9 +10,10 @@ public module (re-exported from another package, or typing aliases) are left alo
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
-__all__ = ["claim_public_names", "load_lazy"]
+__all__ = ["claim_public_names", "load_lazy", "load_moved"]
 
 
 def _private(module: str) -> bool:
@@ -49,3 +50,23 @@ def load_lazy(namespace: dict[str, Any], lazy: dict[str, str], name: str) -> Any
     claim_public_names({"__name__": package, "__all__": names, **loaded})
     namespace.update(loaded)
     return loaded[name]
+
+
+def load_moved(namespace: dict[str, Any], moved: dict[str, tuple[str, str]], name: str) -> Any:
+    """A name that moved out of a package: warn (DeprecationWarning) and return it.
+
+    `moved` maps the old name to the public module it lives in now and its name there
+    (``{"RequestPause": ("canarykit.machine", "PauseRequested")}``). Old names stay
+    for one release after they move.
+    """
+    package = namespace["__name__"]
+    if name not in moved:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    module_name, new = moved[name]
+    warnings.warn(
+        f"{package}.{name} is deprecated and will be removed in the next release; "
+        f"use {module_name}.{new}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return getattr(importlib.import_module(module_name), new)

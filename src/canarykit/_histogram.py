@@ -458,6 +458,7 @@ def resolution(histogram: LatencyHistogram, q: float) -> float | None:
     read as coarse buckets. Ask it of a histogram with enough observations near the
     quantile (both arms merged, or a longer span).
 
+    >>> from canarykit import LatencyHistogram
     >>> native = LatencyHistogram.from_samples([0.010 * 1.01**k for k in range(100)])
     >>> round(resolution(native, 0.5), 2)
     1.09

@@ -503,7 +503,7 @@ class Webhook:
         self.metadata = _text_map("metadata", metadata)
         self.namespace = None if namespace is None else check_name("namespace", namespace)
         self._headers = {"Content-Type": "application/json", **_text_map("headers", headers)}
-        self._httpx = import_httpx("canarykit.Webhook", _EXTRA)
+        self._httpx = import_httpx("canarykit.hooks.Webhook", _EXTRA)
         self._redact = secret_redactor(
             [*url_secrets(url), *header_secrets(self._headers), *header_secrets(self.metadata)]
         )

@@ -6,7 +6,7 @@ While it runs, the runner renews the lease every third of its `ttl` (real time, 
 rollout's clock), and it checks that the last renewal is still within `ttl` before every
 router call and every save. If a renewal fails, or the lease ran out because the process
 was stalled, the runner stops at once: it does not touch traffic or the saved state again
-(another runner may own them now), reports a `LeaseLost` event, and `run()` raises
+(another runner may own them now), reports a `LeaseRevoked` event, and `run()` raises
 `LeaseLostError`.
 
 `Lease` is a small protocol, so a team can plug in a Kubernetes Lease object, an etcd

@@ -44,7 +44,7 @@ The rules:
   rolls back once it has lasted `outage_limit` seconds (`outage_until`).
 - Release. `RolloutState.release` names the release a rollout is for; a retry keeps it.
 - Hooks. `state.hook_points` names the points where the rollout has hooks (given by
-  `Start`, `Recovered` or kept by `Retry`); with none, nothing below happens. At a point
+  `Start`, `Recovered` or kept by `RetryRequested`); with none, nothing below happens. At a point
   the next action is `RunHook` and the driver reports `HookAnswered`. Before any traffic
   moves the rollout stays PENDING through confirm-rollout (a gate), create-canary and
   pre-rollout (a failure aborts). A weight increase waits for confirm-traffic-increase,
@@ -78,7 +78,7 @@ from ._text import MAX_TEXT
 from ._verdict import Verdict, VerdictKind
 
 __all__ = [
-    "Abort",
+    "AbortRequested",
     "AnalysisKind",
     "ApplyFailed",
     "ApplySplit",
@@ -87,19 +87,19 @@ __all__ = [
     "HookAnswered",
     "HookPoint",
     "Phase",
-    "Promote",
-    "PromoteFull",
+    "PromoteRequested",
+    "FullPromotionRequested",
     "Recovered",
-    "RequestPause",
-    "Resume",
-    "Retry",
+    "PauseRequested",
+    "ResumeRequested",
+    "RetryRequested",
     "RolloutMachine",
     "RolloutState",
     "RunHook",
     "SplitApplied",
     "Start",
     "Tick",
-    "Wait",
+    "WaitUntil",
     "WindowFailed",
     "WindowJudged",
     "next_action",
@@ -319,21 +319,21 @@ class Tick:
 
 
 @attrs.frozen
-class Promote:
+class PromoteRequested:
     """Operator: finish the current step now and go on to the next one."""
 
     now: float
 
 
 @attrs.frozen
-class PromoteFull:
+class FullPromotionRequested:
     """Operator: skip the remaining steps and promote."""
 
     now: float
 
 
 @attrs.frozen
-class RequestPause:
+class PauseRequested:
     """Operator: hold the rollout where it is (analysis keeps watching)."""
 
     now: float
@@ -341,14 +341,14 @@ class RequestPause:
 
 
 @attrs.frozen
-class Resume:
+class ResumeRequested:
     """Operator: carry on from a pause."""
 
     now: float
 
 
 @attrs.frozen
-class Abort:
+class AbortRequested:
     """Operator: roll back to stable and end as ABORTED."""
 
     now: float
@@ -356,7 +356,7 @@ class Abort:
 
 
 @attrs.frozen
-class Retry:
+class RetryRequested:
     """Operator: start an aborted or rolled-back rollout again from its first step."""
 
     now: float
@@ -405,12 +405,12 @@ Event: TypeAlias = (
     | WindowJudged
     | WindowFailed
     | Tick
-    | Promote
-    | PromoteFull
-    | RequestPause
-    | Resume
-    | Abort
-    | Retry
+    | PromoteRequested
+    | FullPromotionRequested
+    | PauseRequested
+    | ResumeRequested
+    | AbortRequested
+    | RetryRequested
     | Recovered
     | HookAnswered
 )
@@ -436,7 +436,7 @@ class CollectWindow:
 
 
 @attrs.frozen
-class Wait:
+class WaitUntil:
     """Sleep until `until` (maybe `math.inf`) or an operator command, then report `Tick`."""
 
     until: float
@@ -457,7 +457,7 @@ class RunHook:
     point: HookPoint
 
 
-Action: TypeAlias = ApplySplit | CollectWindow | Wait | Finish | RunHook
+Action: TypeAlias = ApplySplit | CollectWindow | WaitUntil | Finish | RunHook
 
 # ---------------------------------------------------------------------------- state
 
@@ -473,7 +473,7 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         ),
         Tick: frozenset({_P.PENDING}),  # waited for a gate's next ask: nothing changes
         # Rolls back when the router reported canary traffic before the start.
-        Abort: frozenset({_P.ABORTED, _P.ROLLING_BACK}),
+        AbortRequested: frozenset({_P.ABORTED, _P.ROLLING_BACK}),
     },
     _P.PROGRESSING: {
         SplitApplied: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
@@ -482,10 +482,10 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         # PAUSED: a metrics outage under the "pause" policy (`WindowFailed.outage_limit`).
         WindowFailed: frozenset({_P.PROGRESSING, _P.PAUSED, _P.ROLLING_BACK}),
         Tick: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
-        Promote: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
-        PromoteFull: frozenset({_P.PROMOTING}),
-        RequestPause: frozenset({_P.PAUSED}),
-        Abort: frozenset({_P.ROLLING_BACK}),
+        PromoteRequested: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        FullPromotionRequested: frozenset({_P.PROMOTING}),
+        PauseRequested: frozenset({_P.PAUSED}),
+        AbortRequested: frozenset({_P.ROLLING_BACK}),
         Recovered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
         HookAnswered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
     },
@@ -496,11 +496,11 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         WindowJudged: frozenset({_P.PAUSED, _P.ROLLING_BACK, _P.PROGRESSING, _P.PROMOTING}),
         WindowFailed: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
         Tick: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
-        Promote: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
-        PromoteFull: frozenset({_P.PROMOTING}),
-        RequestPause: frozenset({_P.PAUSED}),
-        Resume: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
-        Abort: frozenset({_P.ROLLING_BACK}),
+        PromoteRequested: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        FullPromotionRequested: frozenset({_P.PROMOTING}),
+        PauseRequested: frozenset({_P.PAUSED}),
+        ResumeRequested: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
+        AbortRequested: frozenset({_P.ROLLING_BACK}),
         Recovered: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
         HookAnswered: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
     },
@@ -510,7 +510,7 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         WindowJudged: frozenset({_P.PROMOTING}),
         WindowFailed: frozenset({_P.PROMOTING}),
         Tick: frozenset({_P.PROMOTING}),
-        Abort: frozenset({_P.ROLLING_BACK}),
+        AbortRequested: frozenset({_P.ROLLING_BACK}),
         Recovered: frozenset({_P.PROMOTING}),
         # PAUSED: promote-stable failed; traffic is held at the (good) canary.
         HookAnswered: frozenset({_P.PROMOTING, _P.PAUSED}),
@@ -522,18 +522,18 @@ _TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
         WindowJudged: frozenset({_P.ROLLING_BACK}),
         WindowFailed: frozenset({_P.ROLLING_BACK}),
         Tick: frozenset({_P.ROLLING_BACK}),
-        Abort: frozenset({_P.ROLLING_BACK}),
+        AbortRequested: frozenset({_P.ROLLING_BACK}),
         Recovered: frozenset({_P.ROLLING_BACK}),
         HookAnswered: frozenset({_P.ROLLING_BACK}),
     },
     # Ended: the hooks that run after the end only record that they ran.
     _P.SUCCEEDED: {HookAnswered: frozenset({_P.SUCCEEDED})},
     _P.ROLLED_BACK: {
-        Retry: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        RetryRequested: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
         HookAnswered: frozenset({_P.ROLLED_BACK}),
     },
     _P.ABORTED: {
-        Retry: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        RetryRequested: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
         HookAnswered: frozenset({_P.ABORTED}),
     },
 }
@@ -1462,7 +1462,7 @@ def _refuse_while_rollback_pending(state: RolloutState, event: Event) -> None:
         )
 
 
-def _on_promote(plan: Plan, state: RolloutState, event: Promote) -> RolloutState:
+def _on_promote(plan: Plan, state: RolloutState, event: PromoteRequested) -> RolloutState:
     _refuse_while_rollback_pending(state, event)
     if state.phase is Phase.PAUSED:
         state = _unpause(plan, state, event.now)
@@ -1478,12 +1478,14 @@ def _on_promote(plan: Plan, state: RolloutState, event: Promote) -> RolloutState
     return _settle(plan, state, event.now)
 
 
-def _on_promote_full(plan: Plan, state: RolloutState, event: PromoteFull) -> RolloutState:
+def _on_promote_full(
+    plan: Plan, state: RolloutState, event: FullPromotionRequested
+) -> RolloutState:
     _refuse_while_rollback_pending(state, event)
     return _promote(state, event.now, "fully promoted by operator")
 
 
-def _on_pause(plan: Plan, state: RolloutState, event: RequestPause) -> RolloutState:
+def _on_pause(plan: Plan, state: RolloutState, event: PauseRequested) -> RolloutState:
     if state.rollback_pending:
         return state  # already held; keep saying why (the failed rollback)
     if state.phase is Phase.PAUSED:
@@ -1491,16 +1493,16 @@ def _on_pause(plan: Plan, state: RolloutState, event: RequestPause) -> RolloutSt
     return _enter_pause(state, event.now, event.reason)
 
 
-def _on_resume(plan: Plan, state: RolloutState, event: Resume) -> RolloutState:
+def _on_resume(plan: Plan, state: RolloutState, event: ResumeRequested) -> RolloutState:
     if state.rollback_pending:
         return _rollback(state, event.now, f"retrying rollback: {state.reason}", abort=False)
     if state.step < len(plan.steps) and isinstance(plan.steps[state.step], WaitForPromotion):
-        return _on_promote(plan, state, Promote(event.now))
+        return _on_promote(plan, state, PromoteRequested(event.now))
     state = _unpause(plan, state, event.now)
     return _settle(plan, state, event.now)
 
 
-def _on_abort(plan: Plan, state: RolloutState, event: Abort) -> RolloutState:
+def _on_abort(plan: Plan, state: RolloutState, event: AbortRequested) -> RolloutState:
     confirmed = state.confirmed
     if state.phase is Phase.PENDING and (confirmed is None or confirmed.is_stable_only):
         if state.gate is not None:
@@ -1511,7 +1513,7 @@ def _on_abort(plan: Plan, state: RolloutState, event: Abort) -> RolloutState:
     return _rollback(state, event.now, event.reason, abort=True)
 
 
-def _on_retry(plan: Plan, state: RolloutState, event: Retry) -> RolloutState:
+def _on_retry(plan: Plan, state: RolloutState, event: RetryRequested) -> RolloutState:
     fresh = RolloutState(phase=Phase.PROGRESSING, started_at=event.now, reason="retried")
     # A new attempt: the hooks before traffic (confirm, create, pre-rollout) run again.
     fresh = _evolve(
@@ -1585,12 +1587,12 @@ _HANDLERS: dict[type[Any], Callable[[Plan, RolloutState, Any], RolloutState]] = 
     WindowJudged: _on_window_judged,
     WindowFailed: _on_window_failed,
     Tick: _on_tick,
-    Promote: _on_promote,
-    PromoteFull: _on_promote_full,
-    RequestPause: _on_pause,
-    Resume: _on_resume,
-    Abort: _on_abort,
-    Retry: _on_retry,
+    PromoteRequested: _on_promote,
+    FullPromotionRequested: _on_promote_full,
+    PauseRequested: _on_pause,
+    ResumeRequested: _on_resume,
+    AbortRequested: _on_abort,
+    RetryRequested: _on_retry,
     Recovered: _on_recovered,
     HookAnswered: _on_hook_answered,
 }
@@ -1625,12 +1627,12 @@ def transition(plan: Plan, state: RolloutState, event: Event) -> RolloutState:
 
 # Operator events as the operator names them (the CLI's and `Rollout`'s commands).
 _COMMAND_WORDS: dict[type[Any], str] = {
-    Promote: "promote",
-    PromoteFull: "promote --full",
-    RequestPause: "pause",
-    Resume: "resume",
-    Abort: "abort",
-    Retry: "retry",
+    PromoteRequested: "promote",
+    FullPromotionRequested: "promote --full",
+    PauseRequested: "pause",
+    ResumeRequested: "resume",
+    AbortRequested: "abort",
+    RetryRequested: "retry",
 }
 _ENDED = {
     Phase.SUCCEEDED: "promoted",
@@ -1687,7 +1689,7 @@ def refusal(plan: Plan, state: RolloutState, event: Any) -> str:
 
     >>> from canarykit import Plan, SetWeight
     >>> state = RolloutState(phase=Phase.SUCCEEDED, finished_at=120.0)
-    >>> refusal(Plan(steps=[SetWeight(10)]), state, RequestPause(now=130.0))
+    >>> refusal(Plan(steps=[SetWeight(10)]), state, PauseRequested(now=130.0))
     'pause: the rollout already promoted at t=120 s; nothing to do'
     """
     kind: type[Any] = event if isinstance(event, type) else type(event)
@@ -1698,8 +1700,8 @@ def refusal(plan: Plan, state: RolloutState, event: Any) -> str:
     if state.phase.is_terminal:
         return f"{word}: the rollout already {where[3:]}; you can retry it"
     why = {
-        Resume: "the rollout is not paused",
-        Retry: "only a rolled-back or aborted rollout can be retried",
+        ResumeRequested: "the rollout is not paused",
+        RetryRequested: "only a rolled-back or aborted rollout can be retried",
     }.get(kind, f"not while the rollout is {state.phase.value.replace('_', ' ')}")
     can = [c for c in allowed_commands(state) if c != word]
     options = f"you can {_or_list(can)} it" if can else "no command helps now: wait for it"
@@ -1729,14 +1731,14 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
     if phase is Phase.PENDING:
         gate = state.gate  # a hook before traffic moves, or nothing started yet
         if gate is None:
-            return Wait(until=math.inf)
+            return WaitUntil(until=math.inf)
         if state.gate_ask_at is None or now >= state.gate_ask_at:
             return RunHook(point=gate)
-        return Wait(until=state.gate_ask_at)
+        return WaitUntil(until=state.gate_ask_at)
     if phase is Phase.PROGRESSING:
         progress = state.progress_deadline_at
         if progress is not None and now >= progress and state.gap_until is None:
-            return Wait(until=progress)  # the deadline passed: a Tick settles it first
+            return WaitUntil(until=progress)  # the deadline passed: a Tick settles it first
     if phase is Phase.PROMOTING and state.gate is _HP.PROMOTE_STABLE:
         return RunHook(point=_HP.PROMOTE_STABLE)  # then traffic goes back to stable
     target = state.target
@@ -1791,7 +1793,7 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
         and not state.rollback_pending
     ):
         until = min(until, state.paused_at + plan.pause_limit)
-    return Wait(until=until)
+    return WaitUntil(until=until)
 
 
 def _hook_due(state: RolloutState, now: float) -> tuple[HookPoint | None, float]:

@@ -87,14 +87,14 @@ from ._errors import (
     UnsupportedPlanError,
 )
 from ._events import (
-    AnalysisError,
+    AnalysisFailed,
     CommandReceived,
-    LeaseLost,
+    LeaseRevoked,
     PhaseChanged,
     RolloutEvent,
     RolloutOutcome,
     RolloutResumed,
-    RouterFailure,
+    RouterCallFailed,
     SplitConfirmed,
     TimelineEntry,
     VerdictReached,
@@ -103,22 +103,22 @@ from ._events import (
 from ._hooks import HookDriver, Hooks
 from ._lease import Lease
 from ._machine import (
-    Abort,
+    AbortRequested,
     AnalysisKind,
     ApplyFailed,
     ApplySplit,
     CollectWindow,
     Event,
     Finish,
+    FullPromotionRequested,
     HookAnswered,
     HookPoint,
+    PauseRequested,
     Phase,
-    Promote,
-    PromoteFull,
+    PromoteRequested,
     Recovered,
-    RequestPause,
-    Resume,
-    Retry,
+    ResumeRequested,
+    RetryRequested,
     RolloutMachine,
     RolloutState,
     RunHook,
@@ -484,7 +484,7 @@ class Rollout:
     If the state cannot be saved (after `apply_attempts` tries), the rollout rolls back
     and `run()` raises `StateSaveError`: it never moves traffic on a step it could not
     record. If the lease is lost mid-rollout, the runner stops at once without touching
-    traffic or the store again, emits `LeaseLost`, and `run()` raises `LeaseLostError`.
+    traffic or the store again, emits `LeaseRevoked`, and `run()` raises `LeaseLostError`.
 
     A plan that needs what the router cannot do is refused here, before traffic moves:
     a capability it lacks, or a split its ``check_split`` refuses (`UnsupportedPlanError`
@@ -572,7 +572,7 @@ class Rollout:
         if state is not None and not isinstance(state, RolloutState):
             raise ConfigError("state", state, "must be a RolloutState")
         if hooks is not None and not isinstance(hooks, Hooks):
-            raise ConfigError("hooks", hooks, "must be a canarykit.Hooks")
+            raise ConfigError("hooks", hooks, "must be a canarykit.hooks.Hooks")
         if release is not None and not _is_release(release):
             why = "must be 1-128 printable characters, without control characters"
             raise ConfigError("release", release, why)
@@ -667,27 +667,27 @@ class Rollout:
 
     def promote(self) -> None:
         """Finish the current step now and go on (also ends a pause)."""
-        self._command(Promote(self.clock.now()), "promote")
+        self._command(PromoteRequested(self.clock.now()), "promote")
 
     def promote_full(self) -> None:
         """Skip the remaining steps and promote the canary."""
-        self._command(PromoteFull(self.clock.now()), "promote_full")
+        self._command(FullPromotionRequested(self.clock.now()), "promote_full")
 
     def pause(self, reason: str = "paused by operator") -> None:
         """Hold the rollout at its current split; analysis keeps watching."""
-        self._command(RequestPause(self.clock.now(), reason), "pause", reason)
+        self._command(PauseRequested(self.clock.now(), reason), "pause", reason)
 
     def resume(self) -> None:
         """Carry on from a pause."""
-        self._command(Resume(self.clock.now()), "resume")
+        self._command(ResumeRequested(self.clock.now()), "resume")
 
     def abort(self, reason: str = "aborted by operator") -> None:
         """Roll back to stable and end as aborted."""
-        self._command(Abort(self.clock.now(), reason), "abort", reason)
+        self._command(AbortRequested(self.clock.now(), reason), "abort", reason)
 
     def retry(self) -> None:
         """Start an aborted or rolled-back rollout again from its first step; then `run()`."""
-        self._command(Retry(self.clock.now()), "retry")
+        self._command(RetryRequested(self.clock.now()), "retry")
 
     def _command(self, event: Event, name: str, reason: str = "") -> None:
         if self._busy:
@@ -947,7 +947,9 @@ class Rollout:
                 except Exception as exc:
                     reason = describe_failure(exc, self._call_timeout)
                     now = self.clock.now()
-                    self._emit(RouterFailure(time=now, split=split, attempt=attempt, reason=reason))
+                    self._emit(
+                        RouterCallFailed(time=now, split=split, attempt=attempt, reason=reason)
+                    )
                     if isinstance(exc, ConfigError) or attempt == self._apply_attempts:
                         break
                     retry_at = now + backoff_delay(self._retry_delay, attempt)
@@ -1086,7 +1088,7 @@ class Rollout:
             except Exception as exc:
                 reason = describe_failure(exc, self._call_timeout)
                 now = self.clock.now()
-                self._emit(RouterFailure(time=now, split=split, attempt=attempt, reason=reason))
+                self._emit(RouterCallFailed(time=now, split=split, attempt=attempt, reason=reason))
                 if isinstance(exc, ConfigError):
                     # The router refuses this split and always will: no retry. Rolling
                     # back, report it to the machine (which holds and pauses); otherwise
@@ -1147,7 +1149,7 @@ class Rollout:
         else:
             reason = observation
         self._emit(
-            AnalysisError(
+            AnalysisFailed(
                 time=now, kind=action.kind, start=action.start, end=action.end, reason=reason
             )
         )
@@ -1217,7 +1219,7 @@ class Rollout:
             if not self.phase.is_terminal:
                 # A rollout still pending is simply aborted; anything else rolls back.
                 with contextlib.suppress(InvalidTransition):
-                    self._handle(Abort(self.clock.now(), reason))
+                    self._handle(AbortRequested(self.clock.now(), reason))
             if record and self.phase is Phase.ROLLING_BACK:
                 # Saved before it is done, as every action is: a runner killed during the
                 # rollback leaves a state that the next runner rolls back too.
@@ -1439,7 +1441,7 @@ class Rollout:
         self._lease_lost = reason
         holder = "" if self.lease is None else self.lease.holder
         logger.error("%s: lost the lease (%s); stopping without touching traffic", self.key, reason)
-        self._emit(LeaseLost(time=self.clock.now(), holder=holder, reason=reason))
+        self._emit(LeaseRevoked(time=self.clock.now(), holder=holder, reason=reason))
         if self._drive_scope is not None:
             self._drive_scope.cancel()
 

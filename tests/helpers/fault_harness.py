@@ -63,7 +63,7 @@ import attrs
 
 import canarykit as ck
 from canarykit import Phase
-from canarykit._events import LeaseLost, PhaseChanged
+from canarykit._events import LeaseRevoked, PhaseChanged
 from canarykit._observe import ArmStats, Observation
 from canarykit._split import FULL_CANARY, STABLE_ONLY
 from canarykit._verdict import Judgement, Verdict, VerdictKind
@@ -442,13 +442,15 @@ def _opposite(answer: bool | None) -> bool:
     return answer is False
 
 
-def faulty_hooks(faults: FaultPlan) -> ck.Hooks:
+def faulty_hooks(faults: FaultPlan) -> ck.hooks.Hooks:
     """A hook at every point, answering as a healthy rollout expects, with `faults`."""
     hooks = {
         name: faults.wrap(f"hook.{name}", _answer(answer), wrong=_opposite)
         for name, answer in _HOOK_ANSWERS.items()
     }
-    return ck.Hooks(**hooks, interval=30, gate_timeout=HOOK_GATE_TIMEOUT, call_timeout=CALL_TIMEOUT)
+    return ck.hooks.Hooks(
+        **hooks, interval=30, gate_timeout=HOOK_GATE_TIMEOUT, call_timeout=CALL_TIMEOUT
+    )
 
 
 class HookServer:
@@ -527,10 +529,10 @@ WEBHOOK_TIMEOUT = 1.0
 WEBHOOK_ATTEMPTS = 2
 
 
-def webhook_hooks(url: str) -> ck.Hooks:
+def webhook_hooks(url: str) -> ck.hooks.Hooks:
     """A `Webhook` at every hook point, posting to `HookServer` at `url`."""
     hooks = {
-        name: ck.Webhook(
+        name: ck.hooks.Webhook(
             f"{url}/{name}",
             name=name.replace("_", "-"),
             timeout=WEBHOOK_TIMEOUT,
@@ -539,7 +541,9 @@ def webhook_hooks(url: str) -> ck.Hooks:
         )
         for name in _HOOK_ANSWERS
     }
-    return ck.Hooks(**hooks, interval=30, gate_timeout=HOOK_GATE_TIMEOUT, call_timeout=CALL_TIMEOUT)
+    return ck.hooks.Hooks(
+        **hooks, interval=30, gate_timeout=HOOK_GATE_TIMEOUT, call_timeout=CALL_TIMEOUT
+    )
 
 
 def _command(holder: list[ck.Rollout | None], name: str) -> None:
@@ -698,7 +702,7 @@ async def _run_chain(
 
     def listen(event: Any) -> None:
         events.append(event)
-        if isinstance(event, LeaseLost):
+        if isinstance(event, LeaseRevoked):
             router.lease_lost = True
 
     runners: dict[int, ck.Rollout] = {}
@@ -994,7 +998,7 @@ def kill9_child(directory: Path, pauses: list[float], backend: str) -> int:
         router=FileRouter(directory),
         metrics=SteadyMetrics(),
         decider=threshold(bound("error_rate", max=0.05)),
-        store=ck.FileStore(directory / "state"),
+        store=ck.stores.FileStore(directory / "state"),
         key=KEY,
         call_timeout=5,
     )
@@ -1163,11 +1167,11 @@ def check_kill9_trial(
     if reported != real or real != expected_end.get(phase):
         problems.append(f"ended {phase.value} with {real} in force; the outcome says {reported}")
     try:
-        record = anyio.run(ck.FileStore(directory / "state").load, KEY)
+        record = anyio.run(ck.stores.FileStore(directory / "state").load, KEY)
     except ck.CanaryError as exc:
         problems.append(f"the saved state cannot be read: {exc}")
     else:
-        saved = ck.RolloutState.from_json(record["state"]) if record else None
+        saved = ck.machine.RolloutState.from_json(record["state"]) if record else None
         if saved is None or saved.phase is not phase or saved.confirmed not in (None, real):
             problems.append(f"the saved state does not say {phase.value} at {real}: {saved}")
     # No step repeated, none skipped: the distinct splits applied, in order, are the

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from canarykit import TrafficSplit, Window, load_policy
+from canarykit import TrafficSplit, Window
 from canarykit.metrics import PrometheusSource, http_queries
+from canarykit.policy import load_policy
 from canarykit.testing import PrometheusServer
 
 if sys.version_info >= (3, 11):

@@ -45,15 +45,15 @@ from typing import Any, TextIO
 import anyio
 import anyio.to_thread
 
-from ._errors import ConfigError, CorruptStateError, InvalidTransition
-from ._files import parse_json, private_dir, read_regular, write_private
-from ._lease import pid_alive
-from ._machine import Phase, RolloutState
-from ._policy import load_policy
-from ._policy_run import Deployment
-from ._runner import Rollout
-from ._stores import FileStore
-from ._text import shown
+from .._errors import ConfigError, CorruptStateError, InvalidTransition
+from .._files import parse_json, private_dir, read_regular, write_private
+from .._lease import pid_alive
+from .._machine import Phase, RolloutState
+from .._runner import Rollout
+from .._stores import FileStore
+from .._text import shown
+from ..policy._deployment import Deployment
+from ..policy._load import load_policy
 
 __all__ = [
     "COMMANDS",

@@ -31,14 +31,14 @@ from typing import Any, TextIO
 
 import anyio
 
-from ._cli_control import add_location_arguments, locate
-from ._cli_run import EXIT_NOT_AT_STABLE, _traffic_target
-from ._errors import CanaryError, ConfigError, RouterError
-from ._machine import RolloutState
-from ._policy import load_policy
-from ._split import TrafficSplit
-from ._stores import FileStore
-from ._text import shown
+from .._errors import CanaryError, ConfigError, RouterError
+from .._machine import RolloutState
+from .._split import TrafficSplit
+from .._stores import FileStore
+from .._text import shown
+from ..policy._load import load_policy
+from ._control import add_location_arguments, locate
+from ._run import EXIT_NOT_AT_STABLE, _traffic_target
 
 __all__ = ["add_init_command", "run_init"]
 
@@ -110,7 +110,7 @@ async def _init(router: Any, lease: Any, force: bool, out: TextIO) -> int:
 
 
 async def _prepare(router: Any, force: bool, out: TextIO) -> int:
-    from .routers import HAProxyRouter, NginxRouter, SlotRouter
+    from ..routers import HAProxyRouter, NginxRouter, SlotRouter
 
     if isinstance(router, SlotRouter):
         return await _prepare_slots(router, force, out)

@@ -37,13 +37,13 @@ not as false ones: the canary does differ.
 
 ``run`` runs the policy's plan for real through its ``[router]`` and ``[metrics]``
 tables, showing each event as a line and, on a terminal, a live status line; see
-`canarykit._cli_run` for its exit codes and its handling of SIGINT and SIGTERM.
+`canarykit._cli._run` for its exit codes and its handling of SIGINT and SIGTERM.
 ``promote``, ``pause``, ``resume`` and ``abort`` send a command to the ``run`` driving
 the policy's rollout and print its answer; ``status`` shows the saved state
-(`canarykit._cli_control`).
+(`canarykit._cli._control`).
 
 ``init`` makes the router's starting state (all traffic on stable) before a first
-rollout, or reports it (`canarykit._cli_init`).
+rollout, or reports it (`canarykit._cli._init`).
 
 ``render`` prints, as YAML, the Gateway API HTTPRoute or Istio VirtualService that
 `canarykit.routers.GatewayAPIRouter` or `IstioRouter` would apply for the split, for
@@ -70,18 +70,18 @@ from typing import Any, TextIO
 
 import attrs
 
-from . import __version__
-from ._cli_control import COMMANDS, add_control_commands, run_control
-from ._cli_init import add_init_command, run_init
-from ._cli_render import add_render_command, run_render
-from ._cli_run import add_run_command, run_run
-from ._errors import CanaryError, ConfigError
-from ._events import RolloutOutcome, TimelineEntry
-from ._plan import Plan
-from ._policy import Policy, format_duration, load_policy
-from ._text import MAX_TEXT, shown
-from .deciders import format_value
-from .plot import add_plot_option, plot_rollout
+from .. import __version__
+from .._errors import CanaryError, ConfigError
+from .._events import RolloutOutcome, TimelineEntry
+from .._plan import Plan
+from .._text import MAX_TEXT, shown
+from ..deciders import format_value
+from ..plot import add_plot_option, plot_rollout
+from ..policy._load import Policy, format_duration, load_policy
+from ._control import COMMANDS, add_control_commands, run_control
+from ._init import add_init_command, run_init
+from ._render import add_render_command, run_render
+from ._run import add_run_command, run_run
 
 __all__ = ["main"]
 
@@ -102,7 +102,7 @@ _OUTCOME_WORDS = {
 
 
 def _scenario_names() -> list[str]:
-    from .testing import SCENARIOS
+    from ..testing import SCENARIOS
 
     return sorted(SCENARIOS)
 
@@ -289,7 +289,7 @@ def _check_reason(args: argparse.Namespace) -> None:
 
 
 def _simulate(args: argparse.Namespace, out: TextIO) -> int:
-    from .testing import SCENARIOS, simulate
+    from ..testing import SCENARIOS, simulate
 
     policy = load_policy(args.policy)
     seed = policy.simulation.seed if args.seed is None else args.seed
@@ -452,7 +452,7 @@ class _Progress:
 
 
 def _evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .testing._evaluate import Scenario, evaluate, parse_regression
+    from ..testing._evaluate import Scenario, evaluate, parse_regression
 
     policy = load_policy(args.policy)
     seed = policy.simulation.seed if args.seed is None else args.seed
@@ -506,7 +506,7 @@ def _span(seconds: float | None) -> str:
 
 
 def _share(count: int, total: int) -> str:
-    from .testing._evaluate import wilson_interval
+    from ..testing._evaluate import wilson_interval
 
     low, high = wilson_interval(count, total)
     return (

@@ -33,9 +33,9 @@ import importlib
 import sys
 from typing import Any, TextIO
 
-from ._errors import ConfigError
-from ._split import HeaderRoute, TrafficSplit
-from .routers._render import (
+from .._errors import ConfigError
+from .._split import HeaderRoute, TrafficSplit
+from ..routers._render import (
     HTTPRouteTarget,
     VirtualServiceTarget,
     destination_rule_base,

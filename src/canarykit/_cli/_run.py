@@ -61,25 +61,25 @@ import anyio
 import anyio.abc
 import attrs
 
-from ._cli_control import (
+from .._errors import ConfigError, ReleaseFinishedError
+from .._events import RolloutEvent, RolloutOutcome, TimelineEntry
+from .._machine import Phase
+from .._plan import Analyze, Pause, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
+from .._runner import Rollout
+from .._stores import FileStore
+from .._text import shown
+from ..policy._deployment import check_plan_on_router, check_release
+from ..policy._load import Policy, format_duration, load_policy
+from ._control import (
     CommandInbox,
     add_location_arguments,
     finished_words,
     locate,
     serve_inbox,
 )
-from ._errors import ConfigError, ReleaseFinishedError
-from ._events import RolloutEvent, RolloutOutcome, TimelineEntry
-from ._machine import Phase
-from ._plan import Analyze, Pause, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
-from ._policy import Policy, format_duration, load_policy
-from ._policy_run import check_plan_on_router, check_release
-from ._runner import Rollout
-from ._stores import FileStore
-from ._text import shown
 
 if TYPE_CHECKING:
-    from .notify import Notifier
+    from ..notify import Notifier
 
 __all__ = [
     "EXIT_CODES",
@@ -265,7 +265,7 @@ def execute(
 
     `lines` gets the event lines, `status` (a terminal, or None) the status line and `out`
     the outcome (as JSON with `json_outcome`). Operator commands come from `inbox` (see
-    `canarykit._cli_control`). SIGINT and SIGTERM cancel the run. A release that had
+    `canarykit._cli._control`). SIGINT and SIGTERM cancel the run. A release that had
     already finished is reported as such (`EXIT_NOTHING_TO_DO`), never as an outcome.
     """
     window = rollout.plan.analysis_interval or _LOG_WINDOW

@@ -60,7 +60,7 @@ A window is at 100% when its split says so, or, without a split, when the stable
 no requests and the canary some. The record is only as good as the stable version's
 behaviour then: a load that changes over a long bake moves the canary and not the
 record. A metric with no record (the plan's first watched window at 100%) and no live
-stable value has no data (``no_data`` decides); `canarykit.load_policy` refuses such a
+stable value has no data (``no_data`` decides); `canarykit.policy.load_policy` refuses such a
 plan.
 
 The decider is pure and synchronous; its state is the stable record, plain JSON data.
@@ -84,9 +84,9 @@ from typing import Any
 
 import attrs
 
+from .._durations import format_duration
 from .._errors import ConfigError
 from .._observe import _BUILT_IN, Observation
-from .._policy_table import format_duration
 from .._split import TrafficSplit
 from .._validate import optional_finite, printable_name, to_enum
 from .._verdict import Judgement, MetricVerdict, Verdict, VerdictKind

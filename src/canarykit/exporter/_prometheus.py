@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
 from .._events import (
-    AnalysisError,
-    LeaseLost,
+    AnalysisFailed,
+    LeaseRevoked,
     PhaseChanged,
-    RouterFailure,
+    RouterCallFailed,
     SplitConfirmed,
     VerdictReached,
 )
@@ -274,11 +274,11 @@ class PrometheusExporter:
                 self.metric_verdicts.labels(name, item.metric, item.kind.value).inc()
                 if item.value is not None:
                     self.metric_analysis.labels(name, item.metric).set(item.value)
-        elif isinstance(event, AnalysisError):
+        elif isinstance(event, AnalysisFailed):
             self.errors.labels(name, "analysis").inc()
-        elif isinstance(event, RouterFailure):
+        elif isinstance(event, RouterCallFailed):
             self.errors.labels(name, "router").inc()
-        elif isinstance(event, LeaseLost):
+        elif isinstance(event, LeaseRevoked):
             self.errors.labels(name, "lease").inc()
         else:
             # RolloutResumed, and event kinds added later, may carry the phase.

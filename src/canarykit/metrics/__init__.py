@@ -2,10 +2,13 @@
 
 - `PrometheusSource`: instant and range queries filled in per arm and per window, mapped
   into observations; needs the `prometheus` extra (`pip install 'canarykit[prometheus]'`).
+- `resolution`: how finely a histogram's buckets resolve latency near a quantile, so a
+  margin smaller than a bucket is not promised.
 - `Recorder`: the application records each request's arm, outcome and latency; windows
   rotate and become observations.
 """
 
+from .._histogram import resolution as resolution
 from ._answers import PrometheusSample as PrometheusSample
 from ._answers import PrometheusSeries as PrometheusSeries
 from ._classic import histogram_from_classic as histogram_from_classic
@@ -18,6 +21,7 @@ from ._recorder import Measurement as Measurement
 from ._recorder import Recorder as Recorder
 
 __all__ = [
+    "resolution",
     "BasicAuth",
     "BearerAuth",
     "Measurement",

@@ -26,7 +26,7 @@ behind the queries. Requests and errors of one target share scrape times, so the
 Latency buckets: classic buckets much wider than a margin hide a regression inside
 them (prometheus_client's defaults are 2x to 2.5x wide where most services answer). When
 the bucket holding an arm's median or p90 is wider than 1.25x, `collect` logs one warning
-per rollout and histogram, naming both; see `canarykit.resolution`.
+per rollout and histogram, naming both; see `canarykit.metrics.resolution`.
 
 Errors: an empty `requests` answer raises `NoDataError`; connection errors, timeouts, HTTP
 429 and 5xx are retried with exponential backoff (`attempts`, `backoff`) within a total

@@ -8,9 +8,9 @@ errors. Here a level means "this and worse".)
 Which event gets which severity:
 
 - error: `PhaseChanged` to rolled_back; `PhaseChanged` from rolling_back to paused (the
-  rollback could not be confirmed); `LeaseLost` (the runner stopped acting).
+  rollback could not be confirmed); `LeaseRevoked` (the runner stopped acting).
 - warn: `PhaseChanged` to rolling_back, aborted or paused (inconclusive, operator,
-  deadline); `VerdictReached` inconclusive or fail; `AnalysisError`; `RouterFailure`
+  deadline); `VerdictReached` inconclusive or fail; `AnalysisFailed`; `RouterCallFailed`
   (retried or counted); `CommandReceived` refused.
 - info: `PhaseChanged` to progressing, promoting, succeeded or pending; `SplitConfirmed`
   (the canary's weight changed); `VerdictReached` pass or not_yet; `CommandReceived`
@@ -38,12 +38,12 @@ import attrs
 
 from .._errors import ConfigError
 from .._events import (
-    AnalysisError,
+    AnalysisFailed,
     CommandReceived,
-    LeaseLost,
+    LeaseRevoked,
     PhaseChanged,
     RolloutResumed,
-    RouterFailure,
+    RouterCallFailed,
     SplitConfirmed,
     VerdictReached,
     describe_split,
@@ -145,21 +145,24 @@ def _event_name(event: object) -> str:
         PhaseChanged: "phase_changed",
         SplitConfirmed: "split_confirmed",
         VerdictReached: "verdict",
-        AnalysisError: "analysis_error",
-        RouterFailure: "router_failure",
+        AnalysisFailed: "analysis_error",
+        RouterCallFailed: "router_failure",
         CommandReceived: "command",
+        # The wire name from before the event was renamed (LeaseLost), so consumers keep working.
+        LeaseRevoked: "lease_lost",
     }
     name = names.get(type(event))
     if name is not None:
         return name
-    # RolloutResumed -> rollout_resumed, LeaseLost -> lease_lost, and any later event kind.
+    # RolloutResumed -> rollout_resumed, and any later event kind.
     return re.sub(r"(?<!^)(?=[A-Z])", "_", type(event).__name__).lower()
 
 
 def event_severity(event: object) -> Severity:
     """The severity of a rollout event (see the table in this module's documentation).
 
-    >>> from canarykit import Phase, PhaseChanged
+    >>> from canarykit import Phase
+    >>> from canarykit.events import PhaseChanged
     >>> event_severity(PhaseChanged(time=0, old=Phase.ROLLING_BACK, new=Phase.ROLLED_BACK,
     ...                             step=2, reason="error_rate failed"))
     Severity.ERROR
@@ -177,11 +180,11 @@ def event_severity(event: object) -> Severity:
         if event.verdict.kind in (VerdictKind.FAIL, VerdictKind.INCONCLUSIVE):
             return Severity.WARN
         return Severity.INFO
-    if isinstance(event, (AnalysisError, RouterFailure)):
+    if isinstance(event, (AnalysisFailed, RouterCallFailed)):
         return Severity.WARN
     if isinstance(event, CommandReceived):
         return Severity.INFO if event.accepted else Severity.WARN
-    if isinstance(event, LeaseLost):
+    if isinstance(event, LeaseRevoked):
         return Severity.ERROR
     return Severity.INFO
 
@@ -255,10 +258,10 @@ def _describe(event: object) -> tuple[str, str, dict[str, Any]]:
             "canary": _arm(event.observation.canary),
         }
         return f"{analysis}: {verdict.kind.value}: {verdict.reason}", verdict.reason, details
-    if isinstance(event, AnalysisError):
+    if isinstance(event, AnalysisFailed):
         details = {"analysis": event.kind.value, "window_end": event.end}
         return f"{event.kind.value} analysis error: {event.reason}", event.reason, details
-    if isinstance(event, RouterFailure):
+    if isinstance(event, RouterCallFailed):
         text = (
             f"router attempt {event.attempt} failed applying "
             f"{describe_split(event.split)}: {event.reason}"
@@ -271,7 +274,7 @@ def _describe(event: object) -> tuple[str, str, dict[str, Any]]:
         else:
             text = f"operator command {event.command} refused: {event.reason}"
         return text, event.reason, {"command": event.command, "accepted": event.accepted}
-    # RolloutResumed, LeaseLost and event kinds added later: say what can be said.
+    # RolloutResumed, LeaseRevoked and event kinds added later: say what can be said.
     reason = getattr(event, "reason", "")
     reason = reason if isinstance(reason, str) else str(reason)
     name = _event_name(event).replace("_", " ")
@@ -323,7 +326,8 @@ def describe_event(
     Works for any object: event kinds added to canarykit later are described by their
     class name and their ``reason``, at info.
 
-    >>> from canarykit import Phase, PhaseChanged
+    >>> from canarykit import Phase
+    >>> from canarykit.events import PhaseChanged
     >>> notice = describe_event(PhaseChanged(time=360.0, old=Phase.ROLLING_BACK,
     ...     new=Phase.ROLLED_BACK, step=1, reason="error_rate: fail"), "web")
     >>> notice.severity, notice.message

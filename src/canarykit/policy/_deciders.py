@@ -9,17 +9,9 @@ from typing import Any
 
 import attrs
 
-from ._errors import ConfigError
-from ._policy_table import (
-    PolicyTable,
-    _error,
-    _prefixed,
-    parse_duration,
-    parse_fraction,
-    parse_percent,
-)
-from ._protocols import Decider
-from .deciders import (
+from .._errors import ConfigError
+from .._protocols import Decider
+from ..deciders import (
     AllOf,
     AnyOf,
     Bound,
@@ -42,7 +34,15 @@ from .deciders import (
     sequential_errors,
     sequential_latency,
 )
-from .deciders._relative import DEFAULT_RECORD_WINDOWS
+from ..deciders._relative import DEFAULT_RECORD_WINDOWS
+from ._table import (
+    PolicyTable,
+    _error,
+    _prefixed,
+    parse_duration,
+    parse_fraction,
+    parse_percent,
+)
 
 __all__ = ["DeciderKind", "decider_kinds", "register_decider_kind"]
 
@@ -87,6 +87,7 @@ def register_decider_kind(
     'low_errors'
     >>> "low_errors" in decider_kinds()
     True
+    >>> from canarykit.policy._deciders import _DECIDER_KINDS  # undo, for this example
     >>> _ = _DECIDER_KINDS.pop("low_errors")
     """
     if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):

@@ -40,12 +40,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ._errors import ConfigError, FileRefusedError
-from ._files import read_regular
-from ._http import HEADER_NAME
-from ._machine import HookPoint, plan_splits
-from ._plan import Plan, SetHeaderRoutes, SetMirror, SetWeight
-from ._policy_table import (
+from .._errors import ConfigError, FileRefusedError
+from .._files import read_regular
+from .._http import HEADER_NAME
+from .._machine import HookPoint, plan_splits
+from .._plan import Plan, SetHeaderRoutes, SetMirror, SetWeight
+from .._safe import check_name
+from .._validate import finite
+from ._table import (
     PolicyTable,
     _error,
     _prefixed,
@@ -53,13 +55,11 @@ from ._policy_table import (
     parse_duration,
     parse_percent,
 )
-from ._safe import check_name
-from ._validate import finite
 
 if TYPE_CHECKING:
-    from ._hooks import Hooks
-    from ._protocols import MetricsSource, TrafficRouter
-    from .notify import Notifier
+    from .._hooks import Hooks
+    from .._protocols import MetricsSource, TrafficRouter
+    from ..notify import Notifier
 
 __all__ = ["Deployment"]
 
@@ -516,7 +516,7 @@ def _read_router(table: PolicyTable) -> Mapping[str, Any]:
 
 
 def _build_router(spec: Mapping[str, Any]) -> TrafficRouter:
-    from .routers import (
+    from ..routers import (
         GatewayAPIRouter,
         HAProxyRouter,
         IstioRouter,
@@ -542,7 +542,7 @@ def _build_router(spec: Mapping[str, Any]) -> TrafficRouter:
     if slots is not None:
         # Alternate slots: `stable` names the first slot's servers, `canary` the second's;
         # whichever is live is judged against the idle one, which gets each release.
-        from .routers import SlotRouter
+        from ..routers import SlotRouter
 
         if len(slots) != 2 or slots[0] == slots[1]:
             raise _error("router.slots", 'must name two different slots, e.g. ["blue", "green"]')
@@ -565,7 +565,7 @@ def check_plan_on_router(plan: Plan, router: TrafficRouter) -> None:
     """
     check = getattr(router, "check_split", None)
     if not callable(check):
-        from .routers import NginxRouter
+        from ..routers import NginxRouter
 
         check = router.render if isinstance(router, NginxRouter) else None
     if check is None:
@@ -680,7 +680,7 @@ def _read_metrics(table: PolicyTable) -> Mapping[str, Any]:
 
 
 def _build_metrics(spec: Mapping[str, Any]) -> MetricsSource:
-    from .metrics import BasicAuth, BearerAuth, PrometheusQueries, PrometheusSource, http_queries
+    from ..metrics import BasicAuth, BearerAuth, PrometheusQueries, PrometheusSource, http_queries
 
     options = _thawed(spec)
     options.pop("kind")
@@ -908,7 +908,7 @@ _HOOKS = _Schema({**_HOOK_TIMING, **{point: _HookPoint() for point in _POINTS}})
 
 
 def _build_hook(where: str, spec: Any) -> Any:
-    from ._hooks import FileApproval, Webhook
+    from .._hooks import FileApproval, Webhook
 
     if isinstance(spec, str):
         with _prefixed(where, {"url": ""}):
@@ -930,7 +930,7 @@ def _build_hook(where: str, spec: Any) -> Any:
 
 
 def _build_hooks(spec: Mapping[str, Any]) -> Hooks:
-    from ._hooks import Hooks
+    from .._hooks import Hooks
 
     options: dict[str, Any] = {}
     for key, value in spec.items():
@@ -998,7 +998,7 @@ def _read_notifiers(value: Any, where: str) -> tuple[Mapping[str, Any], ...]:
 
 
 def _build_notifier(where: str, spec: Mapping[str, Any], rollout: str | None) -> Notifier:
-    from .notify import SlackNotifier, WebhookNotifier
+    from ..notify import SlackNotifier, WebhookNotifier
 
     options = _thawed(spec)
     kind = options.pop("kind")
@@ -1136,7 +1136,7 @@ class Deployment:
     `ConfigError` naming the key path, or `ModuleNotFoundError` naming the extra to
     install. The repr shows kinds and hook points, never a URL or a secret.
 
-    >>> from canarykit import load_policy
+    >>> from canarykit.policy import load_policy
     >>> policy = load_policy('''
     ... [plan]
     ... shape = "linear"

@@ -296,7 +296,7 @@ indices count from 0)::
     latency_sum = 'sum(increase(latency_sum{track="{arm}"}[{window}]))'
     gauges = {cpu = 'avg(cpu{track="{arm}"})'}
 
-    [hooks]                     # canarykit.Hooks
+    [hooks]                     # canarykit.hooks.Hooks
     interval = "1m"             # between asks of a closed gate, and rollback checks
     gate_timeout = "2h"         # abort when a gate stays closed this long (default: never)
     call_timeout = "1m"         # each call of a hook, its retries included
@@ -376,9 +376,9 @@ from typing import Any
 
 import attrs
 
-from ._errors import ConfigError, FileRefusedError
-from ._files import read_regular
-from ._plan import (
+from .._errors import ConfigError, FileRefusedError
+from .._files import read_regular
+from .._plan import (
     DEFAULT_PROGRESS_DEADLINE,
     PROGRESS_DEADLINE_POLICIES,
     Analyze,
@@ -393,22 +393,22 @@ from ._plan import (
     from_weights,
     linear,
 )
-from ._protocols import Decider
-from ._split import HeaderRoute
-from .presets import codedeploy
+from .._protocols import Decider
+from .._split import HeaderRoute
+from ..presets import codedeploy
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     # tomli is a dependency on 3.10 only, so it may be absent where mypy runs.
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
-from ._decider_checks import check_full_canary_steps, check_metric_names
-from ._policy_deciders import _DECIDER_KINDS as _DECIDER_KINDS
-from ._policy_deciders import DeciderKind as DeciderKind
-from ._policy_deciders import _build_decider, _dump_decider, declared_gauges
-from ._policy_deciders import decider_kinds as decider_kinds
-from ._policy_deciders import register_decider_kind as register_decider_kind
-from ._policy_run import (
+from .._decider_checks import check_full_canary_steps, check_metric_names
+from ._deciders import _DECIDER_KINDS as _DECIDER_KINDS
+from ._deciders import DeciderKind as DeciderKind
+from ._deciders import _build_decider, _dump_decider, declared_gauges
+from ._deciders import decider_kinds as decider_kinds
+from ._deciders import register_decider_kind as register_decider_kind
+from ._deployment import (
     _DEPLOYMENT_TABLES,
     _SUB_TABLES,
     Deployment,
@@ -416,10 +416,10 @@ from ._policy_run import (
     _read_deployment,
     duration_value,
 )
-from ._policy_table import PolicyTable as PolicyTable
-from ._policy_table import _error, _prefixed, parse_fraction, parse_percent
-from ._policy_table import format_duration as format_duration
-from ._policy_table import parse_duration as parse_duration
+from ._table import PolicyTable as PolicyTable
+from ._table import _error, _prefixed, parse_fraction, parse_percent
+from ._table import format_duration as format_duration
+from ._table import parse_duration as parse_duration
 
 __all__ = [
     "DeciderKind",
@@ -654,7 +654,7 @@ def _integer_seed(_inst: Any, _attr: Any, value: Any) -> None:
 
 
 def _header_share(value: Any) -> float | Mapping[str, float]:
-    from .testing._scripted import _freeze_header_share
+    from ..testing._scripted import _freeze_header_share
 
     return _freeze_header_share(value)
 
@@ -663,7 +663,7 @@ def _simulation_gauges(value: Any) -> Mapping[str, Any]:
     """`value` as a read-only mapping of gauge name to `ScriptedGauge` (a number: a level)."""
     from types import MappingProxyType
 
-    from .testing._scripted import ScriptedGauge, _freeze_rates
+    from ..testing._scripted import ScriptedGauge, _freeze_rates
 
     gauges = {}
     for name, gauge in _freeze_rates(value).items():
@@ -883,8 +883,8 @@ _GAUGE_KEYS = ("value", "canary_factor", "canary_per_hour", "at", "noise")
 
 
 def _read_simulation_gauge(table: PolicyTable, name: str) -> Any:
-    from ._observe import METRIC_NAMES
-    from .testing._scripted import ScriptedGauge
+    from .._observe import METRIC_NAMES
+    from ..testing._scripted import ScriptedGauge
 
     value = table.raw(name)
     if name in METRIC_NAMES:

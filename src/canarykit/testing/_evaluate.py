@@ -4,7 +4,7 @@ How it works. `evaluate` runs many seeded rollouts of a plan and a decider throu
 real, pure state machine (`transition` / `next_action`) in virtual time, without an
 event loop: it answers each `ApplySplit` with `SplitApplied` at once, each
 `CollectWindow` with an observation drawn for the split the machine has confirmed and
-judged by the decider (`WindowJudged`), and each `Wait` with a `Tick` at its deadline,
+judged by the decider (`WindowJudged`), and each `WaitUntil` with a `Tick` at its deadline,
 as the runner would with an instant router and a virtual clock. A run ends when the
 rollout does (promoted, rolled back, aborted) or when nothing is due before the
 horizon (it is then reported as paused or running).
@@ -83,7 +83,7 @@ from .._machine import (
     SplitApplied,
     Start,
     Tick,
-    Wait,
+    WaitUntil,
     WindowFailed,
     WindowJudged,
     next_action,
@@ -197,7 +197,7 @@ def parse_regression(text: str, *, field: str = "regression") -> InjectedRegress
     >>> parse_regression("none") is None
     True
     """
-    from .._policy import parse_duration
+    from .._durations import parse_duration
 
     if not isinstance(text, str):
         raise ConfigError(field, text, _REGRESSION_HELP)
@@ -1166,8 +1166,8 @@ def _run(
                 state,
                 WindowJudged(now, action.kind, end, judged.verdict, judged.state),
             )
-        elif action_type is Wait:
-            assert isinstance(action, Wait)
+        elif action_type is WaitUntil:
+            assert isinstance(action, WaitUntil)
             until = action.until
             if until <= now:
                 # A deadline has passed: as the runner does, only once the windows due
