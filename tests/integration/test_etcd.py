@@ -251,3 +251,34 @@ async def test_writes_continue_through_the_others_when_the_leader_is_killed(own_
         cluster.start_member(leader)
         assert json.loads(cluster.get("ck/web/state") or b"{}")["data"] == {"step": 19}
         await lease.release()
+
+
+async def test_with_etcd_auth_on_a_store_logs_in_and_a_wrong_password_is_refused_unshown(
+    own_cluster,
+):
+    password = "Pw-s3cret-7Qx"
+    endpoint = own_cluster.endpoints[0]
+    for path, body in [
+        ("/v3/auth/user/add", {"name": "root", "password": password}),
+        ("/v3/auth/role/add", {"name": "root"}),
+        ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+        ("/v3/auth/enable", {}),
+    ]:
+        request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+    endpoints = own_cluster.endpoints
+    async with EtcdStore(endpoints, username="root", password=password) as store:
+        await store.save("web", {"n": 1})
+        assert await store.load("web") == {"n": 1}
+        lease = store.lease("web", ttl=TTL)
+        await lease.acquire()
+        assert await lease.check() == lease.token
+        await lease.release()
+    async with EtcdStore(endpoints, username="root", password=password + "-wrong") as store:
+        with pytest.raises(ck.StateError, match="authenticating as 'root' failed") as caught:
+            await store.load("web")
+        assert password not in str(caught.value)
+    async with EtcdStore(endpoints) as store:
+        with pytest.raises(ck.StateError, match="user name is empty"):
+            await store.load("web")

@@ -357,8 +357,10 @@ class EtcdStore:
                     if answer.ok:
                         return self._decode(answer.body, what)
                     text = answer.text(self._redactor(), limit=300)
-                    if answer.status == 401 and self._password is not None and not renewed_auth:
-                        # The token expired (etcd's simple tokens last 5 minutes).
+                    expired = answer.status == 401 or "invalid auth token" in text
+                    if expired and self._password is not None and not renewed_auth:
+                        # The token expired (etcd's simple tokens last 5 minutes), or
+                        # this member does not know it.
                         renewed_auth = True
                         self._auth_token = None
                         continue
