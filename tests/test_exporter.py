@@ -14,7 +14,7 @@ from canarykit.events import PhaseChanged
 from canarykit.testing import SCENARIOS, FakeRouter, VirtualClock, simulate
 
 prometheus_client = pytest.importorskip(
-    "prometheus_client", reason="pip install 'canarykit[prometheus-client]'"
+    "prometheus_client", reason="pip install 'canarykit[exporter]'"
 )
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -287,5 +287,5 @@ def test_metrics_go_to_the_given_registry_only(registry):
 
 def test_without_prometheus_client_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
-    with pytest.raises(ModuleNotFoundError, match=r"canarykit\[prometheus-client\]"):
+    with pytest.raises(ModuleNotFoundError, match=r"canarykit\[exporter\]"):
         PrometheusExporter()

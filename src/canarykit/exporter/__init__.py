@@ -24,7 +24,7 @@ and a histogram up to date, labelled by the rollout's name. The names follow Fla
 - ``canarykit_rollouts_total{rollout,outcome}`` (counter): finished rollouts by outcome
   (succeeded, rolled_back, aborted).
 
-Needs prometheus_client: ``pip install 'canarykit[prometheus-client]'``.
+Needs prometheus_client: ``pip install 'canarykit[exporter]'``.
 """
 
 from ._prometheus import DURATION_BUCKETS as DURATION_BUCKETS

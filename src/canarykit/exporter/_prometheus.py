@@ -33,7 +33,7 @@ __all__ = ["DURATION_BUCKETS", "PrometheusExporter"]
 
 logger = logging.getLogger("canarykit.exporter")
 
-_EXTRA = "pip install 'canarykit[prometheus-client]'"
+_EXTRA = "pip install 'canarykit[exporter]'"
 
 # Rollouts take minutes to hours: 1 min, 5, 10, 15, 30 min, 1, 2, 4, 8, 12, 24 h.
 DURATION_BUCKETS = (
@@ -101,7 +101,7 @@ class PrometheusExporter:
     changes). One exporter per registry: the metric names are registered once (see the
     `canarykit.exporter` for them). `forget(name)` removes a finished rollout's series.
 
-    Needs prometheus_client (``pip install 'canarykit[prometheus-client]'``).
+    Needs prometheus_client (``pip install 'canarykit[exporter]'``).
     """
 
     def __init__(
