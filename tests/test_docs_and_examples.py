@@ -30,6 +30,7 @@ import canarykit.plot
 import canarykit.presets
 import canarykit.routers
 import canarykit.testing
+import canarykit.testing.lab
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -49,6 +50,7 @@ PUBLIC_MODULES = (
     canarykit.routers,
     canarykit.stores,
     canarykit.testing,
+    canarykit.testing.lab,
 )
 # The pages as written.
 PAGES = sorted(

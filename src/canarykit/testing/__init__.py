@@ -1,10 +1,11 @@
-"""What users import in their own tests: fakes, a virtual clock, a simulator, real servers.
+"""What users import in their own tests: fakes, a virtual clock, a simulator, rehearsals.
 
 - `FakeRouter`: records every split; fails or hangs on the calls you name.
 - `ScriptedMetrics`: both arms' traffic, errors and latency as a seeded function of time,
   arm and weight, with Poisson noise; `step_change` and `regression` script a change;
   `ScriptedGauge` scripts a gauge such as CPU or memory (a leak on the canary);
   `canary_share` is the canary's share of requests under a split, header routes included.
+- `observation`: the `Observation` a decider's unit test judges, in one line.
 - `VirtualClock`: time that jumps to the next deadline.
 - `simulate`: run a policy to its end in virtual time and get the outcome and timeline.
 - `evaluate`: run many seeded rollouts of a policy through the state machine and its
@@ -12,12 +13,15 @@
   measure false rollbacks, detection times and bad requests served.
 - `FaultPlan` and the `Faulty*` wrappers: inject errors, hangs, slow calls and wrong
   answers into a router, metrics source, decider, store or lease, per call.
-- `CanaryLab`: a dress rehearsal on loopback: two `DemoApp` versions behind a real
-  nginx or HAProxy (`NginxServer`, `HAProxyServer`), a real Prometheus
-  (`PrometheusServer`), real traffic (`LoadGenerator`); `rehearse` runs a plan and
+- `CanaryLab`: a dress rehearsal on loopback: two demo app versions behind a real
+  nginx or HAProxy, a real Prometheus and real traffic; `rehearse` runs a plan and
   reports what users saw. These need the binaries and the `test` extra.
 - `ReleaseLab`: releases in a row on loopback with a handover model (promote by upgrading
   stable, or alternate slots), counting from outside which app instance answered.
+
+The real servers themselves (nginx, HAProxy, Prometheus, etcd, PostgreSQL, a demo app,
+a cuttable TCP proxy) and the process helpers (`free_port`, `ManagedProcess`...) are in
+`canarykit.testing.lab`; their old names here are deprecated.
 
 >>> from canarykit import linear
 >>> from canarykit.deciders import bound, threshold
@@ -31,8 +35,10 @@
 Phase.ROLLED_BACK
 """
 
+from typing import Any
+
+from .._exports import load_moved as _load_moved
 from ._clock import VirtualClock as VirtualClock
-from ._demo_app import DemoApp as DemoApp
 from ._evaluate import Evaluation as Evaluation
 from ._evaluate import InjectedRegression as InjectedRegression
 from ._evaluate import RunResult as RunResult
@@ -51,19 +57,10 @@ from ._faults import FaultyRouter as FaultyRouter
 from ._faults import FaultyStore as FaultyStore
 from ._faults import InjectedError as InjectedError
 from ._faults import InjectedFault as InjectedFault
-from ._haproxy_server import HAProxyServer as HAProxyServer
 from ._lab import CanaryLab as CanaryLab
 from ._lab import Fault as Fault
 from ._lab import Rehearsal as Rehearsal
-from ._load import LoadGenerator as LoadGenerator
-from ._load import Response as Response
-from ._nginx_server import NginxServer as NginxServer
-from ._processes import BinaryNotFound as BinaryNotFound
-from ._processes import ManagedProcess as ManagedProcess
-from ._processes import find_binary as find_binary
-from ._processes import free_port as free_port
-from ._processes import http_ok as http_ok
-from ._prometheus_server import PrometheusServer as PrometheusServer
+from ._observations import observation as observation
 from ._releases import ReleaseLab as ReleaseLab
 from ._releases import ReleaseResult as ReleaseResult
 from ._releases import StepShare as StepShare
@@ -85,10 +82,8 @@ from ._simulate import simulate as simulate
 from ._simulate import simulate_async as simulate_async
 
 __all__ = [
-    "BinaryNotFound",
     "DEFAULT_HEADER_SHARE",
     "CanaryLab",
-    "DemoApp",
     "Evaluation",
     "FAULT_KINDS",
     "FAULT_POINTS",
@@ -101,21 +96,15 @@ __all__ = [
     "FaultyMetrics",
     "FaultyRouter",
     "FaultyStore",
-    "HAProxyServer",
     "HeaderShare",
     "InjectedError",
     "InjectedFault",
     "InjectedRegression",
-    "LoadGenerator",
-    "ManagedProcess",
-    "NginxServer",
-    "PrometheusServer",
     "Rate",
     "Regression",
     "Rehearsal",
     "ReleaseLab",
     "ReleaseResult",
-    "Response",
     "RouterFault",
     "RunResult",
     "SCENARIOS",
@@ -128,10 +117,8 @@ __all__ = [
     "VirtualClock",
     "canary_share",
     "evaluate",
-    "find_binary",
-    "free_port",
     "hold_plan",
-    "http_ok",
+    "observation",
     "parse_regression",
     "regression",
     "simulate",
@@ -144,3 +131,30 @@ from .._exports import claim_public_names as _claim_public_names
 
 _claim_public_names(globals())
 del _claim_public_names
+
+# The real-server helpers moved to canarykit.testing.lab; the old names work for one
+# more release, with a DeprecationWarning.
+_MOVED = {
+    name: ("canarykit.testing.lab", name)
+    for name in (
+        "BinaryNotFound",
+        "DemoApp",
+        "HAProxyServer",
+        "LoadGenerator",
+        "ManagedProcess",
+        "NginxServer",
+        "PrometheusServer",
+        "Response",
+        "find_binary",
+        "free_port",
+        "http_ok",
+    )
+}
+
+
+def __getattr__(name: str) -> Any:
+    return _load_moved(globals(), _MOVED, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
