@@ -18,7 +18,6 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Protocol, runtime_checkable
 
-import anyio
 import attrs
 
 from ._observe import Observation, Window
@@ -176,6 +175,10 @@ class SystemClock:
 
     async def sleep_until(self, deadline: float) -> None:
         """Sleep until the wall clock reaches `deadline`."""
+        # Imported here so that the protocols, and the pure machine that names them, load
+        # without an event loop library (the machine is sans-IO: see docs/architecture.md).
+        import anyio
+
         if deadline == float("inf"):
             await anyio.sleep_forever()
         # Re-check after waking: the wall clock can be stepped while we sleep.
