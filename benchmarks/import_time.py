@@ -88,7 +88,7 @@ def main() -> None:
 
     best, best_anyio = min(canarykit_ms), min(anyio_ms)
     deciders = sorted(m for m in loaded if m.startswith("canarykit.deciders."))
-    policy = sorted(m for m in loaded if m.startswith("canarykit.policy._load"))
+    policy = sorted(m for m in loaded if m.startswith("canarykit.policy"))
     print(f"import canarykit: best {best:.1f} ms of {args.runs} ({sorted(canarykit_ms)})")
     print(f"import canarykit from source: best {min(uncached_ms):.1f} ms")
     print(f"import anyio:     best {best_anyio:.1f} ms of {args.runs} ({sorted(anyio_ms)})")
