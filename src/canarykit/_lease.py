@@ -9,8 +9,21 @@ was stalled, the runner stops at once: it does not touch traffic or the saved st
 (another runner may own them now), reports a `LeaseRevoked` event, and `run()` raises
 `LeaseLostError`.
 
+Fencing. A clock check cannot see a process that was frozen (SIGSTOP, a VM paused, a
+partition) and woke up after another runner took over: between its check and its call,
+any time may pass. A `FencedLease` closes that gap with a token the engine itself
+checks. Before every router apply the runner calls `check()` (one round trip, bounded
+by the rollout's ``call_timeout``); any failure, `LeaseLostError` or another error, is a
+lost lease, and the runner stops as above without applying. The saved record carries the
+holding's token and the token checked before the last apply (``fencing``: ``holder``,
+``token``, ``apply_holder``, ``apply_token``), so an operator can see which holding moved
+traffic. A store that fences its writes by the lease it handed out (`EtcdStore`,
+`PostgresStore`) refuses a stale runner's save with `LeaseLostError`: that too is a lost
+lease, not a failed save (no rollback through the router the successor now drives).
+
 `Lease` is a small protocol, so a team can plug in a Kubernetes Lease object, an etcd
-lease or a Redis key with an expiry. canarykit ships two:
+lease or a Redis key with an expiry. canarykit ships these (`EtcdLease` and
+`PostgresLease` live with their stores):
 
 - `FileLease`: an exclusive ``flock`` on a lock file (beside the state, for `FileStore`).
   The kernel drops the lock when the process dies, even by ``kill -9``, so a crashed
@@ -20,8 +33,11 @@ lease or a Redis key with an expiry. canarykit ships two:
   (what the router controls: an include file, a socket and backend, an object), it also
   locks a file named after that target in a directory shared by all of this user's
   rollouts on the host (`target_lock_dir`), so two rollout names or two state
-  directories can never drive one router.
-- `MemoryLease`: a lease held in a dict (`MemoryStore` uses one), with an expiry.
+  directories can never drive one router. It is not fenced: no engine stands between a
+  runner and the router to refuse a stale token, and the flock is held by the kernel for
+  a stopped process anyway (a frozen holder is never taken over on one host).
+- `MemoryLease`: a `FencedLease` held in a dict (`MemoryStore` uses one), with an expiry
+  and a token that grows with each new holding, for tests of fencing without an engine.
 
 The errors::
 
@@ -34,6 +50,7 @@ The errors::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -464,18 +481,24 @@ def _read_info(fd: int) -> dict[str, Any] | None:
 
 
 class MemoryLease:
-    """A `Lease` kept in a dict shared by the runners that may compete for it.
+    """A `FencedLease` kept in a dict shared by the runners that may compete for it.
 
     `MemoryStore.lease(key)` gives one; runners using the same store exclude each other.
     An expired lease (not renewed for `ttl` seconds) may be taken over by another holder,
-    as with a Redis key or an etcd lease; the old holder's next `renew` then fails. With
-    a `target`, the lease also claims that traffic target in the same dict, so two keys
-    of one store cannot drive one router.
+    as with a Redis key or an etcd lease; the old holder's next `renew` (or `check`) then
+    fails. With a `target`, the lease also claims that traffic target in the same dict,
+    so two keys of one store cannot drive one router.
+
+    Each new holding gets a fencing `token` larger than any before it in this process, so
+    tests (and programs that keep their rollouts in one process) exercise the runner's
+    fencing without an engine: `check()` raises `LeaseLostError` once another holder has
+    taken the lease over, or it ran out. Re-acquiring a holding that is still ours and
+    unexpired keeps its token.
     """
 
     def __init__(
         self,
-        holders: dict[str, tuple[str, float]],
+        holders: dict[str, Any],
         key: str,
         *,
         holder: str | None = None,
@@ -484,11 +507,13 @@ class MemoryLease:
     ) -> None:
         if target is not None and (not isinstance(target, str) or not target):
             raise ConfigError("target", target, "must be a non-empty string (or None)")
+        # entry -> (holder, expires at on time.monotonic(), token)
         self._holders = holders
         self.key = key
         self.target = target
         self._holder = _holder(holder)
         self._ttl = _ttl(ttl)
+        self._token: int | None = None
         # A key is a plain name (no colon), so a target's entry never meets a key's.
         self._entries = (key,) if target is None else (key, f"target:{target}")
 
@@ -502,6 +527,11 @@ class MemoryLease:
         """Seconds the lease lasts after an acquire or renew."""
         return self._ttl
 
+    @property
+    def token(self) -> int | None:
+        """The fencing token of the current holding, or None when not held."""
+        return self._token
+
     def _what(self, entry: str) -> str:
         if entry == self.key:
             return f"rollout {self.key!r} is already being run"
@@ -510,6 +540,7 @@ class MemoryLease:
     async def acquire(self) -> None:
         """Take the lease unless another holder has it and it has not expired."""
         now = time.monotonic()
+        ours = True
         for entry in self._entries:
             current = self._holders.get(entry)
             if current is not None and current[0] != self._holder and current[1] > now:
@@ -517,25 +548,62 @@ class MemoryLease:
                     f"{self._what(entry)} by {current[0]} (lease expires in "
                     f"{current[1] - now:.0f} s); only one runner may drive a rollout"
                 )
+            # Still our unexpired holding (acquire called again): it keeps its token.
+            ours = ours and current is not None and current[1] > now
+            ours = ours and current is not None and current[2:] == (self._token,)
+        token = self._token if ours and self._token is not None else next(_memory_tokens)
         for entry in self._entries:
-            self._holders[entry] = (self._holder, now + self._ttl)
+            self._holders[entry] = (self._holder, now + self._ttl, token)
+        self._token = token
 
-    async def renew(self) -> None:
-        """Extend the lease, or `LeaseLostError` if another holder has taken it."""
+    def _lost(self) -> LeaseLostError | None:
+        """Why this holding is no longer ours (None while it is)."""
         for entry in self._entries:
             current = self._holders.get(entry)
             if current is None or current[0] != self._holder:
                 taken = "released" if current is None else f"taken by {current[0]}"
-                raise LeaseLostError(f"rollout {self.key!r}: the lease was {taken}")
+                return LeaseLostError(f"rollout {self.key!r}: the lease was {taken}")
+            if current[2:] != (self._token,):
+                return LeaseLostError(
+                    f"rollout {self.key!r}: the lease was taken again (token "
+                    f"{current[2:] or None}, ours {self._token})"
+                )
+        return None
+
+    async def renew(self) -> None:
+        """Extend the lease, or `LeaseLostError` if another holder has taken it."""
+        lost = self._lost()
+        if lost is not None:
+            raise lost
         for entry in self._entries:
-            self._holders[entry] = (self._holder, time.monotonic() + self._ttl)
+            self._holders[entry] = (self._holder, time.monotonic() + self._ttl, self._token)
+
+    async def check(self) -> int:
+        """Prove the lease is still ours and unexpired; return its token."""
+        lost = self._lost()
+        if lost is not None:
+            raise lost
+        if self._token is None:  # pragma: no cover - `_lost` found an entry with our token
+            raise LeaseLostError(f"rollout {self.key!r}: the lease is not held")
+        expires = min(self._holders[entry][1] for entry in self._entries)
+        if expires <= time.monotonic():
+            raise LeaseLostError(f"rollout {self.key!r}: the lease ran out without a renewal")
+        return self._token
 
     async def release(self) -> None:
         """Give the lease up if it is still ours."""
         for entry in self._entries:
             current = self._holders.get(entry)
-            if current is not None and current[0] == self._holder:
+            # Ours, and not a later holding taken under the same holder name.
+            if current is not None and current[:1] + current[2:] == (self._holder, self._token):
                 del self._holders[entry]
+        self._token = None
 
     def __repr__(self) -> str:
-        return f"<MemoryLease {self.key!r} {self._holder!r}>"
+        state = "not held" if self._token is None else f"token {self._token}"
+        return f"<MemoryLease {self.key!r} {self._holder!r} {state}>"
+
+
+# Fencing tokens of `MemoryLease` holdings: one sequence per process, so every new holding
+# of any key gets a larger token than the holdings before it.
+_memory_tokens = itertools.count(1)

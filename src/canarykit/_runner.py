@@ -21,6 +21,16 @@ before every action that follows a change of state: what the runner is about to 
 disk before it does it. A new `Rollout` given the same store and key continues from there
 when `run()` starts (see `Rollout`). A lease keeps a second runner off the same key.
 
+Fencing. With a `FencedLease` (the default of `EtcdStore`, `PostgresStore` and
+`MemoryStore`), the runner proves before every router apply, with the lease's `check()`,
+that its holding is still the current one: a runner frozen past its lease (SIGSTOP, a
+partition) that wakes up after another took over learns it there, and stops without
+applying. Any error from `check()` counts as a lost lease. Each saved record carries
+the holding's token and the token checked before the last apply (``fencing``), so the
+record says which holding moved traffic. A save the store refuses with `LeaseLostError`
+(its write was fenced by a newer holding's token) is a lost lease too, never a failed
+save: the runner stops without rolling back through a router its successor now drives.
+
 Await points. Everything the runner waits for is a call on an object it was given, so a
 fault-injection test can wrap that object. By name, in the order a run meets them:
 
@@ -34,6 +44,7 @@ recover.read       `TrafficRouter.read` when continuing a saved rollout
 read.backoff       `Clock.sleep_until` between attempts of those two reads
 save               `StateStore.save`, before each action that follows a change of state
 save.backoff       `Clock.sleep_until` between save attempts
+lease.check        `FencedLease.check`, before each apply (fenced leases only)
 apply              `TrafficRouter.apply`
 apply.read_back    `TrafficRouter.read` verifying an apply (read-back routers)
 apply.backoff      `Clock.sleep_until` between apply attempts
@@ -101,7 +112,7 @@ from ._events import (
     describe_split,
 )
 from ._hooks import HookDriver, Hooks
-from ._lease import Lease
+from ._lease import FencedLease, Lease
 from ._machine import (
     AbortRequested,
     AnalysisKind,
@@ -140,7 +151,7 @@ from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, 
 from ._retry import backoff_delay, describe_failure
 from ._safe import check_name
 from ._split import TrafficSplit
-from ._stores import FileStore, MemoryStore
+from ._stores import FileStore
 from ._text import shown
 from ._validate import finite
 from ._verdict import Judgement
@@ -164,6 +175,7 @@ AWAIT_POINTS = (
     "read.backoff",
     "save",
     "save.backoff",
+    "lease.check",
     "apply",
     "apply.read_back",
     "apply.backoff",
@@ -291,6 +303,17 @@ def _decode_record(record: Any, key: str, plan: Plan, fingerprint: str) -> Rollo
     return state
 
 
+def _last_apply(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The holder and token of a saved record's last apply, carried on (None if unknown)."""
+    fencing = record.get("fencing")
+    if not isinstance(fencing, dict):
+        return None
+    holder, token = fencing.get("apply_holder"), fencing.get("apply_token")
+    if not isinstance(holder, str) or isinstance(token, bool) or not isinstance(token, int):
+        return None
+    return {"apply_holder": holder, "apply_token": token}
+
+
 def _traffic_target(router: TrafficRouter) -> str | None:
     """The router's optional ``traffic_target`` (see `TrafficRouter`), or None."""
     target = getattr(router, "traffic_target", None)
@@ -410,8 +433,9 @@ class Rollout:
     - `store`, `key`: where to save the state, and under which name (1-128 letters,
       digits, ``_``, ``.``, ``-``). `store` is a `StateStore`, or a directory path for a
       `FileStore`.
-    - `lease`: who may drive this key; by default the store's own (`FileStore.lease`,
-      `MemoryStore.lease`), none without a store. The default also covers the router's
+    - `lease`: who may drive this key; by default the store's own, from any store with a
+      ``lease(key, target=...)`` method (`FileStore`, `MemoryStore`, `EtcdStore`,
+      `PostgresStore`), none without a store. The default also covers the router's
       ``traffic_target`` when it has one (see `TrafficRouter`), so that another rollout,
       under another key or in another state directory, cannot drive the same traffic.
     - `state`: start from this state instead of what the store holds (advanced).
@@ -485,6 +509,9 @@ class Rollout:
     and `run()` raises `StateSaveError`: it never moves traffic on a step it could not
     record. If the lease is lost mid-rollout, the runner stops at once without touching
     traffic or the store again, emits `LeaseRevoked`, and `run()` raises `LeaseLostError`.
+    With a `FencedLease` the lease is also proven (`check()`) before every apply, and
+    a save the store refuses with `LeaseLostError` is a lost lease as well (see
+    "Fencing" in the module documentation).
 
     A plan that needs what the router cannot do is refused here, before traffic moves:
     a capability it lacks, or a split its ``check_split`` refuses (`UnsupportedPlanError`
@@ -561,10 +588,12 @@ class Rollout:
             store = FileStore(store)
         if store is not None and not isinstance(store, StateStore):
             raise ConfigError("store", store, "must implement the StateStore protocol")
-        if lease is None and isinstance(store, (FileStore, MemoryStore)):
+        store_lease = getattr(store, "lease", None)
+        if lease is None and store is not None and callable(store_lease):
             # Keyed by what the router controls too: two policies, or two state
-            # directories, must not drive one nginx include file or HTTPRoute.
-            lease = store.lease(key, target=_traffic_target(router))
+            # directories, must not drive one nginx include file or HTTPRoute. A store's
+            # own lease is the one its writes are fenced by (EtcdStore, PostgresStore).
+            lease = store_lease(key, target=_traffic_target(router))
         if lease is not None:
             if not isinstance(lease, Lease):
                 raise ConfigError("lease", lease, "must implement the Lease protocol")
@@ -623,6 +652,9 @@ class Rollout:
         # The lease: lost (and why), and until when (event-loop time) the last renewal lasts.
         self._lease_lost: str | None = None
         self._lease_valid_until = -math.inf
+        # Fencing: who last applied a split under which token (from the record, then
+        # from this runner's own `check()` before each apply), saved in every record.
+        self._applied_by: dict[str, Any] | None = None
         self._drive_scope: anyio.CancelScope | None = None
         self._stop_at = math.inf
         self.hooks = Hooks() if hooks is None else hooks
@@ -941,7 +973,7 @@ class Rollout:
             split = TrafficSplit(canary_percent=percent)
             reason = "not attempted"
             for attempt in range(1, self._apply_attempts + 1):
-                self._check_lease()
+                await self._prove_lease()  # await point: lease.check
                 try:
                     await self._apply_and_read_back(split)
                 except Exception as exc:
@@ -1082,7 +1114,7 @@ class Rollout:
             target = self.state.target
             if target is not split and target != split:
                 return _SUPERSEDED  # an operator command changed what the rollout wants
-            self._check_lease()
+            await self._prove_lease()  # await point: lease.check
             try:
                 await self._apply_and_read_back(split)
             except Exception as exc:
@@ -1234,13 +1266,20 @@ class Rollout:
     # ------------------------------------------------------------------ store and lease
 
     def _record(self, state: RolloutState) -> dict[str, Any]:
-        return {
+        record: dict[str, Any] = {
             "format": RECORD_FORMAT,
             "key": self.key,
             "plan_fingerprint": self._fingerprint,
             "plan": self._plan_json,
             "state": state.to_json(),
         }
+        lease = self.lease
+        if isinstance(lease, FencedLease):
+            # Which holding saved this, and which one last moved traffic (perhaps a
+            # runner before this one: carried over from the record it resumed).
+            applied = self._applied_by or {"apply_holder": None, "apply_token": None}
+            record["fencing"] = {"holder": lease.holder, "token": lease.token, **applied}
+        return record
 
     async def _restore(self) -> None:
         """Load the state saved under the key, if there is a store.
@@ -1275,6 +1314,7 @@ class Rollout:
         self._hook_driver.check_resumable(state)
         self._machine.state = state
         self._saved_state = state
+        self._applied_by = _last_apply(record)
         self._resumed = True
         self._recover_pending = not state.is_terminal and state.phase is not Phase.PENDING
 
@@ -1354,6 +1394,13 @@ class Rollout:
             try:
                 with anyio.fail_after(self._call_timeout):
                     await store.save(self.key, record)  # await point: save
+            except LeaseLostError as exc:
+                # Fenced by a newer holding: another runner drives the rollout now. Not a
+                # failed save (whose rollback would move its traffic): a lost lease.
+                self._lose_lease(f"the store refused the state write: {exc}")
+                if strict:
+                    raise LeaseLostError(self._lost_message()) from exc
+                return
             except Exception as exc:
                 reason = describe_failure(exc, self._call_timeout)
                 logger.warning(
@@ -1434,6 +1481,29 @@ class Rollout:
     def _check_lease(self) -> None:
         if not self._lease_ok():
             raise LeaseLostError(self._lost_message())
+
+    async def _prove_lease(self) -> None:
+        """Before an apply: the lease still ours, proven by the engine for a `FencedLease`.
+
+        A clock check cannot see that this process was frozen past its lease while another
+        runner took over; the fenced lease's `check()` asks the engine. Any failure (the
+        engine says no, cannot be reached, takes longer than `call_timeout`) is a lost
+        lease: nothing is applied. The token is kept for the records saved after the apply.
+        """
+        self._check_lease()
+        lease = self.lease
+        if not isinstance(lease, FencedLease):
+            return
+        try:
+            with anyio.fail_after(self._call_timeout):
+                token = await lease.check()  # await point: lease.check
+        except Exception as exc:
+            self._lose_lease(
+                f"checking it before an apply failed: {describe_failure(exc, self._call_timeout)}"
+            )
+            raise LeaseLostError(self._lost_message()) from exc
+        self._check_lease()  # the check itself may have taken the rest of the lease
+        self._applied_by = {"apply_holder": lease.holder, "apply_token": token}
 
     def _lose_lease(self, reason: str) -> None:
         if self._lease_lost is not None:
