@@ -1,5 +1,8 @@
 """Cancelling a running rollout, or Ctrl-C, sends traffic back to stable under a shield."""
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it.
+
 import signal
 import subprocess
 import sys
@@ -9,7 +12,7 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli._main import main
+from canarykit._cli import main
 from canarykit.testing import FakeRouter, VirtualClock
 
 pytestmark = pytest.mark.anyio

@@ -1,3 +1,6 @@
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it.
+
 from __future__ import annotations
 
 import json
@@ -9,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from canarykit import __version__
-from canarykit._cli._main import main
+from canarykit._cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "policy.toml"

@@ -6,6 +6,9 @@ tool does. The real commands against a real ``canarykit run`` are in
 tests/integration/test_run_command.py.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it.
+
 from __future__ import annotations
 
 import io
@@ -18,8 +21,8 @@ import anyio
 import pytest
 
 import canarykit as ck
+from canarykit._cli import main
 from canarykit._cli._control import CommandInbox
-from canarykit._cli._main import main
 from canarykit._cli._run import EXIT_ROLLED_BACK, execute
 from canarykit.testing import FakeRouter
 

@@ -6,6 +6,9 @@ not at stable), 2 bad input, 3 rolled back with the router confirmed at stable, 
 stable, 130 interrupted.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; the lock directory's environment variable.
+
 from __future__ import annotations
 
 import io
@@ -14,7 +17,7 @@ import signal
 import pytest
 
 import canarykit as ck
-from canarykit._cli._main import main
+from canarykit._cli import main
 from canarykit._cli._run import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
@@ -28,9 +31,8 @@ from canarykit._cli._run import (
 )
 from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.deciders import bound, threshold
-from canarykit.policy._deployment import Deployment
-from canarykit.testing import FakeRouter, ScriptedMetrics, VirtualClock, regression
-from canarykit.testing._router import RouterFault
+from canarykit.policy import Deployment
+from canarykit.testing import FakeRouter, RouterFault, ScriptedMetrics, VirtualClock, regression
 
 PLAN = ck.from_weights([10, 50], hold=60, final_bake=60, analysis_interval=30)
 WAITING = ck.Plan(steps=[ck.SetWeight(20), ck.WaitForPromotion()])

@@ -2,6 +2,9 @@
 summarised retry lines, and a step counter that never passes the step count.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; the lock directory's environment variable.
+
 from __future__ import annotations
 
 import io
@@ -13,7 +16,7 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli._main import main
+from canarykit._cli import main
 from canarykit._cli._run import RunDisplay
 from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.testing import FakeRouter

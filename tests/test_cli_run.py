@@ -3,6 +3,9 @@
 The command itself, on real nginx and Prometheus, is tests/integration/test_run_command.py.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it.
+
 from __future__ import annotations
 
 import io

@@ -5,6 +5,9 @@ Header-route stages give the canary the routed share of the requests a route mat
 a leak on the canary that a decider on that gauge must roll back.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it.
+
 from __future__ import annotations
 
 import json
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from canarykit._cli._main import main
+from canarykit._cli import main
 
 # The seed's stage "10% of Chrome users", then half of everyone. A window without canary
 # data fails (no_data = "fail"), so a canary given no traffic at the Chrome stage rolls

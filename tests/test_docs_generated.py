@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import canarykit
-from canarykit.policy._table import PolicyTable
+from canarykit.policy import PolicyTable
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 
 import canarykit as ck
-from canarykit.testing import FakeRouter, VirtualClock
-from canarykit.testing._faults import (
+from canarykit.testing import (
+    FakeRouter,
     FaultPlan,
     FaultyDecider,
     FaultyLease,
@@ -25,6 +25,7 @@ from canarykit.testing._faults import (
     FaultyRouter,
     FaultyStore,
     InjectedError,
+    VirtualClock,
 )
 from helpers import fault_harness as fh
 

@@ -5,6 +5,9 @@ the runner lives on and its rollout ends as the operator decides. Planted links 
 make an answer write anywhere else; free text is shown escaped; stale answers go away.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; the lock directory's environment variable.
+
 from __future__ import annotations
 
 import io
@@ -18,8 +21,8 @@ import anyio
 import pytest
 
 import canarykit as ck
+from canarykit._cli import main
 from canarykit._cli._control import CommandInbox, serve_inbox
-from canarykit._cli._main import main
 from canarykit._cli._run import EXIT_ROLLED_BACK, execute
 from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.testing import FakeRouter

@@ -1,5 +1,7 @@
 """canarykit._files: the helpers every local file read and write goes through."""
 
+# Imports internals on purpose: the file helpers.
+
 from __future__ import annotations
 
 import os
@@ -8,7 +10,7 @@ import time
 
 import pytest
 
-from canarykit._errors import CanaryError, FileRefusedError
+from canarykit import CanaryError, FileRefusedError
 from canarykit._files import (
     MAX_JSON_DEPTH,
     open_nofollow,

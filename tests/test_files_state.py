@@ -4,6 +4,9 @@ Each test plants what an attacker (or a careless operator) would and checks that
 canarykit neither writes through it, hangs on it, nor crashes with a traceback.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; the lock directory's environment variable.
+
 from __future__ import annotations
 
 import os
@@ -18,9 +21,8 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit import _files
-from canarykit._cli._main import main
-from canarykit._errors import FileRefusedError
+from canarykit import FileRefusedError, _files
+from canarykit._cli import main
 from canarykit._lease import LOCK_DIR_VARIABLE
 
 pytestmark = pytest.mark.anyio

@@ -5,6 +5,8 @@ CLI in non-interactive mode: it reads one command line, answers, and closes. It 
 keeps weights like HAProxy (`FakeHAProxy`) or answers whatever a test scripts.
 """
 
+# Imports internals on purpose: a router's helpers.
+
 import bisect
 import contextlib
 import itertools
@@ -23,7 +25,7 @@ from hypothesis import strategies as st
 from canarykit import ConfigError, HeaderRoute, RouterError, TrafficSplit
 from canarykit.routers import HAProxyRouter, HAProxyWeights, SplitProbe
 from canarykit.routers._haproxy import MAX_WEIGHT, rewrite_weights, weights_for
-from canarykit.testing import HAProxyServer
+from canarykit.testing.lab import HAProxyServer
 
 pytestmark = pytest.mark.anyio
 

@@ -1,3 +1,5 @@
+# Imports internals on purpose: the bucket layout under LatencyHistogram.
+
 from __future__ import annotations
 
 import json
@@ -8,15 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canarykit._errors import ConfigError
-from canarykit._histogram import (
-    MAX_INDEX,
-    MIN_INDEX,
-    SCHEMA,
-    LatencyHistogram,
-    bucket_bounds,
-    bucket_index,
-)
+from canarykit import ConfigError, LatencyHistogram
+from canarykit._histogram import MAX_INDEX, MIN_INDEX, SCHEMA, bucket_bounds, bucket_index
 
 WIDTH = 2.0 ** (1 / 8)  # one bucket, as a ratio
 # Latencies well inside the clamped range, so every sample sits in its own bucket.

@@ -6,6 +6,8 @@ split probe and the Kubernetes routers must each end within their deadline plus 
 second, holding little memory, and say why.
 """
 
+# Imports internals on purpose: the bounded HTTP exchange.
+
 import logging
 import threading
 import time

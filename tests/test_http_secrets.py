@@ -8,6 +8,8 @@ it reads and at the characters it quotes. Webhook, WebhookNotifier and Prometheu
 must blank every secret before any of that, and no 8-character piece of one may remain.
 """
 
+# Imports internals on purpose: the bounded HTTP exchange.
+
 import base64
 import json
 import logging

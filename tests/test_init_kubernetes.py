@@ -2,15 +2,18 @@
 split reported, against the local server that speaks the API server's get and patch.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; the lock directory's environment variable.
+
 from __future__ import annotations
 
 import pytest
 
 pytest.importorskip("lightkube")
 
-from canarykit._cli._main import main
+from canarykit._cli import main
 from canarykit._lease import LOCK_DIR_VARIABLE
-from canarykit.policy._deployment import Deployment
+from canarykit.policy import Deployment
 from canarykit.routers import GatewayAPIRouter, KubernetesConnection
 from helpers.k8s_fake_apiserver import FakeKubeAPI
 

@@ -5,6 +5,9 @@ from outside; a hand-written file is left alone, described without its values, a
 replaced only with --force. HAProxy: the weights are read and reported, at stable or not.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; the lock directory's environment variable.
+
 from __future__ import annotations
 
 import os
@@ -14,10 +17,10 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli._main import main
+from canarykit._cli import main
 from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.routers import SplitProbe
-from canarykit.testing import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
+from canarykit.testing.lab import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
 
 # Real nginx and HAProxy processes: the slow tier.
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

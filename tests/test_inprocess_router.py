@@ -1,6 +1,8 @@
 """The in-process router: smooth weighted round-robin, sticky keys, header routes, and a
 real rollout driven through it with the in-process recorder."""
 
+# Imports internals on purpose: a router's helpers.
+
 from __future__ import annotations
 
 import itertools

@@ -8,6 +8,9 @@ bear on it; read back to the split it came from; and, with canarykit's rules rem
 gives back the route it started from.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; a router's helpers.
+
 from __future__ import annotations
 
 import argparse

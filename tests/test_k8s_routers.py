@@ -23,14 +23,8 @@ import canarykit
 from canarykit import HeaderRoute, RouterError, TrafficSplit
 from canarykit.deciders import bound, threshold
 from canarykit.routers import GatewayAPIRouter, IstioRouter, KubernetesConnection
-from canarykit.testing import (
-    BinaryNotFound,
-    ScriptedMetrics,
-    find_binary,
-    free_port,
-    regression,
-    simulate_async,
-)
+from canarykit.testing import ScriptedMetrics, regression, simulate_async
+from canarykit.testing.lab import BinaryNotFound, find_binary, free_port
 from helpers.k8s_fake_apiserver import SCHEMAS, FakeKubeAPI
 
 # A real (fake) API server on loopback and rollouts through it, seconds each: the slow tier.

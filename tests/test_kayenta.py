@@ -7,13 +7,9 @@ import time
 
 import pytest
 
-from canarykit._errors import ConfigError
-from canarykit._histogram import LatencyHistogram
-from canarykit._observe import ArmStats, Observation
-from canarykit._protocols import Decider
-from canarykit._verdict import VerdictKind
-from canarykit.deciders._compose import AllOf
-from canarykit.deciders._kayenta import (
+from canarykit import ArmStats, ConfigError, Decider, LatencyHistogram, Observation, VerdictKind
+from canarykit.deciders import (
+    AllOf,
     Classification,
     KayentaJudge,
     KayentaMetric,
@@ -489,7 +485,7 @@ POLICY_PLAN = '[plan]\nshape = "codedeploy"\nname = "AllAtOnce"\nanalysis_interv
 
 
 def test_policy_keys_for_the_kayenta_options_round_trip():
-    from canarykit.policy._load import load_policy
+    from canarykit.policy import load_policy
 
     text = POLICY_PLAN + (
         '[decider]\nkind = "kayenta"\n[decider.groups]\ncost = 20\n'
@@ -535,7 +531,7 @@ def test_policy_keys_for_the_kayenta_options_round_trip():
     ],
 )
 def test_policy_errors_name_the_kayenta_field(metric, field, message):
-    from canarykit.policy._load import load_policy
+    from canarykit.policy import load_policy
 
     text = (
         POLICY_PLAN

@@ -10,14 +10,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canarykit import linear
-from canarykit._errors import ConfigError
-from canarykit._observe import ArmStats, Observation
-from canarykit._protocols import Decider
-from canarykit._verdict import Judgement, MetricVerdict, Verdict, VerdictKind
-from canarykit.deciders import AllOf, bound, threshold
-from canarykit.deciders._limits import Limits, limited
-from canarykit.deciders._relative import compare, relative
+from canarykit import (
+    ArmStats,
+    ConfigError,
+    Decider,
+    Judgement,
+    MetricVerdict,
+    Observation,
+    Verdict,
+    VerdictKind,
+    linear,
+)
+from canarykit.deciders import AllOf, Limits, bound, compare, limited, relative, threshold
 from canarykit.testing import ScriptedMetrics, regression, simulate
 
 PASS, NOT_YET, INCONCLUSIVE, FAIL = (

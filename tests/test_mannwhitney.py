@@ -1,3 +1,5 @@
+# Imports internals on purpose: a decider's helpers.
+
 from __future__ import annotations
 
 import math
@@ -8,16 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canarykit._errors import ConfigError
-from canarykit._histogram import LatencyHistogram
-from canarykit.deciders._mannwhitney import (
-    _select,
+from canarykit import ConfigError, LatencyHistogram
+from canarykit.deciders import (
     bucket_ratio,
     hodges_lehmann,
     hodges_lehmann_histograms,
     mann_whitney,
     mann_whitney_histograms,
 )
+from canarykit.deciders._mannwhitney import _select
 
 scipy_stats = pytest.importorskip("scipy.stats")
 

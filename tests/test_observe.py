@@ -1,3 +1,5 @@
+# Imports internals on purpose: the metric names an observation knows.
+
 from __future__ import annotations
 
 import json
@@ -6,10 +8,16 @@ from typing import Any
 
 import pytest
 
-from canarykit._errors import ConfigError
-from canarykit._histogram import LatencyHistogram
-from canarykit._observe import METRIC_NAMES, Arm, ArmStats, Observation, Window
-from canarykit._split import TrafficSplit
+from canarykit import (
+    Arm,
+    ArmStats,
+    ConfigError,
+    LatencyHistogram,
+    Observation,
+    TrafficSplit,
+    Window,
+)
+from canarykit._observe import METRIC_NAMES
 
 
 def latency(*samples: float) -> LatencyHistogram:

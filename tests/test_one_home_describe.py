@@ -1,5 +1,7 @@
 """A split is described by one function, for the timeline and the notices alike."""
 
+# Imports internals on purpose: the one description of a split.
+
 from __future__ import annotations
 
 from canarykit import HeaderRoute, TrafficSplit

@@ -1,5 +1,7 @@
 """Every package's public names report the package, through one helper with one rule."""
 
+# Imports internals on purpose: the export helpers.
+
 from __future__ import annotations
 
 import importlib

@@ -4,6 +4,8 @@ Each caller used to write ``delay * 2 ** (n - 1)`` itself; the expected sequence
 what those expressions gave, for each caller's default and for other parameters.
 """
 
+# Imports internals on purpose: the one backoff.
+
 from __future__ import annotations
 
 import pytest

@@ -1,13 +1,16 @@
 """Durations are written to TOML by one function, with the text the plan writer had."""
 
+# Imports internals on purpose: the policy layer's helpers.
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
+from canarykit.policy import load_policy
 from canarykit.policy._deployment import duration_value
-from canarykit.policy._load import _toml_duration, load_policy
+from canarykit.policy._load import _toml_duration
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,7 @@
 """Webhook URLs are checked and shown by one core helper, shared by hooks and notifiers."""
 
+# Imports internals on purpose: the one URL helper.
+
 from __future__ import annotations
 
 import subprocess
@@ -7,7 +9,7 @@ import sys
 
 import pytest
 
-from canarykit._errors import ConfigError
+from canarykit import ConfigError
 from canarykit._urls import check_url, shown_url
 
 

@@ -1,3 +1,6 @@
+# Imports internals on purpose: the policy layer's helpers; the command line (canarykit._cli is
+# private), run as the `canarykit` script runs it.
+
 from __future__ import annotations
 
 import json
@@ -8,9 +11,11 @@ from typing import Any
 import pytest
 
 import canarykit.policy._load as policy_module
-from canarykit._errors import ConfigError
-from canarykit._plan import (
+from canarykit import (
     Analyze,
+    ConfigError,
+    HeaderMatch,
+    HeaderRoute,
     Pause,
     Plan,
     SetHeaderRoutes,
@@ -19,7 +24,6 @@ from canarykit._plan import (
     WaitForPromotion,
     linear,
 )
-from canarykit._split import HeaderMatch, HeaderRoute
 from canarykit.deciders import (
     NoDataPolicy,
     ThresholdDecider,
@@ -35,8 +39,7 @@ from canarykit.deciders import (
     sequential_latency,
     threshold,
 )
-from canarykit.policy._load import (
-    _DECIDER_KINDS,
+from canarykit.policy import (
     Policy,
     PolicyTable,
     SimulationSettings,
@@ -46,6 +49,7 @@ from canarykit.policy._load import (
     parse_duration,
     register_decider_kind,
 )
+from canarykit.policy._load import _DECIDER_KINDS
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
 
@@ -1437,7 +1441,7 @@ def test_sequential_example_loads_as_documented() -> None:
 def test_sequential_example_simulates_as_documented(
     capsys: pytest.CaptureFixture[str], scenario: str, outcome: str
 ) -> None:
-    from canarykit._cli._main import main
+    from canarykit._cli import main
 
     assert main(["simulate", str(SEQUENTIAL_EXAMPLE), "--scenario", scenario]) == 0
     assert outcome in capsys.readouterr().out

@@ -4,6 +4,9 @@ Percent strings under one rule, metric names checked against the policy's source
 watched stage at 100% that the decider can judge (or a refusal at load time).
 """
 
+# Imports internals on purpose: the checks of what a decider can judge; a decider's helpers; the
+# policy layer's helpers.
+
 from __future__ import annotations
 
 import textwrap
@@ -11,14 +14,12 @@ from typing import Any
 
 import pytest
 
+from canarykit import ConfigError, Phase, SetHeaderRoutes, SetMirror, SetWeight
 from canarykit._decider_checks import check_metric_names
-from canarykit._errors import ConfigError
-from canarykit._machine import Phase
-from canarykit._plan import SetHeaderRoutes, SetMirror, SetWeight
 from canarykit.deciders import RelativeDecider, compare, relative
 from canarykit.deciders._relative import DEFAULT_RECORD_WINDOWS
+from canarykit.policy import load_policy
 from canarykit.policy._deciders import declared_gauges
-from canarykit.policy._load import load_policy
 from canarykit.policy._table import parse_fraction, parse_percent
 from canarykit.testing import ScriptedMetrics, simulate
 

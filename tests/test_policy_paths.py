@@ -5,6 +5,9 @@ state directory (so the lease refuses the second runner) and the same router fil
 (issue 13, item 8).
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it.
+
 from __future__ import annotations
 
 import argparse

@@ -6,6 +6,9 @@ items 1 and 12). The policy file itself is read the same way (a link there is th
 operator's own, and followed).
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it.
+
 from __future__ import annotations
 
 import os
@@ -17,7 +20,7 @@ from typing import Any
 import pytest
 
 from canarykit import ConfigError
-from canarykit._cli._main import main
+from canarykit._cli import main
 from canarykit.policy import load_policy
 
 pytest.importorskip("httpx")

@@ -4,6 +4,9 @@ Two policies that differ only in ``name`` (or sit in two folders, with two state
 directories) used to get two leases and two runners on one router (issue 13, item 8).
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it.
+
 from __future__ import annotations
 
 import signal
@@ -13,8 +16,8 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit._cli._main import main
-from canarykit.policy._deployment import Deployment
+from canarykit._cli import main
+from canarykit.policy import Deployment
 from canarykit.testing import FakeRouter, ScriptedMetrics
 
 POLICY = """\

@@ -5,6 +5,9 @@ fail at step 3, with canary traffic live (issue 13, item 10). Now the router che
 split of the plan first, and the error names the policy key.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; the machine's wording and limits; the policy layer's helpers.
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +17,7 @@ import pytest
 
 import canarykit as ck
 from canarykit import ConfigError
-from canarykit._cli._main import main
+from canarykit._cli import main
 from canarykit._machine import plan_splits
 from canarykit.policy._deployment import check_plan_on_router
 from canarykit.testing import FakeRouter

@@ -1,6 +1,9 @@
 """The tables of a policy file that run a real rollout: [rollout], [router], [metrics],
 [hooks] and [[notify]], read into a `Deployment` and built into real objects."""
 
+# Imports internals on purpose: the policy layer's helpers; the command line (canarykit._cli is
+# private), run as the `canarykit` script runs it.
+
 from __future__ import annotations
 
 import contextlib
@@ -1030,7 +1033,7 @@ def test_deploy_example_loads_as_documented(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_deploy_example_simulates(capsys: pytest.CaptureFixture[str]) -> None:
-    from canarykit._cli._main import main
+    from canarykit._cli import main
 
     assert main(["simulate", str(DEPLOY_EXAMPLE)]) == 0
     assert "outcome   promoted at 15:00" in capsys.readouterr().out

@@ -1,5 +1,8 @@
 """PrometheusSource against a fake Prometheus on loopback, query templates, bucket mapping."""
 
+# Imports internals on purpose: the bucket layout under LatencyHistogram; the input checks; the
+# metrics source's helpers.
+
 from __future__ import annotations
 
 import json
@@ -421,7 +424,7 @@ async def test_a_hanging_query_fails_the_whole_collect(fake):
 
 
 async def test_connection_refused_is_retried_then_a_metrics_error():
-    from canarykit.testing import free_port
+    from canarykit.testing.lab import free_port
 
     src = source(f"http://127.0.0.1:{free_port()}", attempts=2)
     with pytest.raises(MetricsError, match=r"gave up after 2 attempts.*ConnectError"):
@@ -882,7 +885,7 @@ def test_quantiles_from_classic_buckets_are_bounded_as_documented(samples, q):
 
 
 def test_prometheus_server_writes_a_json_config_for_its_targets(tmp_path):
-    from canarykit.testing import PrometheusServer
+    from canarykit.testing.lab import PrometheusServer
 
     server = PrometheusServer(
         tmp_path,
@@ -916,7 +919,7 @@ def test_prometheus_server_writes_a_json_config_for_its_targets(tmp_path):
     ],
 )
 def test_prometheus_server_refuses_unsafe_settings(tmp_path, kwargs, field):
-    from canarykit.testing import PrometheusServer
+    from canarykit.testing.lab import PrometheusServer
 
     with pytest.raises(ConfigError) as caught:
         PrometheusServer(tmp_path, binary="/nonexistent/prometheus", **kwargs)

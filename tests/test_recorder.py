@@ -1,5 +1,7 @@
 """The in-process recorder: requests recorded one by one become observations per window."""
 
+# Imports internals on purpose: the bucket layout under LatencyHistogram.
+
 from __future__ import annotations
 
 import itertools

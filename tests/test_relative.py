@@ -1,3 +1,5 @@
+# Imports internals on purpose: a decider's helpers.
+
 from __future__ import annotations
 
 import json
@@ -10,24 +12,32 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canarykit import linear
-from canarykit._errors import ConfigError
-from canarykit._histogram import LatencyHistogram
-from canarykit._machine import Phase
-from canarykit._observe import Arm, ArmStats, Observation
-from canarykit._protocols import Decider
-from canarykit._split import HeaderRoute, TrafficSplit
-from canarykit._verdict import Judgement, VerdictKind
-from canarykit.deciders import AllOf, bound, threshold
-from canarykit.deciders._relative import (
+from canarykit import (
+    Arm,
+    ArmStats,
+    ConfigError,
+    Decider,
+    HeaderRoute,
+    Judgement,
+    LatencyHistogram,
+    Observation,
+    Phase,
+    TrafficSplit,
+    VerdictKind,
+    linear,
+)
+from canarykit.deciders import (
+    AllOf,
     Comparison,
     Direction,
+    NoDataPolicy,
     RelativeDecider,
-    at_full_canary,
+    bound,
     compare,
     relative,
+    threshold,
 )
-from canarykit.deciders._threshold import NoDataPolicy
+from canarykit.deciders._relative import at_full_canary
 from canarykit.testing import ScriptedMetrics, regression, simulate
 
 PASS, NOT_YET, INCONCLUSIVE, FAIL = (

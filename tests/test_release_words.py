@@ -1,5 +1,7 @@
 """Refusals of operator commands speak the operator's words and say what can be done now."""
 
+# Imports internals on purpose: the machine's wording and limits.
+
 import re
 
 import pytest

@@ -19,7 +19,7 @@ import pytest
 
 from canarykit import RouterError, TrafficSplit
 from canarykit.routers import HAProxyRouter, NginxRouter, SplitProbe
-from canarykit.testing import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
+from canarykit.testing.lab import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
 
 # Real nginx and HAProxy processes: the slow tier.
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

@@ -1,6 +1,9 @@
 """Header regexes: RE2's syntax, nothing a backtracking engine takes exponential time on,
 and the in-process router's own budget for Python's engine."""
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; the input checks; the split module's constants; a router's helpers.
+
 from __future__ import annotations
 
 import io
@@ -12,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from canarykit import ConfigError, HeaderRoute, TrafficSplit
-from canarykit._cli._main import main
+from canarykit._cli import main
 from canarykit._safe import MAX_REGEX_LENGTH, backtracking_steps, check_regex
 from canarykit._split import MAX_MATCHED_VALUE
 from canarykit.routers import WeightedRouter
@@ -85,8 +88,7 @@ def test_exact_and_prefix_values_are_not_read_as_regexes() -> None:
 
 
 def test_a_split_and_a_plan_refuse_a_bad_regex_when_they_are_built() -> None:
-    from canarykit import Plan
-    from canarykit._plan import SetHeaderRoutes
+    from canarykit import Plan, SetHeaderRoutes
 
     with pytest.raises(ConfigError, match="backreferences"):
         TrafficSplit(header_routes=[HeaderRoute(header="X", value=r"(a)\1", match="regex")])

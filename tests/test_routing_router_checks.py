@@ -11,8 +11,7 @@ import anyio
 import pytest
 
 import canarykit as ck
-from canarykit import ConfigError, HeaderRoute, RouterError, TrafficSplit
-from canarykit._plan import SetHeaderRoutes
+from canarykit import ConfigError, HeaderRoute, RouterError, SetHeaderRoutes, TrafficSplit
 from canarykit.routers import (
     GatewayAPIRouter,
     HAProxyRouter,

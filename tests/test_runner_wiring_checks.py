@@ -5,6 +5,9 @@ through policy files in test_policy*.py; here, that a rollout built in Python ge
 with the gauges of the metrics source when the source says which it reports.
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it.
+
 from __future__ import annotations
 
 import attrs
@@ -172,7 +175,7 @@ gauges = { cpu = 'sum(rate(process_cpu_seconds_total{version="{arm}"}[{window}])
 def test_simulating_a_policy_refuses_a_gauge_it_does_not_script(tmp_path, capsys) -> None:
     # The real source declares cpu, so the policy loads; the simulation scripts no cpu,
     # so every window would have none. Scripting it ([simulation.gauges]) is the way.
-    from canarykit._cli._main import main
+    from canarykit._cli import main
 
     policy = tmp_path / "policy.toml"
     policy.write_text(SIMULATED_CPU)

@@ -7,16 +7,21 @@ from typing import Any
 import anyio
 import pytest
 
-from canarykit._errors import ConfigError
-from canarykit._histogram import LatencyHistogram
-from canarykit._observe import Arm, ArmStats, Observation, Window
-from canarykit._split import TrafficSplit
-from canarykit.testing import _scripted
-from canarykit.testing._scripted import (
+from canarykit import (
+    Arm,
+    ArmStats,
+    ConfigError,
+    LatencyHistogram,
+    Observation,
+    TrafficSplit,
+    Window,
+)
+from canarykit.testing import (
     SCENARIOS,
     Regression,
     ScriptedMetrics,
     StepChange,
+    _scripted,
     regression,
     step_change,
 )

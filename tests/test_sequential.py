@@ -1,3 +1,5 @@
+# Imports internals on purpose: a decider's helpers.
+
 from __future__ import annotations
 
 import json
@@ -7,19 +9,23 @@ from collections import Counter
 
 import pytest
 
-from canarykit._errors import ConfigError
-from canarykit._histogram import LatencyHistogram
-from canarykit._observe import ArmStats, Observation, Window
-from canarykit._protocols import Decider
-from canarykit._split import TrafficSplit
-from canarykit._verdict import VerdictKind
-from canarykit.deciders._ranks import shift_of, window_auc
-from canarykit.deciders._sequential import (
+from canarykit import (
+    ArmStats,
+    ConfigError,
+    Decider,
+    LatencyHistogram,
+    Observation,
+    TrafficSplit,
+    VerdictKind,
+    Window,
+)
+from canarykit.deciders import (
     SequentialErrors,
     SequentialLatency,
     sequential_errors,
     sequential_latency,
 )
+from canarykit.deciders._ranks import shift_of, window_auc
 from canarykit.testing import ScriptedMetrics, regression
 
 np = pytest.importorskip("numpy")

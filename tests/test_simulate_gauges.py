@@ -8,13 +8,17 @@ from typing import Any
 
 import pytest
 
-from canarykit import Arm, TrafficSplit
-from canarykit._errors import ConfigError
-from canarykit._observe import Window
+from canarykit import Arm, ConfigError, TrafficSplit, Window
 from canarykit.deciders import compare, relative
 from canarykit.policy import load_policy
-from canarykit.testing import Scenario, ScriptedMetrics, evaluate, hold_plan, simulate
-from canarykit.testing._scripted import ScriptedGauge
+from canarykit.testing import (
+    Scenario,
+    ScriptedGauge,
+    ScriptedMetrics,
+    evaluate,
+    hold_plan,
+    simulate,
+)
 
 K = 4.0  # Monte-Carlo tolerance in standard errors
 SPLIT = TrafficSplit(canary_percent=10)

@@ -7,13 +7,26 @@ import statistics
 
 import pytest
 
-from canarykit import HeaderRoute, Plan, SetHeaderRoutes, SetMirror, TrafficSplit
-from canarykit._errors import ConfigError
-from canarykit._observe import Window
-from canarykit._plan import Pause
+from canarykit import (
+    ConfigError,
+    HeaderRoute,
+    Pause,
+    Plan,
+    SetHeaderRoutes,
+    SetMirror,
+    TrafficSplit,
+    Window,
+)
 from canarykit.deciders import bound, threshold
-from canarykit.testing import InjectedRegression, Scenario, ScriptedMetrics, evaluate, simulate
-from canarykit.testing._scripted import DEFAULT_HEADER_SHARE, canary_share
+from canarykit.testing import (
+    DEFAULT_HEADER_SHARE,
+    InjectedRegression,
+    Scenario,
+    ScriptedMetrics,
+    canary_share,
+    evaluate,
+    simulate,
+)
 
 K = 4.0  # Monte-Carlo tolerance in standard errors
 

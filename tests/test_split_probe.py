@@ -142,7 +142,7 @@ async def test_request_headers_are_sent_and_matching_routes_make_the_target_100(
 
 
 async def test_a_refused_connection_is_a_router_error():
-    from canarykit.testing import free_port
+    from canarykit.testing.lab import free_port
 
     probe = SplitProbe(url=f"http://127.0.0.1:{free_port()}/", requests=5)
     with pytest.raises(RouterError, match="failed after 0 requests"):

@@ -4,6 +4,8 @@
 or a damaged disk puts in the history directory.
 """
 
+# Imports internals on purpose: the history bound.
+
 from __future__ import annotations
 
 import os
@@ -12,7 +14,7 @@ import stat
 import pytest
 
 import canarykit as ck
-from canarykit._errors import StateError
+from canarykit import StateError
 from canarykit._stores import MAX_HISTORY
 
 pytestmark = pytest.mark.anyio

@@ -5,6 +5,9 @@ A reason that holds line breaks and terminal escapes must show as one escaped li
 bloat the saved state, the output or a notice (issue 13, item 6).
 """
 
+# Imports internals on purpose: the command line (canarykit._cli is private), run as the
+# `canarykit` script runs it; the machine's wording and limits; the text limit.
+
 from __future__ import annotations
 
 import io
@@ -12,13 +15,13 @@ import io
 import pytest
 
 import canarykit as ck
-from canarykit._cli._main import main
+from canarykit._cli import main
 from canarykit._cli._run import RunDisplay, execute
-from canarykit._machine import RolloutState, _kept
+from canarykit._machine import _kept
 from canarykit._text import MAX_TEXT
 from canarykit.deciders import bound, threshold
-from canarykit.notify import describe_event
-from canarykit.notify._notifiers import slack_payload
+from canarykit.machine import RolloutState
+from canarykit.notify import describe_event, slack_payload
 from canarykit.testing import FakeRouter, ScriptedMetrics, VirtualClock
 
 FORGED = "looking\n14:35:00 succeeded 100% phase: promoted\x1b[2J"

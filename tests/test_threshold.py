@@ -7,11 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canarykit._errors import ConfigError
-from canarykit._histogram import LatencyHistogram
-from canarykit._observe import Arm, ArmStats, Observation
-from canarykit._protocols import Decider
-from canarykit._verdict import Verdict, VerdictKind
+from canarykit import (
+    Arm,
+    ArmStats,
+    ConfigError,
+    Decider,
+    LatencyHistogram,
+    Observation,
+    Verdict,
+    VerdictKind,
+)
 from canarykit.deciders import (
     Bound,
     NoDataPolicy,

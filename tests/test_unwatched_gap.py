@@ -1,5 +1,7 @@
 """No unwatched time: after a resume, the time nobody watched the canary is judged first."""
 
+# Imports internals on purpose: the machine's wording and limits.
+
 import itertools
 
 import hypothesis.strategies as st

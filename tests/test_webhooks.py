@@ -9,7 +9,8 @@ import pytest
 import canarykit as ck
 from canarykit.hooks import HookCall, Hooks, Webhook
 from canarykit.machine import HookPoint
-from canarykit.testing import FakeRouter, VirtualClock, free_port
+from canarykit.testing import FakeRouter, VirtualClock
+from canarykit.testing.lab import free_port
 from helpers.http_endpoint import Endpoint
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[http]'")

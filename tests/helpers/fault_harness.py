@@ -40,6 +40,8 @@ random moment (sometimes just after a Ctrl-C), starts a new one on the same file
 on until the rollout ends. `check_kill9_trial` then reads the files.
 """
 
+# Imports internals on purpose: the split module's constants.
+
 from __future__ import annotations
 
 import asyncio
@@ -62,13 +64,11 @@ import anyio.abc
 import attrs
 
 import canarykit as ck
-from canarykit import Phase
-from canarykit._events import LeaseRevoked, PhaseChanged
-from canarykit._observe import ArmStats, Observation
+from canarykit import ArmStats, Judgement, Observation, Phase, Verdict, VerdictKind
 from canarykit._split import FULL_CANARY, STABLE_ONLY
-from canarykit._verdict import Judgement, Verdict, VerdictKind
-from canarykit.testing import FakeRouter, VirtualClock
-from canarykit.testing._faults import (
+from canarykit.events import LeaseRevoked, PhaseChanged
+from canarykit.testing import (
+    FakeRouter,
     FaultPlan,
     FaultyDecider,
     FaultyLease,
@@ -76,6 +76,7 @@ from canarykit.testing._faults import (
     FaultyRouter,
     FaultyStore,
     InjectedError,
+    VirtualClock,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from canarykit.testing import BinaryNotFound, find_binary
+from canarykit.testing.lab import BinaryNotFound, find_binary
 
 HERE = Path(__file__).resolve().parent
 

@@ -9,7 +9,7 @@ import pytest
 
 from canarykit import RouterError, TrafficSplit
 from canarykit.routers import HAProxyRouter, SplitProbe
-from canarykit.testing import DemoApp, HAProxyServer
+from canarykit.testing.lab import DemoApp, HAProxyServer
 
 pytestmark = pytest.mark.anyio
 

@@ -14,7 +14,7 @@ import pytest
 
 from canarykit import HeaderRoute, RouterError, TrafficSplit
 from canarykit.routers import NginxRouter, SplitProbe
-from canarykit.testing import DemoApp, NginxServer
+from canarykit.testing.lab import DemoApp, NginxServer
 
 pytestmark = pytest.mark.anyio
 

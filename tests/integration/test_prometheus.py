@@ -11,6 +11,8 @@ reported count lies in [sent, sent * W / (W - 2I)], plus one for rounding: with 
 and I = 1, at most 15.4% above, never below.
 """
 
+# Imports internals on purpose: the bucket layout under LatencyHistogram.
+
 from __future__ import annotations
 
 import threading
@@ -26,7 +28,7 @@ import pytest
 from canarykit import MetricsError, NoDataError, TrafficSplit, Window
 from canarykit._histogram import bucket_bounds, bucket_index
 from canarykit.metrics import PrometheusSource
-from canarykit.testing import DemoApp, PrometheusServer
+from canarykit.testing.lab import DemoApp, PrometheusServer
 
 pytestmark = pytest.mark.anyio
 

@@ -29,7 +29,7 @@ import pytest
 from canarykit import TrafficSplit, Window
 from canarykit.metrics import PrometheusSource, http_queries
 from canarykit.policy import load_policy
-from canarykit.testing import PrometheusServer
+from canarykit.testing.lab import PrometheusServer
 
 if sys.version_info >= (3, 11):
     import tomllib

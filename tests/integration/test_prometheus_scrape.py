@@ -15,7 +15,7 @@ import pytest
 
 from canarykit import ConfigError, TrafficSplit, Window
 from canarykit.metrics import PrometheusSource, http_queries
-from canarykit.testing import DemoApp, PrometheusServer
+from canarykit.testing.lab import DemoApp, PrometheusServer
 
 pytestmark = pytest.mark.anyio
 
