@@ -11,7 +11,7 @@ import pytest
 
 import canarykit as ck
 from canarykit._lease import FencedLease
-from canarykit.testing import free_port
+from canarykit.testing.lab import free_port
 
 psycopg = pytest.importorskip("psycopg")
 

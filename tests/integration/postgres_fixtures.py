@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from canarykit.testing import BinaryNotFound
-from canarykit.testing._postgres_server import PostgresServer, postgres_bin_dir
+from canarykit.testing._postgres_server import postgres_bin_dir
+from canarykit.testing.lab import BinaryNotFound, PostgresServer
 
 _tables = itertools.count(1)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from canarykit.testing._tcp_proxy import TcpProxy
+from canarykit.testing.lab import TcpProxy
 
 
 @pytest.fixture
