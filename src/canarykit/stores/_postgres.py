@@ -482,23 +482,33 @@ class PostgresStore:
         return PostgresLease(self, key, holder=holder, ttl=ttl, target=target)
 
     async def holder_of(self, key: str) -> dict[str, Any] | None:
-        """Who holds `key`'s lease: ``{"holder", "token", "expires_in", "overdue"}`` or None.
+        """Who holds `key`'s lease, or None when nobody does (never taken, released, expired).
 
-        None when nobody ever took it or its last holder released it. ``expires_in`` is in
-        seconds on the server's clock; negative (and ``overdue`` true) when the holder
-        stopped renewing and the lease may be taken over.
+        A dict as `EtcdStore.holder_of` gives: ``holder``, ``host``, ``pid``, ``ttl``,
+        ``acquired_at`` (seconds since the epoch), ``token`` and ``ttl_left`` (seconds,
+        on the server's clock).
         """
         check_name("key", key)
         sql = self._sql
 
         def read(conn: Any) -> Any:
-            return conn.execute(sql.holder, (key,)).fetchone()
+            return conn.execute(sql.holder_info, (key,)).fetchone()
 
         row = await self._run(read, error=StateError, doing=f"reading the lease of {key!r}")
-        if row is None or row[3]:
+        if row is None:
             return None
-        holder, token, left, _ = row
-        return {"holder": holder, "token": token, "expires_in": left, "overdue": left <= 0}
+        holder, token, left, released, host, pid, ttl, acquired_at = row
+        if released or left <= 0:
+            return None
+        return {
+            "holder": holder,
+            "host": host,
+            "pid": pid,
+            "ttl": ttl,
+            "acquired_at": acquired_at,
+            "token": token,
+            "ttl_left": left,
+        }
 
     # ------------------------------------------------------------------ commands
 
@@ -648,13 +658,15 @@ class PostgresLease:
             return
         sql = self.store._sql
         rows, holder, ttl = list(self._rows), self._holder, self._ttl
+        host, pid = socket.gethostname(), os.getpid()
         psycopg = self.store._pg
 
         def take(conn: Any) -> tuple[dict[str, int], str | None, Any]:
             tokens: dict[str, int] = {}
             with conn.transaction():
                 for row in rows:
-                    got = conn.execute(sql.acquire, (row, holder, ttl)).fetchone()
+                    params = {"key": row, "holder": holder, "ttl": ttl, "host": host, "pid": pid}
+                    got = conn.execute(sql.acquire, params).fetchone()
                     if got is None:
                         info = conn.execute(sql.holder, (row,)).fetchone()
                         raise psycopg.Rollback()  # none of the rows, or all of them
@@ -857,7 +869,6 @@ class PostgresCommands:
             if row is not None:
                 accepted, reason, holder, answered_at = row
                 return {
-                    "id": ident,
                     "accepted": accepted,
                     "reason": reason,
                     "holder": holder,
@@ -903,7 +914,9 @@ class _Queries:
             q(
                 "CREATE TABLE IF NOT EXISTS {leases} (key text PRIMARY KEY, holder text NOT NULL,"
                 " token bigint NOT NULL, expires_at timestamptz NOT NULL,"
-                " released boolean NOT NULL DEFAULT false)"
+                " released boolean NOT NULL DEFAULT false, host text NOT NULL DEFAULT '',"
+                " pid integer NOT NULL DEFAULT 0, ttl float8 NOT NULL DEFAULT 0,"
+                " acquired_at timestamptz NOT NULL DEFAULT clock_timestamp())"
             ),
             q(
                 "CREATE TABLE IF NOT EXISTS {commands} (id text PRIMARY KEY, seq bigserial,"
@@ -951,11 +964,20 @@ class _Queries:
             " extract(epoch FROM expires_at - clock_timestamp())::float8, released"
             " FROM {leases} WHERE key = %s"
         )
+        self.holder_info = q(
+            "SELECT holder, token,"
+            " extract(epoch FROM expires_at - clock_timestamp())::float8, released,"
+            " host, pid, ttl, extract(epoch FROM acquired_at)::float8"
+            " FROM {leases} WHERE key = %s"
+        )
         self.acquire = q(
-            "INSERT INTO {leases} AS l (key, holder, token, expires_at, released)"
-            " VALUES (%s, %s, 1, clock_timestamp() + make_interval(secs => %s), false)"
+            "INSERT INTO {leases} AS l"
+            " (key, holder, token, expires_at, released, host, pid, ttl, acquired_at)"
+            " VALUES (%(key)s, %(holder)s, 1, clock_timestamp() + make_interval(secs => %(ttl)s),"
+            " false, %(host)s, %(pid)s, %(ttl)s, clock_timestamp())"
             " ON CONFLICT (key) DO UPDATE SET holder = EXCLUDED.holder, token = l.token + 1,"
-            " expires_at = EXCLUDED.expires_at, released = false"
+            " expires_at = EXCLUDED.expires_at, released = false, host = EXCLUDED.host,"
+            " pid = EXCLUDED.pid, ttl = EXCLUDED.ttl, acquired_at = EXCLUDED.acquired_at"
             " WHERE l.expires_at <= clock_timestamp() RETURNING token"
         )
         self.renew = q(
@@ -985,6 +1007,7 @@ class _Queries:
             " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"
         )
         self.answered = q(
-            "SELECT accepted, reason, holder, answered_at::text FROM {answers}"
+            "SELECT accepted, reason, holder, extract(epoch FROM answered_at)::float8"
+            " FROM {answers}"
             " WHERE id = %s AND key = %s"
         )
