@@ -25,25 +25,10 @@ from canarykit._cli import main
 from canarykit._cli._control import CommandInbox
 from canarykit._cli._run import EXIT_ROLLED_BACK, execute
 from canarykit.testing import FakeRouter
+from helpers.policies import ERROR_RATE, STEP_PLAN, WAIT_FOR_PROMOTION, policy, rollout_table
 
 WAITING = ck.Plan(steps=[ck.SetWeight(20), ck.WaitForPromotion(), ck.SetWeight(60)])
-POLICY = """
-[plan]
-shape = "steps"
-analysis_interval = "30s"
-[[plan.steps]]
-set_weight = 20
-[[plan.steps]]
-wait_for_promotion = true
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = "2%"
-[rollout]
-name = "web"
-state_dir = "{state}"
-"""
+POLICY = policy(STEP_PLAN, WAIT_FOR_PROMOTION, ERROR_RATE, rollout_table())
 
 
 def rollout_in(state_dir, router, plan=WAITING):

@@ -29,10 +29,20 @@ from canarykit._cli._run import (
     execute,
     exit_code,
 )
-from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.deciders import bound, threshold
 from canarykit.policy import Deployment
 from canarykit.testing import FakeRouter, RouterFault, ScriptedMetrics, VirtualClock, regression
+from helpers.policies import (
+    ERROR_RATE,
+    PROMETHEUS,
+    WEIGHTS_PLAN,
+    haproxy_router,
+    policy,
+    rollout_table,
+)
+
+# Each test gets its own traffic-target locks (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("lock_dir")
 
 PLAN = ck.from_weights([10, 50], hold=60, final_bake=60, analysis_interval=30)
 WAITING = ck.Plan(steps=[ck.SetWeight(20), ck.WaitForPromotion()])
@@ -41,11 +51,6 @@ WAITING = ck.Plan(steps=[ck.SetWeight(20), ck.WaitForPromotion()])
 ANALYZED = ck.Plan(steps=[ck.SetWeight(10), ck.Analyze(60, interval=30), ck.SetWeight(50)])
 DECIDER = threshold(bound("error_rate", max=0.02))
 FAILING = ScriptedMetrics(error_rate=regression(at=0, base=0.01, factor=10))
-
-
-@pytest.fixture(autouse=True)
-def lock_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(LOCK_DIR_VARIABLE, str(tmp_path / "target-locks"))
 
 
 class NeverStable(FakeRouter):
@@ -152,32 +157,9 @@ def test_a_rollback_the_router_never_confirmed_is_not_reported_as_traffic_on_sta
 # ------------------------------------------------------------------ through the command
 
 
-POLICY = """
-[plan]
-shape = "weights"
-weights = [10, 50]
-hold = "1m"
-analysis_interval = "30s"
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = "2%"
-[rollout]
-name = "web"
-state_dir = "{state}"
-[router]
-kind = "haproxy"
-runtime_api = "{state}/hap.sock"
-backend = "app"
-stable = ["v1"]
-canary = ["v2"]
-[metrics]
-kind = "prometheus"
-url = "http://127.0.0.1:9"
-stable = "v1"
-canary = "v2"
-"""
+POLICY = policy(
+    WEIGHTS_PLAN, ERROR_RATE, rollout_table(), haproxy_router("{state}/hap.sock"), PROMETHEUS
+)
 
 
 @pytest.fixture

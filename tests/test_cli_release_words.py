@@ -18,32 +18,14 @@ import pytest
 import canarykit as ck
 from canarykit._cli import main
 from canarykit._cli._run import RunDisplay
-from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.testing import FakeRouter
+from helpers.policies import ERROR_RATE, STEP_PLAN, WAIT_FOR_PROMOTION, policy, rollout_table
 
-POLICY = """
-[plan]
-shape = "steps"
-analysis_interval = "30s"
-[[plan.steps]]
-set_weight = 20
-[[plan.steps]]
-wait_for_promotion = true
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = "2%"
-[rollout]
-name = "web"
-state_dir = "{state}"
-"""
+# Each test gets its own traffic-target locks (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("lock_dir")
+
+POLICY = policy(STEP_PLAN, WAIT_FOR_PROMOTION, ERROR_RATE, rollout_table())
 STAMP = r"\d\d:\d\d:\d\d"
-
-
-@pytest.fixture(autouse=True)
-def lock_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(LOCK_DIR_VARIABLE, str(tmp_path / "target-locks"))
 
 
 def policy_file(tmp_path):

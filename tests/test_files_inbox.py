@@ -24,30 +24,14 @@ import canarykit as ck
 from canarykit._cli import main
 from canarykit._cli._control import CommandInbox, serve_inbox
 from canarykit._cli._run import EXIT_ROLLED_BACK, execute
-from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.testing import FakeRouter
+from helpers.policies import ERROR_RATE, STEP_PLAN, policy, rollout_table
+
+# Each test gets its own traffic-target locks (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("lock_dir")
 
 WAITING = ck.Plan(steps=[ck.SetWeight(20), ck.WaitForPromotion(), ck.SetWeight(60)])
-POLICY = """
-[plan]
-shape = "steps"
-analysis_interval = "30s"
-[[plan.steps]]
-set_weight = 20
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = "2%"
-[rollout]
-name = "web"
-state_dir = "{state}"
-"""
-
-
-@pytest.fixture(autouse=True)
-def lock_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(LOCK_DIR_VARIABLE, str(tmp_path / "target-locks"))
+POLICY = policy(STEP_PLAN, ERROR_RATE, rollout_table())
 
 
 @pytest.fixture

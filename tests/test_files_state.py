@@ -23,19 +23,11 @@ import pytest
 import canarykit as ck
 from canarykit import FileRefusedError, _files
 from canarykit._cli import main
-from canarykit._lease import LOCK_DIR_VARIABLE
+from helpers.policies import ERROR_RATE, STEP_PLAN, policy, rollout_table
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lock_dir")]
 
 STATE = {"state": {"phase": "progressing"}, "plan": {"steps": []}}
-
-
-@pytest.fixture(autouse=True)
-def lock_dir(tmp_path, monkeypatch):
-    """Each test gets its own directory of traffic-target locks."""
-    directory = tmp_path / "target-locks"
-    monkeypatch.setenv(LOCK_DIR_VARIABLE, str(directory))
-    return directory
 
 
 @pytest.fixture
@@ -167,21 +159,7 @@ async def test_a_damaged_state_file_is_a_clear_error_promptly(tmp_path, kind, sa
     assert str(state / "web.json") in str(caught.value)
 
 
-POLICY = """
-[plan]
-shape = "steps"
-analysis_interval = "30s"
-[[plan.steps]]
-set_weight = 20
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = "2%"
-[rollout]
-name = "web"
-state_dir = "{state}"
-"""
+POLICY = policy(STEP_PLAN, ERROR_RATE, rollout_table())
 
 
 @pytest.mark.parametrize("kind", ["fifo", "bad bytes", "deep", "huge"])
@@ -253,7 +231,7 @@ async def test_a_replaced_target_lock_loses_the_lease(tmp_path):
 def test_the_target_lock_directory_defaults_to_a_private_per_user_place(monkeypatch, tmp_path):
     from canarykit._lease import target_lock_dir
 
-    monkeypatch.delenv(LOCK_DIR_VARIABLE)
+    monkeypatch.delenv("CANARYKIT_LOCK_DIR")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert target_lock_dir() == tmp_path / "canarykit-targets"
     monkeypatch.delenv("XDG_RUNTIME_DIR")

@@ -12,10 +12,13 @@ import pytest
 pytest.importorskip("lightkube")
 
 from canarykit._cli import main
-from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.policy import Deployment
 from canarykit.routers import GatewayAPIRouter, KubernetesConnection
 from helpers.k8s_fake_apiserver import FakeKubeAPI
+from helpers.policies import ERROR_RATE, WEIGHTS_PLAN, policy, rollout_table
+
+# Each test gets its own traffic-target locks (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("lock_dir")
 
 ROUTE = {
     "apiVersion": "gateway.networking.k8s.io/v1",
@@ -27,32 +30,19 @@ ROUTE = {
     },
 }
 
-POLICY = """
-[plan]
-shape = "weights"
-weights = [10, 50]
-hold = "1m"
-analysis_interval = "30s"
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = "2%"
-[rollout]
-name = "shop"
-state_dir = "{state}"
+POLICY = policy(
+    WEIGHTS_PLAN,
+    ERROR_RATE,
+    rollout_table("shop"),
+    """\
 [router]
 kind = "gateway-api"
 route = "{route}"
 namespace = "prod"
 stable_service = "shop-v1"
 canary_service = "shop-v2"
-"""
-
-
-@pytest.fixture(autouse=True)
-def lock_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(LOCK_DIR_VARIABLE, str(tmp_path / "target-locks"))
+""",
+)
 
 
 @pytest.fixture

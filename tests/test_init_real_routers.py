@@ -18,12 +18,12 @@ import pytest
 
 import canarykit as ck
 from canarykit._cli import main
-from canarykit._lease import LOCK_DIR_VARIABLE
 from canarykit.routers import SplitProbe
 from canarykit.testing.lab import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
+from helpers.policies import ERROR_RATE, WEIGHTS_PLAN, policy, rollout_table
 
 # Real nginx and HAProxy processes: the slow tier.
-pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.usefixtures("lock_dir")]
 
 STABLE = ck.TrafficSplit(canary_percent=0)
 SECRET = "Bearer s3cr3t-t0ken-never-shown"
@@ -34,21 +34,7 @@ HAND_WRITTEN = f"""upstream shop {{
 proxy_set_header Authorization "{SECRET}";
 """
 
-PLAN = """
-[plan]
-shape = "weights"
-weights = [10, 50]
-hold = "1m"
-analysis_interval = "30s"
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = "2%"
-[rollout]
-name = "shop"
-state_dir = "{state}"
-"""
+PLAN = policy(WEIGHTS_PLAN, ERROR_RATE, rollout_table("shop"))
 
 
 def binary(name, package):
@@ -58,11 +44,6 @@ def binary(name, package):
         if os.environ.get("CANARYKIT_REQUIRE_INTEGRATION") == "1":
             pytest.fail(f"CANARYKIT_REQUIRE_INTEGRATION=1 but {exc}")
         pytest.skip(str(exc))
-
-
-@pytest.fixture(autouse=True)
-def lock_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(LOCK_DIR_VARIABLE, str(tmp_path / "target-locks"))
 
 
 @pytest.fixture(scope="module")

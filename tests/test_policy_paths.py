@@ -18,20 +18,9 @@ import pytest
 
 from canarykit._cli._control import locate
 from canarykit.policy import load_policy
+from helpers.policies import ERROR_RATE, WEIGHTS_PLAN, policy
 
-PLAN = """\
-[plan]
-shape = "weights"
-weights = [10, 50]
-hold = "1m"
-analysis_interval = "30s"
-
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = 0.02
-"""
+PLAN = policy(WEIGHTS_PLAN, ERROR_RATE)
 
 NGINX = """
 [rollout]

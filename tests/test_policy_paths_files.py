@@ -22,39 +22,21 @@ import pytest
 from canarykit import ConfigError
 from canarykit._cli import main
 from canarykit.policy import load_policy
+from helpers.policies import (
+    ERROR_RATE,
+    PROMETHEUS,
+    WEIGHTS_PLAN,
+    haproxy_router,
+    policy,
+    rollout_table,
+)
 
 pytest.importorskip("httpx")
 
 SECRET = "s3cr3t-token-value-0123456789"
-POLICY = """\
-[plan]
-shape = "weights"
-weights = [10, 50]
-hold = "1m"
-analysis_interval = "30s"
-
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = 0.02
-
-[rollout]
-name = "web"
-
-[router]
-kind = "haproxy"
-runtime_api = "127.0.0.1:9"
-backend = "app"
-stable = ["v1"]
-canary = ["v2"]
-
-[metrics]
-kind = "prometheus"
-url = "http://127.0.0.1:9"
-stable = "v1"
-canary = "v2"
-"""
+POLICY = policy(
+    WEIGHTS_PLAN, ERROR_RATE, rollout_table(state_dir=None), haproxy_router(), PROMETHEUS
+)
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 

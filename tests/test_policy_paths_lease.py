@@ -19,36 +19,22 @@ import canarykit as ck
 from canarykit._cli import main
 from canarykit.policy import Deployment
 from canarykit.testing import FakeRouter, ScriptedMetrics
+from helpers.policies import ERROR_RATE, PROMETHEUS, haproxy_router, policy, rollout_table
 
-POLICY = """\
+# A plan of a second: the test runs it to its end.
+POLICY = policy(
+    """\
 [plan]
 shape = "weights"
 weights = [10]
 hold = "1s"
 analysis_interval = "1s"
-
-[decider]
-kind = "threshold"
-[[decider.metrics]]
-metric = "error_rate"
-max = 0.02
-
-[rollout]
-name = "NAME"
-
-[router]
-kind = "haproxy"
-runtime_api = "127.0.0.1:9"
-backend = "app"
-stable = ["v1"]
-canary = ["v2"]
-
-[metrics]
-kind = "prometheus"
-url = "http://127.0.0.1:9"
-stable = "v1"
-canary = "v2"
-"""
+""",
+    ERROR_RATE,
+    rollout_table("NAME", state_dir=None),
+    haproxy_router(),
+    PROMETHEUS,
+)
 
 
 class SharedRouter(FakeRouter):
