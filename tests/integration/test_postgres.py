@@ -18,6 +18,7 @@ from postgres_fixtures import own_postgres, postgres, table  # noqa: F401 (fixtu
 import canarykit as ck
 from canarykit._lease import FencedLease
 from canarykit.stores import PostgresStore
+from canarykit.testing import FakeRouter
 from canarykit.testing.lab import TcpProxy
 
 pytestmark = pytest.mark.anyio
@@ -327,3 +328,39 @@ async def test_a_partitioned_holder_wakes_up_fenced_out(postgres, table):
                         pytest.fail("the cut-off holder's write was accepted")
             assert await successor.load("web") == {"by": "successor"}
             await new.release()
+
+
+# ----------------------------------------------------------------------------- a rollout
+
+
+async def test_a_rollout_on_the_store_excludes_a_runner_on_another_host(postgres, table):
+    forever = ck.Plan(steps=[ck.SetWeight(25), ck.WaitForPromotion()])
+    async with store_for(postgres, table) as host_a, store_for(postgres, table) as host_b:
+        router, other_router = FakeRouter(), FakeRouter()
+        first = ck.Rollout(forever, router=router, store=host_a, key="web", release="v1")
+        second = ck.Rollout(forever, router=other_router, store=host_b, key="web", release="v1")
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as group:
+                group.start_soon(first.run)
+                while router.current.canary_percent != 25:
+                    await anyio.sleep(0.01)
+                with pytest.raises(ck.LeaseHeldError, match="only one runner"):
+                    await second.run()
+                assert other_router.calls == []  # refused before touching anything
+                first.promote()
+        assert first.phase is ck.Phase.SUCCEEDED
+        assert await host_b.holder_of("web") is None  # released at the end
+        # The other host runs the next release on the same key, from the saved state.
+        with anyio.fail_after(20):
+            outcome = await ck.Rollout(
+                ck.Plan(steps=[ck.SetWeight(25)]),
+                router=other_router,
+                store=host_b,
+                key="web",
+                release="v2",
+            ).run()
+        assert outcome.phase is ck.Phase.SUCCEEDED
+        (finished,) = await host_a.history("web")
+        assert finished["state"]["release"] == "v1"
+        # The runner records the fencing token of the holding that saved and applied.
+        assert finished["fencing"]["token"] == finished["fencing"]["apply_token"] >= 1
