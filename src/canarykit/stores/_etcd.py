@@ -38,6 +38,7 @@ acquire that already succeeded is recognised by its etcd lease id.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,7 +49,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -211,6 +212,74 @@ def _tls_context(ca_file: str | None, cert_file: str | None, key_file: str | Non
     return context
 
 
+def _failure(exc: BaseException, timeout: float) -> str:
+    """`describe_failure`, with the cause's text when the error has none of its own.
+
+    httpx on trio raises a bare ``ConnectError()`` for a refused connection or a
+    certificate that does not verify; what happened is in the exceptions under it.
+    """
+    text = describe_failure(exc, timeout)
+    if str(exc) or isinstance(exc, TimeoutError):
+        return text
+    under: BaseException | None = exc
+    for _ in range(4):
+        under = under.__cause__ or under.__context__ if under is not None else None
+        if under is not None and str(under):
+            return f"{text}: {describe_failure(under, timeout)}"
+    return text
+
+
+class _Sender:
+    """What `exchange` needs of a client (``stream``), sending each body as one chunk.
+
+    httpx sends a body through an async generator; when the member breaks the connection
+    while it is being sent (a TLS member refusing a client without a certificate), the
+    generator is left suspended, and trio warns about it when it is collected. Here the
+    body is an iterator object instead, which is safe to drop at any point.
+    """
+
+    def __init__(self, client: Any, httpx: Any) -> None:
+        self.client = client
+        self.body_class = _body_class(httpx)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, method: str, url: str, *, content: bytes, headers: dict[str, str]
+    ) -> AsyncIterator[Any]:
+        request = self.client.build_request(method, url, content=content, headers=headers)
+        request.stream = self.body_class(content)
+        response = await self.client.send(request, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+
+_body_classes: dict[int, type] = {}
+
+
+def _body_class(httpx: Any) -> type:
+    """An `httpx.AsyncByteStream` that yields one chunk without an async generator."""
+    found = _body_classes.get(id(httpx))
+    if found is None:
+
+        class OneChunk(httpx.AsyncByteStream):  # type: ignore[misc]
+            def __init__(self, data: bytes) -> None:
+                self.data: bytes | None = data
+
+            def __aiter__(self) -> OneChunk:
+                return self
+
+            async def __anext__(self) -> bytes:
+                data, self.data = self.data, None
+                if data is None:
+                    raise StopAsyncIteration
+                return data
+
+        found = _body_classes[id(httpx)] = OneChunk
+    return found
+
+
 def _json_value(raw: bytes, what: str) -> dict[str, Any] | None:
     """A small JSON object written by canarykit in etcd, or None when it is not one."""
     try:
@@ -341,18 +410,18 @@ class EtcdStore:
                 headers = {} if self._auth_token is None else {"Authorization": self._auth_token}
                 try:
                     answer = await exchange(
-                        self._client,
+                        _Sender(self._client, httpx),
                         "POST",
                         endpoint + path,
                         deadline=max(0.001, min(self.timeout, left)),
                         max_bytes=MAX_RESPONSE_BYTES,
-                        json=body,
+                        content=json.dumps(body).encode(),
                         headers=headers,
                     )
                 except ResponseTooLarge as exc:
                     raise _Unanswered(f"{what}: {exc}") from None
                 except (TimeoutError, OSError, httpx.TransportError) as exc:
-                    failures[endpoint] = self._redact(describe_failure(exc, self.timeout))
+                    failures[endpoint] = self._redact(_failure(exc, self.timeout))
                 else:
                     if answer.ok:
                         return self._decode(answer.body, what)
@@ -398,15 +467,16 @@ class EtcdStore:
             left = give_up_at - anyio.current_time()
             try:
                 answer = await exchange(
-                    self._client,
+                    _Sender(self._client, httpx),
                     "POST",
                     endpoint + "/v3/auth/authenticate",
                     deadline=max(0.001, min(self.timeout, left)),
                     max_bytes=64 * 1024,
-                    json=body,
+                    content=json.dumps(body).encode(),
+                    headers={},
                 )
             except (TimeoutError, OSError, httpx.TransportError) as exc:
-                failures.append(f"{endpoint}: {self._redact(describe_failure(exc, self.timeout))}")
+                failures.append(f"{endpoint}: {self._redact(_failure(exc, self.timeout))}")
                 self._current = (self._current + 1) % len(self.endpoints)
                 continue
             if answer.ok:

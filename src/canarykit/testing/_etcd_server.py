@@ -23,6 +23,8 @@ import math
 import os
 import secrets
 import signal
+import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -38,21 +40,51 @@ __all__ = ["EtcdCluster"]
 _PROBE_TIMEOUT = 0.5
 
 
-def _post(url: str, body: dict[str, Any], *, timeout: float = _PROBE_TIMEOUT) -> Any:
+def _post(
+    url: str,
+    body: dict[str, Any],
+    *,
+    timeout: float = _PROBE_TIMEOUT,
+    context: ssl.SSLContext | None = None,
+) -> Any:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
         return json.loads(response.read())
 
 
-def _healthy(endpoint: str) -> bool:
+def _healthy(endpoint: str, context: ssl.SSLContext | None) -> bool:
     """True when the member at `endpoint` answers /health with a cluster that has a leader."""
     try:
-        with urllib.request.urlopen(f"{endpoint}/health", timeout=_PROBE_TIMEOUT) as response:
+        with urllib.request.urlopen(
+            f"{endpoint}/health", timeout=_PROBE_TIMEOUT, context=context
+        ) as response:
             return bool(json.loads(response.read()).get("health") == "true")
     except (OSError, ValueError, urllib.error.URLError):
         return False
+
+
+def _make_certificates(directory: Path, openssl: str) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all for a day."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=directory, check=True, capture_output=True)
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=canarykit test CA")  # fmt: skip
+    for name, extension in (
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        (directory / f"{name}.ext").write_text(extension + "\n")
+        run("req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN=canarykit test {name}")  # fmt: skip
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "1",
+            "-extfile", f"{name}.ext")  # fmt: skip
 
 
 class EtcdCluster(StartStop):
@@ -62,6 +94,9 @@ class EtcdCluster(StartStop):
     - `members`: how many (1-7; 3 by default, the smallest that survives losing one).
     - `heartbeat_ms`, `election_ms`: the raft timing; a smaller election timeout elects a
       new leader sooner and lowers the minimum lease TTL.
+    - `tls`: serve clients over TLS (``https://`` endpoints) and require a client
+      certificate; `tls_files()` gives a client's CA, certificate and key (made with
+      ``openssl`` under `directory`).
     - `binary`: the etcd binary (found on PATH and in sbin by default).
 
     `endpoints` are the members' client URLs in member order; `leader_index()` says which
@@ -76,6 +111,7 @@ class EtcdCluster(StartStop):
         members: int = 3,
         heartbeat_ms: int = 100,
         election_ms: int = 1000,
+        tls: bool = False,
         binary: str | None = None,
         start_timeout: float = 20.0,
     ) -> None:
@@ -94,7 +130,15 @@ class EtcdCluster(StartStop):
         self.names = [f"m{n + 1}" for n in range(members)]
         client_ports = [free_port() for _ in self.names]
         peer_ports = [free_port() for _ in self.names]
-        self.endpoints = [f"http://127.0.0.1:{port}" for port in client_ports]
+        scheme = "https" if tls else "http"
+        self.endpoints = [f"{scheme}://127.0.0.1:{port}" for port in client_ports]
+        self.tls_dir: Path | None = None
+        self._context: ssl.SSLContext | None = None
+        if tls:
+            self.tls_dir = self.directory / "tls"
+            _make_certificates(self.tls_dir, find_binary("openssl", "openssl"))
+            self._context = ssl.create_default_context(cafile=self.tls_dir / "ca.pem")
+            self._context.load_cert_chain(self.tls_dir / "client.pem", self.tls_dir / "client.key")
         self._peers = [f"http://127.0.0.1:{port}" for port in peer_ports]
         self._token = f"canarykit-test-{secrets.token_hex(4)}"
         self._processes: list[ManagedProcess | None] = [None] * members
@@ -120,9 +164,30 @@ class EtcdCluster(StartStop):
             f"--initial-cluster-token={self._token}",
             f"--heartbeat-interval={self.heartbeat_ms}",
             f"--election-timeout={self.election_ms}",
+            *self._tls_flags(),
             "--logger=zap",
             "--log-level=warn",
         ]
+
+    def _tls_flags(self) -> list[str]:
+        if self.tls_dir is None:
+            return []
+        return [
+            f"--cert-file={self.tls_dir / 'server.pem'}",
+            f"--key-file={self.tls_dir / 'server.key'}",
+            f"--trusted-ca-file={self.tls_dir / 'ca.pem'}",
+            "--client-cert-auth",
+        ]
+
+    def tls_files(self) -> dict[str, str]:
+        """``ca_file``, ``cert_file`` and ``key_file`` for a client (with ``tls=True``)."""
+        if self.tls_dir is None:
+            raise RuntimeError("this cluster was started without tls=True")
+        return {
+            "ca_file": str(self.tls_dir / "ca.pem"),
+            "cert_file": str(self.tls_dir / "client.pem"),
+            "key_file": str(self.tls_dir / "client.key"),
+        }
 
     def _spawn(self, index: int, state: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -142,7 +207,7 @@ class EtcdCluster(StartStop):
         deadline = time.monotonic() + self.start_timeout
         waiting = list(indices)
         while waiting:
-            waiting = [i for i in waiting if not _healthy(self.endpoints[i])]
+            waiting = [i for i in waiting if not _healthy(self.endpoints[i], self._context)]
             if not waiting:
                 return
             for i in waiting:
@@ -219,7 +284,9 @@ class EtcdCluster(StartStop):
     def status(self, index: int) -> dict[str, Any]:
         """Member `index`'s answer to /v3/maintenance/status (member id, leader, revision)."""
         answer: dict[str, Any] = _post(
-            f"{self.endpoints[self._index(index)]}/v3/maintenance/status", {}
+            f"{self.endpoints[self._index(index)]}/v3/maintenance/status",
+            {},
+            context=self._context,
         )
         return answer
 
@@ -260,7 +327,12 @@ class EtcdCluster(StartStop):
             if process is None:
                 continue
             try:
-                answer = _post(f"{self.endpoints[index]}/v3/kv/range", body, timeout=2.0)
+                answer = _post(
+                    f"{self.endpoints[index]}/v3/kv/range",
+                    body,
+                    timeout=2.0,
+                    context=self._context,
+                )
             except (OSError, ValueError, urllib.error.URLError):
                 continue
             kvs = answer.get("kvs") or []
