@@ -68,7 +68,7 @@ from .._files import parse_json
 from .._lease import _holder, _ttl
 from .._safe import check_name
 from .._stores import MAX_HISTORY, MAX_STATE_BYTES, _envelope, _finish_ns, _release_part, _unwrap
-from .._text import MAX_TEXT, Redactor, shown
+from .._text import HIDDEN, MAX_TEXT, Redactor, shown
 
 __all__ = ["PostgresCommands", "PostgresLease", "PostgresStore", "import_psycopg"]
 
@@ -182,7 +182,7 @@ class PostgresStore:
         params.update({name: value for name, value in given.items() if value is not None})
         secret = params.get("password")
         if secret is not None and not isinstance(secret, str):
-            raise ConfigError("password", "<not shown>", "must be a string")
+            raise ConfigError("password", HIDDEN, "must be a string")
         self._redact = Redactor([secret] if secret else [])
         for name in ("host", "dbname", "user"):
             if name in params:
