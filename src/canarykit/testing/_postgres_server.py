@@ -133,8 +133,14 @@ class PostgresServer(StartStop):
             "--no-sync",  # a test cluster: a power cut losing it costs nothing
         ]
         with (self.directory / "initdb.log").open("ab") as log:
+            # cwd: the postgres user may not be allowed into the caller's directory.
             done = subprocess.run(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, check=False
+                argv,
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
             )
         if done.returncode != 0:
             tail = (self.directory / "initdb.log").read_text(errors="replace")[-2000:]
@@ -173,6 +179,7 @@ class PostgresServer(StartStop):
             name="postgres",
             log_path=self.directory / "postgres.log",
             ready=self._ready,
+            cwd=root,
             start_timeout=self._start_timeout,
         )
         self._process.start()
