@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from canarykit import ArmStats, ConfigError, Decider, LatencyHistogram, Observation, VerdictKind
+from canarykit import ConfigError, Decider, LatencyHistogram, Observation, VerdictKind
 from canarykit.deciders import (
     AllOf,
     Classification,
@@ -17,6 +17,7 @@ from canarykit.deciders import (
     kayenta_metric,
     kayenta_score,
 )
+from canarykit.testing import observation
 
 HIGHER = [0.050, 0.055, 0.060, 0.052, 0.058] * 12
 BASE = [0.010, 0.012, 0.011, 0.013, 0.009] * 12
@@ -275,16 +276,26 @@ def observe(
     slower: float = 1.0,
     requests: int = 200,
 ) -> Observation:
-    def arm(n: int, p: float, scale: float) -> ArmStats:
-        samples = [scale * rng.lognormvariate(-3, 0.4) for _ in range(n // 10)]
-        errors = sum(rng.random() < p for _ in range(n))
-        return ArmStats(requests=n, errors=errors, latency=LatencyHistogram.from_samples(samples))
+    """Window `i` (10 s) with random errors and log-normal latency; the canary `slower`."""
 
-    return Observation(
+    def errors(p: float) -> int:
+        return sum(rng.random() < p for _ in range(requests))
+
+    def latency(scale: float) -> list[float]:
+        return [scale * rng.lognormvariate(-3, 0.4) for _ in range(requests // 10)]
+
+    # The draws in the order the judge's seeded expectations were made with.
+    stable_latency, stable_errors = latency(1.0), errors(0.01)
+    canary_latency, canary_errors = latency(slower), errors(error_rate)
+    return observation(
+        stable_requests=requests,
+        stable_errors=stable_errors,
+        canary_requests=requests,
+        canary_errors=canary_errors,
+        stable_latency=stable_latency,
+        canary_latency=canary_latency,
         start=10.0 * i,
         end=10.0 * i + 10,
-        stable=arm(requests, 0.01, 1.0),
-        canary=arm(requests, error_rate, slower),
     )
 
 
@@ -299,8 +310,8 @@ JUDGE = kayenta(
 def run(judge: KayentaJudge, observations: list[Observation]):
     state = judge.initial_state()
     judgements = []
-    for observation in observations:
-        judgement = judge.judge(state, observation)
+    for seen in observations:
+        judgement = judge.judge(state, seen)
         state = judgement.state
         judgements.append(judgement)
     return judgements
@@ -382,8 +393,8 @@ def test_state_survives_json_round_trip():
     rng = random.Random(9)
     observations = [observe(i, rng, slower=1.1) for i in range(30)]
     state = JUDGE.initial_state()
-    for observation in observations[:-1]:
-        state = JUDGE.judge(state, observation).state
+    for seen in observations[:-1]:
+        state = JUDGE.judge(state, seen).state
     direct = JUDGE.judge(state, observations[-1])
     resumed = JUDGE.judge(json.loads(json.dumps(state, allow_nan=False)), observations[-1])
     assert resumed.verdict == direct.verdict
@@ -407,8 +418,8 @@ def test_a_three_hour_run_is_fast():
     )
     state = judge.initial_state()
     started = time.perf_counter()
-    for observation in observations:
-        state = judge.judge(state, observation).state
+    for seen in observations:
+        state = judge.judge(state, seen).state
     assert time.perf_counter() - started < 0.5
 
 

@@ -24,7 +24,8 @@ def latency(*samples: float) -> LatencyHistogram:
     return LatencyHistogram.from_samples(samples)
 
 
-def observation(**overrides: Any) -> Observation:
+def example_observation(**overrides: Any) -> Observation:
+    """Valid values on every field but the ones a test overrides with its own (or bad) ones."""
     fields: dict[str, Any] = {
         "start": 100.0,
         "end": 110.0,
@@ -203,7 +204,7 @@ def test_metric_names_are_the_built_in_ones() -> None:
 
 
 def test_value_gives_every_built_in_metric_per_arm() -> None:
-    obs = observation()
+    obs = example_observation()
     assert obs.duration == 10.0
     assert obs.arm(Arm.CANARY) is obs.canary
     assert obs.arm(Arm.STABLE) is obs.stable
@@ -218,7 +219,7 @@ def test_value_gives_every_built_in_metric_per_arm() -> None:
 
 
 def test_value_is_none_when_there_is_no_data() -> None:
-    obs = observation(canary=ArmStats(requests=0, gauges={"cpu": math.inf}))
+    obs = example_observation(canary=ArmStats(requests=0, gauges={"cpu": math.inf}))
     assert obs.value(Arm.CANARY, "error_rate") is None
     assert obs.value(Arm.CANARY, "success_rate") is None
     assert obs.value(Arm.CANARY, "p99") is None
@@ -230,7 +231,7 @@ def test_value_is_none_when_there_is_no_data() -> None:
 
 
 def test_value_reads_gauges_and_treats_nan_as_missing() -> None:
-    obs = observation()
+    obs = example_observation()
     assert obs.value(Arm.STABLE, "cpu") == 0.4
     assert obs.value(Arm.CANARY, "cpu") == 0.7
     assert obs.value(Arm.CANARY, "memory") is None
@@ -239,7 +240,7 @@ def test_value_reads_gauges_and_treats_nan_as_missing() -> None:
 
 def test_arm_refuses_other_values() -> None:
     with pytest.raises(ConfigError) as info:
-        observation().arm("canary")  # type: ignore[arg-type]
+        example_observation().arm("canary")  # type: ignore[arg-type]
     assert info.value.field == "arm"
 
 
@@ -254,13 +255,13 @@ def test_arm_refuses_other_values() -> None:
 )
 def test_invalid_observations_name_the_field(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as info:
-        observation(**overrides)
+        example_observation(**overrides)
     assert info.value.field == field
 
 
 def test_merge_spans_both_windows_and_weights_gauges_by_duration() -> None:
-    first = observation()
-    second = observation(
+    first = example_observation()
+    second = example_observation(
         start=110.0,
         end=140.0,
         stable=ArmStats(requests=100, errors=1, gauges={"cpu": 0.8}),
@@ -276,12 +277,12 @@ def test_merge_spans_both_windows_and_weights_gauges_by_duration() -> None:
 
 
 def test_observation_json_round_trip() -> None:
-    obs = observation()
+    obs = example_observation()
     text = json.dumps(obs.to_json(), allow_nan=False)
     back = Observation.from_json(json.loads(text))
     assert back.stable == obs.stable
     assert (back.start, back.end) == (obs.start, obs.end)
     assert back.canary.latency == obs.canary.latency
     assert math.isnan(back.canary.gauges["memory"])
-    finite = observation(canary=ArmStats(requests=3, errors=1, gauges={"cpu": 0.1}))
+    finite = example_observation(canary=ArmStats(requests=3, errors=1, gauges={"cpu": 0.1}))
     assert Observation.from_json(json.loads(json.dumps(finite.to_json()))) == finite

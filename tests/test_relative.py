@@ -14,12 +14,10 @@ from hypothesis import strategies as st
 
 from canarykit import (
     Arm,
-    ArmStats,
     ConfigError,
     Decider,
     HeaderRoute,
     Judgement,
-    LatencyHistogram,
     Observation,
     Phase,
     TrafficSplit,
@@ -38,7 +36,7 @@ from canarykit.deciders import (
     threshold,
 )
 from canarykit.deciders._relative import at_full_canary
-from canarykit.testing import ScriptedMetrics, regression, simulate
+from canarykit.testing import ScriptedMetrics, observation, regression, simulate
 
 PASS, NOT_YET, INCONCLUSIVE, FAIL = (
     VerdictKind.PASS,
@@ -48,48 +46,16 @@ PASS, NOT_YET, INCONCLUSIVE, FAIL = (
 )
 
 
-def observe(
-    *,
-    canary_requests: int = 1000,
-    canary_errors: int = 10,
-    stable_requests: int = 1000,
-    stable_errors: int = 10,
-    canary_latency: list[float] | None = None,
-    stable_latency: list[float] | None = None,
-    canary_gauges: dict[str, float] | None = None,
-    stable_gauges: dict[str, float] | None = None,
-) -> Observation:
-    def histogram(samples: list[float] | None) -> LatencyHistogram | None:
-        return None if samples is None else LatencyHistogram.from_samples(samples)
-
-    return Observation(
-        start=0.0,
-        end=30.0,
-        stable=ArmStats(
-            requests=stable_requests,
-            errors=stable_errors,
-            latency=histogram(stable_latency),
-            gauges=stable_gauges or {},
-        ),
-        canary=ArmStats(
-            requests=canary_requests,
-            errors=canary_errors,
-            latency=histogram(canary_latency),
-            gauges=canary_gauges or {},
-        ),
-    )
-
-
 def gauges(canary: float, stable: float, name: str = "cpu") -> Observation:
-    return observe(canary_gauges={name: canary}, stable_gauges={name: stable})
+    return observation(canary_gauges={name: canary}, stable_gauges={name: stable})
 
 
-def verdict_of(decider: RelativeDecider, observation: Observation) -> Any:
-    return decider.judge(decider.initial_state(), observation).verdict
+def verdict_of(decider: RelativeDecider, seen: Observation) -> Any:
+    return decider.judge(decider.initial_state(), seen).verdict
 
 
-def check(comparison: Comparison, observation: Observation) -> Any:
-    result = comparison.check(observation)
+def check(comparison: Comparison, seen: Observation) -> Any:
+    result = comparison.check(seen)
     assert result is not None
     return result
 
@@ -99,7 +65,7 @@ def check(comparison: Comparison, observation: Observation) -> Any:
 
 def test_ratio_above_the_allowed_increase_fails_with_a_readable_reason() -> None:
     decider = relative(compare("error_rate", max_ratio=1.2))
-    verdict = verdict_of(decider, observe(canary_errors=23, stable_errors=10))
+    verdict = verdict_of(decider, observation(canary_errors=23, stable_errors=10))
     assert verdict.kind is FAIL
     assert verdict.reason == "error_rate: canary 2.30% vs stable 1.00% = 2.3x > allowed 1.2x"
     assert verdict.metrics[0].value == pytest.approx(0.023)
@@ -107,7 +73,7 @@ def test_ratio_above_the_allowed_increase_fails_with_a_readable_reason() -> None
 
 def test_ratio_equal_to_the_limit_passes_despite_float_rounding() -> None:
     # 12/1000 / (10/1000) is 1.2000000000000002 in floats; the limit is inclusive.
-    result = check(compare("error_rate", max_ratio=1.2), observe(canary_errors=12))
+    result = check(compare("error_rate", max_ratio=1.2), observation(canary_errors=12))
     assert result.kind is PASS
     assert result.reason == "canary 1.20% vs stable 1.00% = 1.2x <= allowed 1.2x"
 
@@ -120,27 +86,27 @@ def test_ratio_just_above_the_limit_shows_enough_digits_to_differ() -> None:
 
 def test_absolute_increase() -> None:
     comparison = compare("error_rate", max_increase=0.005)
-    failing = check(comparison, observe(canary_errors=23))
+    failing = check(comparison, observation(canary_errors=23))
     assert failing.kind is FAIL
     assert failing.reason == "canary 2.30% vs stable 1.00% = +1.30% > allowed +0.50%"
-    passing = check(comparison, observe(canary_errors=15))
+    passing = check(comparison, observation(canary_errors=15))
     assert passing.kind is PASS
     assert passing.reason == "canary 1.50% vs stable 1.00% = +0.50% <= allowed +0.50%"
 
 
 def test_ratio_and_difference_together_fail_on_either_and_name_what_broke() -> None:
     comparison = compare("error_rate", max_ratio=1.5, max_increase=0.005)
-    ratio_only = check(comparison, observe(canary_errors=4, stable_errors=2))
+    ratio_only = check(comparison, observation(canary_errors=4, stable_errors=2))
     assert ratio_only.kind is FAIL
     assert ratio_only.reason == "canary 0.40% vs stable 0.20% = 2x > allowed 1.5x"
-    difference_only = check(comparison, observe(canary_errors=130, stable_errors=100))
+    difference_only = check(comparison, observation(canary_errors=130, stable_errors=100))
     assert difference_only.kind is FAIL
     assert difference_only.reason == "canary 13.00% vs stable 10.00% = +3.00% > allowed +0.50%"
-    both = check(comparison, observe(canary_errors=30, stable_errors=10))
+    both = check(comparison, observation(canary_errors=30, stable_errors=10))
     assert (
         both.reason == "canary 3.00% vs stable 1.00% = 3x > allowed 1.5x, +2.00% > allowed +0.50%"
     )
-    within = check(comparison, observe(canary_errors=12, stable_errors=10))
+    within = check(comparison, observation(canary_errors=12, stable_errors=10))
     assert within.kind is PASS
     assert within.reason == (
         "canary 1.20% vs stable 1.00% = 1.2x <= allowed 1.5x, +0.20% <= allowed +0.50%"
@@ -150,10 +116,10 @@ def test_ratio_and_difference_together_fail_on_either_and_name_what_broke() -> N
 def test_decrease_direction_by_difference() -> None:
     comparison = compare("success_rate", max_decrease=0.01)
     assert comparison.direction is Direction.DECREASE
-    failing = check(comparison, observe(canary_errors=23, stable_errors=10))
+    failing = check(comparison, observation(canary_errors=23, stable_errors=10))
     assert failing.kind is FAIL
     assert failing.reason == "canary 97.70% vs stable 99.00% = -1.30% < allowed -1.00%"
-    rising = check(comparison, observe(canary_errors=0, stable_errors=10))
+    rising = check(comparison, observation(canary_errors=0, stable_errors=10))
     assert rising.kind is PASS
     assert rising.reason == "canary 100.00% vs stable 99.00% = +1.00%, not a decrease"
 
@@ -169,7 +135,7 @@ def test_decrease_direction_by_ratio() -> None:
 
 
 def test_increase_direction_ignores_a_decrease() -> None:
-    result = check(compare("error_rate", max_ratio=1.2), observe(canary_errors=1))
+    result = check(compare("error_rate", max_ratio=1.2), observation(canary_errors=1))
     assert result.kind is PASS
     assert result.reason == "canary 0.10% vs stable 1.00% = 0.1x, not an increase"
 
@@ -189,14 +155,16 @@ def test_either_direction_checks_both_ways() -> None:
 
 def test_latency_ratio_in_milliseconds() -> None:
     decider = relative(compare("p99", max_ratio=1.2))
-    verdict = verdict_of(decider, observe(canary_latency=[0.3] * 100, stable_latency=[0.1] * 100))
+    verdict = verdict_of(
+        decider, observation(canary_latency=[0.3] * 100, stable_latency=[0.1] * 100)
+    )
     assert verdict.kind is FAIL
     assert verdict.reason.startswith("p99: canary ")
     assert " ms vs stable " in verdict.reason and "x > allowed 1.2x" in verdict.reason
 
 
 def test_equal_values_are_no_change() -> None:
-    result = check(compare("error_rate", max_ratio=1.2), observe())
+    result = check(compare("error_rate", max_ratio=1.2), observation())
     assert (result.kind, result.reason) == (PASS, "canary 1.00% vs stable 1.00%: no change")
 
 
@@ -205,26 +173,28 @@ def test_equal_values_are_no_change() -> None:
 
 def test_zero_against_zero_passes() -> None:
     comparison = compare("error_rate", max_ratio=1.2)
-    result = check(comparison, observe(canary_errors=0, stable_errors=0))
+    result = check(comparison, observation(canary_errors=0, stable_errors=0))
     assert result.kind is PASS
 
 
 def test_zero_baseline_with_nonzero_canary_is_an_infinite_ratio() -> None:
-    result = check(compare("error_rate", max_ratio=5), observe(canary_errors=1, stable_errors=0))
+    result = check(
+        compare("error_rate", max_ratio=5), observation(canary_errors=1, stable_errors=0)
+    )
     assert result.kind is FAIL
     assert result.reason == "canary 0.10% vs stable 0.00% = infinite ratio > allowed 5x"
 
 
 def test_min_difference_keeps_a_tiny_change_on_a_zero_baseline_from_failing() -> None:
     comparison = compare("error_rate", max_ratio=1.2, min_difference=0.005)
-    small = check(comparison, observe(canary_errors=1, stable_errors=0))
+    small = check(comparison, observation(canary_errors=1, stable_errors=0))
     assert small.kind is PASS
     assert small.reason == (
         "canary 0.10% vs stable 0.00%: difference +0.10% within min difference 0.50%"
     )
-    at_floor = check(comparison, observe(canary_errors=5, stable_errors=0))
+    at_floor = check(comparison, observation(canary_errors=5, stable_errors=0))
     assert at_floor.kind is PASS
-    above = check(comparison, observe(canary_errors=6, stable_errors=0))
+    above = check(comparison, observation(canary_errors=6, stable_errors=0))
     assert above.kind is FAIL
 
 
@@ -247,37 +217,37 @@ def test_ratio_of_negative_values_is_inconclusive() -> None:
 
 def test_too_few_requests_in_either_arm_is_not_yet() -> None:
     decider = relative(compare("error_rate", max_ratio=1.2, min_requests=100))
-    few_canary = verdict_of(decider, observe(canary_requests=50, canary_errors=25))
+    few_canary = verdict_of(decider, observation(canary_requests=50, canary_errors=25))
     assert few_canary.kind is NOT_YET
     assert few_canary.reason == (
         "error_rate: too few requests to judge: canary 50, stable 1000 (need 100 each)"
     )
-    few_stable = verdict_of(decider, observe(stable_requests=99, stable_errors=0))
+    few_stable = verdict_of(decider, observation(stable_requests=99, stable_errors=0))
     assert few_stable.kind is NOT_YET
-    enough = verdict_of(decider, observe(canary_requests=100, canary_errors=5))
+    enough = verdict_of(decider, observation(canary_requests=100, canary_errors=5))
     assert enough.kind is FAIL
 
 
 def test_min_requests_comes_before_the_no_data_policy() -> None:
     decider = relative(compare("error_rate", max_ratio=1.2, min_requests=10), no_data="fail")
-    verdict = verdict_of(decider, observe(canary_requests=0, canary_errors=0))
+    verdict = verdict_of(decider, observation(canary_requests=0, canary_errors=0))
     assert verdict.kind is NOT_YET
 
 
 def test_no_data_is_inconclusive_by_default_and_says_which_arm() -> None:
     decider = relative(compare("p99", max_ratio=1.2))
     assert decider.no_data is NoDataPolicy.INCONCLUSIVE
-    canary_only = verdict_of(decider, observe(stable_latency=[0.1] * 10))
+    canary_only = verdict_of(decider, observation(stable_latency=[0.1] * 10))
     assert (canary_only.kind, canary_only.reason) == (INCONCLUSIVE, "p99: no canary data")
-    stable_only = verdict_of(decider, observe(canary_latency=[0.1] * 10))
+    stable_only = verdict_of(decider, observation(canary_latency=[0.1] * 10))
     assert stable_only.reason == "p99: no stable data"
-    neither = verdict_of(decider, observe())
+    neither = verdict_of(decider, observation())
     assert neither.reason == "p99: no data for either arm"
 
 
 def test_no_data_fail_policy() -> None:
     decider = relative(compare("cpu", max_ratio=1.2), no_data=NoDataPolicy.FAIL)
-    verdict = verdict_of(decider, observe(stable_gauges={"cpu": 0.5}))
+    verdict = verdict_of(decider, observation(stable_gauges={"cpu": 0.5}))
     assert verdict.kind is FAIL
     assert verdict.reason == "cpu: no canary data, counted as a failure"
 
@@ -286,11 +256,11 @@ def test_no_data_ignore_policy_never_passes_silently() -> None:
     decider = relative(
         compare("cpu", max_ratio=1.2), compare("error_rate", max_ratio=1.5), no_data="IGNORE"
     )
-    some = verdict_of(decider, observe())
+    some = verdict_of(decider, observation())
     assert some.kind is PASS
     assert some.reason.endswith("; no data, ignored: cpu")
     only_cpu = relative(compare("cpu", max_ratio=1.2), no_data="ignore")
-    nothing = verdict_of(only_cpu, observe())
+    nothing = verdict_of(only_cpu, observation())
     assert nothing.kind is NOT_YET
     assert nothing.reason == "no data for any metric, nothing judged; no data, ignored: cpu"
 
@@ -310,10 +280,10 @@ def test_worst_metric_wins_and_only_its_reasons_are_joined() -> None:
         compare("cpu", max_ratio=1.1),
         compare("mem", max_ratio=1.1),
     )
-    observation = observe(
+    seen = observation(
         canary_gauges={"cpu": 0.9, "mem": 2.0}, stable_gauges={"cpu": 0.5, "mem": 1.0}
     )
-    verdict = verdict_of(decider, observation)
+    verdict = verdict_of(decider, seen)
     assert verdict.kind is FAIL
     assert [m.metric for m in verdict.metrics] == ["error_rate", "cpu", "mem"]
     assert [m.kind for m in verdict.metrics] == [PASS, FAIL, FAIL]
@@ -326,15 +296,15 @@ def test_worst_metric_wins_and_only_its_reasons_are_joined() -> None:
 def test_state_is_the_stable_record_as_json_and_none_is_accepted() -> None:
     decider = relative(compare("error_rate", max_ratio=1.2))
     assert decider.initial_state() == {"record": {}}
-    judgement = decider.judge(None, observe())
+    judgement = decider.judge(None, observation())
     assert json.loads(json.dumps(judgement.state)) == {
         "record": {"error_rate": [[30.0, 0.01, 1000.0, 1000]]}
     }
     # A state saved before the record existed ({}) reads as an empty record.
-    assert decider.judge({}, observe()).state == judgement.state
+    assert decider.judge({}, observation()).state == judgement.state
     assert json.loads(json.dumps(judgement.verdict.to_json()))["kind"] == "pass"
     with pytest.raises(ConfigError) as info:
-        decider.judge([1, 2], observe())
+        decider.judge([1, 2], observation())
     assert info.value.field == "state"
 
 
@@ -343,7 +313,7 @@ def test_is_a_composable_decider() -> None:
     assert isinstance(decider, Decider)
     both = decider & threshold(bound("error_rate", max=0.5))
     assert isinstance(both, AllOf)
-    judgement = both.judge(both.initial_state(), observe(canary_errors=30))
+    judgement = both.judge(both.initial_state(), observation(canary_errors=30))
     assert isinstance(judgement, Judgement)
     assert judgement.verdict.kind is FAIL
 
@@ -372,11 +342,11 @@ def test_judging_is_fast() -> None:
         compare("success_rate", max_decrease=0.01),
         compare("cpu", max_ratio=1.3, min_ratio=0.7),
     )
-    observation = observe(canary_gauges={"cpu": 0.6}, stable_gauges={"cpu": 0.5})
+    seen = observation(canary_gauges={"cpu": 0.6}, stable_gauges={"cpu": 0.5})
     runs = 2000
     started = time.perf_counter()
     for _ in range(runs):
-        decider.judge(None, observation)
+        decider.judge(None, seen)
     per_metric = (time.perf_counter() - started) / runs / 3
     # A few microseconds on a laptop; the bound is loose for slow, shared CI machines.
     assert per_metric < 100e-6
@@ -452,13 +422,13 @@ def test_ratio_rule_fails_exactly_when_the_canary_exceeds_the_allowed_ratio(
     canary_errors: int, stable_errors: int, max_ratio: float
 ) -> None:
     comparison = compare("error_rate", max_ratio=max_ratio)
-    observation = observe(
+    seen = observation(
         canary_requests=2000,
         canary_errors=canary_errors,
         stable_requests=2000,
         stable_errors=stable_errors,
     )
-    result = check(comparison, observation)
+    result = check(comparison, seen)
     # Exact arithmetic on the counts: fail iff canary / stable > max_ratio (0/0 is no change).
     if stable_errors == 0:
         expected = canary_errors > 0
@@ -527,12 +497,12 @@ class SplitObservation(Observation):
     split: TrafficSplit
 
 
-def with_split(observation: Observation, split: TrafficSplit) -> SplitObservation:
+def with_split(seen: Observation, split: TrafficSplit) -> SplitObservation:
     return SplitObservation(
-        start=observation.start,
-        end=observation.end,
-        stable=observation.stable,
-        canary=observation.canary,
+        start=seen.start,
+        end=seen.end,
+        stable=seen.stable,
+        canary=seen.canary,
         split=split,
     )
 
@@ -541,7 +511,7 @@ def test_throughput_is_compared_per_unit_of_the_splits_share() -> None:
     # A healthy canary at 10% gets a ninth of stable's requests: the same rate per share.
     decider = relative(compare("throughput", min_ratio=0.8))
     healthy = with_split(
-        observe(canary_requests=300, stable_requests=2700), TrafficSplit(canary_percent=10)
+        observation(canary_requests=300, stable_requests=2700), TrafficSplit(canary_percent=10)
     )
     verdict = verdict_of(decider, healthy)
     assert verdict.kind is PASS
@@ -551,7 +521,7 @@ def test_throughput_is_compared_per_unit_of_the_splits_share() -> None:
     )
     # Half the requests its share should bring (the others failing before they are counted).
     starved = with_split(
-        observe(canary_requests=150, stable_requests=2700), TrafficSplit(canary_percent=10)
+        observation(canary_requests=150, stable_requests=2700), TrafficSplit(canary_percent=10)
     )
     verdict = verdict_of(decider, starved)
     assert verdict.kind is FAIL
@@ -563,11 +533,12 @@ def test_throughput_is_compared_per_unit_of_the_splits_share() -> None:
 
 def test_request_and_error_counts_are_per_share_too() -> None:
     split = TrafficSplit(canary_percent=25)
-    observation = with_split(
-        observe(canary_requests=250, canary_errors=5, stable_requests=750, stable_errors=15), split
+    seen = with_split(
+        observation(canary_requests=250, canary_errors=5, stable_requests=750, stable_errors=15),
+        split,
     )
     for metric in ("requests", "errors"):
-        result = check(compare(metric, max_ratio=1.1), observation)
+        result = check(compare(metric, max_ratio=1.1), seen)
         assert result.kind is PASS, result.reason
         assert "per unit of share (canary 25% of the split)" in result.reason
 
@@ -576,15 +547,15 @@ def test_without_a_plain_weight_the_share_is_the_measured_one() -> None:
     # Header routes send the canary a share no weight states: the measured share is used,
     # and per unit of it both arms are the same rate, which the reason says.
     route = HeaderRoute(header="User-Agent", value="Chrome", match="prefix", percent=10)
-    observation = with_split(
-        observe(canary_requests=40, stable_requests=960),
+    seen = with_split(
+        observation(canary_requests=40, stable_requests=960),
         TrafficSplit(canary_percent=0, header_routes=[route]),
     )
-    result = check(compare("throughput", min_ratio=0.8), observation)
+    result = check(compare("throughput", min_ratio=0.8), seen)
     assert result.kind is PASS
     assert "per unit of share (canary 4% of requests)" in result.reason
     # An observation without a split: the same rule.
-    result = check(compare("throughput", min_ratio=0.8), observe(canary_requests=100))
+    result = check(compare("throughput", min_ratio=0.8), observation(canary_requests=100))
     assert result.kind is PASS
     assert "(canary 9.09% of requests)" in result.reason
 
@@ -593,15 +564,15 @@ def test_without_a_plain_weight_the_share_is_the_measured_one() -> None:
 
 
 def at(end: float, **arms: Any) -> Observation:
-    base = observe(**arms)
+    base = observation(**arms)
     return Observation(start=end - 30.0, end=end, stable=base.stable, canary=base.canary)
 
 
 def run(decider: RelativeDecider, observations: list[Observation]) -> list[Any]:
     state = decider.initial_state()
     verdicts = []
-    for observation in observations:
-        judgement = decider.judge(json.loads(json.dumps(state)), observation)
+    for seen in observations:
+        judgement = decider.judge(json.loads(json.dumps(state)), seen)
         state = judgement.state
         verdicts.append(judgement.verdict)
     return verdicts
@@ -651,8 +622,8 @@ def test_the_record_keeps_the_last_record_windows_and_nothing_from_100_percent()
         ),
     ]
     state = decider.initial_state()
-    for observation in windows:
-        judgement = decider.judge(state, observation)
+    for seen in windows:
+        judgement = decider.judge(state, seen)
         state = judgement.state
     assert state == {"record": {"cpu": [[60.0, 0.5, 30.0, 1000], [90.0, 0.7, 30.0, 1000]]}}
     assert judgement.verdict.kind is PASS
@@ -661,7 +632,7 @@ def test_the_record_keeps_the_last_record_windows_and_nothing_from_100_percent()
 
 def test_at_100_percent_without_a_record_a_metric_has_no_data_and_says_why() -> None:
     decider = relative(compare("error_rate", max_ratio=1.5))
-    verdict = verdict_of(decider, observe(stable_requests=0, stable_errors=0))
+    verdict = verdict_of(decider, observation(stable_requests=0, stable_errors=0))
     assert verdict.kind is INCONCLUSIVE
     assert verdict.reason == (
         "error_rate: no stable data (at 100%, and no stable record from before)"
@@ -689,13 +660,13 @@ def test_at_100_percent_min_requests_counts_the_records_requests() -> None:
 
 
 def test_a_window_is_at_100_percent_by_its_split_when_the_observation_has_one() -> None:
-    assert at_full_canary(with_split(observe(), TrafficSplit(canary_percent=100)))
+    assert at_full_canary(with_split(observation(), TrafficSplit(canary_percent=100)))
     assert not at_full_canary(
-        with_split(observe(stable_requests=0, stable_errors=0), TrafficSplit(canary_percent=50))
+        with_split(observation(stable_requests=0, stable_errors=0), TrafficSplit(canary_percent=50))
     )
-    assert at_full_canary(observe(stable_requests=0, stable_errors=0))
+    assert at_full_canary(observation(stable_requests=0, stable_errors=0))
     assert not at_full_canary(
-        observe(stable_requests=0, stable_errors=0, canary_requests=0, canary_errors=0)
+        observation(stable_requests=0, stable_errors=0, canary_requests=0, canary_errors=0)
     )
 
 
@@ -712,7 +683,7 @@ def test_a_window_is_at_100_percent_by_its_split_when_the_observation_has_one() 
 )
 def test_a_malformed_saved_state_is_refused_naming_it(state: Any) -> None:
     with pytest.raises(ConfigError) as info:
-        relative(compare("cpu", max_ratio=1.2)).judge(state, observe())
+        relative(compare("cpu", max_ratio=1.2)).judge(state, observation())
     assert info.value.field.startswith("state")
 
 

@@ -13,9 +13,9 @@ import attrs
 import pytest
 
 import canarykit as ck
-from canarykit import Arm, ArmStats, Observation, TrafficSplit, Window
+from canarykit import Arm, Observation, TrafficSplit, Window
 from canarykit.deciders import compare, relative
-from canarykit.testing import ScriptedMetrics, evaluate, simulate
+from canarykit.testing import ScriptedMetrics, evaluate, observation, simulate
 
 PLAN = ck.linear(10, 30, hold=120, analysis_interval=30)
 THROUGHPUT = relative(compare("throughput", min_ratio=0.8))
@@ -115,33 +115,24 @@ def test_scripted_metrics_reports_the_windows_split() -> None:
     assert ScriptedMetrics(seed=1).observe(window).split == TEN
 
 
-def observation(start: float, end: float, split: TrafficSplit | None) -> Observation:
-    return Observation(
-        start=start,
-        end=end,
-        stable=ArmStats(requests=900, errors=9),
-        canary=ArmStats(requests=100, errors=1),
-        split=split,
-    )
-
-
 def test_split_survives_json_and_older_json_without_it_loads_as_none() -> None:
-    with_split = observation(0, 10, TEN)
+    with_split = observation(start=0, end=10, split=TEN)
     data = json.loads(json.dumps(with_split.to_json()))
     assert Observation.from_json(data) == with_split
     data.pop("split")
     assert Observation.from_json(data).split is None
-    assert "split" not in observation(0, 10, None).to_json()
+    assert "split" not in observation(start=0, end=10, split=None).to_json()
 
 
 def test_merge_keeps_the_split_only_when_both_windows_had_the_same() -> None:
-    assert observation(0, 10, TEN).merge(observation(10, 20, TEN)).split == TEN
+    first = observation(start=0, end=10, split=TEN)
+    assert first.merge(observation(start=10, end=20, split=TEN)).split == TEN
     other = TrafficSplit(canary_percent=25)
-    assert observation(0, 10, TEN).merge(observation(10, 20, other)).split is None
-    assert observation(0, 10, TEN).merge(observation(10, 20, None)).split is None
+    assert first.merge(observation(start=10, end=20, split=other)).split is None
+    assert first.merge(observation(start=10, end=20, split=None)).split is None
 
 
 def test_a_split_that_is_not_a_traffic_split_is_refused() -> None:
     with pytest.raises(ck.ConfigError) as caught:
-        observation(0, 10, 10)  # type: ignore[arg-type]
+        observation(start=0, end=10, split=10)  # type: ignore[arg-type]
     assert caught.value.field == "split"

@@ -26,7 +26,7 @@ from canarykit.deciders import (
     sequential_latency,
 )
 from canarykit.deciders._ranks import shift_of, window_auc
-from canarykit.testing import ScriptedMetrics, regression
+from canarykit.testing import ScriptedMetrics, observation, regression
 
 np = pytest.importorskip("numpy")
 
@@ -41,11 +41,16 @@ def observe(
     stable_latency: LatencyHistogram | None = None,
     canary_latency: LatencyHistogram | None = None,
 ) -> Observation:
-    return Observation(
+    """Window `k` (10 s each) with both arms' counts in order; these tests write hundreds."""
+    return observation(
+        stable_requests=n_s,
+        stable_errors=e_s,
+        canary_requests=n_c,
+        canary_errors=e_c,
+        stable_latency=stable_latency,
+        canary_latency=canary_latency,
         start=10.0 * k,
         end=10.0 * (k + 1),
-        stable=ArmStats(requests=n_s, errors=e_s, latency=stable_latency),
-        canary=ArmStats(requests=n_c, errors=e_c, latency=canary_latency),
     )
 
 

@@ -9,10 +9,8 @@ from hypothesis import strategies as st
 
 from canarykit import (
     Arm,
-    ArmStats,
     ConfigError,
     Decider,
-    LatencyHistogram,
     Observation,
     Verdict,
     VerdictKind,
@@ -25,37 +23,14 @@ from canarykit.deciders import (
     format_value,
     threshold,
 )
-
-
-def observe(
-    *,
-    canary_requests: int = 1000,
-    canary_errors: int = 10,
-    stable_requests: int = 1000,
-    stable_errors: int = 10,
-    canary_latency: list[float] | None = None,
-    canary_gauges: dict[str, float] | None = None,
-    stable_gauges: dict[str, float] | None = None,
-) -> Observation:
-    latency = None if canary_latency is None else LatencyHistogram.from_samples(canary_latency)
-    return Observation(
-        start=0.0,
-        end=30.0,
-        stable=ArmStats(requests=stable_requests, errors=stable_errors, gauges=stable_gauges or {}),
-        canary=ArmStats(
-            requests=canary_requests,
-            errors=canary_errors,
-            latency=latency,
-            gauges=canary_gauges or {},
-        ),
-    )
+from canarykit.testing import observation
 
 
 def judge_all(decider: ThresholdDecider, observations: list[Observation]) -> list[Verdict]:
     state = decider.initial_state()
     verdicts = []
-    for observation in observations:
-        judgement = decider.judge(state, observation)
+    for seen in observations:
+        judgement = decider.judge(state, seen)
         state = judgement.state
         verdicts.append(judgement.verdict)
     return verdicts
@@ -68,20 +43,22 @@ ERRORS_MAX_2 = threshold(bound("error_rate", max=0.02))
 
 
 def test_value_equal_to_max_passes() -> None:
-    verdict = ERRORS_MAX_2.judge(ERRORS_MAX_2.initial_state(), observe(canary_errors=20)).verdict
+    verdict = ERRORS_MAX_2.judge(
+        ERRORS_MAX_2.initial_state(), observation(canary_errors=20)
+    ).verdict
     assert verdict.kind is VerdictKind.PASS
     assert verdict.reason == "error_rate: canary 2.00% <= max 2.00%"
 
 
 def test_value_equal_to_min_passes() -> None:
     decider = threshold(bound("success_rate", min=0.98))
-    verdict = decider.judge(decider.initial_state(), observe(canary_errors=20)).verdict
+    verdict = decider.judge(decider.initial_state(), observation(canary_errors=20)).verdict
     assert verdict.kind is VerdictKind.PASS
     assert verdict.metrics[0].value == pytest.approx(0.98)
 
 
 def test_value_above_max_fails_with_value_and_bound_in_reason() -> None:
-    judgement = ERRORS_MAX_2.judge(ERRORS_MAX_2.initial_state(), observe(canary_errors=51))
+    judgement = ERRORS_MAX_2.judge(ERRORS_MAX_2.initial_state(), observation(canary_errors=51))
     assert judgement.verdict.kind is VerdictKind.FAIL
     assert judgement.verdict.reason == "error_rate: canary 5.10% > max 2.00% (failed check 1 of 1)"
     assert judgement.state == {"failed_checks": 1}
@@ -89,38 +66,38 @@ def test_value_above_max_fails_with_value_and_bound_in_reason() -> None:
 
 def test_value_below_min_fails() -> None:
     decider = threshold(bound("success_rate", min=0.99))
-    verdict = decider.judge(decider.initial_state(), observe(canary_errors=51)).verdict
+    verdict = decider.judge(decider.initial_state(), observation(canary_errors=51)).verdict
     assert verdict.kind is VerdictKind.FAIL
     assert "canary 94.90% < min 99.00%" in verdict.reason
 
 
 def test_range_with_both_ends_reports_the_range() -> None:
     decider = threshold(bound("cpu", min=0.1, max=0.8))
-    verdict = decider.judge(None, observe(canary_gauges={"cpu": 0.8})).verdict
+    verdict = decider.judge(None, observation(canary_gauges={"cpu": 0.8})).verdict
     assert verdict.kind is VerdictKind.PASS
     assert verdict.reason == "cpu: canary 0.8 within [0.1, 0.8]"
 
 
 def test_latency_reasons_are_in_milliseconds() -> None:
     decider = threshold(bound("p99", max=0.1))
-    slow = observe(canary_latency=[0.3] * 200)
+    slow = observation(canary_latency=[0.3] * 200)
     verdict = decider.judge(None, slow).verdict
     assert verdict.kind is VerdictKind.FAIL
     assert " ms > max 100 ms" in verdict.reason
-    fast = observe(canary_latency=[0.02] * 200)
+    fast = observation(canary_latency=[0.02] * 200)
     assert decider.judge(None, fast).verdict.kind is VerdictKind.PASS
 
 
 def test_stable_arm_bound_checks_the_stable_value() -> None:
     decider = threshold(bound("error_rate", max=0.02, arm="stable"))
-    verdict = decider.judge(None, observe(stable_errors=50, canary_errors=0)).verdict
+    verdict = decider.judge(None, observation(stable_errors=50, canary_errors=0)).verdict
     assert verdict.kind is VerdictKind.FAIL
     assert "stable 5.00% > max 2.00%" in verdict.reason
 
 
 def test_all_metric_verdicts_are_kept_and_worst_wins() -> None:
     decider = threshold(bound("error_rate", max=0.02), bound("cpu", max=0.5))
-    verdict = decider.judge(None, observe(canary_gauges={"cpu": 0.9})).verdict
+    verdict = decider.judge(None, observation(canary_gauges={"cpu": 0.9})).verdict
     assert [m.metric for m in verdict.metrics] == ["error_rate", "cpu"]
     assert [m.kind for m in verdict.metrics] == [VerdictKind.PASS, VerdictKind.FAIL]
     assert verdict.kind is VerdictKind.FAIL
@@ -129,7 +106,7 @@ def test_all_metric_verdicts_are_kept_and_worst_wins() -> None:
 
 def test_pass_reason_lists_every_metric() -> None:
     decider = threshold(bound("error_rate", max=0.02), bound("cpu", max=0.5))
-    verdict = decider.judge(None, observe(canary_gauges={"cpu": 0.25})).verdict
+    verdict = decider.judge(None, observation(canary_gauges={"cpu": 0.25})).verdict
     assert verdict.kind is VerdictKind.PASS
     assert verdict.reason == "error_rate: canary 1.00% <= max 2.00%; cpu: canary 0.25 <= max 0.5"
 
@@ -139,7 +116,7 @@ def test_pass_reason_lists_every_metric() -> None:
 
 def test_failed_check_below_the_limit_is_not_yet_never_pass() -> None:
     decider = threshold(bound("error_rate", max=0.02), failure_limit=3)
-    judgement = decider.judge(decider.initial_state(), observe(canary_errors=51))
+    judgement = decider.judge(decider.initial_state(), observation(canary_errors=51))
     assert judgement.verdict.kind is VerdictKind.NOT_YET
     assert judgement.verdict.reason == "error_rate: canary 5.10% > max 2.00% (failed check 1 of 3)"
     # The metric verdict is demoted too, so combining metric verdicts cannot roll back early.
@@ -149,14 +126,14 @@ def test_failed_check_below_the_limit_is_not_yet_never_pass() -> None:
 
 def test_failed_checks_count_cumulatively_not_consecutively() -> None:
     decider = threshold(bound("error_rate", max=0.02), failure_limit=2)
-    bad, good = observe(canary_errors=50), observe(canary_errors=5)
+    bad, good = observation(canary_errors=50), observation(canary_errors=5)
     kinds = [v.kind for v in judge_all(decider, [bad, good, good, bad])]
     assert kinds == [VerdictKind.NOT_YET, VerdictKind.PASS, VerdictKind.PASS, VerdictKind.FAIL]
 
 
 def test_fail_is_final_once_the_limit_is_reached() -> None:
     decider = threshold(bound("error_rate", max=0.02))
-    bad, good = observe(canary_errors=50), observe(canary_errors=5)
+    bad, good = observation(canary_errors=50), observation(canary_errors=5)
     verdicts = judge_all(decider, [bad, good])
     last = verdicts[-1]
     assert last.kind is VerdictKind.FAIL
@@ -165,21 +142,21 @@ def test_fail_is_final_once_the_limit_is_reached() -> None:
 
 def test_state_is_json_data_and_resumes() -> None:
     decider = threshold(bound("error_rate", max=0.02), failure_limit=2)
-    first = decider.judge(decider.initial_state(), observe(canary_errors=50))
+    first = decider.judge(decider.initial_state(), observation(canary_errors=50))
     saved = json.loads(json.dumps(first.state))
-    second = decider.judge(saved, observe(canary_errors=50))
+    second = decider.judge(saved, observation(canary_errors=50))
     assert second.verdict.kind is VerdictKind.FAIL
 
 
 @pytest.mark.parametrize("state", [{"failed_checks": -1}, {"failed_checks": "2"}, [], {}])
 def test_malformed_state_is_refused(state: object) -> None:
     with pytest.raises(ConfigError, match=r"^state:"):
-        ERRORS_MAX_2.judge(state, observe())
+        ERRORS_MAX_2.judge(state, observation())
 
 
 # --- no data ----------------------------------------------------------------------------
 
-NO_CANARY_TRAFFIC = observe(canary_requests=0, canary_errors=0)
+NO_CANARY_TRAFFIC = observation(canary_requests=0, canary_errors=0)
 
 
 def test_no_data_inconclusive_pauses_by_default() -> None:
@@ -202,7 +179,7 @@ def test_no_data_fail_counts_a_failed_check() -> None:
 
 def test_no_data_ignore_leaves_the_metric_out() -> None:
     decider = threshold(bound("error_rate", max=0.02), bound("p99", max=0.5), no_data="ignore")
-    verdict = decider.judge(None, observe()).verdict  # errors but no latency data
+    verdict = decider.judge(None, observation()).verdict  # errors but no latency data
     assert verdict.kind is VerdictKind.PASS
     assert [m.metric for m in verdict.metrics] == ["error_rate"]
     assert verdict.reason.endswith("; no data, ignored: p99")
@@ -218,8 +195,8 @@ def test_no_data_ignore_is_never_a_silent_pass() -> None:
 
 def test_missing_gauge_is_no_data() -> None:
     decider = threshold(bound("cpu", max=0.8))
-    assert decider.judge(None, observe()).verdict.kind is VerdictKind.INCONCLUSIVE
-    nan = observe(canary_gauges={"cpu": math.nan})
+    assert decider.judge(None, observation()).verdict.kind is VerdictKind.INCONCLUSIVE
+    nan = observation(canary_gauges={"cpu": math.nan})
     assert decider.judge(None, nan).verdict.kind is VerdictKind.INCONCLUSIVE
 
 
@@ -227,7 +204,7 @@ def test_failed_check_with_missing_data_elsewhere_pauses() -> None:
     # A failed check below the limit is NOT_YET, but another metric without data makes
     # the window INCONCLUSIVE: the worse of the two wins and both reasons are given.
     decider = threshold(bound("error_rate", max=0.02), bound("cpu", max=0.8), failure_limit=3)
-    verdict = decider.judge(None, observe(canary_errors=50)).verdict
+    verdict = decider.judge(None, observation(canary_errors=50)).verdict
     assert verdict.kind is VerdictKind.INCONCLUSIVE
     assert verdict.reason == (
         "cpu: no canary data; error_rate: canary 5.00% > max 2.00% (failed check 1 of 3)"
@@ -319,14 +296,14 @@ def test_verdict_is_fail_exactly_when_failed_checks_reach_the_limit(
     state = decider.initial_state()
     failed = 0
     for errors, has_data in windows:
-        observation = (
-            observe(canary_errors=errors)
+        seen = (
+            observation(canary_errors=errors)
             if has_data
-            else observe(canary_requests=0, canary_errors=0)
+            else observation(canary_requests=0, canary_errors=0)
         )
         violated = errors > 20 if has_data else no_data is NoDataPolicy.FAIL
         failed += violated
-        judgement = decider.judge(state, observation)
+        judgement = decider.judge(state, seen)
         state = judgement.state
         kind = judgement.verdict.kind
         assert state == {"failed_checks": failed}
