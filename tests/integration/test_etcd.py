@@ -9,6 +9,7 @@ its default 1 s election timeout, so the leases here ask for 2 s.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -20,7 +21,8 @@ import pytest
 
 import canarykit as ck
 from canarykit.stores import EtcdStore
-from canarykit.testing.lab import BinaryNotFound, EtcdCluster, find_binary
+from canarykit.testing import FakeRouter
+from canarykit.testing.lab import BinaryNotFound, EtcdCluster, TcpProxy, find_binary
 
 pytest.importorskip("httpx", reason="pip install 'canarykit[etcd]'")
 
@@ -314,3 +316,77 @@ async def test_over_tls_with_a_client_certificate(tls_cluster):
     async with EtcdStore(tls_cluster.endpoints, timeout=3, deadline=3, **ca_only) as store:
         with pytest.raises(ck.StateError, match="no etcd member answered"):
             await store.load("web")
+
+
+async def test_a_partitioned_holder_wakes_up_fenced_out(cluster, prefix):
+    with contextlib.ExitStack() as stack:
+        proxies = [
+            stack.enter_context(TcpProxy("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            for url in cluster.endpoints
+        ]
+        cut_endpoints = [f"http://{proxy.address}" for proxy in proxies]
+        async with (
+            EtcdStore(cut_endpoints, prefix=prefix, timeout=0.5, deadline=1.5) as cut_off,
+            runner(cluster, prefix, 1) as successor,
+        ):
+            old = cut_off.lease("web", holder="cut-off", ttl=TTL)
+            await old.acquire()
+            for proxy in proxies:
+                proxy.partition()
+            started = time.monotonic()
+            with pytest.raises(ck.LeaseError, match=r"within 1\.5 s"):
+                await old.renew()
+            assert time.monotonic() - started < 3
+            new = successor.lease("web", holder="successor", ttl=TTL)
+            await take_over(new, within=TTL + 3)
+            await successor.save("web", {"by": "successor"})
+            for proxy in proxies:
+                proxy.heal()
+            with anyio.fail_after(10):
+                while True:
+                    try:
+                        await cut_off.save("web", {"by": "cut-off"})
+                    except ck.LeaseLostError as exc:
+                        assert "now successor's" in str(exc)
+                        break
+                    except ck.StateSaveError:  # connections still being reset after the heal
+                        await anyio.sleep(0.2)
+                    else:
+                        pytest.fail("the cut-off holder's write was accepted")
+            with pytest.raises(ck.LeaseLostError, match="taken over by successor"):
+                await old.check()
+            assert await successor.load("web") == {"by": "successor"}
+            await new.release()
+
+
+async def test_a_rollout_on_the_store_excludes_a_runner_on_another_host(cluster, prefix):
+    forever = ck.Plan(steps=[ck.SetWeight(25), ck.WaitForPromotion()])
+    async with runner(cluster, prefix, 0) as host_a, runner(cluster, prefix, 1) as host_b:
+        router, other_router = FakeRouter(), FakeRouter()
+        first = ck.Rollout(forever, router=router, store=host_a, key="web", release="v1")
+        second = ck.Rollout(forever, router=other_router, store=host_b, key="web", release="v1")
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                group.start_soon(first.run)
+                while router.current.canary_percent != 25:
+                    await anyio.sleep(0.01)
+                with pytest.raises(ck.LeaseHeldError, match="only one runner"):
+                    await second.run()
+                assert other_router.calls == []  # refused before touching anything
+                first.promote()
+        assert first.phase is ck.Phase.SUCCEEDED
+        assert await host_b.holder_of("web") is None  # released at the end
+        # The other host runs the next release on the same key, from the saved state.
+        with anyio.fail_after(30):
+            outcome = await ck.Rollout(
+                ck.Plan(steps=[ck.SetWeight(25)]),
+                router=other_router,
+                store=host_b,
+                key="web",
+                release="v2",
+            ).run()
+        assert outcome.phase is ck.Phase.SUCCEEDED
+        (finished,) = await host_a.history("web")
+        assert finished["state"]["release"] == "v1"
+        # The runner records the fencing token of the holding that saved and applied.
+        assert finished["fencing"]["token"] == finished["fencing"]["apply_token"] >= 1
