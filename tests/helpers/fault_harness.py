@@ -40,8 +40,6 @@ random moment (sometimes just after a Ctrl-C), starts a new one on the same file
 on until the rollout ends. `check_kill9_trial` then reads the files.
 """
 
-# Imports internals on purpose: the split module's constants.
-
 from __future__ import annotations
 
 import asyncio
@@ -65,7 +63,6 @@ import attrs
 
 import canarykit as ck
 from canarykit import ArmStats, Judgement, Observation, Phase, Verdict, VerdictKind
-from canarykit._split import FULL_CANARY, STABLE_ONLY
 from canarykit.events import LeaseRevoked, PhaseChanged
 from canarykit.testing import (
     FakeRouter,
@@ -79,6 +76,8 @@ from canarykit.testing import (
     VirtualClock,
 )
 
+STABLE_ONLY = ck.TrafficSplit()
+FULL_CANARY = ck.TrafficSplit(canary_percent=100.0)
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "web"
 
