@@ -271,3 +271,32 @@ async def test_any_store_with_a_lease_method_gives_the_default_lease():
     rollout = ck.Rollout(PROMOTED_BY_HAND, router=router, store=etcd, key="web")
     assert isinstance(rollout.lease, ck.stores.EtcdLease)
     assert rollout.lease.store is etcd and rollout.lease.target == "lb web"
+
+
+async def test_an_archive_refused_by_the_store_is_a_lost_lease_before_anything_moves():
+    class FencedOutArchive(ck.stores.MemoryStore):
+        async def archive(self, key, data):
+            raise ck.LeaseLostError("archive refused: the lease of web is now runner-b's")
+
+    store = FencedOutArchive()
+    plan = ck.Plan(steps=[ck.SetWeight(10)])
+    finished = await ck.Rollout(
+        plan, router=FakeRouter(), clock=VirtualClock(), store=store, key="web", release="r1"
+    ).run()
+    assert finished.phase is ck.Phase.SUCCEEDED
+    router = FakeRouter()
+    events: list = []
+    next_release = ck.Rollout(
+        plan,
+        router=router,
+        clock=VirtualClock(),
+        store=store,
+        key="web",
+        release="r2",
+        listeners=[events.append],
+    )
+    with pytest.raises(ck.LeaseLostError, match="refused to archive"):
+        await next_release.run()
+    assert router.calls == []
+    assert any(isinstance(e, ck.events.LeaseRevoked) for e in events)
+    assert store.saved["web"]["state"]["release"] == "r1"  # the finished record stands

@@ -1339,6 +1339,11 @@ class Rollout:
                 try:
                     with anyio.fail_after(self._call_timeout):
                         await archive(self.key, record)  # await point: archive
+                except LeaseLostError as exc:
+                    # Fenced by a newer holding (this runner was stalled since it took the
+                    # lease): not a store failure, a lost lease.
+                    self._lose_lease(f"the store refused to archive the last release: {exc}")
+                    raise LeaseLostError(self._lost_message()) from exc
                 except Exception as exc:
                     raise StateError(
                         f"{self.key}: could not keep the finished rollout of "
