@@ -10,7 +10,6 @@ replaced only with --force. HAProxy: the weights are read and reported, at stabl
 
 from __future__ import annotations
 
-import os
 import stat
 
 import anyio
@@ -19,8 +18,9 @@ import pytest
 import canarykit as ck
 from canarykit._cli import main
 from canarykit.routers import SplitProbe
-from canarykit.testing.lab import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
+from canarykit.testing.lab import HAProxyServer, NginxServer
 from helpers.policies import ERROR_RATE, WEIGHTS_PLAN, policy, rollout_table
+from helpers.real_servers import demo_apps, need_binary
 
 # Real nginx and HAProxy processes: the slow tier.
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.usefixtures("lock_dir")]
@@ -37,30 +37,18 @@ proxy_set_header Authorization "{SECRET}";
 PLAN = policy(WEIGHTS_PLAN, ERROR_RATE, rollout_table("shop"))
 
 
-def binary(name, package):
-    try:
-        return find_binary(name, package)
-    except BinaryNotFound as exc:
-        if os.environ.get("CANARYKIT_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"CANARYKIT_REQUIRE_INTEGRATION=1 but {exc}")
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory):
-    binary("nginx", "nginx-light")
+    need_binary("nginx", "nginx-light")
     directory = tmp_path_factory.mktemp("apps")
-    with (
-        DemoApp(directory, version="v1", latency=0.0) as v1,
-        DemoApp(directory, version="v2", latency=0.0) as v2,
-    ):
-        yield v1, v2
+    with demo_apps(directory, "v1", "v2") as apps:
+        yield apps
 
 
 @pytest.fixture
 def nginx(tmp_path, apps):
     v1, v2 = apps
-    path = binary("nginx", "nginx-light")
+    path = need_binary("nginx", "nginx-light")
     with NginxServer(
         tmp_path / "nginx", stable=[v1.address], canary=[v2.address], binary=path
     ) as server:
@@ -132,7 +120,7 @@ async def test_a_hand_written_file_is_described_not_quoted_and_replaced_only_wit
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_before_nginx_starts_the_file_is_written_and_validated(tmp_path, apps, capsys):
     v1, v2 = apps
-    path = binary("nginx", "nginx-light")
+    path = need_binary("nginx", "nginx-light")
     server = NginxServer(tmp_path / "nginx", stable=[v1.address], canary=[v2.address], binary=path)
     with server:
         policy = nginx_policy(tmp_path, server)
@@ -164,7 +152,7 @@ async def test_init_refuses_while_a_saved_rollout_is_in_progress(tmp_path, nginx
 @pytest.fixture
 def haproxy(tmp_path, apps):
     v1, v2 = apps
-    path = binary("haproxy", "haproxy")
+    path = need_binary("haproxy", "haproxy")
     with HAProxyServer(
         tmp_path / "haproxy", stable=[v1.address], canary=[v2.address], binary=path
     ) as server:

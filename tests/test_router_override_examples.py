@@ -9,7 +9,6 @@ real HAProxy's runtime-API socket, as ``ssh HOST socat stdio SOCKET`` would.
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,8 @@ import pytest
 
 from canarykit import RouterError, TrafficSplit
 from canarykit.routers import HAProxyRouter, NginxRouter, SplitProbe
-from canarykit.testing.lab import BinaryNotFound, DemoApp, HAProxyServer, NginxServer, find_binary
+from canarykit.testing.lab import HAProxyServer, NginxServer
+from helpers.real_servers import demo_apps, need_binary
 
 # Real nginx and HAProxy processes: the slow tier.
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -42,28 +42,16 @@ with socket.socket(socket.AF_UNIX) as s:
 """
 
 
-def binary(name: str, package: str) -> str:
-    try:
-        return find_binary(name, package)
-    except BinaryNotFound as exc:
-        if os.environ.get("CANARYKIT_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"CANARYKIT_REQUIRE_INTEGRATION=1 but {exc}")
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory):
     directory = tmp_path_factory.mktemp("apps")
-    with (
-        DemoApp(directory, version="v1", latency=0.0) as v1,
-        DemoApp(directory, version="v2", latency=0.0) as v2,
-    ):
-        yield v1, v2
+    with demo_apps(directory, "v1", "v2") as apps:
+        yield apps
 
 
 @pytest.fixture
 def hosts(tmp_path, apps):
-    nginx = binary("nginx", "nginx-light")
+    nginx = need_binary("nginx", "nginx-light")
     v1, v2 = apps
     with (
         NginxServer(tmp_path / "a", stable=[v1.address], canary=[v2.address], binary=nginx) as a,
@@ -74,7 +62,7 @@ def hosts(tmp_path, apps):
 
 def fleet(hosts, *, refuse_on=()):
     """A FleetNginxRouter whose hosts are local nginx instances; `refuse_on` fails nginx -t."""
-    nginx = binary("nginx", "nginx-light")
+    nginx = need_binary("nginx", "nginx-light")
     commands = []
 
     async def push(host, text):
@@ -163,7 +151,7 @@ def haproxy(tmp_path, apps):
         tmp_path / "haproxy",
         stable=[v1.address],
         canary=[v2.address],
-        binary=binary("haproxy", "haproxy"),
+        binary=need_binary("haproxy", "haproxy"),
     ) as server:
         yield server
 

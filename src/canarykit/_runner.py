@@ -61,13 +61,12 @@ lease.release      `Lease.release`, at the end
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
 
 import anyio
@@ -82,7 +81,6 @@ from ._errors import (
     ClockStalled,
     ConfigError,
     CorruptStateError,
-    DeciderError,
     InvalidTransition,
     LeaseError,
     LeaseLostError,
@@ -98,7 +96,6 @@ from ._errors import (
     UnsupportedPlanError,
 )
 from ._events import (
-    AnalysisFailed,
     CommandReceived,
     LeaseRevoked,
     PhaseChanged,
@@ -108,14 +105,13 @@ from ._events import (
     RouterCallFailed,
     SplitConfirmed,
     TimelineEntry,
-    VerdictReached,
     describe_split,
 )
 from ._hooks import HookDriver, Hooks
+from ._judging import Judged, WindowJudge
 from ._lease import FencedLease, Lease
 from ._machine import (
     AbortRequested,
-    AnalysisKind,
     ApplyFailed,
     ApplySplit,
     CollectWindow,
@@ -136,8 +132,6 @@ from ._machine import (
     SplitApplied,
     Start,
     Tick,
-    WindowFailed,
-    WindowJudged,
     _is_release,
     next_action,
     plan_fingerprint,
@@ -635,6 +629,9 @@ class Rollout:
         self._rollback_timeout = _positive("rollback_timeout", rollback_timeout)
         self._on_cancel = on_cancel
         self._machine = RolloutMachine(plan, state)
+        self._judging = WindowJudge(
+            plan, decider, outage_limit=self._outage_limit, decider_timeout=self._decider_timeout
+        )
         self._fingerprint = plan_fingerprint(plan) if store is not None else ""
         self._plan_json = plan_to_json(plan) if store is not None else {}
         self._timeline: list[TimelineEntry] = []
@@ -1153,39 +1150,18 @@ class Rollout:
     async def _collect(self, action: CollectWindow) -> None:
         split = self.state.confirmed or self.state.target
         window = Window(start=action.start, end=action.end, split=split)
-        observation = await self._observe(window)
-        if observation is None:
+        observed = await self._observe(window)
+        if observed is None:
             return  # an operator command cut the collection short; it is asked for again
         now = self.clock.now()
-        if isinstance(observation, Observation):
-            if observation.split is None:
-                # Sources need not know the split; a decider weighing throughput by each
-                # arm's share of the traffic does (see `Observation`).
-                observation = attrs.evolve(observation, split=window.split)
-            judged = await self._judge(action, observation)
-            if isinstance(judged, Judgement):
-                verdict = judged.verdict
-                self._emit(
-                    VerdictReached(
-                        time=now,
-                        kind=action.kind,
-                        start=action.start,
-                        end=action.end,
-                        verdict=verdict,
-                        observation=observation,
-                    )
-                )
-                self._handle(WindowJudged(now, action.kind, action.end, verdict, judged.state))
-                return
-            reason = judged
-        else:
-            reason = observation
-        self._emit(
-            AnalysisFailed(
-                time=now, kind=action.kind, start=action.start, end=action.end, reason=reason
-            )
-        )
-        self._handle(WindowFailed(now, action.kind, action.end, reason, self._outage_limit))
+        # The judging step `evaluate` shares (see `canarykit._judging`); only the wait
+        # for an async decider is the runner's own.
+        judging = self._judging
+        observation, answer = judging.judge(self.state, action, observed, window.split)
+        if not isinstance(answer, (Judgement, str)):
+            answer = await self._await_judgement(answer)  # await point: judge
+        self._emit(judging.fact(action, now, answer, observation))
+        self._handle(judging.event(action, now, answer))
 
     async def _observe(self, window: Window) -> Observation | str | None:
         """The observation for `window`, why there is none, or None if a command came first."""
@@ -1219,30 +1195,14 @@ class Rollout:
             return f"metrics: timed out after {self._call_timeout:g} s"
         return observation
 
-    async def _judge(self, action: CollectWindow, observation: Observation) -> Judgement | str:
-        """The decider's judgement of `observation`, or why there is none."""
-        decider = self._decider_for(action.kind)
+    async def _await_judgement(self, awaitable: Awaitable[Any]) -> Judged:
+        """An async decider's judgement, awaited under `decider_timeout`, or why there is none."""
         try:
-            state = action.decider_state
-            if state is None:
-                state = decider.initial_state()
-            judged = decider.judge(state, observation)
-            if inspect.isawaitable(judged):
-                with anyio.fail_after(self._decider_timeout):
-                    judged = await judged
-            if not isinstance(judged, Judgement):
-                raise DeciderError(f"judge() returned {type(judged).__name__}")
+            with anyio.fail_after(self._decider_timeout):
+                judged = await awaitable
         except Exception as exc:
-            return f"decider: {describe_failure(exc, self._decider_timeout)}"
-        return judged
-
-    def _decider_for(self, kind: AnalysisKind) -> Decider:
-        if kind is AnalysisKind.STEP:
-            step = self.plan.steps[self.state.step]
-            if isinstance(step, Analyze) and step.decider is not None:
-                return step.decider
-        assert self.decider is not None
-        return self.decider
+            return self._judging.failure(exc)
+        return self._judging.settle(judged)
 
     async def _emergency_rollback(self, reason: str, *, record: bool = True) -> None:
         with anyio.CancelScope(shield=True):

@@ -1,11 +1,12 @@
 """Integration tests run real servers; without their binaries they skip (CI fails instead)."""
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from canarykit.testing.lab import BinaryNotFound, find_binary
+from canarykit.testing.lab import EtcdCluster
+from helpers.real_servers import need_binary
 
 HERE = Path(__file__).resolve().parent
 
@@ -23,16 +24,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def need_binary(name: str, package: str) -> str:
-    """The binary's path; skip (or fail, when CANARYKIT_REQUIRE_INTEGRATION=1) if missing."""
-    try:
-        return find_binary(name, package)
-    except BinaryNotFound as exc:
-        if os.environ.get("CANARYKIT_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"CANARYKIT_REQUIRE_INTEGRATION=1 but {exc}")
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="session")
 def nginx_binary() -> str:
     return need_binary("nginx", "nginx-light")
@@ -46,3 +37,17 @@ def haproxy_binary() -> str:
 @pytest.fixture(scope="session")
 def prometheus_binary() -> str:
     return need_binary("prometheus", "prometheus")
+
+
+@pytest.fixture(scope="session")
+def etcd_binary() -> str:
+    return need_binary("etcd", "etcd-server")
+
+
+@pytest.fixture(scope="module")
+def etcd_cluster(
+    etcd_binary: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EtcdCluster]:
+    """A real three-member etcd cluster, shared by the tests of a module."""
+    with EtcdCluster(tmp_path_factory.mktemp("etcd"), binary=etcd_binary) as running:
+        yield running

@@ -9,7 +9,8 @@ import pytest
 
 from canarykit import RouterError, TrafficSplit
 from canarykit.routers import HAProxyRouter, SplitProbe
-from canarykit.testing.lab import DemoApp, HAProxyServer
+from canarykit.testing.lab import HAProxyServer
+from helpers.real_servers import demo_apps
 
 pytestmark = pytest.mark.anyio
 
@@ -17,12 +18,9 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory, haproxy_binary):
     directory = tmp_path_factory.mktemp("apps")
-    with (
-        DemoApp(directory, version="v1", latency=0.0) as v1,
-        DemoApp(directory, version="v1", latency=0.0) as v1b,
-        DemoApp(directory, version="v2", latency=0.0) as v2,
-    ):
-        yield v1, v1b, v2
+    # Two stable servers: the router spreads the stable share over both.
+    with demo_apps(directory, "v1", "v1", "v2") as apps:
+        yield apps
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import pytest
 
 from canarykit import HeaderRoute, RouterError, TrafficSplit
 from canarykit.routers import NginxRouter, SplitProbe
-from canarykit.testing.lab import DemoApp, NginxServer
+from canarykit.testing.lab import NginxServer
+from helpers.real_servers import demo_apps
 
 pytestmark = pytest.mark.anyio
 
@@ -25,11 +26,8 @@ FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory, nginx_binary):
     directory = tmp_path_factory.mktemp("apps")
-    with (
-        DemoApp(directory, version="v1", latency=0.0) as v1,
-        DemoApp(directory, version="v2", latency=0.0) as v2,
-    ):
-        yield v1, v2
+    with demo_apps(directory, "v1", "v2") as apps:
+        yield apps
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ import math
 import random
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from itertools import accumulate, repeat, starmap
 from typing import Any
 
@@ -74,18 +74,17 @@ import attrs
 
 from .._errors import ConfigError
 from .._histogram import MAX_INDEX, LatencyHistogram, _make, bucket_bounds, bucket_index
+from .._judging import Judged, WindowJudge
 from .._machine import (
-    AnalysisKind,
     ApplySplit,
     CollectWindow,
+    Event,
     Phase,
     RolloutState,
     SplitApplied,
     Start,
     Tick,
     WaitUntil,
-    WindowFailed,
-    WindowJudged,
     next_action,
     transition,
 )
@@ -95,7 +94,6 @@ from .._observe import (
     Observation,
     _trusted_arm_stats,
     _trusted_observation,
-    _trusted_set_split,
 )
 from .._plan import Analyze, Pause, Plan, SetWeight
 from .._protocols import Decider
@@ -1046,11 +1044,16 @@ class _Routing:
         share: float,
         stable: _Drawn,
         canary: _Drawn,
+        split: TrafficSplit,
     ) -> Observation:
-        """The window's observation, with both arms' gauges read at its midpoint."""
+        """The window's observation under `split`, with both arms' gauges read at its midpoint.
+
+        It carries the split, as the runner's observations do once it has filled it in,
+        for deciders that weigh an arm by its share of the traffic.
+        """
         if not self.gauges:
             return _trusted_observation(
-                start, end, _trusted_arm_stats(*stable), _trusted_arm_stats(*canary)
+                start, end, _trusted_arm_stats(*stable), _trusted_arm_stats(*canary), split
             )
         t, percent, uniform = (start + end) * 0.5, share * 100.0, rng.random
         stable_gauges = gauge_readings(self.gauges, uniform, t, Arm.STABLE, percent)
@@ -1060,6 +1063,7 @@ class _Routing:
             end,
             _trusted_arm_stats(*stable, stable_gauges),
             _trusted_arm_stats(*canary, canary_gauges),
+            split,
         )
 
 
@@ -1070,26 +1074,27 @@ class _CannotEvaluate(ConfigError):
     """The decider cannot be driven without an event loop."""
 
 
-def _finish(decider: Decider, judged: Any) -> Judgement:
-    """The `Judgement` from what `judge` returned, driving an awaitable that does not wait."""
-    if hasattr(judged, "__await__"):
-        # An async judge that never really waits (most do not) is driven here without an
-        # event loop; one that does wait cannot run in virtual time without one.
-        iterator = judged.__await__()
-        try:
-            iterator.send(None)
-        except StopIteration as stop:
-            judged = stop.value
-        else:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-            raise _CannotEvaluate(
-                "decider", decider, "waits in judge(); evaluate needs a judge that does not wait"
-            )
-    if not isinstance(judged, Judgement):
-        raise TypeError(f"judge() returned {type(judged).__name__}")
-    return judged
+def _drive(
+    judging: WindowJudge, state: RolloutState, action: CollectWindow, judged: Awaitable[Any]
+) -> Judged:
+    """An async decider's answer, driven without an event loop (one that never waits)."""
+    # Most async judges never really wait; one that does cannot run in virtual time
+    # without an event loop.
+    iterator = judged.__await__()
+    try:
+        iterator.send(None)
+    except StopIteration as stop:
+        return judging.settle(stop.value)
+    except Exception as exc:  # as when the runner awaits it: a failed window
+        return judging.failure(exc)
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
+    raise _CannotEvaluate(
+        "decider",
+        judging.decider_for(state, action.kind),
+        "waits in judge(); evaluate needs a judge that does not wait",
+    )
 
 
 def _run_key(seed: int, index: int) -> int:
@@ -1105,23 +1110,28 @@ def _run(
     seed: int,
     horizon: float,
     routing: _Routing | None = None,
+    events: list[Event] | None = None,
 ) -> RunResult:
+    """One seeded run; `events`, when given, gets every event fed to the machine."""
     routing = _Routing() if routing is None else routing
     rng = random.Random(_run_key(seed, index))
     phase = 0.0 if sampler.steady else rng.random() * _TWO_PI
     at = sampler.at
     kind = sampler.kind
     window = sampler.window
-    steps = plan.steps
-    step_deciders = any(isinstance(s, Analyze) and s.decider is not None for s in steps)
-    background = AnalysisKind.BACKGROUND
-    fast_judge = not step_deciders
+    # The runner's judging step (`canarykit._judging`), on the windows drawn here.
+    judging = WindowJudge(plan, decider)
+    judge = judging.judge
+    window_event = judging.event
 
     windows = canary_requests = canary_errors = 0
     exposed = exposed_errors = 0
     expected_excess = expected_base = 0.0
 
-    state = transition(plan, RolloutState(), Start(now=0.0))
+    event: Event = Start(now=0.0)
+    state = transition(plan, RolloutState(), event)
+    if events is not None:
+        events.append(event)
     now = 0.0
     while True:
         action = next_action(plan, state, now)
@@ -1139,33 +1149,12 @@ def _run(
                 expected_base += gained[3]
             canary_requests += canary[0]
             canary_errors += canary[1]
-            observation = routing.observation(rng, start, end, share, stable, canary)
-            # As the runner does: the split in force, for deciders that weigh by share.
-            _trusted_set_split(observation, split)
+            observation = routing.observation(rng, start, end, share, stable, canary, split)
             windows += 1
-            this = decider
-            if not fast_judge and action.kind is not background:
-                step = steps[state.step]
-                if isinstance(step, Analyze) and step.decider is not None:
-                    this = step.decider
-            decider_state = action.decider_state
-            try:
-                if decider_state is None:
-                    decider_state = this.initial_state()
-                judged = this.judge(decider_state, observation)
-                if type(judged) is not Judgement:
-                    judged = _finish(this, judged)
-            except _CannotEvaluate:
-                raise
-            except Exception as exc:  # as the runner does: a failed window, not a crash
-                reason = f"decider: {type(exc).__name__}: {exc}"
-                state = transition(plan, state, WindowFailed(now, action.kind, end, reason))
-                continue
-            state = transition(
-                plan,
-                state,
-                WindowJudged(now, action.kind, end, judged.verdict, judged.state),
-            )
+            judged = judge(state, action, observation, split)[1]
+            if not isinstance(judged, (Judgement, str)):
+                judged = _drive(judging, state, action, judged)
+            event = window_event(action, now, judged)
         elif action_type is WaitUntil:
             assert isinstance(action, WaitUntil)
             until = action.until
@@ -1173,16 +1162,20 @@ def _run(
                 # A deadline has passed: as the runner does, only once the windows due
                 # at this moment are collected (next_action puts them first), so a
                 # step ends on fresh data and the next split is not judged early.
-                state = transition(plan, state, Tick(now))
+                event = Tick(now)
             elif until > horizon:
                 break
             else:
                 now = until
+                continue
         elif action_type is ApplySplit:
             assert isinstance(action, ApplySplit)
-            state = transition(plan, state, SplitApplied(now, action.split))
+            event = SplitApplied(now, action.split)
         else:  # Finish
             break
+        state = transition(plan, state, event)
+        if events is not None:
+            events.append(event)
 
     phase_now = state.phase
     if phase_now is Phase.SUCCEEDED:
