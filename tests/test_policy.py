@@ -50,6 +50,7 @@ from canarykit.policy import (
     register_decider_kind,
 )
 from canarykit.policy._load import _DECIDER_KINDS
+from helpers.policies import LINEAR_PLAN
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"
 
@@ -356,15 +357,6 @@ def test_bad_kind_names_are_refused() -> None:
 
 # --- error paths: every one names its key ----------------------------------------------
 
-LINEAR = """
-[plan]
-shape = "linear"
-initial = 10
-step = 20
-hold = "2m"
-analysis_interval = "30s"
-"""
-
 
 def replace_line(text: str, old: str, new: str) -> str:
     assert old in text
@@ -398,7 +390,7 @@ def replace_line(text: str, old: str, new: str) -> str:
     ],
 )
 def test_plan_errors_name_the_key(old: str, new: str, field: str, message: str | None) -> None:
-    error = config_error(policy_text(replace_line(LINEAR, old, new)))
+    error = config_error(policy_text(replace_line(LINEAR_PLAN, old, new)))
     assert error.field == field
     assert str(error).startswith(field + ":")
     if message:
@@ -406,7 +398,7 @@ def test_plan_errors_name_the_key(old: str, new: str, field: str, message: str |
 
 
 def test_bad_duration_message_is_exact() -> None:
-    error = config_error(policy_text(replace_line(LINEAR, 'hold = "2m"', 'hold = "abc"')))
+    error = config_error(policy_text(replace_line(LINEAR_PLAN, 'hold = "2m"', 'hold = "abc"')))
     assert str(error) == (
         "plan.hold: must be a duration such as 90, '90s', '5m' or '1h30m', got 'abc'"
     )
@@ -674,7 +666,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_constructor_errors_are_config_errors_with_the_path() -> None:
     # A ConfigError from a generator keeps its problem text and gains the key path.
-    error = config_error(policy_text(replace_line(LINEAR, "step = 20", "step = -5")))
+    error = config_error(policy_text(replace_line(LINEAR_PLAN, "step = 20", "step = -5")))
     assert str(error) == "plan.step: must be in (0, 100], got -5"
 
 

@@ -22,15 +22,8 @@ from canarykit.policy import load_policy
 from canarykit.policy._deciders import declared_gauges
 from canarykit.policy._table import parse_fraction, parse_percent
 from canarykit.testing import ScriptedMetrics, simulate
+from helpers.policies import LINEAR_PLAN
 
-LINEAR = """
-[plan]
-shape = "linear"
-initial = 10
-step = 20
-hold = "2m"
-analysis_interval = "30s"
-"""
 THRESHOLD = """
 [decider]
 kind = "threshold"
@@ -80,12 +73,12 @@ def test_a_bad_percent_names_the_field_and_both_accepted_forms(value: Any) -> No
 
 def test_plan_percents_take_percent_strings() -> None:
     plan = load(
-        LINEAR.replace("initial = 10", 'initial = "10%"').replace("step = 20", 'step = "20%"'),
+        LINEAR_PLAN.replace("initial = 10", 'initial = "10%"').replace("step = 20", 'step = "20%"'),
         THRESHOLD,
     ).plan
     assert (
         plan.weights
-        == load(LINEAR, THRESHOLD).plan.weights
+        == load(LINEAR_PLAN, THRESHOLD).plan.weights
         == (10.0, 30.0, 50.0, 70.0, 90.0, 100.0)
     )
     timing = "hold = 60\nanalysis_interval = 30\n"
@@ -130,13 +123,13 @@ def test_plan_step_percents_take_percent_strings() -> None:
     ],
 )
 def test_a_bad_plan_percent_names_its_key(old: str, new: str, field: str) -> None:
-    error = refusal(LINEAR.replace(old, new), THRESHOLD)
+    error = refusal(LINEAR_PLAN.replace(old, new), THRESHOLD)
     assert error.field == field
     assert "a number such as 20, or a string like '20%'" in str(error)
 
 
 def test_a_percent_string_out_of_range_is_refused_by_the_plan_naming_the_key() -> None:
-    error = refusal(LINEAR.replace("step = 20", 'step = "120%"'), THRESHOLD)
+    error = refusal(LINEAR_PLAN.replace("step = 20", 'step = "120%"'), THRESHOLD)
     assert error.field == "plan.step"
     assert "must be in (0, 100]" in str(error)
     error = refusal(
@@ -155,11 +148,11 @@ def test_fractions_in_deciders_take_percent_strings() -> None:
         max_increase = "0.5%"
         min_difference = "0.1%"
         """
-    decider = load(LINEAR, relative_table).decider
+    decider = load(LINEAR_PLAN, relative_table).decider
     assert decider.comparisons[0].max_increase == 0.005
     assert decider.comparisons[0].min_difference == 0.001
     sequential = load(
-        LINEAR,
+        LINEAR_PLAN,
         """
         [decider]
         kind = "sequential"
@@ -176,14 +169,14 @@ def test_fractions_in_deciders_take_percent_strings() -> None:
         metric = "error_rate"
         confidence = "95%"
         """
-    judge = load(LINEAR, kayenta_table).decider
+    judge = load(LINEAR_PLAN, kayenta_table).decider
     assert judge.nodata_fail_percent == 50.0
     assert judge.metrics[0].confidence == pytest.approx(0.95)
 
 
 def test_a_percent_string_on_a_gauge_is_refused_as_having_no_unit() -> None:
     error = refusal(
-        LINEAR,
+        LINEAR_PLAN,
         PROMETHEUS + '[metrics.http]\ngauges = {cpu = "avg(cpu)"}\n',
         '[decider]\nkind = "threshold"\n[[decider.metrics]]\nmetric = "cpu"\nmax = "80%"\n',
     )
@@ -202,7 +195,7 @@ def threshold_on(metric: str, kind: str = "threshold") -> str:
 
 def test_a_misspelt_metric_is_refused_at_load_time_with_a_did_you_mean() -> None:
     # Before: accepted as a gauge, and the rollout paused 24 h on "no canary data".
-    error = refusal(LINEAR, threshold_on("eror_rate"))
+    error = refusal(LINEAR_PLAN, threshold_on("eror_rate"))
     assert error.field == "decider.metrics[0].metric"
     assert str(error).startswith("decider.metrics[0].metric: is not a built-in metric (")
     assert "did you mean 'error_rate'?" in str(error)
@@ -210,13 +203,13 @@ def test_a_misspelt_metric_is_refused_at_load_time_with_a_did_you_mean() -> None
 
 def test_with_a_metrics_source_only_its_gauges_are_known() -> None:
     source = PROMETHEUS + '[metrics.http]\ngauges = {cpu = "avg(cpu)", memory = "avg(rss)"}\n'
-    assert load(LINEAR, source, threshold_on("cpu")).decider.bounds[0].metric == "cpu"
-    error = refusal(LINEAR, source, threshold_on("memroy"))
+    assert load(LINEAR_PLAN, source, threshold_on("cpu")).decider.bounds[0].metric == "cpu"
+    error = refusal(LINEAR_PLAN, source, threshold_on("memroy"))
     assert "nor a gauge the policy's source declares" in str(error)
     assert "(in [metrics.http] or [metrics.queries] gauges: cpu, memory)" in str(error)
     assert "did you mean 'memory'?" in str(error)
     # A name unlike any known one is refused too once the source is known.
-    error = refusal(LINEAR, PROMETHEUS, threshold_on("cpu"))
+    error = refusal(LINEAR_PLAN, PROMETHEUS, threshold_on("cpu"))
     assert "gauges: none" in str(error)
 
 
@@ -225,7 +218,7 @@ def test_gauges_of_prometheus_queries_are_known() -> None:
         PROMETHEUS
         + "[metrics.queries]\nrequests = 'sum(r)'\nerrors = 'sum(e)'\ngauges = {cpu = 'avg(c)'}\n"
     )
-    assert load(LINEAR, queries, threshold_on("cpu")).decider.bounds[0].metric == "cpu"
+    assert load(LINEAR_PLAN, queries, threshold_on("cpu")).decider.bounds[0].metric == "cpu"
 
 
 def test_simulation_gauges_are_known_when_no_metrics_source_is_given() -> None:
@@ -245,7 +238,7 @@ def test_simulation_gauges_are_known_when_no_metrics_source_is_given() -> None:
 
 def test_without_a_source_in_the_policy_a_gauge_name_unlike_a_built_in_is_accepted() -> None:
     # A source built in Python may report any gauge: only sure mistakes are refused.
-    assert load(LINEAR, threshold_on("cpu")).decider.bounds[0].metric == "cpu"
+    assert load(LINEAR_PLAN, threshold_on("cpu")).decider.bounds[0].metric == "cpu"
 
 
 @pytest.mark.parametrize(
@@ -258,20 +251,22 @@ def test_without_a_source_in_the_policy_a_gauge_name_unlike_a_built_in_is_accept
     ],
 )
 def test_names_no_source_provides_are_refused(metric: str, kind: str, message: str) -> None:
-    error = refusal(LINEAR, threshold_on(metric, kind))
+    error = refusal(LINEAR_PLAN, threshold_on(metric, kind))
     assert error.field == "decider.metrics[0].metric"
     assert message in str(error)
 
 
 def test_kayentas_latency_and_built_in_names_are_accepted() -> None:
-    assert load(LINEAR, threshold_on("latency", "kayenta")).decider.metrics[0].metric == "latency"
+    assert (
+        load(LINEAR_PLAN, threshold_on("latency", "kayenta")).decider.metrics[0].metric == "latency"
+    )
     for name in ("errors", "error_rate", "success_rate", "throughput", "requests", "p50", "p95"):
-        assert load(LINEAR, threshold_on(name)).decider.bounds[0].metric == name
+        assert load(LINEAR_PLAN, threshold_on(name)).decider.bounds[0].metric == name
 
 
 def test_a_members_metric_is_named_by_its_key_path() -> None:
     error = refusal(
-        LINEAR,
+        LINEAR_PLAN,
         """
         [decider]
         kind = "all"
@@ -293,7 +288,7 @@ def test_a_members_metric_is_named_by_its_key_path() -> None:
 
 # --- a watched stage at 100% --------------------------------------------------------------
 
-BAKED = LINEAR.replace('hold = "2m"', 'hold = "2m"\nfinal_bake = "5m"')
+BAKED = LINEAR_PLAN.replace('hold = "2m"', 'hold = "2m"\nfinal_bake = "5m"')
 RELATIVE = """
 [decider]
 kind = "relative"
@@ -340,7 +335,7 @@ def test_kayenta_that_counts_missing_stable_points_as_zero_is_refused_at_a_watch
     )
     assert "end the watched plan below 100% (final_bake = 0)" in str(error)
     # Without the bake the last window is below 100%: nothing to refuse.
-    assert load(LINEAR, KAYENTA + 'nan_strategy = "replace"\n').decider.metrics[0].metric
+    assert load(LINEAR_PLAN, KAYENTA + 'nan_strategy = "replace"\n').decider.metrics[0].metric
     # With "remove" Kayenta compares with the stable points it kept from before 100%.
     assert load(BAKED, KAYENTA).decider.metrics[0].metric == "error_rate"
 
@@ -394,16 +389,16 @@ def test_a_relative_decider_needs_a_watched_stage_below_100_percent_first() -> N
 
 def test_record_windows_is_read_and_written_back() -> None:
     policy = load(
-        LINEAR, RELATIVE.replace('kind = "relative"', 'kind = "relative"\nrecord_windows = 4')
+        LINEAR_PLAN, RELATIVE.replace('kind = "relative"', 'kind = "relative"\nrecord_windows = 4')
     )
     assert isinstance(policy.decider, RelativeDecider)
     assert policy.decider.record_windows == 4
     assert load_policy(policy.to_toml()).decider == policy.decider
-    default = load(LINEAR, RELATIVE)
+    default = load(LINEAR_PLAN, RELATIVE)
     assert default.decider.record_windows == DEFAULT_RECORD_WINDOWS
     assert "record_windows" not in default.to_toml()
     error = refusal(
-        LINEAR, RELATIVE.replace('kind = "relative"', 'kind = "relative"\nrecord_windows = 0')
+        LINEAR_PLAN, RELATIVE.replace('kind = "relative"', 'kind = "relative"\nrecord_windows = 0')
     )
     assert error.field == "decider.record_windows"
 

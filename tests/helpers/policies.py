@@ -18,6 +18,16 @@ hold = "1m"
 analysis_interval = "30s"
 """
 
+# 10%, 30%, 50%... two minutes each.
+LINEAR_PLAN = """\
+[plan]
+shape = "linear"
+initial = 10
+step = 20
+hold = "2m"
+analysis_interval = "30s"
+"""
+
 # One step at 20%; add WAIT_FOR_PROMOTION to stop there until an operator promotes.
 STEP_PLAN = """\
 [plan]
