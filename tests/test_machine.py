@@ -279,11 +279,13 @@ def test_pause_limit_rolls_back_a_forgotten_pause():
     assert "pause limit" in machine.state.reason
 
 
-def test_every_phase_appears_in_the_transition_table():
+def test_every_stage_appears_in_the_transition_table_and_every_phase_has_its_stage():
+    Stage = ck.machine.Stage
     table = ck.machine.transition_table()
-    assert set(table) == set(Phase)
+    assert list(table) == list(Stage)
     reachable = {target for row in table.values() for targets in row.values() for target in targets}
-    assert reachable | {Phase.PENDING} == set(Phase)
+    assert reachable | {Stage.PENDING} == set(Stage)
+    assert {stage.phase for stage in Stage} == set(Phase)
 
 
 event_strategy = st.one_of(

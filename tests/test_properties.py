@@ -1,13 +1,17 @@
 """Property-based checks of the whole loop: machine, runner, virtual clock and decider."""
 
 import json
+import re
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import canarykit as ck
+from canarykit import machine as M
 from canarykit.deciders import bound, threshold
 from canarykit.testing import FakeRouter, ScriptedMetrics, regression, simulate
+from helpers.stages import AT, FULL, PLAN, STABLE, TEN, at_stage
 
 ROUTE = ck.HeaderRoute(header="User-Agent", value=".*Chrome.*", match="regex")
 
@@ -121,3 +125,137 @@ def test_a_flaky_router_never_leaves_traffic_in_an_unknown_state(
         assert outcome.phase is ck.Phase.PAUSED
         assert outcome.state.rollback_pending
         assert "rollback failed" in outcome.reason
+
+
+# ---------------------------------------------------------------------------- the table
+
+TABLE = M.transition_table()
+REASONS = st.sampled_from(["down", "x" * 3])
+verdicts = st.builds(
+    ck.Verdict, kind=st.sampled_from(list(ck.VerdictKind)), reason=REASONS, early_pass=st.booleans()
+)
+hook_sets = st.frozensets(st.sampled_from(list(M.HookPoint)), max_size=4)
+points = st.sampled_from(list(M.HookPoint))
+kinds = st.sampled_from(list(M.AnalysisKind))
+# A split by name: the state's own target is only known when the event is made.
+split_names = st.sampled_from(["stable", "ten", "full", "target"])
+maybe_split_names = st.one_of(st.none(), split_names)
+
+
+def _split(name, state):
+    return {"stable": STABLE, "ten": TEN, "full": FULL}.get(name, state.target)
+
+
+def _maybe(name, state):
+    return None if name is None else _split(name, state)
+
+
+# Each draws a maker: (now, state, action) -> any event, whether the state expects it or not.
+any_event = st.one_of(
+    st.builds(
+        lambda s, h, a: lambda now, state, _: M.Start(now, _maybe(s, state), h, a),
+        maybe_split_names,
+        hook_sets,
+        st.booleans(),
+    ),
+    st.builds(lambda s: lambda now, state, _: M.SplitApplied(now, _split(s, state)), split_names),
+    st.builds(
+        lambda s, r: lambda now, state, _: M.ApplyFailed(now, _split(s, state), r),
+        split_names,
+        REASONS,
+    ),
+    st.builds(lambda k, v: lambda now, _, __: M.WindowJudged(now, k, now, v), kinds, verdicts),
+    st.builds(
+        lambda k, r, o: lambda now, _, __: M.WindowFailed(now, k, now, r, o),
+        kinds,
+        REASONS,
+        st.sampled_from([None, 300.0]),
+    ),
+    st.just(lambda now, _, __: M.Tick(now)),
+    st.sampled_from(
+        [M.PromoteRequested, M.FullPromotionRequested, M.ResumeRequested, M.RetryRequested]
+    ).map(lambda kind: lambda now, _, __: kind(now)),
+    st.sampled_from([M.PauseRequested, M.AbortRequested]).map(
+        lambda kind: lambda now, _, __: kind(now, "operator")
+    ),
+    # A new runner, maybe with other hooks: gates and the rollback hook come into play.
+    st.builds(
+        lambda s, h: lambda now, state, _: M.Recovered(now, _maybe(s, state), h),
+        maybe_split_names,
+        st.one_of(st.none(), hook_sets),
+    ),
+    st.builds(
+        lambda p, y, stop: lambda now, _, __: M.HookAnswered(now, p, y, "said", stop=stop),
+        points,
+        st.booleans(),
+        st.booleans(),
+    ),
+)
+
+
+def _answer(ok, verdict, yes, stop):
+    """What a driver reports after doing the action, succeeding (`ok`) or not."""
+
+    def make(now, _, action):
+        if isinstance(action, M.ApplySplit):
+            if ok:
+                return M.SplitApplied(now, action.split)
+            return M.ApplyFailed(now, action.split, "down")
+        if isinstance(action, M.CollectWindow):
+            return M.WindowJudged(now, action.kind, action.end, verdict)
+        if isinstance(action, M.RunHook):
+            return M.HookAnswered(now, action.point, yes, stop=stop)
+        return M.Tick(now)
+
+    return make
+
+
+driver_answer = st.builds(_answer, st.booleans(), verdicts, st.booleans(), st.booleans())
+
+
+@given(
+    start=st.sampled_from(list(M.Stage)),
+    hooks=st.booleans(),
+    moves=st.lists(
+        st.tuples(st.sampled_from([0.0, 1.0, 30.0, 90.0, 700.0]), driver_answer | any_event),
+        min_size=1,
+        max_size=25,
+    ),
+)
+def test_every_event_is_in_the_stages_row_of_the_table_or_refused_changing_nothing(
+    start, hooks, moves
+):
+    machine = at_stage(start, hooks=hooks)  # hooks: gates, the rollback hook, promote-stable
+    now = AT
+    for later, make in moves:
+        now += later
+        state = machine.state
+        event = make(now, state, M.next_action(PLAN, state, now))
+        row = TABLE[state.stage]
+        name = type(event).__name__
+        if name in row:
+            # Accepted: never refused, and the stage it leads to is one the table lists.
+            new = M.transition(PLAN, state, event)
+            assert new.stage in row[name], (state.stage, name, new.stage)
+            assert new.phase is new.stage.phase
+            machine.state = new
+            continue
+        with pytest.raises(ck.InvalidTransition) as refused:
+            M.transition(PLAN, state, event)
+        assert machine.state is state
+        offered = re.search(r"; you can (.*) it", str(refused.value))
+        for word in re.split(r", | or ", offered.group(1)) if offered else []:
+            # An operator is offered only commands the table accepts here, and that lead
+            # somewhere else.
+            command = COMMANDS[word]
+            assert command in row and row[command] != {state.stage}, (state.stage, word)
+
+
+COMMANDS = {
+    "promote": "PromoteRequested",
+    "promote --full": "FullPromotionRequested",
+    "pause": "PauseRequested",
+    "resume": "ResumeRequested",
+    "abort": "AbortRequested",
+    "retry": "RetryRequested",
+}

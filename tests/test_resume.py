@@ -496,7 +496,7 @@ def test_recovered_without_a_read_back_forgets_the_confirmation():
 
 
 def test_plan_fingerprints_are_stable_and_tell_plans_apart():
-    from canarykit._machine import plan_fingerprint
+    from canarykit._state_json import plan_fingerprint
 
     same = ck.Plan(steps=[ck.SetWeight(10), ck.Pause(60), ck.SetWeight(50), ck.Pause(60)])
     assert plan_fingerprint(same) == plan_fingerprint(TWO_STEPS)
@@ -504,3 +504,120 @@ def test_plan_fingerprints_are_stable_and_tell_plans_apart():
     assert plan_fingerprint(other) != plan_fingerprint(TWO_STEPS)
     paused = ck.Plan(steps=TWO_STEPS.steps, on_progress_deadline="pause")
     assert plan_fingerprint(paused) != plan_fingerprint(TWO_STEPS)
+
+
+# ---------------------------------------------------------------------------- saved stages
+
+# States as canarykit wrote them before stages were rows of the transition table (the
+# format has not changed since: the stage is saved as the phase and two flags).
+HELD_ROLLBACK = {
+    "aborting": False,
+    "confirmed": {"canary_percent": 10.0, "header_routes": [], "mirror_percent": 0.0},
+    "consecutive_errors": 0,
+    "decider_state": None,
+    "finished_at": None,
+    "gap_until": None,
+    "hold_remaining": None,
+    "last_verdict": None,
+    "outage_until": None,
+    "pause_reason": "rollback failed (router down); canary traffic last confirmed at 10%",
+    "paused_at": 3.0,
+    "phase": "paused",
+    "progress_deadline_at": None,
+    "reason": "rollback failed (router down); canary traffic last confirmed at 10%",
+    "release": None,
+    "rollback_pending": True,
+    "schema": 3,
+    "started_at": 0.0,
+    "step": 1,
+    "step_deadline": None,
+    "step_decider_state": None,
+    "step_entered": True,
+    "step_window_start": None,
+    "step_windows": 0,
+    "target": {"canary_percent": 10.0, "header_routes": [], "mirror_percent": 0.0},
+    "window_start": None,
+}
+ABORT_IN_FLIGHT = {
+    **HELD_ROLLBACK,
+    "aborting": True,
+    "pause_reason": None,
+    "paused_at": None,
+    "phase": "rolling_back",
+    "reason": "bad build",
+    "rollback_pending": False,
+    "target": {"canary_percent": 0.0, "header_routes": [], "mirror_percent": 0.0},
+}
+HELD_ABORT = {**HELD_ROLLBACK, "aborting": True}
+SAVED_PLAN = ck.Plan(steps=[ck.SetWeight(10), ck.SetWeight(50)])
+
+
+@pytest.mark.parametrize(
+    ("saved", "stage", "phase"),
+    [
+        (HELD_ROLLBACK, "ROLLBACK_PENDING", ck.Phase.PAUSED),
+        (HELD_ABORT, "ABORT_PENDING", ck.Phase.PAUSED),
+        (ABORT_IN_FLIGHT, "ABORTING", ck.Phase.ROLLING_BACK),
+    ],
+)
+def test_a_saved_state_with_the_old_flags_loads_into_its_stage_and_saves_the_same(
+    saved, stage, phase
+):
+    state = ck.machine.RolloutState.from_json(json.loads(json.dumps(saved)))
+    assert state.stage is ck.machine.Stage[stage]
+    assert state.phase is phase  # what outcomes and `canarykit status` show, as before
+    assert state.rollback_pending is saved["rollback_pending"]
+    assert state.aborting is saved["aborting"]
+    assert state.to_json() == saved  # the format did not change: older versions read it
+
+
+@pytest.mark.parametrize(
+    ("saved", "ended"),
+    [
+        (HELD_ROLLBACK, ck.Phase.ROLLED_BACK),
+        (HELD_ABORT, ck.Phase.ABORTED),
+        (ABORT_IN_FLIGHT, ck.Phase.ABORTED),
+    ],
+)
+def test_a_saved_rollback_resumed_by_a_new_runner_ends_as_its_flags_said(saved, ended):
+    machine = ck.machine.RolloutMachine(
+        SAVED_PLAN, ck.machine.RolloutState.from_json(json.loads(json.dumps(saved)))
+    )
+    machine.handle(ck.machine.Recovered(now=10.0, current=ck.TrafficSplit(canary_percent=10)))
+    rolling = "ABORTING" if ended is ck.Phase.ABORTED else "ROLLING_BACK"
+    assert machine.state.stage is ck.machine.Stage[rolling]
+    assert machine.next_action(10.0) == ck.machine.ApplySplit(ck.TrafficSplit())
+    machine.handle(ck.machine.SplitApplied(now=11.0, split=ck.TrafficSplit()))
+    assert machine.state.phase is ended
+
+
+def test_a_saved_held_rollback_refuses_promotion_by_the_table_and_a_resume_rolls_back():
+    held = ck.machine.RolloutState.from_json(json.loads(json.dumps(HELD_ROLLBACK)))
+    machine = ck.machine.RolloutMachine(SAVED_PLAN, held)
+    with pytest.raises(ck.InvalidTransition) as refused:
+        machine.handle(ck.machine.PromoteRequested(now=5.0))
+    assert str(refused.value) == (
+        "promote: not while a failed rollback is pending (it is held after a failed "
+        "rollback (canary at 10%)); you can resume or abort it to try the rollback again"
+    )
+    assert machine.state is held
+    machine.handle(ck.machine.ResumeRequested(now=6.0))
+    assert machine.state.stage is ck.machine.Stage.ROLLING_BACK
+
+
+async def test_a_runner_resumes_a_held_rollback_saved_in_the_earlier_format():
+    store = ck.stores.MemoryStore()
+    broken = FakeRouter(fail_on=range(3, 100))  # 10% works, then nothing does
+    first = ck.Rollout(SAVED_PLAN, router=broken, clock=VirtualClock(), store=store, key="web")
+    stuck = await first.run()
+    assert stuck.state.stage is ck.machine.Stage.ROLLBACK_PENDING
+    record = await store.load("web")
+    record["state"] = json.loads(json.dumps(HELD_ROLLBACK))  # as an earlier version saved it
+    await store.save("web", record)
+
+    router = FakeRouter(initial=ck.TrafficSplit(canary_percent=10))
+    outcome = await ck.Rollout(
+        SAVED_PLAN, router=router, clock=VirtualClock(start=20), store=store, key="web"
+    ).run()
+    assert outcome.phase is ck.Phase.ROLLED_BACK
+    assert percents(router.applied) == [0]

@@ -9,9 +9,22 @@ split, collect a window, wait until a time, or finish.
 
 The rules:
 
-- `_TRANSITIONS` lists, for every phase, the events it accepts and the phases each may
-  lead to. An event a phase does not accept raises `InvalidTransition` naming both, and
-  nothing changes. The state diagram in the docs is drawn from this table.
+- `_TRANSITIONS` lists, for every stage, the events it accepts and the stages each may
+  lead to. An event a stage does not accept raises `InvalidTransition` saying why and
+  what would help, and nothing changes; the table is the whole truth: no handler
+  refuses anything on its own. The state diagram in the docs is drawn from this table.
+- Stages and phases. A `Stage` is a row of the table; each belongs to one `Phase`. Most
+  are their phase; three split one, because they behave differently from the rest of
+  it: ABORTING (rolling back, to end ABORTED), ROLLBACK_PENDING and ABORT_PENDING
+  (paused, held after the router failed to put stable back: promoting is refused, and
+  whatever would roll back tries the rollback again). Why not more phases: the phase is
+  what everything outside the machine speaks, and has for a long time (outcomes,
+  `Rollout.phase`, the saved state, `canarykit status` and its exit codes, metrics,
+  notifications, plots, users' own `outcome.phase is Phase.PAUSED` checks). For all of
+  them a held rollback is paused (traffic held, waiting for an operator) and an abort's
+  rollback is rolling back. So the phases stay; the table, the diagram and the refusals
+  use the finer stage (`RolloutState.stage`), which the saved state carries as its
+  phase and two flags, `rollback_pending` and `aborting`, exactly as before.
 - The state keeps the split the plan wants (`target`) apart from the split the router
   last confirmed (`confirmed`). Whenever they differ the next action is to apply the
   target, in every non-terminal phase, so a confirmation that arrives late (say, after
@@ -63,17 +76,15 @@ from __future__ import annotations
 
 import datetime
 import enum
-import hashlib
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
 import attrs
 
-from ._errors import CanaryError, CorruptStateError, InvalidTransition, StateVersionError
+from ._errors import InvalidTransition
 from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight, WaitForPromotion
 from ._split import FULL_CANARY, STABLE_ONLY, TrafficSplit
-from ._stores import canonical_json
 from ._text import MAX_TEXT
 from ._verdict import Verdict, VerdictKind
 
@@ -97,23 +108,16 @@ __all__ = [
     "RolloutState",
     "RunHook",
     "SplitApplied",
+    "Stage",
     "Start",
     "Tick",
     "WaitUntil",
     "WindowFailed",
     "WindowJudged",
     "next_action",
-    "plan_fingerprint",
     "plan_splits",
-    "plan_to_json",
     "transition",
 ]
-
-# Version 2 added `progress_deadline_at`, version 3 `release`, `gap_until` and
-# `outage_until`; older states are migrated on load.
-STATE_SCHEMA_VERSION = 3
-OLDEST_READABLE_SCHEMA = 1
-
 
 # The longest window that judges unwatched time after a resume: a metrics source keeps
 # that much history at full resolution (Prometheus's default retention is far longer);
@@ -174,6 +178,71 @@ class Phase(enum.Enum):
 
 
 _TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED})
+
+
+class Stage(enum.Enum):
+    """A row of the transition table: a `Phase`, or one of the three that split a phase.
+
+    Most stages are a phase of the same name. Three behave differently from the rest of
+    their phase, so the table gives them rows of their own:
+
+    - ROLLING_BACK and ABORTING are both `Phase.ROLLING_BACK`: an ABORTING rollback was
+      caused by an abort (an operator's, or a hook that stopped the rollout) and ends
+      ABORTED, not ROLLED_BACK.
+    - ROLLBACK_PENDING and ABORT_PENDING are both `Phase.PAUSED`: the router failed to
+      put stable back, and traffic is held where it last confirmed. Promoting is refused;
+      resume, abort, a restart, a failed verdict or the rollback hook try the rollback
+      again; pausing changes nothing and the pause limit does not run. ABORT_PENDING
+      holds an abort's rollback.
+
+    `RolloutState.stage` is the state's stage; ``stage.phase`` its phase.
+
+    >>> Stage.ROLLBACK_PENDING.phase
+    Phase.PAUSED
+    """
+
+    PENDING = "pending"
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    PROMOTING = "promoting"
+    SUCCEEDED = "succeeded"
+    ROLLING_BACK = "rolling_back"
+    ABORTING = "aborting"
+    ROLLBACK_PENDING = "rollback_pending"
+    ABORT_PENDING = "abort_pending"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+    # Identity hash, as for Phase: the table is looked up by stage on every event.
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"Stage.{self.name}"
+
+    @property
+    def phase(self) -> Phase:
+        """The phase this stage belongs to (what outcomes, status and metrics show)."""
+        return _PHASE_OF[self]
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for SUCCEEDED, ROLLED_BACK and ABORTED."""
+        return _PHASE_OF[self] in _TERMINAL
+
+
+_S = Stage
+_SPLIT_OFF = {
+    _S.ABORTING: Phase.ROLLING_BACK,
+    _S.ROLLBACK_PENDING: Phase.PAUSED,
+    _S.ABORT_PENDING: Phase.PAUSED,
+}
+_PHASE_OF = {stage: _SPLIT_OFF.get(stage) or Phase(stage.value) for stage in Stage}
+# The stage of a phase that is not split, and of a split one without its flags.
+_STAGE_OF = {phase: Stage(phase.value) for phase in Phase}
+# Paused after a failed rollback: the rollback is tried again, nothing else moves.
+_HELD = frozenset({_S.ROLLBACK_PENDING, _S.ABORT_PENDING})
+# Stages whose rollback ends ABORTED.
+_ABORTS = frozenset({_S.ABORTING, _S.ABORT_PENDING})
 
 
 class AnalysisKind(enum.Enum):
@@ -461,94 +530,146 @@ Action: TypeAlias = ApplySplit | CollectWindow | WaitUntil | Finish | RunHook
 
 # ---------------------------------------------------------------------------- state
 
-_P = Phase
-# For each phase: the events it accepts and the phases each can lead to. Anything not
-# listed is an invalid transition. The docs' state diagram is generated from this table.
-_TRANSITIONS: dict[Phase, dict[type[Any], frozenset[Phase]]] = {
-    _P.PENDING: {
+# For each stage: the events it accepts and the stages each can lead to. Anything not
+# listed is an invalid transition, refused with the reason `refusal` gives. The docs'
+# state diagram is generated from this table.
+_TRANSITIONS: dict[Stage, dict[type[Any], frozenset[Stage]]] = {
+    _S.PENDING: {
         # Still PENDING while the hooks due before traffic moves have not all said yes.
-        Start: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
+        Start: frozenset({_S.PENDING, _S.PROGRESSING, _S.PAUSED, _S.PROMOTING}),
+        # ABORTING, ABORTED: create-canary or pre-rollout failed, or a gate said stop.
         HookAnswered: frozenset(
-            {_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK, _P.ABORTED}
+            {_S.PENDING, _S.PROGRESSING, _S.PAUSED, _S.PROMOTING, _S.ABORTING, _S.ABORTED}
         ),
-        Tick: frozenset({_P.PENDING}),  # waited for a gate's next ask: nothing changes
+        Tick: frozenset({_S.PENDING}),  # waited for a gate's next ask: nothing changes
         # Rolls back when the router reported canary traffic before the start.
-        AbortRequested: frozenset({_P.ABORTED, _P.ROLLING_BACK}),
+        AbortRequested: frozenset({_S.ABORTED, _S.ABORTING}),
     },
-    _P.PROGRESSING: {
-        SplitApplied: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
-        ApplyFailed: frozenset({_P.ROLLING_BACK}),
-        WindowJudged: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
+    _S.PROGRESSING: {
+        SplitApplied: frozenset({_S.PROGRESSING, _S.PAUSED, _S.PROMOTING}),
+        ApplyFailed: frozenset({_S.ROLLING_BACK}),
+        WindowJudged: frozenset({_S.PROGRESSING, _S.PAUSED, _S.PROMOTING, _S.ROLLING_BACK}),
         # PAUSED: a metrics outage under the "pause" policy (`WindowFailed.outage_limit`).
-        WindowFailed: frozenset({_P.PROGRESSING, _P.PAUSED, _P.ROLLING_BACK}),
-        Tick: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
-        PromoteRequested: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
-        FullPromotionRequested: frozenset({_P.PROMOTING}),
-        PauseRequested: frozenset({_P.PAUSED}),
-        AbortRequested: frozenset({_P.ROLLING_BACK}),
-        Recovered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
-        HookAnswered: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
+        WindowFailed: frozenset({_S.PROGRESSING, _S.PAUSED, _S.ROLLING_BACK}),
+        Tick: frozenset({_S.PROGRESSING, _S.PAUSED, _S.PROMOTING, _S.ROLLING_BACK}),
+        PromoteRequested: frozenset({_S.PROGRESSING, _S.PAUSED, _S.PROMOTING}),
+        FullPromotionRequested: frozenset({_S.PROMOTING}),
+        PauseRequested: frozenset({_S.PAUSED}),
+        AbortRequested: frozenset({_S.ABORTING}),
+        Recovered: frozenset({_S.PROGRESSING, _S.PAUSED, _S.PROMOTING, _S.ROLLING_BACK}),
+        # ROLLING_BACK: the rollback hook's yes; ABORTING: a gate that said stop.
+        HookAnswered: frozenset(
+            {_S.PROGRESSING, _S.PAUSED, _S.PROMOTING, _S.ROLLING_BACK, _S.ABORTING}
+        ),
     },
-    _P.PAUSED: {
-        SplitApplied: frozenset({_P.PAUSED}),
-        ApplyFailed: frozenset({_P.ROLLING_BACK, _P.PAUSED}),
+    _S.PAUSED: {
+        SplitApplied: frozenset({_S.PAUSED}),
+        ApplyFailed: frozenset({_S.ROLLING_BACK}),
         # PROGRESSING, PROMOTING: the first window after a metrics outage resumes it.
-        WindowJudged: frozenset({_P.PAUSED, _P.ROLLING_BACK, _P.PROGRESSING, _P.PROMOTING}),
-        WindowFailed: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
-        Tick: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
-        PromoteRequested: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
-        FullPromotionRequested: frozenset({_P.PROMOTING}),
-        PauseRequested: frozenset({_P.PAUSED}),
-        ResumeRequested: frozenset({_P.PROGRESSING, _P.PAUSED, _P.PROMOTING, _P.ROLLING_BACK}),
-        AbortRequested: frozenset({_P.ROLLING_BACK}),
-        Recovered: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
-        HookAnswered: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
+        WindowJudged: frozenset({_S.PAUSED, _S.ROLLING_BACK, _S.PROGRESSING, _S.PROMOTING}),
+        WindowFailed: frozenset({_S.PAUSED, _S.ROLLING_BACK}),
+        Tick: frozenset({_S.PAUSED, _S.ROLLING_BACK}),
+        PromoteRequested: frozenset({_S.PROGRESSING, _S.PAUSED, _S.PROMOTING}),
+        FullPromotionRequested: frozenset({_S.PROMOTING}),
+        PauseRequested: frozenset({_S.PAUSED}),
+        ResumeRequested: frozenset({_S.PROGRESSING, _S.PAUSED, _S.PROMOTING}),
+        AbortRequested: frozenset({_S.ABORTING}),
+        Recovered: frozenset({_S.PAUSED, _S.ROLLING_BACK}),
+        HookAnswered: frozenset({_S.PAUSED, _S.ROLLING_BACK}),
     },
-    _P.PROMOTING: {
-        SplitApplied: frozenset({_P.PROMOTING, _P.SUCCEEDED}),
-        ApplyFailed: frozenset({_P.ROLLING_BACK}),
-        WindowJudged: frozenset({_P.PROMOTING}),
-        WindowFailed: frozenset({_P.PROMOTING}),
-        Tick: frozenset({_P.PROMOTING}),
-        AbortRequested: frozenset({_P.ROLLING_BACK}),
-        Recovered: frozenset({_P.PROMOTING}),
+    _S.PROMOTING: {
+        SplitApplied: frozenset({_S.PROMOTING, _S.SUCCEEDED}),
+        ApplyFailed: frozenset({_S.ROLLING_BACK}),
+        WindowJudged: frozenset({_S.PROMOTING}),
+        WindowFailed: frozenset({_S.PROMOTING}),
+        Tick: frozenset({_S.PROMOTING}),
+        AbortRequested: frozenset({_S.ABORTING}),
+        Recovered: frozenset({_S.PROMOTING}),
         # PAUSED: promote-stable failed; traffic is held at the (good) canary.
-        HookAnswered: frozenset({_P.PROMOTING, _P.PAUSED}),
+        HookAnswered: frozenset({_S.PROMOTING, _S.PAUSED}),
     },
-    _P.ROLLING_BACK: {
-        SplitApplied: frozenset({_P.ROLLING_BACK, _P.ROLLED_BACK, _P.ABORTED}),
+    # Rolling back ends ROLLED_BACK; an abort's rollback (ABORTING) ends ABORTED. An abort
+    # while rolling back makes the rollback an abort's.
+    _S.ROLLING_BACK: {
+        SplitApplied: frozenset({_S.ROLLING_BACK, _S.ROLLED_BACK}),
         # ROLLING_BACK: a failure to apply a split the rollout no longer wants is stale.
-        ApplyFailed: frozenset({_P.PAUSED, _P.ROLLING_BACK}),
-        WindowJudged: frozenset({_P.ROLLING_BACK}),
-        WindowFailed: frozenset({_P.ROLLING_BACK}),
-        Tick: frozenset({_P.ROLLING_BACK}),
-        AbortRequested: frozenset({_P.ROLLING_BACK}),
-        Recovered: frozenset({_P.ROLLING_BACK}),
-        HookAnswered: frozenset({_P.ROLLING_BACK}),
+        ApplyFailed: frozenset({_S.ROLLBACK_PENDING, _S.ROLLING_BACK}),
+        WindowJudged: frozenset({_S.ROLLING_BACK}),
+        WindowFailed: frozenset({_S.ROLLING_BACK}),
+        Tick: frozenset({_S.ROLLING_BACK}),
+        AbortRequested: frozenset({_S.ABORTING}),
+        Recovered: frozenset({_S.ROLLING_BACK}),
+        HookAnswered: frozenset({_S.ROLLING_BACK}),
+    },
+    _S.ABORTING: {
+        SplitApplied: frozenset({_S.ABORTING, _S.ABORTED}),
+        # ABORTING: a failure to apply a split the rollout no longer wants is stale.
+        ApplyFailed: frozenset({_S.ABORT_PENDING, _S.ABORTING}),
+        WindowJudged: frozenset({_S.ABORTING}),
+        WindowFailed: frozenset({_S.ABORTING}),
+        Tick: frozenset({_S.ABORTING}),
+        AbortRequested: frozenset({_S.ABORTING}),
+        Recovered: frozenset({_S.ABORTING}),
+        HookAnswered: frozenset({_S.ABORTING}),
+    },
+    # Held after a failed rollback (the router could not put stable back). Whatever would
+    # roll back tries the rollback again: a resume, an abort, a restart, a failed verdict,
+    # the metrics error limit, an outage past its limit, the rollback hook. Promoting is
+    # refused; a pause changes nothing (it is held already), and no pause limit runs.
+    _S.ROLLBACK_PENDING: {
+        SplitApplied: frozenset({_S.ROLLBACK_PENDING}),
+        ApplyFailed: frozenset({_S.ROLLBACK_PENDING}),
+        WindowJudged: frozenset({_S.ROLLBACK_PENDING, _S.ROLLING_BACK}),
+        WindowFailed: frozenset({_S.ROLLBACK_PENDING, _S.ROLLING_BACK}),
+        Tick: frozenset({_S.ROLLBACK_PENDING, _S.ROLLING_BACK}),
+        PauseRequested: frozenset({_S.ROLLBACK_PENDING}),
+        ResumeRequested: frozenset({_S.ROLLING_BACK}),
+        AbortRequested: frozenset({_S.ABORTING}),
+        Recovered: frozenset({_S.ROLLING_BACK}),
+        HookAnswered: frozenset({_S.ROLLBACK_PENDING, _S.ROLLING_BACK}),
+    },
+    # The same, for an abort's rollback: it still ends ABORTED.
+    _S.ABORT_PENDING: {
+        SplitApplied: frozenset({_S.ABORT_PENDING}),
+        ApplyFailed: frozenset({_S.ABORT_PENDING}),
+        WindowJudged: frozenset({_S.ABORT_PENDING, _S.ABORTING}),
+        WindowFailed: frozenset({_S.ABORT_PENDING, _S.ABORTING}),
+        Tick: frozenset({_S.ABORT_PENDING, _S.ABORTING}),
+        PauseRequested: frozenset({_S.ABORT_PENDING}),
+        ResumeRequested: frozenset({_S.ABORTING}),
+        AbortRequested: frozenset({_S.ABORTING}),
+        Recovered: frozenset({_S.ABORTING}),
+        HookAnswered: frozenset({_S.ABORT_PENDING, _S.ABORTING}),
     },
     # Ended: the hooks that run after the end only record that they ran.
-    _P.SUCCEEDED: {HookAnswered: frozenset({_P.SUCCEEDED})},
-    _P.ROLLED_BACK: {
-        RetryRequested: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
-        HookAnswered: frozenset({_P.ROLLED_BACK}),
+    _S.SUCCEEDED: {HookAnswered: frozenset({_S.SUCCEEDED})},
+    _S.ROLLED_BACK: {
+        RetryRequested: frozenset({_S.PENDING, _S.PROGRESSING, _S.PAUSED, _S.PROMOTING}),
+        HookAnswered: frozenset({_S.ROLLED_BACK}),
     },
-    _P.ABORTED: {
-        RetryRequested: frozenset({_P.PENDING, _P.PROGRESSING, _P.PAUSED, _P.PROMOTING}),
-        HookAnswered: frozenset({_P.ABORTED}),
+    _S.ABORTED: {
+        RetryRequested: frozenset({_S.PENDING, _S.PROGRESSING, _S.PAUSED, _S.PROMOTING}),
+        HookAnswered: frozenset({_S.ABORTED}),
     },
 }
 
 
-def transition_table() -> dict[Phase, dict[str, frozenset[Phase]]]:
-    """The transition table by event name, for documentation and diagrams."""
+def transition_table() -> dict[Stage, dict[str, frozenset[Stage]]]:
+    """The whole transition table by event name, for documentation and diagrams.
+
+    Every stage, in `Stage` order, with the events it accepts and the stages each may
+    lead to; an event a stage does not list is refused with `InvalidTransition`.
+
+    >>> table = transition_table()
+    >>> sorted(stage.value for stage in table[Stage.ROLLBACK_PENDING]["ResumeRequested"])
+    ['rolling_back']
+    >>> "PromoteRequested" in table[Stage.ROLLBACK_PENDING]
+    False
+    """
     return {
-        phase: {event.__name__: targets for event, targets in row.items()}
-        for phase, row in _TRANSITIONS.items()
+        stage: {event.__name__: targets for event, targets in _TRANSITIONS[stage].items()}
+        for stage in Stage
     }
-
-
-def _json_split(split: TrafficSplit | None) -> dict[str, Any] | None:
-    return None if split is None else split.to_json()
 
 
 @attrs.frozen(kw_only=True, slots=False)
@@ -571,6 +692,12 @@ class RolloutState:
     also where the last judged background window ended. `gap_until`, set on a resume, is
     the end of the time nobody watched; no step completes until windows have judged it.
     `outage_until` is set while paused for a metrics outage: the time it rolls back.
+
+    `stage` is the row of the transition table the state is in: its `phase`, split by
+    `rollback_pending` (paused after a failed rollback) and `aborting` (the rollback
+    ends ABORTED), the two flags it is saved with. Outside those stages the flags mean
+    nothing: a paused rollout is held after a failed rollback only with
+    `rollback_pending`, and only a rollback aborts with `aborting`.
     """
 
     phase: Phase = Phase.PENDING
@@ -610,26 +737,25 @@ class RolloutState:
         """True once the rollout has ended (succeeded, rolled back or aborted)."""
         return self.phase.is_terminal
 
+    @property
+    def stage(self) -> Stage:
+        """The row of the transition table this state is in (see `Stage`).
+
+        >>> RolloutState(phase=Phase.PAUSED, rollback_pending=True).stage
+        Stage.ROLLBACK_PENDING
+        """
+        phase = self.phase
+        if phase is Phase.PAUSED and self.rollback_pending:
+            return Stage.ABORT_PENDING if self.aborting else Stage.ROLLBACK_PENDING
+        if phase is Phase.ROLLING_BACK and self.aborting:
+            return Stage.ABORTING
+        return _STAGE_OF[phase]
+
     def to_json(self) -> dict[str, Any]:
-        """Plain data for JSON, with a schema version."""
-        data = attrs.asdict(self, recurse=False)
-        data["phase"] = self.phase.value
-        data["target"] = self.target.to_json()
-        data["confirmed"] = _json_split(self.confirmed)
-        data["last_verdict"] = None if self.last_verdict is None else self.last_verdict.value
-        # Hook fields only when set: a state without hooks stays readable by older versions,
-        # and one with them is refused there (unknown fields) rather than misread.
-        for name in _HOOK_FIELDS:
-            value = data.pop(name)
-            if isinstance(value, frozenset):
-                if value:
-                    data[name] = sorted(point.value for point in value)
-            elif isinstance(value, HookPoint):
-                data[name] = value.value
-            elif value is not None:
-                data[name] = value
-        data["schema"] = STATE_SCHEMA_VERSION
-        return data
+        """Plain data for JSON, with a schema version (see `canarykit._state_json`)."""
+        from ._state_json import state_to_json  # the codec imports this module
+
+        return state_to_json(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RolloutState:
@@ -638,190 +764,9 @@ class RolloutState:
         Raises `StateVersionError` for a schema version this canarykit cannot read (a
         newer one) and `CorruptStateError`, naming the field, for anything malformed.
         """
-        if not isinstance(data, dict):
-            raise CorruptStateError(
-                f"saved rollout state must be a JSON object, got {type(data).__name__}"
-            )
-        data = dict(data)
-        schema = data.pop("schema", None)
-        if isinstance(schema, bool) or not isinstance(schema, int):
-            raise CorruptStateError(
-                f"saved rollout state has no valid schema version ({schema!r}); "
-                "it was not written by canarykit"
-            )
-        if schema > STATE_SCHEMA_VERSION:
-            raise StateVersionError(
-                f"saved rollout state has schema version {schema}, from a newer canarykit; "
-                f"this one reads versions {OLDEST_READABLE_SCHEMA} to {STATE_SCHEMA_VERSION}: "
-                "upgrade canarykit to resume it"
-            )
-        if schema < OLDEST_READABLE_SCHEMA:
-            raise StateVersionError(
-                f"saved rollout state has schema version {schema}; this canarykit reads "
-                f"versions {OLDEST_READABLE_SCHEMA} to {STATE_SCHEMA_VERSION}"
-            )
-        if schema == 1:
-            data.setdefault("progress_deadline_at", None)  # version 2 added it
-        if schema <= 2:
-            for name in ("release", "gap_until", "outage_until"):  # version 3 added them
-                data.setdefault(name, None)
-        names = _STATE_FIELDS
-        unknown = sorted(str(name) for name in data if name not in names)
-        missing = sorted(name for name in names if name not in data and name not in _HOOK_FIELDS)
-        if unknown or missing:
-            problems = [f"unknown field(s) {', '.join(unknown)}"] if unknown else []
-            problems += [f"missing field(s) {', '.join(missing)}"] if missing else []
-            raise CorruptStateError(f"saved rollout state: {'; '.join(problems)}")
-        return cls(**{name: _read_field(name, data[name]) for name in names if name in data})
+        from ._state_json import state_from_json
 
-
-_STATE_FIELDS = tuple(field.name for field in attrs.fields(RolloutState))
-# Saved only when set (see `RolloutState.to_json`); absent ones take their defaults.
-_HOOK_FIELDS = (
-    "hook_points",
-    "gate",
-    "gate_since",
-    "gate_ask_at",
-    "rollback_check_at",
-    "hooks_done",
-)
-_INT_FIELDS = frozenset({"step", "step_windows", "consecutive_errors"})
-_BOOL_FIELDS = frozenset({"step_entered", "rollback_pending", "aborting"})
-_TIME_FIELDS = frozenset(
-    {
-        "step_deadline",
-        "step_window_start",
-        "hold_remaining",
-        "progress_deadline_at",
-        "window_start",
-        "paused_at",
-        "started_at",
-        "finished_at",
-        "gate_since",
-        "gate_ask_at",
-        "rollback_check_at",
-        "gap_until",
-        "outage_until",
-    }
-)
-
-
-def _read_field(name: str, value: Any) -> Any:
-    """One saved field, checked and converted, or CorruptStateError naming it."""
-
-    def bad(problem: str) -> CorruptStateError:
-        return CorruptStateError(f"saved rollout state: {name}: {problem}, got {value!r}")
-
-    if name == "phase":
-        try:
-            return Phase(value)
-        except ValueError:
-            raise bad(f"must be one of {', '.join(p.value for p in Phase)}") from None
-    if name in ("target", "confirmed"):
-        if value is None and name == "confirmed":
-            return None
-        if not isinstance(value, dict):
-            raise bad("must be a split (a JSON object)")
-        try:
-            return TrafficSplit.from_json(value)
-        except (CanaryError, KeyError, TypeError, ValueError) as exc:
-            raise bad(f"is not a valid split ({exc})") from None
-    if name == "last_verdict":
-        if value is None:
-            return None
-        try:
-            return VerdictKind(value)
-        except ValueError:
-            raise bad(f"must be one of {', '.join(k.value for k in VerdictKind)}") from None
-    if name in _INT_FIELDS:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise bad("must be an integer >= 0")
-        return value
-    if name in _BOOL_FIELDS:
-        if not isinstance(value, bool):
-            raise bad("must be true or false")
-        return value
-    if name in _TIME_FIELDS:
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("must be a number of seconds or null")
-        if not math.isfinite(value):
-            raise bad("must be finite")
-        return float(value)
-    if name == "reason":
-        if not isinstance(value, str):
-            raise bad("must be a string")
-        return value
-    if name == "pause_reason":
-        if value is not None and not isinstance(value, str):
-            raise bad("must be a string or null")
-        return value
-    if name == "release":
-        if value is not None and not _is_release(value):
-            raise bad("must be null or 1-128 printable characters")
-        return value
-    if name in ("hook_points", "hooks_done", "gate"):
-        return _read_hook_points(name, value, bad)
-    return value  # decider states: whatever JSON the decider saved
-
-
-def _read_hook_points(
-    name: str, value: Any, bad: Callable[[str], CorruptStateError]
-) -> frozenset[HookPoint] | HookPoint | None:
-    """A saved `gate` (one point or null), or `hook_points`/`hooks_done` (lists of points)."""
-    known = ", ".join(point.value for point in HookPoint)
-    if name == "gate":
-        if value is None:
-            return None
-        try:
-            return HookPoint(value)
-        except ValueError:
-            raise bad(f"must be null or one of {known}") from None
-    if not isinstance(value, list):
-        raise bad("must be a list of hook points")
-    try:
-        return frozenset(HookPoint(item) for item in value)
-    except (TypeError, ValueError):
-        raise bad(f"must list only {known}") from None
-
-
-def _plain(value: Any) -> Any:
-    """Plan data as plain JSON values; steps as ``{"kind": ..., field: value}``."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (tuple, list)):
-        return [_plain(item) for item in value]
-    if attrs.has(type(value)):
-        return {"kind": type(value).__name__, **_fields_json(value)}
-    to_json = getattr(value, "to_json", None)
-    if callable(to_json):
-        return to_json()
-    return repr(value)
-
-
-def _fields_json(value: Any) -> dict[str, Any]:
-    # Fields at their defaults are left out, so that a field added in a later canarykit
-    # (with a default) does not change the fingerprint of plans saved before it existed.
-    # Decider objects are left out: they are not data (see `plan_fingerprint`).
-    out: dict[str, Any] = {}
-    for field in attrs.fields(type(value)):
-        item = getattr(value, field.name)
-        if field.name == "decider":
-            continue
-        default = field.default
-        at_default = (
-            default is not attrs.NOTHING
-            and not isinstance(default, attrs.Factory)  # type: ignore[arg-type]
-            and type(item) is type(default)
-            and item == default
-        )
-        if at_default:
-            continue
-        out[field.name] = _plain(item)
-    return out
+        return state_from_json(data)
 
 
 def plan_splits(plan: Plan) -> tuple[tuple[int | None, TrafficSplit], ...]:
@@ -851,26 +796,6 @@ def plan_splits(plan: Plan) -> tuple[tuple[int | None, TrafficSplit], ...]:
         found.append((index, split))
     found += [(None, FULL_CANARY), (None, STABLE_ONLY)]
     return tuple(found)
-
-
-def plan_to_json(plan: Plan) -> dict[str, Any]:
-    """The plan as plain JSON data: its steps and settings (fields at defaults left out).
-
-    >>> from canarykit import Plan, SetWeight
-    >>> plan_to_json(Plan(steps=[SetWeight(10)]))
-    {'steps': [{'kind': 'SetWeight', 'percent': 10.0}]}
-    """
-    return _fields_json(plan)
-
-
-def plan_fingerprint(plan: Plan) -> str:
-    """A SHA-256 of `plan_to_json(plan)`: equal plans, equal fingerprints, in any process.
-
-    Saved with a rollout's state, so that resuming with another plan is refused. It
-    covers the steps and the plan's settings, not the decider objects of `Analyze` steps.
-    """
-    digest = hashlib.sha256(canonical_json(plan_to_json(plan)).encode()).hexdigest()
-    return f"sha256:{digest}"
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -949,7 +874,7 @@ def _rollback(state: RolloutState, now: float, reason: str, *, abort: bool) -> R
         phase=Phase.ROLLING_BACK,
         target=STABLE_ONLY,
         reason=reason,
-        aborting=abort or state.aborting,
+        aborting=abort or state.stage in _ABORTS,
         rollback_pending=False,
         paused_at=None,
         pause_reason=None,
@@ -1241,7 +1166,7 @@ def _on_split_applied(plan: Plan, state: RolloutState, event: SplitApplied) -> R
         reason = "promoted; stable upgraded, traffic back on stable" if upgrade else "promoted"
         return _evolve(state, phase=Phase.SUCCEEDED, finished_at=now, reason=reason)
     if state.phase is Phase.ROLLING_BACK and event.split == state.target:
-        phase = Phase.ABORTED if state.aborting else Phase.ROLLED_BACK
+        phase = Phase.ABORTED if state.stage is Stage.ABORTING else Phase.ROLLED_BACK
         return _evolve(state, phase=phase, finished_at=now)
     if state.phase is Phase.PROGRESSING:
         return _settle(plan, state, now)
@@ -1257,8 +1182,13 @@ def _on_apply_failed(plan: Plan, state: RolloutState, event: ApplyFailed) -> Rol
         # Hold what the router last confirmed: retrying at once would spin. An operator's
         # resume or abort, or the next failed verdict, tries the rollback again.
         paused = _enter_pause(state, event.now, reason)
-        return _evolve(paused, target=state.confirmed or state.target, rollback_pending=True)
-    if state.phase is Phase.PAUSED and state.rollback_pending:
+        return _evolve(
+            paused,
+            target=state.confirmed or state.target,
+            rollback_pending=True,
+            aborting=state.stage is Stage.ABORTING,  # held as ABORT_PENDING: ends ABORTED
+        )
+    if state.stage in _HELD:
         return state
     return _rollback(state, event.now, f"router failed: {event.reason}", abort=False)
 
@@ -1388,7 +1318,7 @@ def _on_tick(plan: Plan, state: RolloutState, event: Tick) -> RolloutState:
         return state
     if state.phase is Phase.PAUSED and plan.pause_limit is not None:
         assert state.paused_at is not None
-        if now >= state.paused_at + plan.pause_limit and not state.rollback_pending:
+        if now >= state.paused_at + plan.pause_limit and state.stage not in _HELD:
             reason = f"paused for longer than the pause limit ({plan.pause_limit:g} s)"
             return _rollback(state, now, f"{reason}: {state.pause_reason}", abort=False)
     return state
@@ -1453,17 +1383,7 @@ def _unpause(plan: Plan, state: RolloutState, now: float) -> RolloutState:
     )
 
 
-def _refuse_while_rollback_pending(state: RolloutState, event: Event) -> None:
-    if state.rollback_pending:
-        word = _COMMAND_WORDS.get(type(event), type(event).__name__)
-        raise InvalidTransition(
-            f"{word}: not while a failed rollback is pending (canary last confirmed at "
-            f"{_percent(state.confirmed)}); you can resume or abort to try the rollback again"
-        )
-
-
 def _on_promote(plan: Plan, state: RolloutState, event: PromoteRequested) -> RolloutState:
-    _refuse_while_rollback_pending(state, event)
     if state.phase is Phase.PAUSED:
         state = _unpause(plan, state, event.now)
     if state.step < len(plan.steps):
@@ -1481,12 +1401,11 @@ def _on_promote(plan: Plan, state: RolloutState, event: PromoteRequested) -> Rol
 def _on_promote_full(
     plan: Plan, state: RolloutState, event: FullPromotionRequested
 ) -> RolloutState:
-    _refuse_while_rollback_pending(state, event)
     return _promote(state, event.now, "fully promoted by operator")
 
 
 def _on_pause(plan: Plan, state: RolloutState, event: PauseRequested) -> RolloutState:
-    if state.rollback_pending:
+    if state.stage in _HELD:
         return state  # already held; keep saying why (the failed rollback)
     if state.phase is Phase.PAUSED:
         return _evolve(state, pause_reason=event.reason, reason=event.reason)
@@ -1494,7 +1413,7 @@ def _on_pause(plan: Plan, state: RolloutState, event: PauseRequested) -> Rollout
 
 
 def _on_resume(plan: Plan, state: RolloutState, event: ResumeRequested) -> RolloutState:
-    if state.rollback_pending:
+    if state.stage in _HELD:
         return _rollback(state, event.now, f"retrying rollback: {state.reason}", abort=False)
     if state.step < len(plan.steps) and isinstance(plan.steps[state.step], WaitForPromotion):
         return _on_promote(plan, state, PromoteRequested(event.now))
@@ -1528,7 +1447,7 @@ def _on_recovered(plan: Plan, state: RolloutState, event: Recovered) -> RolloutS
         state = _evolve(state, hook_points=event.hook_points)
         if _HP.ROLLBACK in event.hook_points and state.rollback_check_at is None:
             state = _evolve(state, rollback_check_at=now)
-    if state.phase is Phase.PAUSED and state.rollback_pending:
+    if state.stage in _HELD:
         # A rollback that failed before the restart: the new runner tries it again.
         if current is not None:
             state = _evolve(state, confirmed=current)
@@ -1610,18 +1529,20 @@ def transition(plan: Plan, state: RolloutState, event: Event) -> RolloutState:
     >>> state.phase, state.target.canary_percent
     (Phase.PROGRESSING, 10.0)
     """
-    allowed = _TRANSITIONS[state.phase].get(type(event))
+    stage = state.stage
+    row = _TRANSITIONS[stage]
+    allowed = row.get(type(event))
     if allowed is None:
         if type(event) in _COMMAND_WORDS:
             raise InvalidTransition(refusal(plan, state, event)) from None
         raise InvalidTransition(
             f"{type(event).__name__} is not allowed while the rollout is "
-            f"{state.phase.value} (it accepts: "
-            f"{', '.join(e.__name__ for e in _TRANSITIONS[state.phase]) or 'nothing'})"
+            f"{_STAGE_WORDS.get(stage, stage.value)} (it accepts: "
+            f"{', '.join(e.__name__ for e in row) or 'nothing'})"
         ) from None
     new = _HANDLERS[type(event)](plan, state, event)
-    if new.phase not in allowed:  # pragma: no cover - a bug in a handler, not user error
-        raise AssertionError(f"{state.phase} --{type(event).__name__}--> {new.phase} not in table")
+    if new.stage not in allowed:  # pragma: no cover - a bug in a handler, not user error
+        raise AssertionError(f"{stage} --{type(event).__name__}--> {new.stage} not in table")
     return new
 
 
@@ -1638,6 +1559,13 @@ _ENDED = {
     Phase.SUCCEEDED: "promoted",
     Phase.ROLLED_BACK: "rolled back",
     Phase.ABORTED: "aborted",
+}
+# The stages that split a phase, for people (the others are their phase's value).
+_STAGE_WORDS = {
+    Stage.ROLLING_BACK: "rolling back",
+    Stage.ABORTING: "rolling back for an abort",
+    Stage.ROLLBACK_PENDING: "held after a failed rollback",
+    Stage.ABORT_PENDING: "held after the failed rollback of an abort",
 }
 
 
@@ -1673,15 +1601,26 @@ def describe_where(plan: Plan, state: RolloutState) -> str:
         return "it has not started yet"
     if phase is Phase.PROMOTING:
         return f"it is promoting (canary at {canary})"
-    if phase is Phase.ROLLING_BACK:
-        return f"it is rolling back (canary at {canary})"
+    stage = state.stage
+    if phase is Phase.ROLLING_BACK or stage in _HELD:
+        return f"it is {_STAGE_WORDS[stage]} (canary at {canary})"
     return f"it is {phase.value} at {canary}, {shown_step(plan, state)}"
 
 
 def allowed_commands(state: RolloutState) -> tuple[str, ...]:
-    """The operator commands the rollout's phase accepts now, in operator words."""
-    row = _TRANSITIONS[state.phase]
-    return tuple(word for event, word in _COMMAND_WORDS.items() if event in row)
+    """The operator commands that can change the rollout's stage now, in operator words.
+
+    From the transition table: the commands the state's stage accepts that may lead to
+    another stage (a pause of a rollout held after a failed rollback, say, changes
+    nothing, so it is not offered).
+    """
+    stage = state.stage
+    row = _TRANSITIONS[stage]
+    return tuple(
+        word
+        for event, word in _COMMAND_WORDS.items()
+        if event in row and row[event] != frozenset({stage})
+    )
 
 
 def refusal(plan: Plan, state: RolloutState, event: Any) -> str:
@@ -1699,12 +1638,17 @@ def refusal(plan: Plan, state: RolloutState, event: Any) -> str:
         return f"{word}: the rollout already {where[3:]}; nothing to do"
     if state.phase.is_terminal:
         return f"{word}: the rollout already {where[3:]}; you can retry it"
+    stage = state.stage
     why = {
         ResumeRequested: "the rollout is not paused",
         RetryRequested: "only a rolled-back or aborted rollout can be retried",
     }.get(kind, f"not while the rollout is {state.phase.value.replace('_', ' ')}")
+    if stage in _HELD:
+        why = "not while a failed rollback is pending"
     can = [c for c in allowed_commands(state) if c != word]
     options = f"you can {_or_list(can)} it" if can else "no command helps now: wait for it"
+    if stage in _HELD:
+        options += " to try the rollback again"
     return f"{word}: {why} ({where}); {options}"
 
 
@@ -1790,7 +1734,7 @@ def next_action(plan: Plan, state: RolloutState, now: float) -> Action:
         phase is Phase.PAUSED
         and plan.pause_limit is not None
         and state.paused_at is not None
-        and not state.rollback_pending
+        and state.stage not in _HELD
     ):
         until = min(until, state.paused_at + plan.pause_limit)
     return WaitUntil(until=until)

@@ -134,9 +134,7 @@ from ._machine import (
     Tick,
     _is_release,
     next_action,
-    plan_fingerprint,
     plan_splits,
-    plan_to_json,
     when,
 )
 from ._observe import ArmStats, Observation, Window
@@ -145,6 +143,7 @@ from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, 
 from ._retry import backoff_delay, describe_failure
 from ._safe import check_name
 from ._split import TrafficSplit
+from ._state_json import plan_fingerprint, plan_to_json
 from ._stores import FileStore
 from ._text import shown
 from ._validate import finite

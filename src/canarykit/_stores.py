@@ -67,6 +67,9 @@ from ._files import parse_json, private_dir, read_regular, read_regular_async, w
 from ._lease import FileLease, MemoryLease
 from ._safe import check_name
 
+# canonical_json lives with the state codec now; still importable from here, as before.
+from ._state_json import canonical_json as canonical_json
+
 __all__ = ["MAX_HISTORY", "FileStore", "MemoryStore"]
 
 logger = logging.getLogger("canarykit")
@@ -86,11 +89,6 @@ MAX_HISTORY = 50
 _MAX_HISTORY_NAMES = 100_000
 _HISTORY_NAME = re.compile(r"(\d{20})-([A-Za-z0-9_.-]{0,64})(?:~\d+)?\.json")
 _RELEASE_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def canonical_json(data: Any) -> str:
-    """`data` as compact JSON with sorted keys: equal data gives equal text (for checksums)."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 class FileStore:

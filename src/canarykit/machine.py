@@ -6,8 +6,9 @@ the next state and `next_action(plan, state, now)` says what the driver should d
 `RolloutMachine` keeps the state and does both. `canarykit.Rollout` is the driver that
 ships; a team may write its own on these names.
 
-- Phases: `Phase`; the whole table: `transition_table`; a refused event raises
-  `InvalidTransition`.
+- Phases: `Phase`; the rows of the table: `Stage` (a phase, or one of the three that
+  split one: ABORTING, ROLLBACK_PENDING, ABORT_PENDING; see `RolloutState.stage`); the
+  whole table: `transition_table`; a refused event raises `InvalidTransition`.
 - Events from the driver: `Start`, `SplitApplied`, `ApplyFailed`, `WindowJudged`,
   `WindowFailed`, `Tick`, `HookAnswered`, `Recovered`.
 - Events from an operator: `PromoteRequested`, `FullPromotionRequested`,
@@ -48,6 +49,7 @@ from ._machine import RolloutMachine as RolloutMachine
 from ._machine import RolloutState as RolloutState
 from ._machine import RunHook as RunHook
 from ._machine import SplitApplied as SplitApplied
+from ._machine import Stage as Stage
 from ._machine import Start as Start
 from ._machine import Tick as Tick
 from ._machine import WaitUntil as WaitUntil
@@ -76,6 +78,7 @@ __all__ = [
     "RolloutState",
     "RunHook",
     "SplitApplied",
+    "Stage",
     "Start",
     "Tick",
     "WaitUntil",
