@@ -3,11 +3,14 @@
 How it works. `evaluate` runs many seeded rollouts of a plan and a decider through the
 real, pure state machine (`transition` / `next_action`) in virtual time, without an
 event loop: it answers each `ApplySplit` with `SplitApplied` at once, each
-`CollectWindow` with an observation drawn for the split the machine has confirmed and
-judged by the decider (`WindowJudged`), and each `WaitUntil` with a `Tick` at its deadline,
-as the runner would with an instant router and a virtual clock. A run ends when the
-rollout does (promoted, rolled back, aborted) or when nothing is due before the
-horizon (it is then reported as paused or running).
+`CollectWindow` with an observation drawn for the split the machine has confirmed, and
+each `WaitUntil` with a `Tick` at its deadline, as the runner would with an instant router
+and a virtual clock. A window is judged by the runner's own judging step
+(`canarykit._judging.WindowJudge`: the step's or the rollout's decider, a judge that
+raises or returns something other than a `Judgement` as a failed window with the
+runner's reason), so the machine gets the very events a `Rollout` would give it on the
+same observations. A run ends when the rollout does (promoted, rolled back, aborted) or
+when nothing is due before the horizon (it is then reported as paused or running).
 
 The traffic of a `Scenario`, per analysis window ``[s, e)`` and arm:
 
@@ -1246,7 +1249,8 @@ def evaluate(
     before `horizon` seconds (default: one hour after the plan could have ended).
 
     The decider must judge without waiting (a synchronous judge, or an async one that
-    never suspends). A decider that raises makes a failed window, as in a real rollout.
+    never suspends). A decider that raises makes a failed window, with the reason a real
+    rollout gives it.
 
     `header_share` is the share of requests a header route matches (one number, or per
     header name; see `canarykit.testing._scripted.canary_share`), which sets the canary's
