@@ -12,7 +12,6 @@ never apply after B's first apply, and the rollout must end exactly once (by B).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -22,31 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from canarykit.testing.lab import BinaryNotFound, EtcdCluster, find_binary
-
 pytest.importorskip("httpx", reason="pip install 'canarykit[etcd]'")
 
 HELPER = Path(__file__).resolve().parents[1] / "helpers" / "fencing_runner.py"
 TTL = 2.0
 STEPS = "10,20,30,40,50"
 HOLD = 0.5  # seconds of pause after each step
-
-
-@pytest.fixture(scope="session")
-def etcd_binary() -> str:
-    # As need_binary in conftest.py does for the other servers.
-    try:
-        return find_binary("etcd", "etcd-server")
-    except BinaryNotFound as exc:
-        if os.environ.get("CANARYKIT_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"CANARYKIT_REQUIRE_INTEGRATION=1 but {exc}")
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
-def cluster(etcd_binary, tmp_path_factory):
-    with EtcdCluster(tmp_path_factory.mktemp("etcd"), binary=etcd_binary) as running:
-        yield running
 
 
 def read_log(path: Path) -> list[dict]:
@@ -148,10 +128,12 @@ def one_trial(cluster, tmp_path: Path, backend: str, flags: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_a_runner_frozen_past_its_lease_never_applies_after_its_successor(cluster, tmp_path, mode):
+def test_a_runner_frozen_past_its_lease_never_applies_after_its_successor(
+    etcd_cluster, tmp_path, mode
+):
     flags, stopped_by = MODES[mode]
     for trial, backend in enumerate(["asyncio", "trio", "asyncio"]):
-        seen = one_trial(cluster, tmp_path, backend, flags)
+        seen = one_trial(etcd_cluster, tmp_path, backend, flags)
         entries, first_b = seen["entries"], seen["first_b"]
         context = f"trial {trial} ({backend}): {json.dumps(entries, indent=1)}\n{seen}"
         stale = [e for e in entries[first_b:] if e["holder"] == "runner-a"]
