@@ -123,3 +123,26 @@ def test_an_event_a_stage_does_not_accept_names_the_stage_in_words():
     assert message.startswith(
         "Start is not allowed while the rollout is held after the failed rollback of an abort"
     )
+
+
+def test_resuming_after_promote_stable_failed_on_a_full_promotion_promotes_again():
+    # The operator promoted fully during a Pause step; the stable upgrade failed, and the
+    # resume went back into the Pause it had left, without its timer (an AssertionError).
+    plan = ck.Plan(steps=[ck.SetWeight(20), ck.Pause(30)])
+    machine = ck.machine.RolloutMachine(plan)
+    machine.handle(ck.machine.Start(0.0, hook_points={ck.machine.HookPoint.PROMOTE_STABLE}))
+    machine.handle(SplitApplied(1.0, ck.TrafficSplit(canary_percent=20)))
+    machine.handle(FullPromotionRequested(10.0))
+    full = ck.TrafficSplit(canary_percent=100)
+    machine.handle(SplitApplied(11.0, full))
+    stable_upgrade = ck.machine.HookPoint.PROMOTE_STABLE
+    assert machine.next_action(11.0) == ck.machine.RunHook(stable_upgrade)
+    machine.handle(ck.machine.HookAnswered(12.0, stable_upgrade, yes=False, reason="disk full"))
+    assert machine.state.phase is ck.Phase.PAUSED and machine.state.target == full
+
+    machine.handle(ResumeRequested(20.0))
+    assert machine.state.phase is ck.Phase.PROMOTING
+    machine.handle(SplitApplied(21.0, full))
+    machine.handle(ck.machine.HookAnswered(22.0, stable_upgrade, yes=True))
+    machine.handle(SplitApplied(23.0, STABLE))
+    assert machine.state.phase is ck.Phase.SUCCEEDED

@@ -1076,7 +1076,7 @@ def _on_hook_answered(plan: Plan, state: RolloutState, event: HookAnswered) -> R
     if point is not state.gate:
         return state  # stale: the rollout moved on meanwhile (an operator promoted, say)
     if point is _HP.PROMOTE_STABLE:
-        return _on_stable_promoted(state, event)
+        return _on_stable_promoted(plan, state, event)
     if point in (_HP.CREATE_CANARY, _HP.PRE_ROLLOUT):
         state = _evolve(state, hooks_done=state.hooks_done | {point})
         if not event.yes:
@@ -1098,7 +1098,7 @@ def _on_hook_answered(plan: Plan, state: RolloutState, event: HookAnswered) -> R
     return _begin(plan, state, now)
 
 
-def _on_stable_promoted(state: RolloutState, event: HookAnswered) -> RolloutState:
+def _on_stable_promoted(plan: Plan, state: RolloutState, event: HookAnswered) -> RolloutState:
     """promote-stable answered (the runner has moved traffic back when it said yes).
 
     A no holds traffic where the canary has it and pauses: the canary was judged good,
@@ -1109,7 +1109,15 @@ def _on_stable_promoted(state: RolloutState, event: HookAnswered) -> RolloutStat
     if not event.yes:
         why = f"promote-stable failed: {said}" if said else "promote-stable failed"
         paused = _enter_pause(state, now, f"{why}; traffic held at the canary")
-        return _evolve(paused, target=FULL_CANARY)
+        # The steps are behind it, also those a full promotion skipped: resuming promotes
+        # again rather than going back into a step it left (a Pause without its timer).
+        return _evolve(
+            paused,
+            target=FULL_CANARY,
+            step=len(plan.steps),
+            step_entered=False,
+            hold_remaining=None,
+        )
     return _evolve(
         state,
         target=STABLE_ONLY,
