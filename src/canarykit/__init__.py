@@ -62,6 +62,7 @@ from ._events import TimelineEntry as TimelineEntry
 from ._exports import claim_public_names as _claim_public_names
 from ._exports import load_moved as _load_moved
 from ._histogram import LatencyHistogram as LatencyHistogram
+from ._lease import FencedLease as FencedLease
 from ._lease import Lease as Lease
 from ._machine import Phase as Phase
 from ._observe import Arm as Arm
@@ -110,6 +111,7 @@ __all__ = [
     "CorruptStateError",
     "Decider",
     "DeciderError",
+    "FencedLease",
     "FileRefusedError",
     "HeaderMatch",
     "HeaderRoute",
