@@ -146,3 +146,19 @@ def test_resuming_after_promote_stable_failed_on_a_full_promotion_promotes_again
     machine.handle(ck.machine.HookAnswered(22.0, stable_upgrade, yes=True))
     machine.handle(SplitApplied(23.0, STABLE))
     assert machine.state.phase is ck.Phase.SUCCEEDED
+
+
+def test_started_again_without_the_hook_it_waited_at_the_rollout_goes_on_without_it():
+    # A runner stopped at create-canary; the next one has no such hook. The rollout
+    # asked the old hook forever, then, once it answered, fell back to PENDING from
+    # PROGRESSING, a step outside the table.
+    points = ck.machine.HookPoint
+    plan = ck.Plan(steps=[ck.SetWeight(10)])
+    machine = ck.machine.RolloutMachine(plan)
+    machine.handle(ck.machine.Start(0.0, hook_points={points.CREATE_CANARY, points.PRE_ROLLOUT}))
+    assert machine.state.gate is points.CREATE_CANARY
+    machine.handle(ck.machine.Start(5.0, hook_points={points.PRE_ROLLOUT}))
+    assert machine.state.gate is points.PRE_ROLLOUT
+    machine.handle(ck.machine.Start(6.0))
+    assert machine.state.stage is Stage.PROGRESSING and machine.state.gate is None
+    assert machine.next_action(6.0) == ApplySplit(TEN)

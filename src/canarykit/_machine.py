@@ -1044,6 +1044,9 @@ def _adopt(plan: Plan, state: RolloutState, found: TrafficSplit, now: float) -> 
 def _begin(plan: Plan, state: RolloutState, now: float) -> RolloutState:
     """Call the hooks due before traffic moves, in order; once all said yes, go on."""
     points = state.hook_points
+    if state.gate in _BEFORE_TRAFFIC and state.gate not in points:
+        # Started again with other hooks: the one it waited at is not this runner's.
+        state = _evolve(state, **_NO_GATE)
     if not points:
         return _settle(plan, state, now)
     for point in _BEFORE_TRAFFIC:
