@@ -56,6 +56,8 @@ The rules:
   windows are still collected, the first judged one resumes the rollout, and the outage
   rolls back once it has lasted `outage_limit` seconds (`outage_until`).
 - Release. `RolloutState.release` names the release a rollout is for; a retry keeps it.
+- No JSON here. The saved form of a state and of a plan is `canarykit._state_json`'s
+  (`RolloutState.to_json` and `from_json` hand over to it); the machine imports no store.
 - Hooks. `state.hook_points` names the points where the rollout has hooks (given by
   `Start`, `Recovered` or kept by `RetryRequested`); with none, nothing below happens. At a point
   the next action is `RunHook` and the driver reports `HookAnswered`. Before any traffic
@@ -153,7 +155,12 @@ def _kept_or_none(text: str | None) -> str | None:
 
 
 class Phase(enum.Enum):
-    """Where a rollout is. SUCCEEDED, ROLLED_BACK and ABORTED are terminal."""
+    """Where a rollout is. SUCCEEDED, ROLLED_BACK and ABORTED are terminal.
+
+    The transition table's rows are a little finer (`Stage`): a PAUSED rollout may be
+    held after a failed rollback, and a ROLLING_BACK one may be rolling back for an
+    abort; `RolloutState.stage` says which.
+    """
 
     PENDING = "pending"
     PROGRESSING = "progressing"
