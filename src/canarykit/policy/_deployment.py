@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -384,9 +385,11 @@ _ROLLOUT_KEYS = (
 _RELEASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:+@/-]{0,127}")
 _ROLLOUT_ELSEWHERE = {
     "key": "is called name here",
-    "store": "is called state_dir here",
+    "store": "is called state_dir here ([state] backend chooses etcd or PostgreSQL)",
     "on_cancel": "is called on_interrupt here",
-    "lease": "is always the state directory's file lease: one runner per rollout name",
+    "lease": "is always the state directory's file lease, or with [state] backend the "
+    "store's: one runner per rollout name",
+    "backend": 'is set in [state]: backend = "file" | "etcd" | "postgres"',
 }
 
 
@@ -1019,6 +1022,197 @@ def _build_notifier(where: str, spec: Mapping[str, Any], rollout: str | None) ->
 
 
 # ---------------------------------------------------------------------------------------
+# [state]: where the state, the lease and the operator commands live
+
+STATE_BACKENDS = ("file", "etcd", "postgres")
+"""The values of ``[state] backend``: ``file`` (the default: ``[rollout] state_dir``)."""
+_STATE = _Schema(
+    {
+        "backend": _Choice(*STATE_BACKENDS),
+        "endpoints": _Strings(),
+        "prefix": _String(),
+        "dsn": _String(),
+        "dsn_env": _EnvName(),
+        "dsn_file": _Path(),
+        "table": _String(),
+        "ca_file": _Path(),
+        "cert_file": _Path(),
+        "key_file": _Path(),
+        "username": _String(),
+        "password_env": _EnvName(),
+        "password_file": _Path(),
+        "ttl": _Duration(),
+    }
+)
+_TLS_KEYS = ("ca_file", "cert_file", "key_file")
+_TLS_WHAT = {"ca_file": "CA bundle", "cert_file": "certificate file", "key_file": "key file"}
+_STATE_KEYS = {
+    "file": ("backend", "ttl"),
+    "etcd": (
+        "backend",
+        "endpoints",
+        "prefix",
+        *_TLS_KEYS,
+        "username",
+        "password_env",
+        "password_file",
+        "ttl",
+    ),
+    "postgres": (
+        "backend",
+        "dsn",
+        "dsn_env",
+        "dsn_file",
+        "table",
+        *_TLS_KEYS,
+        "password_env",
+        "password_file",
+        "ttl",
+    ),
+}
+_STATE_ELSEWHERE = {
+    "password": "would put a secret in the policy file: use password_env or password_file",
+    "state_dir": 'is a [rollout] key (for backend "file")',
+    "endpoint": "is called endpoints (an array of URLs)",
+}
+# A password in a libpq connection string: ``password=...`` or ``postgresql://u:p@host``.
+_DSN_PASSWORD = re.compile(r"(?:^|\s)password\s*=", re.IGNORECASE)
+_EXTRAS = {
+    "etcd": "pip install 'canarykit[etcd]'",
+    "postgres": "pip install 'canarykit[postgres]'",
+}
+
+
+def _read_state(table: PolicyTable) -> Mapping[str, Any]:
+    """``[state]``, checked for its backend; nothing is connected or read here."""
+    backend = table.choice("backend", STATE_BACKENDS) if "backend" in table else "file"
+    takes = _STATE_KEYS[backend]
+    elsewhere = {
+        key: f"is not used by backend {backend!r} (it takes {', '.join(takes)})"
+        for key in _STATE.keys
+        if key not in takes
+    }
+    elsewhere.update(_STATE_ELSEWHERE)
+    table.check_keys(takes, elsewhere=elsewhere)
+    if "password_env" in table or "password_file" in table:
+        _one_of(table, ("password_env", "password_file"), required=True)
+    if "key_file" in table and "cert_file" not in table:
+        raise _error(table.field("cert_file"), "is required with key_file")
+    if backend == "etcd":
+        _check_etcd(table)
+    elif backend == "postgres":
+        _check_postgres(table)
+    spec = dict(_STATE.read(table, elsewhere=elsewhere))
+    spec["backend"] = backend
+    return MappingProxyType(spec)
+
+
+def _check_etcd(table: PolicyTable) -> None:
+    # The store's own checks, so the file is refused when it is loaded, not when it runs;
+    # the module imports no HTTP client.
+    from ..stores._etcd import _endpoints, _prefix
+
+    table.raw("endpoints", needed_for=" for backend 'etcd'")
+    endpoints = _Strings().read(table, "endpoints")
+    with _prefixed("state"):
+        urls = _endpoints(list(endpoints))
+        if "prefix" in table:
+            _prefix(table.raw("prefix"))
+    tls = [key for key in _TLS_KEYS if key in table]
+    if tls and not all(url.startswith("https://") for url in urls):
+        raise ConfigError(
+            table.field("endpoints"), list(endpoints), f"must be https:// URLs with {tls[0]}"
+        )
+    password = "password_env" in table or "password_file" in table
+    if "username" in table and not password:
+        raise _error(table.field("password_env"), "is required with username (or password_file)")
+    if password and "username" not in table:
+        raise _error(table.field("username"), "is required with a password")
+
+
+def _check_postgres(table: PolicyTable) -> None:
+    key = _one_of(table, ("dsn", "dsn_env", "dsn_file"), required=True)
+    if key == "dsn":
+        dsn = table.string("dsn")
+        if _DSN_PASSWORD.search(dsn) or _uri_password(dsn):
+            # Not quoted back: it holds a password.
+            raise ConfigError(
+                table.field("dsn"),
+                _HIDDEN,
+                "must not hold a password: give it with password_env or password_file, "
+                "or the whole connection string with dsn_env or dsn_file",
+            )
+    if "table" in table:
+        name = table.string("table")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", name):
+            raise ConfigError(
+                table.field("table"),
+                name,
+                "must be 1-40 lower-case letters, digits or '_' (not first a digit)",
+            )
+
+
+def _uri_password(dsn: str) -> bool:
+    """True when `dsn` is a ``postgresql://`` URI with a password in it."""
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        return False
+    try:
+        return urlsplit(dsn).password is not None
+    except ValueError:
+        return False
+
+
+def _state_table(value: Any) -> Mapping[str, Any] | None:
+    return _table("state", value, _read_state)
+
+
+def _build_store(spec: Mapping[str, Any]) -> Any:
+    """The `EtcdStore` or `PostgresStore` that `spec` (``[state]``, not file) describes."""
+    backend = spec["backend"]
+    extra = _EXTRAS[backend]
+    options = _thawed(spec)
+    for key in ("backend", "ttl"):
+        options.pop(key, None)
+    rename: dict[str, str] = {}
+    secret_key = next((k for k in ("password_env", "password_file") if k in options), None)
+    if secret_key is not None:
+        options["password"] = _secret(f"state.{secret_key}", secret_key, options.pop(secret_key))
+        rename["password"] = secret_key
+    for key in _TLS_KEYS:
+        if key in options:
+            # Read first the way every policy file is read: a FIFO or a link out of its
+            # folder is refused by its key, before ssl opens the path itself.
+            what = _TLS_WHAT[key]
+            _read_named_file(f"state.{key}", options[key], limit=_CA_FILE_LIMIT, what=what)
+    if backend == "etcd":
+        from .._http import import_httpx
+
+        import_httpx('[state] backend = "etcd"', extra)
+        from ..stores._etcd import EtcdStore
+
+        with _prefixed("state", rename):
+            return EtcdStore(**options)
+    try:
+        from ..stores._postgres import PostgresStore, import_psycopg
+
+        import_psycopg()
+    except ImportError:  # ModuleNotFoundError too: said with the extra to install
+        raise ModuleNotFoundError(
+            f'[state] backend = "postgres" needs psycopg 3, which is not installed: {extra}'
+        ) from None
+    for key in ("dsn_env", "dsn_file"):
+        if key in options:
+            options["dsn"] = _secret(f"state.{key}", key, options.pop(key))
+            rename["dsn"] = key
+    for key, libpq in zip(_TLS_KEYS, ("sslrootcert", "sslcert", "sslkey"), strict=True):
+        if key in options:
+            options[libpq] = options.pop(key)
+            rename[libpq] = key
+    with _prefixed("state", rename):
+        return PostgresStore(**options)
+
+
+# ---------------------------------------------------------------------------------------
 # The deployment
 
 
@@ -1191,6 +1385,38 @@ class Deployment:
     notify_tables: tuple[Mapping[str, Any], ...] = attrs.field(
         default=(), converter=_notify_converter, hash=False
     )
+    state_table: Mapping[str, Any] | None = attrs.field(
+        default=None, converter=_state_table, hash=False
+    )
+
+    @property
+    def state_backend(self) -> str:
+        """Where the state, the lease and operator commands live: ``file`` (the default),
+        ``etcd`` or ``postgres`` (``[state] backend``).
+        """  # noqa: D205 (the summary needs two lines)
+        return "file" if self.state_table is None else str(self.state_table["backend"])
+
+    @property
+    def lease_ttl(self) -> float | None:
+        """``[state] ttl``: seconds the rollout's lease lasts unrenewed (None: the store's)."""
+        ttl = None if self.state_table is None else self.state_table.get("ttl")
+        return None if ttl is None else float(ttl)
+
+    def build_store(self) -> Any:
+        """The state store ``[state]`` describes: a `FileStore` in `state_dir` by default,
+        an `EtcdStore` or a `PostgresStore` (canarykit.stores) for the other backends.
+
+        Reads the password (or the connection string) that ``password_env``,
+        ``password_file``, ``dsn_env`` or ``dsn_file`` names, and refuses TLS files that
+        are not regular files, each by its key (`ConfigError`); `ModuleNotFoundError`
+        names the extra to install when the backend's client is missing. The store is
+        not connected yet: close an etcd or PostgreSQL one with ``aclose()``.
+        """  # noqa: D205 (the summary needs two lines)
+        if self.state_table is None or self.state_table["backend"] == "file":
+            from .._stores import FileStore
+
+            return FileStore(self.state_dir)
+        return _build_store(self.state_table)
 
     @property
     def has_router(self) -> bool:
@@ -1257,6 +1483,8 @@ class Deployment:
             parts.append(f"hooks={points!r}")
         if self.notify_tables:
             parts.append(f"notify={[spec['kind'] for spec in self.notify_tables]!r}")
+        if self.state_table is not None:
+            parts.append(f"state={self.state_table['backend']!r}")
         return f"Deployment({', '.join(parts)})"
 
 
@@ -1272,6 +1500,8 @@ def _deployment_tables(deployment: Deployment) -> dict[str, Any]:
         if field.name.endswith(("_table", "_tables")):
             continue
         value = getattr(deployment, field.name)
+        if field.name == "state_dir" and deployment.state_backend != "file":
+            continue  # the state lives in [state]'s store
         if value != field.default:
             is_duration = field.name.endswith(("_timeout", "_limit"))
             rollout[field.name] = duration_value(value) if is_duration else value
@@ -1289,6 +1519,8 @@ def _deployment_tables(deployment: Deployment) -> dict[str, Any]:
         found["notify"] = [
             _NOTIFY_KINDS[spec["kind"]].dump(spec) for spec in deployment.notify_tables
         ]
+    if deployment.state_table is not None:
+        found["state"] = _STATE.dump(deployment.state_table)
     return found
 
 
@@ -1306,6 +1538,13 @@ def _read_deployment(top: PolicyTable, base: Path | None = None) -> Deployment:
     metrics = _read_metrics(top.table("metrics")) if "metrics" in top else None
     hooks = _HOOKS.read(top.table("hooks")) if "hooks" in top else None
     notify = _read_notifiers(top.raw("notify"), "notify") if "notify" in top else ()
+    state = _read_state(top.table("state")) if "state" in top else None
+    if state is not None and state["backend"] != "file" and "state_dir" in settings:
+        raise _error(
+            "rollout.state_dir",
+            f'is for backend "file": this policy keeps its state in {state["backend"]} '
+            "([state] backend)",
+        )
     if base is not None and any(name in top for name in _DEPLOYMENT_TABLES):
         settings["state_dir"] = _resolved(settings.get("state_dir", DEFAULT_STATE_DIR), base)
         if router is not None:
@@ -1314,16 +1553,19 @@ def _read_deployment(top: PolicyTable, base: Path | None = None) -> Deployment:
             metrics = _PROMETHEUS.resolve(metrics, base)
         if hooks is not None:
             hooks = _HOOKS.resolve(hooks, base)
+        if state is not None:
+            state = _STATE.resolve(state, base)
     return Deployment(
         **settings,
         router_table=router,
         metrics_table=metrics,
         hooks_table=hooks,
         notify_tables=notify,
+        state_table=state,
     )
 
 
-_DEPLOYMENT_TABLES = ("rollout", "router", "metrics", "hooks", "notify")
+_DEPLOYMENT_TABLES = ("rollout", "router", "metrics", "hooks", "notify", "state")
 """The top-level keys of a policy file that a `Deployment` reads."""
 
 _SUB_TABLES = frozenset({"kubernetes", "http", "queries", *_POINTS})
