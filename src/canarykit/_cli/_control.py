@@ -40,7 +40,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import anyio
 import anyio.to_thread
@@ -50,6 +50,7 @@ from .._files import parse_json, private_dir, read_regular, write_private
 from .._lease import pid_alive
 from .._machine import Phase, RolloutState
 from .._runner import Rollout
+from .._safe import check_name
 from .._stores import FileStore
 from .._text import shown
 from ..policy._deployment import Deployment
@@ -58,6 +59,8 @@ from ..policy._load import load_policy
 __all__ = [
     "COMMANDS",
     "CommandInbox",
+    "CommandSource",
+    "StoreCommands",
     "add_control_commands",
     "add_location_arguments",
     "finished_words",
@@ -284,38 +287,115 @@ def _apply(rollout: Rollout, command: dict[str, Any] | str) -> tuple[bool, str]:
     return True, f"the rollout is {rollout.phase.value.replace('_', ' ')}"
 
 
-async def serve_inbox(rollout: Rollout, inbox: CommandInbox, started: anyio.Event) -> None:
-    """Hand the inbox's commands to `rollout` until cancelled, once `started` is set.
+class CommandSource(Protocol):
+    """Where a runner finds its operator commands: a file inbox, or a store's commands.
 
+    `take` returns the commands waiting, oldest first, each with a ticket (what `answer`
+    needs to answer it) and its data (``{"command": "pause", "reason": ...}``), or, for a
+    command that cannot be used, why; `answer` answers one and makes sure it is never
+    taken again (`bad`: it could not be used). `serve_inbox` is the one loop that serves
+    any of them.
+    """
+
+    async def take(self) -> list[tuple[Any, dict[str, Any] | str]]:
+        """The commands waiting, oldest first: (ticket, data or why it cannot be used)."""
+        ...
+
+    async def answer(self, ticket: Any, accepted: bool, reason: str, *, bad: bool) -> None:
+        """Answer the command `ticket` names: accepted, or refused and why."""
+        ...
+
+
+class _InboxSource:
+    """A `CommandInbox` as a `CommandSource`: its file work runs in a worker thread."""
+
+    def __init__(self, inbox: CommandInbox) -> None:
+        self.inbox = inbox
+
+    async def take(self) -> list[tuple[Any, dict[str, Any] | str]]:
+        taken = await anyio.to_thread.run_sync(self.inbox.take, abandon_on_cancel=True)
+        return list(taken)
+
+    async def answer(self, ticket: Any, accepted: bool, reason: str, *, bad: bool) -> None:
+        answer = functools.partial(self.inbox.answer, ticket, accepted, reason, bad=bad)
+        await anyio.to_thread.run_sync(answer, abandon_on_cancel=True)
+
+
+class StoreCommands:
+    """A store's operator commands (``store.commands(key)``) as a `CommandSource`.
+
+    For stores shared by several hosts (`EtcdStore`, `PostgresStore`): only the holder of
+    the rollout's lease can take the commands and answer them, under its holder name. A
+    command carries the time its sender stops waiting (``expires_at``, seconds since the
+    epoch, on the sender's clock); one taken after that time is refused, not acted on,
+    since nobody is there to hear the answer (the command tool cannot take a command
+    back from the store once it has been sent).
+    """
+
+    def __init__(self, store: Any, key: str) -> None:
+        self.store = store
+        self.key = key
+        self.commands = store.commands(key)
+
+    async def take(self) -> list[tuple[Any, dict[str, Any] | str]]:
+        taken: list[tuple[Any, dict[str, Any] | str]] = []
+        now = time.time()
+        for ident, command, options in await self.commands.take():
+            expires = options.get("expires_at")
+            number = isinstance(expires, (int, float)) and not isinstance(expires, bool)
+            if number and now > expires:
+                why = (
+                    f"{shown(command, limit=100)} came after its sender stopped waiting "
+                    f"(at {utc_time(expires)}): not acted on"
+                )
+                taken.append((ident, why))
+                continue
+            taken.append((ident, {**options, "command": command}))
+        return taken
+
+    async def answer(self, ticket: Any, accepted: bool, reason: str, *, bad: bool) -> None:
+        await self.commands.answer(ticket, accepted, shown(reason))
+
+    def __repr__(self) -> str:
+        return f"<StoreCommands of {self.key!r} in {self.store!r}>"
+
+
+async def serve_inbox(
+    rollout: Rollout, inbox: CommandInbox | CommandSource, started: anyio.Event
+) -> None:
+    """Hand the commands of `inbox` to `rollout` until cancelled, once `started` is set.
+
+    `inbox` is a `CommandInbox` (files) or any `CommandSource` (`StoreCommands`).
     `started` is set by the first event of the run: the runner holds the lease by then,
     so a second ``canarykit run`` of the same rollout, refused its lease, never takes
     (nor clears) the commands meant for the first. Nothing in the inbox can stop the
     runner: a command that cannot be used is answered as refused, and an inbox that is
-    not private is ignored, with a warning, until it is.
+    not private (or a store that cannot be reached) is ignored, with a warning, until it
+    can be used again.
     """
+    source = _InboxSource(inbox) if isinstance(inbox, CommandInbox) else inbox
     await started.wait()
     warned = ""
     while True:
         try:
-            taken = await anyio.to_thread.run_sync(inbox.take, abandon_on_cancel=True)
-        except Exception as exc:  # the inbox is not private, or cannot be read
+            taken = await source.take()
+        except Exception as exc:  # not private, cannot be read, the store is unreachable
             if str(exc) != warned:
                 warned = str(exc)
                 logger.warning("canarykit: operator commands are ignored: %s", shown(exc))
             taken = []
         else:
             warned = ""
-        for path, command in taken:
+        for ticket, command in taken:
             try:
                 accepted, reason = _apply(rollout, command)
             except Exception as exc:  # a rollout that refuses a command some other way
                 accepted, reason = False, f"the command failed: {exc}"
             bad = isinstance(command, str)
             try:
-                answer = functools.partial(inbox.answer, path, accepted, reason, bad=bad)
-                await anyio.to_thread.run_sync(answer, abandon_on_cancel=True)
+                await source.answer(ticket, accepted, reason, bad=bad)
             except Exception as exc:
-                logger.warning("canarykit: could not answer %s: %s", path, shown(exc))
+                logger.warning("canarykit: could not answer %s: %s", ticket, shown(exc))
         await anyio.sleep(_POLL)
 
 
@@ -375,14 +455,33 @@ def add_location_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def locate(args: argparse.Namespace, deployment: Deployment) -> tuple[str, str]:
-    """The rollout's name and state directory, from the arguments and the policy."""
+    """The rollout's name and state directory, from the arguments and the policy.
+
+    ``--state-dir`` is refused when the policy keeps its state elsewhere (``[state]
+    backend``): it would name files nothing reads.
+    """
     name = args.name or deployment.name or Path(args.policy).stem
+    if args.state_dir and deployment.state_backend != "file":
+        raise ConfigError(
+            "--state-dir",
+            args.state_dir,
+            f"is for the file backend: this policy keeps its state in "
+            f"{deployment.state_backend} ([state] backend)",
+        )
     return name, args.state_dir or deployment.state_dir
 
 
 def run_control(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run ``canarykit promote|pause|resume|abort|status``; return the exit code."""
-    name, state_dir = locate(args, load_policy(args.policy).deployment)
+    deployment = load_policy(args.policy).deployment
+    name, state_dir = locate(args, deployment)
+    if deployment.state_backend != "file":
+        try:
+            check_name("key", name)
+        except ConfigError as exc:
+            raise ConfigError("--name", exc.value, exc.problem) from None
+        _check_wait(args)
+        return anyio.run(_control_by_store, deployment.build_store(), name, args, out, err)
     store = FileStore(state_dir)  # checks the name as a key
     try:
         store.path(name)
@@ -390,13 +489,8 @@ def run_control(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise ConfigError("--name", exc.value, exc.problem) from None
     if args.command == "status":
         return _status(store, name, out)
-    if not (args.wait > 0 and args.wait < float("inf")):
-        raise ConfigError("--wait", args.wait, "must be a finite number of seconds > 0")
-    options: dict[str, Any] = {}
-    if getattr(args, "full", False):
-        options["full"] = True
-    if getattr(args, "reason", None):  # its length is checked with the arguments
-        options["reason"] = args.reason
+    _check_wait(args)
+    options = _options(args)
     finished = _finished_record(store, name)
     if finished is not None:
         out.write(_finished_command(args.command, *finished) + "\n")
@@ -417,6 +511,136 @@ def run_control(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     verdict = "accepted" if accepted else "refused"
     out.write(f"{args.command}: {verdict}: {shown(answer.get('reason', ''))}\n")
     return 0 if accepted else 1
+
+
+def _check_wait(args: argparse.Namespace) -> None:
+    wait = getattr(args, "wait", None)
+    if wait is not None and not (wait > 0 and wait < float("inf")):
+        raise ConfigError("--wait", wait, "must be a finite number of seconds > 0")
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    """The command's options from its arguments: ``full``, ``reason``."""
+    options: dict[str, Any] = {}
+    if getattr(args, "full", False):
+        options["full"] = True
+    if getattr(args, "reason", None):  # its length is checked with the arguments
+        options["reason"] = args.reason
+    return options
+
+
+# ---------------------------------------------------------------------------------------
+# Commands through a store shared by several hosts (etcd, PostgreSQL)
+
+# After its --wait, the tool reads once more for an answer this much later: a runner may
+# have taken the command just before it expired and be writing its answer.
+_ANSWER_GRACE = 1.0
+
+
+async def _control_by_store(
+    store: Any, name: str, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    """``canarykit promote|...|status`` through `store`, from any host that reaches it."""
+    async with store:
+        if args.command == "status":
+            return await _store_status(store, name, out)
+        options = _options(args)
+        finished = await _store_finished(store, name)
+        holder = await _live_holder(store, name)
+        if finished is not None and holder is None:
+            out.write(_finished_command(args.command, *finished) + "\n")
+            return EXIT_NOTHING_TO_DO
+        if holder is None:
+            # Not sent: a runner starting later must not act on a command nobody waits for.
+            err.write(
+                f"canarykit: no runner holds the lease of {name}: nothing will act on this "
+                f"command (not sent; is `canarykit run` running with this policy?)\n"
+            )
+            return 1
+        # Once sent, a command cannot be taken back from the store: it says when its
+        # sender stops waiting, and a runner refuses it after that time.
+        options["expires_at"] = time.time() + args.wait
+        commands = store.commands(name)
+        ident = await commands.send(args.command, options)
+        answer = await commands.wait(ident, args.wait + _ANSWER_GRACE)
+        if answer is None:
+            finished = await _store_finished(store, name)
+            if finished is not None:  # the rollout ended while the command waited
+                out.write(_finished_command(args.command, *finished) + "\n")
+                return EXIT_NOTHING_TO_DO
+            now = await _live_holder(store, name)
+            who = "no runner holds its lease now" if now is None else _holder_words(now)
+            err.write(
+                f"canarykit: no answer from the runner of {name!r} within {args.wait:g} s "
+                f"({who}); the command expired at {utc_time(options['expires_at'])}: a "
+                "runner that takes it later refuses it\n"
+            )
+            return 1
+    accepted = answer.get("accepted") is True
+    verdict = "accepted" if accepted else "refused"
+    by = answer.get("holder")
+    who = f" by {shown(by, limit=200)}" if isinstance(by, str) else ""
+    out.write(f"{args.command}: {verdict}{who}: {shown(answer.get('reason', ''))}\n")
+    return 0 if accepted else 1
+
+
+async def _live_holder(store: Any, name: str) -> dict[str, Any] | None:
+    """Who holds `name`'s lease now, or None when nobody does (or its holder is overdue)."""
+    holder = await store.holder_of(name)
+    if not isinstance(holder, dict) or holder.get("overdue"):
+        return None
+    return holder
+
+
+def _holder_words(holder: Mapping[str, Any]) -> str:
+    """``deploy-7:4711:9f2c (pid 4711 on deploy-7); token 812, expires in 12 s``."""
+    words = shown(holder.get("holder"), limit=200)
+    if holder.get("pid") is not None or holder.get("host") is not None:
+        words += (
+            f" (pid {shown(holder.get('pid'), limit=20)} on {shown(holder.get('host'), limit=200)})"
+        )
+    left = holder.get("ttl_left", holder.get("expires_in"))
+    extra = [f"token {shown(holder.get('token'), limit=30)}"]
+    if isinstance(left, (int, float)) and not isinstance(left, bool):
+        extra.append(f"expires in {max(0.0, float(left)):.0f} s unless renewed")
+    return f"{words}; {', '.join(extra)}"
+
+
+async def _store_finished(store: Any, name: str) -> tuple[RolloutState, str | None] | None:
+    """The saved state and release when `name`'s rollout in `store` has finished."""
+    try:
+        record = await store.load(name)
+        state = RolloutState.from_json(record["state"]) if isinstance(record, dict) else None
+    except Exception:  # damaged or unreadable: the runner (or status) says so
+        return None
+    if state is None or not state.is_terminal:
+        return None
+    release = record.get("release") if isinstance(record, dict) else None
+    return state, release if isinstance(release, str) else None
+
+
+async def _store_status(store: Any, name: str, out: TextIO) -> int:
+    """``canarykit status`` for a rollout kept in a shared store."""
+    record = await store.load(name)
+    try:
+        history = _history_words(await store.history(name))
+    except Exception as exc:  # the history cannot be read: said, not fatal
+        history = [f"history   cannot be read: {shown(exc)}"]
+    try:
+        holder = await store.holder_of(name)
+    except Exception as exc:
+        lease = f"unknown: {shown(exc)}"
+    else:
+        lease = _store_lease_line(holder)
+    return _write_status(name, repr(store), record, lease, history, out)
+
+
+def _store_lease_line(holder: Any) -> str:
+    if not isinstance(holder, dict):
+        return "not held: no runner drives it now"
+    if holder.get("overdue"):
+        return f"overdue: {_holder_words(holder)} stopped renewing it; another runner may take it"
+    return f"held by {_holder_words(holder)}"
 
 
 EXIT_NOTHING_TO_DO = 5  # as for `canarykit run`: the rollout had finished
@@ -509,12 +733,35 @@ def _status(store: FileStore, name: str, out: TextIO) -> int:
         return 1
     if not isinstance(record.get("state"), dict):
         raise CorruptStateError(f"{store.path(name)}: the record holds no rollout state")
+    where = str(store.path(name).absolute())
+    return _write_status(
+        name, where, record, _lease_line(store, name), _history_lines(store, name), out
+    )
+
+
+def _write_status(
+    name: str,
+    kept_in: str,
+    record: dict[str, Any] | None,
+    lease: str,
+    history: list[str],
+    out: TextIO,
+) -> int:
+    """The lines of ``canarykit status``: the saved state of `name` (kept in `kept_in`)."""
+    if record is None:
+        out.write(
+            "\n".join([f"{name}: nothing saved in {kept_in}", f"lease     {lease}", *history])
+        )
+        out.write("\n")
+        return 1
+    if not isinstance(record.get("state"), dict):
+        raise CorruptStateError(f"{kept_in}: the record of {name} holds no rollout state")
     state = RolloutState.from_json(record["state"])
     plan = record.get("plan") or {}
     steps = plan.get("steps") if isinstance(plan, dict) else None
     where = _step_words(state, len(steps) if isinstance(steps, list) else None)
     weight = "unknown" if state.confirmed is None else f"{state.confirmed.canary_percent:g}%"
-    lines = [f"rollout   {name} ({store.path(name).absolute()})"]
+    lines = [f"rollout   {name} ({kept_in})"]
     release = record.get("release")
     if isinstance(release, str):
         lines.append(f"release   {shown(release, limit=200)}")
@@ -527,8 +774,8 @@ def _status(store: FileStore, name: str, out: TextIO) -> int:
     if state.reason:
         # Free text, perhaps from a command file or a server: shown escaped, one line.
         lines.append(f"reason    {shown(state.reason)}")
-    lines.append(f"lease     {_lease_line(store, name)}")
-    lines += _history_lines(store, name)
+    lines.append(f"lease     {lease}")
+    lines += history
     out.write("\n".join(lines) + "\n")
     return 0
 
@@ -564,6 +811,11 @@ def _history_lines(store: FileStore, name: str) -> list[str]:
         records = anyio.run(store.history, name)
     except Exception as exc:  # the history directory cannot be used: said, not fatal
         return [f"history   cannot be read: {shown(exc)}"]
+    return _history_words(records)
+
+
+def _history_words(records: list[dict[str, Any]]) -> list[str]:
+    """One line per archived record, newest first (as `history` returns them)."""
     lines: list[str] = []
     for record in records:
         lines.append(f"{'history' if not lines else '':<10}{_history_entry(record)}")

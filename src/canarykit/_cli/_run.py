@@ -72,6 +72,8 @@ from ..policy._deployment import check_plan_on_router, check_release
 from ..policy._load import Policy, format_duration, load_policy
 from ._control import (
     CommandInbox,
+    CommandSource,
+    StoreCommands,
     add_location_arguments,
     finished_words,
     locate,
@@ -191,12 +193,16 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     release = deployment.release
     if args.release is not None:
         release = check_release("--release", args.release)
-    store = FileStore(state_dir)
+    shared = deployment.state_backend != "file"
+    # [state] backend: the state, the lease and the commands in a store several hosts
+    # share (etcd, PostgreSQL); else files in the state directory, on this host.
+    store: Any = deployment.build_store() if shared else FileStore(state_dir)
+    ttl = {} if deployment.lease_ttl is None else {"ttl": deployment.lease_ttl}
     try:
         # The lease is the rollout name's and, when the router names what it controls,
         # that traffic target's too: two names or two state directories, one router, one
         # runner.
-        lease = store.lease(name, target=_traffic_target(router))
+        lease = store.lease(name, target=_traffic_target(router), **ttl)
         rollout = Rollout(
             policy.plan,
             router=router,
@@ -219,10 +225,16 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if exc.field == "key":
             raise ConfigError("--name", exc.value, exc.problem) from None
         raise
-    # An inbox others may write to would let them steer this rollout: refused before any
-    # traffic moves (FileRefusedError says how to fix it).
-    inbox = CommandInbox(state_dir, name)
-    inbox.prepare()
+    inbox: CommandInbox | CommandSource
+    if shared:
+        # Sent from any host that reaches the store; only the lease holder takes them.
+        inbox = StoreCommands(store, name)
+        state_dir = f"{deployment.state_backend}: {store!r}"
+    else:
+        # An inbox others may write to would let them steer this rollout: refused before
+        # any traffic moves (FileRefusedError says how to fix it).
+        inbox = CommandInbox(state_dir, name)
+        inbox.prepare()
     status = None if args.no_status or not err.isatty() else err
     return execute(
         rollout,
@@ -235,6 +247,7 @@ def run_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         leaves_traffic=on_cancel == "leave",
         heading=(policy, str(args.policy), str(state_dir)),
         release=release,
+        close_store=shared,
     )
 
 
@@ -255,18 +268,22 @@ def execute(
     lines: TextIO,
     status: TextIO | None = None,
     notifiers: Sequence[Notifier] = (),
-    inbox: CommandInbox | None = None,
+    inbox: CommandInbox | CommandSource | None = None,
     json_outcome: bool = False,
     leaves_traffic: bool = False,
     heading: tuple[Policy, str, str] | None = None,
     release: str | None = None,
+    close_store: bool = False,
 ) -> int:
     """Run `rollout` (in a new event loop) showing its progress; return the exit code.
 
     `lines` gets the event lines, `status` (a terminal, or None) the status line and `out`
-    the outcome (as JSON with `json_outcome`). Operator commands come from `inbox` (see
-    `canarykit._cli._control`). SIGINT and SIGTERM cancel the run. A release that had
-    already finished is reported as such (`EXIT_NOTHING_TO_DO`), never as an outcome.
+    the outcome (as JSON with `json_outcome`). Operator commands come from `inbox` (a
+    `CommandInbox` or a store's `StoreCommands`: see `canarykit._cli._control`). SIGINT
+    and SIGTERM cancel the run. A release that had already finished is reported as such
+    (`EXIT_NOTHING_TO_DO`), never as an outcome. With `close_store`, the rollout's store
+    (an etcd or PostgreSQL client, bound to the run's event loop) is closed in that loop
+    when the run ends.
     """
     window = rollout.plan.analysis_interval or _LOG_WINDOW
     display = RunDisplay(rollout, lines, status, leaves_traffic=leaves_traffic, window=window)
@@ -275,7 +292,9 @@ def execute(
         display.header(*heading, release=release)
     try:
         with display.capture_logs():
-            outcome, interrupted = anyio.run(_drive, rollout, display, list(notifiers), inbox)
+            outcome, interrupted = anyio.run(
+                _drive, rollout, display, list(notifiers), inbox, close_store
+            )
     except ReleaseFinishedError as exc:  # nothing ran: no outcome to show
         display.close()
         _nothing_to_do(out if json_outcome else lines, rollout.key, str(exc), json_outcome)
@@ -334,9 +353,31 @@ async def _drive(
     rollout: Rollout,
     display: RunDisplay,
     notifiers: list[Notifier],
-    inbox: CommandInbox | None,
+    inbox: CommandInbox | CommandSource | None,
+    close_store: bool = False,
 ) -> tuple[RolloutOutcome, str | None]:
     """Run the rollout until it ends or a signal cancels it; the outcome and the signal."""
+    try:
+        return await _drive_open(rollout, display, notifiers, inbox)
+    finally:
+        aclose = getattr(rollout.store, "aclose", None) if close_store else None
+        if aclose is not None:
+            # Shielded and bounded: the outcome stands whether or not the client closes.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                try:
+                    await aclose()
+                except Exception as exc:
+                    logging.getLogger("canarykit").warning(
+                        "canarykit: could not close the state store: %s", shown(exc)
+                    )
+
+
+async def _drive_open(
+    rollout: Rollout,
+    display: RunDisplay,
+    notifiers: list[Notifier],
+    inbox: CommandInbox | CommandSource | None,
+) -> tuple[RolloutOutcome, str | None]:
     interrupted: list[str] = []
     error: Exception | None = None
     async with anyio.create_task_group() as tg:
