@@ -33,6 +33,7 @@ SANS_IO = {
     "canarykit._observe",
     "canarykit._histogram",
     "canarykit._protocols",
+    "canarykit._state_json",
 }
 # Only these outside packages may be imported (at run time) by the sans-IO modules.
 SANS_IO_THIRD_PARTY = {"attrs", "typing_extensions"}

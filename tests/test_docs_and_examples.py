@@ -178,7 +178,7 @@ def test_state_diagram_is_generated_from_the_transition_table(tmp_path: Path) ->
     rows = re.findall(r"^\| `(\w+)` \| (.*?) \| (.*) \|$", table_path.read_text(), re.MULTILINE)
     assert len(rows) == sum(len(row) or 1 for row in table.values())
     for phase_name, event_cell, targets_cell in rows:
-        row = table[canarykit.Phase(phase_name)]
+        row = table[canarykit.machine.Stage(phase_name)]
         if not row:
             assert event_cell == "(none)"
             continue

@@ -749,8 +749,8 @@ def test_traffic_moves_only_past_open_gates(script):
 
 def test_hook_answered_appears_in_the_transition_table():
     table = ck.machine.transition_table()
-    for phase in ck.Phase:
-        assert "HookAnswered" in table[phase], phase
+    for stage in ck.machine.Stage:
+        assert "HookAnswered" in table[stage], stage
 
 
 # ---------------------------------------------------------------------------- the API

@@ -36,6 +36,7 @@ from . import events as events
 from . import hooks as hooks
 from . import machine as machine
 from . import stores as stores
+from ._clock import SystemClock as SystemClock
 from ._errors import CanaryError as CanaryError
 from ._errors import ClockStalled as ClockStalled
 from ._errors import ConfigError as ConfigError
@@ -85,7 +86,6 @@ from ._protocols import Decider as Decider
 from ._protocols import MetricsSource as MetricsSource
 from ._protocols import RouterCapabilities as RouterCapabilities
 from ._protocols import StateStore as StateStore
-from ._protocols import SystemClock as SystemClock
 from ._protocols import TrafficRouter as TrafficRouter
 from ._runner import Listener as Listener
 from ._runner import Rollout as Rollout

@@ -7,14 +7,13 @@ metrics system or judge plugs in without inheriting from anything:
   declares what it supports in `capabilities`.
 - `MetricsSource`: collects an `Observation` (both arms) for a `Window`.
 - `Decider`: folds observations into a `Verdict`; pure and synchronous, or async.
-- `Clock`: `now()` and `sleep_until()`; `SystemClock` here, a virtual one in
+- `Clock`: `now()` and `sleep_until()`; `SystemClock` (in `_clock`), a virtual one in
   `canarykit.testing`.
 - `StateStore`: saves and loads a rollout's state as JSON-able data.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,7 +29,6 @@ __all__ = [
     "MetricsSource",
     "RouterCapabilities",
     "StateStore",
-    "SystemClock",
     "TrafficRouter",
 ]
 
@@ -164,26 +162,3 @@ class StateStore(Protocol):
     async def load(self, key: str) -> dict[str, Any] | None:
         """The data stored under `key`, or None."""
         ...
-
-
-class SystemClock:
-    """Wall-clock time (`time.time()`), so saved deadlines mean the same in a new process."""
-
-    def now(self) -> float:
-        """Seconds since the epoch."""
-        return time.time()
-
-    async def sleep_until(self, deadline: float) -> None:
-        """Sleep until the wall clock reaches `deadline`."""
-        # Imported here so that the protocols, and the pure machine that names them, load
-        # without an event loop library (the machine is sans-IO: see docs/architecture.md).
-        import anyio
-
-        if deadline == float("inf"):
-            await anyio.sleep_forever()
-        # Re-check after waking: the wall clock can be stepped while we sleep.
-        while (remaining := deadline - time.time()) > 0:
-            await anyio.sleep(remaining)
-
-    def __repr__(self) -> str:
-        return "SystemClock()"

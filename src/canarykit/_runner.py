@@ -76,6 +76,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on Python 3.10 on
     # anyio's dependency there, so it may be absent where mypy runs.
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found, unused-ignore]
 
+from ._clock import SystemClock
 from ._errors import (
     CanaryError,
     ClockStalled,
@@ -139,7 +140,7 @@ from ._machine import (
 )
 from ._observe import ArmStats, Observation, Window
 from ._plan import Analyze, Pause, Plan, SetHeaderRoutes, SetMirror, SetWeight
-from ._protocols import Clock, Decider, MetricsSource, StateStore, SystemClock, TrafficRouter
+from ._protocols import Clock, Decider, MetricsSource, StateStore, TrafficRouter
 from ._retry import backoff_delay, describe_failure
 from ._safe import check_name
 from ._split import TrafficSplit

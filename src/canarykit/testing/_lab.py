@@ -25,10 +25,11 @@ from typing import Any, Literal
 import anyio
 import attrs
 
+from .._clock import SystemClock
 from .._errors import ConfigError
 from .._events import SplitConfirmed
 from .._plan import Plan
-from .._protocols import Decider, SystemClock, TrafficRouter
+from .._protocols import Decider, TrafficRouter
 from .._runner import Rollout
 from .._split import STABLE_ONLY, TrafficSplit
 from ._demo_app import DemoApp

@@ -30,11 +30,12 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from .._clock import SystemClock
 from .._errors import ConfigError
 from .._events import SplitConfirmed, VerdictReached
 from .._hooks import Hooks
 from .._plan import Plan
-from .._protocols import Decider, SystemClock, TrafficRouter
+from .._protocols import Decider, TrafficRouter
 from .._runner import Rollout
 from .._verdict import VerdictKind
 from ._demo_app import DemoApp
