@@ -391,7 +391,8 @@ class MemoryStore:
         self.saved: dict[str, dict[str, Any]] = {}
         self.archived: dict[str, list[dict[str, Any]]] = {}
         self.saves = 0
-        self._holders: dict[str, tuple[str, float]] = {}
+        # Each held key: (holder, expires, fencing token); see MemoryLease.
+        self._holders: dict[str, tuple[str, float, int]] = {}
 
     async def save(self, key: str, data: dict[str, Any]) -> None:
         """Store a copy of `data` under `key`."""
