@@ -183,7 +183,7 @@ indices count from 0)::
     name = "web"                # the rollout's key for its saved state and lease
                                 # (default: the policy file's name without .toml)
     state_dir = ".canarykit"    # where the state and lease files live (default .canarykit
-                                # beside the policy file);
+                                # beside the policy file; [state] backend "file" only);
                                 # the lease lets one runner at a time drive a rollout name
     release = "v1.4.2"          # the release id this rollout ships (--release wins): after
                                 # a finished rollout, a new id starts a new one (the old
@@ -199,6 +199,32 @@ indices count from 0)::
     call_timeout = "30s"        # each router, metrics, store or lease call (default 30s)
     rollback_timeout = "2m"     # a rollback, confirmed by read-back (default 2m)
     apply_attempts = 3          # tries of each traffic change before rolling back (default 3)
+
+    # [state]: where the state, the lease and the operator commands live. Without it (or
+    # with backend = "file"), in [rollout] state_dir on this host. With etcd or PostgreSQL
+    # every runner and every `canarykit promote|pause|resume|abort|status` that reaches
+    # the store shares them: the lease keeps one runner per rollout name across hosts,
+    # its token fences the runner's writes, and only the lease holder takes commands.
+    [state]
+    backend = "etcd"            # file (default: [rollout] state_dir) | etcd (the etcd
+                                # extra) | postgres (the postgres extra)
+    ttl = "15s"                 # the lease without renewal (default 30s for file, else
+                                # 15s; etcd grants at least 2s)
+    endpoints = ["https://etcd-1:2379", "https://etcd-2:2379", "https://etcd-3:2379"]
+                                # etcd, required: the members' client URLs
+    prefix = "canarykit/"       # etcd: where its keys live (ends with /; default canarykit/)
+    dsn = "host=db.internal dbname=deploys user=canary sslmode=verify-full"
+                                # postgres, required (or dsn_env / dsn_file, which may
+                                # hold a password): a libpq connection string; a password
+                                # in it is refused (give it with password_env or _file)
+    table = "canarykit"         # postgres: the tables' name prefix (default canarykit)
+    ca_file = "/etc/canarykit/ca.pem"  # TLS: the CA of the servers' certificates
+                                # (etcd: https:// endpoints; postgres: sslrootcert)
+    cert_file = "/etc/canarykit/client.pem"  # TLS: a client certificate (postgres: sslcert)
+    key_file = "/etc/canarykit/client.key"  # TLS: its key (postgres: sslkey)
+    username = "deploy"         # etcd: its own authentication, with a password from
+    password_env = "ETCD_PASSWORD"  # a variable, or password_file = "/run/secrets/etcd"
+                                # (postgres: the password of the dsn's user)
 
     # [router]: one kind; the other keys are its constructor's (canarykit.routers). A
     # SplitProbe (verify) has no TOML form: build the router in Python for that.
