@@ -21,6 +21,15 @@ tool's process: the runner drops the commands and answers of tools that are gone
 while waiting), so a command is never acted on when nobody waits for its answer. (Process
 ids are this host's: the file lease that keeps one runner per rollout is too.)
 
+With a shared store (``[state] backend = "etcd"`` or ``"postgres"``) there is no
+inbox directory: the tool sends the command through the store (``store.commands(key)``,
+`StoreCommands` on the runner's side), from any host that reaches it. Only the runner
+holding the rollout's lease can take commands, and it answers each under its holder
+name. When nobody holds the lease the tool says so at once and sends nothing (exit 1).
+A command sent cannot be taken back from the store, so it carries the time its sender
+stops waiting (``expires_at``); a runner that takes it after that time refuses it.
+``status`` reads the saved state, the history and the lease holder from the store.
+
 The inbox trusts only its owner: it is created 0700 and ignored (with a warning) when
 others may write to it; command files are read without following links, only when
 regular and at most 64 KiB, and parsed with a nesting limit. A command that cannot be

@@ -2,8 +2,10 @@
 
 How it works. The policy's ``[router]``, ``[metrics]``, ``[hooks]`` and ``[[notify]]``
 tables are built into their objects (`Deployment`), and a `Rollout` runs the plan with a
-`FileStore` in the ``[rollout]`` state directory, keyed by the rollout's name. So running
-the same command again after a crash, a reboot or a kill continues where the rollout
+`FileStore` in the ``[rollout]`` state directory, keyed by the rollout's name (or, with
+``[state] backend = "etcd"`` or ``"postgres"``, with that store, which every host that
+reaches it shares). So running the same command again after a crash, a reboot or a
+kill (on this host, or on another with a shared store) continues where the rollout
 stopped, and the store's lease refuses a second runner of the same name.
 
 Every event is printed as one line (time, phase, canary weight, what happened); free text

@@ -1,5 +1,5 @@
-"""The tables of a policy file that run a real rollout: ``[rollout]``, ``[router]``,
-``[metrics]``, ``[hooks]`` and ``[[notify]]``.
+"""The tables of a policy file that run a real rollout: ``[rollout]``, ``[state]``,
+``[router]``, ``[metrics]``, ``[hooks]`` and ``[[notify]]``.
 
 How it works. Loading a policy checks these tables but builds nothing: every key is
 checked against the keys its table (and, for ``[router]``, its kind) accepts, and every
@@ -8,7 +8,7 @@ of strings...), each error naming the key path. What is kept is a `Deployment`: 
 settings of ``[rollout]`` as attributes, and the other tables as read (durations in
 seconds, containers read-only), which `Policy.to_toml` writes back. Only
 `Deployment.build_router` and its siblings construct the real objects, importing the
-extras they need (httpx, lightkube) then, so that ``canarykit simulate`` works on a
+extras they need (httpx, lightkube, psycopg) then, so that ``canarykit simulate`` works on a
 deploy policy without them. Values only a constructor can judge (an address, a PromQL
 template, a URL) are judged when built; its `ConfigError` comes out with the key path in
 front (``router.stable[0]``).
@@ -1312,8 +1312,9 @@ def _check_attempts(_inst: Any, _attr: Any, value: Any) -> None:
 
 @attrs.frozen(kw_only=True, repr=False)
 class Deployment:
-    """How ``canarykit run`` runs a policy for real: its ``[rollout]``, ``[router]``,
-    ``[metrics]``, ``[hooks]`` and ``[[notify]]`` tables (schema: the command line docs).
+    """How ``canarykit run`` runs a policy for real: its ``[rollout]``, ``[state]``,
+    ``[router]``, ``[metrics]``, ``[hooks]`` and ``[[notify]]`` tables (schema: the
+    command line docs).
 
     The ``[rollout]`` settings are attributes: `name` (the rollout's key for its saved
     state and lease; None: the caller picks one, ``canarykit run`` the file's name),
@@ -1324,7 +1325,8 @@ class Deployment:
     (``"rollback"`` or ``"pause"``) and `metrics_outage_limit` (seconds),
     `call_timeout`, `rollback_timeout` (seconds) and `apply_attempts`, with `Rollout`'s
     defaults. The other tables are kept as read, checked but not built: `router_table`,
-    `metrics_table`, `hooks_table` (None when absent) and `notify_tables`. The
+    `metrics_table`, `hooks_table`, `state_table` (None when absent) and `notify_tables`;
+    `state_backend` and `lease_ttl` say what ``[state]`` chose. The
     ``build_*`` methods construct the objects they describe, reading the environment
     variables and files their ``*_env`` and ``*_file`` keys name; each raises
     `ConfigError` naming the key path, or `ModuleNotFoundError` naming the extra to
