@@ -183,6 +183,26 @@ async def test_a_runner_that_lost_its_lease_cannot_overwrite_its_successor(postg
         await new.release()
 
 
+async def test_a_lost_lease_stays_a_fence_until_it_is_taken_anew(postgres, table):
+    async with store_for(postgres, table) as one, store_for(postgres, table) as two:
+        old = one.lease("web", holder="old", ttl=0.3)
+        await old.acquire()
+        await anyio.sleep(0.5)
+        new = two.lease("web", holder="new", ttl=30)
+        await new.acquire()
+        with pytest.raises(ck.LeaseHeldError, match="by new"):
+            await old.acquire()
+        with pytest.raises(ck.LeaseLostError, match="state write refused"):
+            await one.save("web", {"by": "old"})
+        new_token = new.token
+        await new.release()
+        await old.acquire()
+        assert old.token == new_token + 1
+        await one.save("web", {"by": "old, again"})
+        assert await two.load("web") == {"by": "old, again"}
+        await old.release()
+
+
 async def test_an_expired_but_not_taken_lease_refuses_writes_too(postgres, table):
     async with store_for(postgres, table) as store:
         lease = store.lease("web", holder="slow", ttl=0.2)

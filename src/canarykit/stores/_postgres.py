@@ -652,10 +652,17 @@ class PostgresLease:
         return f"traffic target {shown(self.target)} is already being driven"
 
     async def acquire(self) -> None:
-        """Take the lease (a free or expired row), or raise `LeaseHeldError` naming the holder."""
+        """Take the lease (a free or expired row), or raise `LeaseHeldError` naming the holder.
+
+        Held already: renewed. Held and lost: taken anew (a new token) if free again; until
+        then the lost holding stays this store's fence, so its writes stay refused.
+        """
         if self.held:
-            await self.renew()
-            return
+            try:
+                await self.renew()
+                return
+            except LeaseLostError:
+                pass
         sql = self.store._sql
         rows, holder, ttl = list(self._rows), self._holder, self._ttl
         host, pid = socket.gethostname(), os.getpid()
