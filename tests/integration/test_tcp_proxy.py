@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+import canarykit as ck
 from canarykit.testing.lab import TcpProxy
 
 
@@ -129,3 +130,17 @@ def test_close_ends_every_connection(echo):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", proxy.port), timeout=0.5).close()
     assert "closed" in repr(proxy)
+
+
+def test_bad_settings_are_refused_naming_the_field(echo):
+    with pytest.raises(ck.ConfigError) as caught:
+        TcpProxy("127.0.0.1", 70000)
+    assert caught.value.field == "target_port"
+    with pytest.raises(ck.ConfigError) as caught:
+        TcpProxy("", echo)
+    assert caught.value.field == "target_host"
+    with TcpProxy("127.0.0.1", echo) as proxy:
+        with pytest.raises(ck.ConfigError) as caught:
+            proxy.partition(new="drop")
+        assert caught.value.field == "new"
+        assert not proxy.partitioned
