@@ -6,10 +6,11 @@ here once, so that the evaluator cannot judge differently from a real rollout:
 
 1. `WindowJudge.judge`: the observation gets the split that was in force when the window
    was collected, unless its source set one (deciders that weigh an arm by its share of
-   the traffic read it); the decider is the `Analyze` step's own for a step window, the
-   rollout's otherwise; a window without decider state starts from the decider's
-   `initial_state()`. The answer is a `Judgement`, the reason there is none (a collection
-   that failed, a decider that raised or returned something else), or an awaitable.
+   the traffic read it). Then `WindowJudge.answer` asks the decider: the `Analyze`
+   step's own for a step window, the rollout's otherwise, from its `initial_state()` for
+   a window without decider state. The answer is a `Judgement`, the reason there is none
+   (a collection that failed, a decider that raised or returned something else), or an
+   awaitable. (The evaluator's observations carry their split: it asks `answer` alone.)
 2. Only a decider that returns an awaitable needs its driver: the runner awaits it under
    its decider timeout, the evaluator drives it without an event loop. What comes out goes
    through `WindowJudge.settle` (an exception through `WindowJudge.failure`).
@@ -77,7 +78,14 @@ class WindowJudge:
     'metrics: timed out after 30 s'
     """
 
-    __slots__ = ("_step_deciders", "decider", "decider_timeout", "outage_limit", "plan")
+    __slots__ = (
+        "_only_decider",
+        "_step_deciders",
+        "decider",
+        "decider_timeout",
+        "outage_limit",
+        "plan",
+    )
 
     def __init__(
         self,
@@ -94,6 +102,8 @@ class WindowJudge:
         self._step_deciders = any(
             isinstance(step, Analyze) and step.decider is not None for step in plan.steps
         )
+        # Without steps that bring their own, every window is the rollout decider's.
+        self._only_decider = None if self._step_deciders else decider
 
     def decider_for(self, state: RolloutState, kind: AnalysisKind) -> Decider:
         """The decider of a `kind` window in `state`: a step's own, else the rollout's."""
@@ -123,17 +133,27 @@ class WindowJudge:
             # Sources need not know the split; a decider weighing throughput by each
             # arm's share of the traffic does (see `Observation`).
             observed = attrs.evolve(observed, split=split)
-        decider = self.decider_for(state, action.kind)
+        return observed, self.answer(state, action, observed)
+
+    def answer(
+        self, state: RolloutState, action: CollectWindow, observation: Observation
+    ) -> Judged | Awaitable[Any]:
+        """The decider's answer for an observation that carries its split (see `judge`)."""
+        decider = self._only_decider
+        if decider is None:
+            decider = self.decider_for(state, action.kind)
         try:
             decider_state = action.decider_state
             if decider_state is None:
                 decider_state = decider.initial_state()
-            judged = decider.judge(decider_state, observed)
+            judged = decider.judge(decider_state, observation)
         except Exception as exc:
-            return observed, self.failure(exc)
-        if type(judged) is Judgement or not inspect.isawaitable(judged):
-            return observed, self.settle(judged)
-        return observed, judged
+            return self.failure(exc)
+        if type(judged) is Judgement:
+            return judged
+        if inspect.isawaitable(judged):
+            return judged
+        return self.settle(judged)
 
     def settle(self, judged: object) -> Judged:
         """What a decider's `judge` returned (awaited, if it was awaitable) as a `Judged`."""
@@ -151,7 +171,6 @@ class WindowJudge:
         """The machine's event for the window `action` asked for, judged (or not) at `now`."""
         if isinstance(judged, str):
             return WindowFailed(now, action.kind, action.end, judged, self.outage_limit)
-        assert isinstance(judged, Judgement)
         return WindowJudged(now, action.kind, action.end, judged.verdict, judged.state)
 
     @staticmethod

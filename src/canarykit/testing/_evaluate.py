@@ -1124,7 +1124,7 @@ def _run(
     window = sampler.window
     # The runner's judging step (`canarykit._judging`), on the windows drawn here.
     judging = WindowJudge(plan, decider)
-    judge = judging.judge
+    answer = judging.answer
     window_event = judging.event
 
     windows = canary_requests = canary_errors = 0
@@ -1154,7 +1154,7 @@ def _run(
             canary_errors += canary[1]
             observation = routing.observation(rng, start, end, share, stable, canary, split)
             windows += 1
-            judged = judge(state, action, observation, split)[1]
+            judged = answer(state, action, observation)  # it carries its split
             if not isinstance(judged, (Judgement, str)):
                 judged = _drive(judging, state, action, judged)
             event = window_event(action, now, judged)
