@@ -1,11 +1,11 @@
-"""Operator commands through etcd: ``canarykit run`` on one "host", the commands on another.
+"""Operator commands through a shared store: ``canarykit run`` on one "host", commands on another.
 
 The policy names ``[state] backend = "etcd"`` with a real three-member etcd cluster on
-loopback. ``canarykit run`` drives nginx (the lab's, with Prometheus and real load) in its
-own process and working directory; ``canarykit status`` and ``promote`` run in other
-processes, from another directory holding their own copy of the policy: no file is
-shared, as with a runner in CI and an engineer on a laptop. The state, the lease and the
-commands live only in etcd.
+loopback, or ``"postgres"`` with a real PostgreSQL server. ``canarykit run`` drives nginx
+(the lab's, with Prometheus and real load) in its own process and working directory;
+``canarykit status`` and ``promote`` run in other processes, from another directory
+holding their own copy of the policy: no file is shared, as with a runner in CI and an
+engineer on a laptop. The state, the lease and the commands live only in the store.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ import time
 
 import anyio
 import pytest
+
+# The fixtures are imported, so a test's parameter "redefines" one.
+from postgres_fixtures import postgres  # noqa: F401 (a fixture)
 
 import canarykit as ck
 from canarykit.testing import CanaryLab
@@ -34,11 +37,7 @@ name = "web"
 call_timeout = "5s"
 rollback_timeout = "20s"
 
-[state]
-backend = "etcd"
-endpoints = {endpoints}
-prefix = "{prefix}"
-ttl = "4s"
+{state}
 
 [plan]
 shape = "steps"
@@ -104,15 +103,41 @@ def lab(tmp_path_factory, nginx_binary, prometheus_binary):
         yield lab
 
 
-def host(tmp_path, name, lab, cluster, prefix):
+ETCD = """
+[state]
+backend = "etcd"
+endpoints = {endpoints}
+prefix = "{prefix}"
+ttl = "4s"
+"""
+POSTGRES = """
+[state]
+backend = "postgres"
+dsn = "{dsn}"
+table = "{table}"
+ttl = "4s"
+"""
+
+
+@pytest.fixture(params=["etcd", "postgres"])
+def state(request):
+    """The ``[state]`` table of a fresh place in a real etcd cluster or PostgreSQL server."""
+    if request.param == "etcd":
+        cluster = request.getfixturevalue("cluster")
+        endpoints = "[" + ", ".join(f'"{url}"' for url in cluster.endpoints) + "]"
+        return ETCD.format(endpoints=endpoints, prefix=f"t-{secrets.token_hex(4)}/")
+    server = request.getfixturevalue("postgres")
+    return POSTGRES.format(dsn=server.dsn, table=f"t{secrets.token_hex(4)}")
+
+
+def host(tmp_path, name, lab, state):
     """A directory of its own with its own copy of the policy, as another machine has."""
     directory = tmp_path / name
     directory.mkdir()
     policy = directory / "web.toml"
     policy.write_text(
         POLICY.format(
-            endpoints="[" + ", ".join(f'"{url}"' for url in cluster.endpoints) + "]",
-            prefix=prefix,
+            state=state,
             router=lab.router,
             stable=lab.stable.address,
             canary=lab.canary.address,
@@ -150,11 +175,12 @@ def run_in(directory, policy):
     return process.returncode, out, err
 
 
-async def test_an_operator_on_another_host_promotes_through_etcd(lab, cluster, tmp_path):
+async def test_an_operator_on_another_host_promotes_through_the_store(lab, state, tmp_path):
     await lab.reset()
-    prefix = f"t-{secrets.token_hex(4)}/"
-    runner_dir, runner_policy = host(tmp_path, "runner", lab, cluster, prefix)
-    laptop, laptop_policy = host(tmp_path, "laptop", lab, cluster, prefix)
+    runner_dir, runner_policy = host(tmp_path, "runner", lab, state)
+    laptop, laptop_policy = host(tmp_path, "laptop", lab, state)
+    backend = "etcd" if 'backend = "etcd"' in state else "postgres"
+    store = "EtcdStore([" if backend == "etcd" else "PostgresStore('postgresql://postgres@"
     seen = {}
 
     async def operator():
@@ -176,10 +202,10 @@ async def test_an_operator_on_another_host_promotes_through_etcd(lab, cluster, t
 
     assert code == 0, (out, err)
     assert await lab.router.read() == ck.TrafficSplit(canary_percent=100)
-    assert "state in etcd: EtcdStore([" in out.splitlines()[0], out
+    assert f"state in {backend}: {store}" in out.splitlines()[0], out
     code, status, _ = seen["status"]
     assert code == 0, status
-    assert status.startswith("rollout   web (EtcdStore(["), status
+    assert status.startswith(f"rollout   web ({store}"), status
     assert "phase     paused at step 2/4; canary 10%" in status, status
     assert "reason    waiting for promotion" in status
     assert "lease     held by " in status and "; token " in status, status
@@ -195,14 +221,14 @@ async def test_an_operator_on_another_host_promotes_through_etcd(lab, cluster, t
     assert "lease     not held: no runner drives it now" in status
     code, again, _ = command(laptop, "promote", laptop_policy)
     assert code == 5 and again.startswith("promote: the rollout already succeeded at "), again
-    # Nothing was kept on either host: the state lives in etcd.
+    # Nothing was kept on either host: the state lives in the store.
     assert sorted(p.name for p in runner_dir.iterdir()) == ["web.toml"]
     assert sorted(p.name for p in laptop.iterdir()) == ["web.toml"]
-    assert cluster.get(f"{prefix}web/state") is not None
 
 
-async def test_with_no_runner_the_command_is_refused_at_once(lab, cluster, tmp_path):
-    laptop, policy = host(tmp_path, "laptop", lab, cluster, f"t-{secrets.token_hex(4)}/")
+async def test_with_no_runner_the_command_is_refused_at_once(lab, state, tmp_path):
+    laptop, policy = host(tmp_path, "laptop", lab, state)
+    store = "EtcdStore([" if 'backend = "etcd"' in state else "PostgresStore("
     started = time.monotonic()
     code, out, err = await anyio.to_thread.run_sync(
         command, laptop, "pause", policy, "--wait", "30"
@@ -214,4 +240,4 @@ async def test_with_no_runner_the_command_is_refused_at_once(lab, cluster, tmp_p
     ), err
     assert time.monotonic() - started < 15  # said at once, not after the 30 s --wait
     code, status, _ = await anyio.to_thread.run_sync(command, laptop, "status", policy)
-    assert code == 1 and status.startswith("web: nothing saved in EtcdStore(["), status
+    assert code == 1 and status.startswith(f"web: nothing saved in {store}"), status
