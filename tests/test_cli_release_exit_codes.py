@@ -7,7 +7,7 @@ stable, 130 interrupted.
 """
 
 # Imports internals on purpose: the command line (canarykit._cli is private), run as the
-# `canarykit` script runs it; the lock directory's environment variable.
+# `canarykit` script runs it.
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ summarised retry lines, and a step counter that never passes the step count.
 """
 
 # Imports internals on purpose: the command line (canarykit._cli is private), run as the
-# `canarykit` script runs it; the lock directory's environment variable.
+# `canarykit` script runs it.
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ make an answer write anywhere else; free text is shown escaped; stale answers go
 """
 
 # Imports internals on purpose: the command line (canarykit._cli is private), run as the
-# `canarykit` script runs it; the lock directory's environment variable.
+# `canarykit` script runs it.
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ canarykit neither writes through it, hangs on it, nor crashes with a traceback.
 """
 
 # Imports internals on purpose: the command line (canarykit._cli is private), run as the
-# `canarykit` script runs it; the lock directory's environment variable.
+# `canarykit` script runs it; where the lock directory defaults to.
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ split reported, against the local server that speaks the API server's get and pa
 """
 
 # Imports internals on purpose: the command line (canarykit._cli is private), run as the
-# `canarykit` script runs it; the lock directory's environment variable.
+# `canarykit` script runs it.
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ replaced only with --force. HAProxy: the weights are read and reported, at stabl
 """
 
 # Imports internals on purpose: the command line (canarykit._cli is private), run as the
-# `canarykit` script runs it; the lock directory's environment variable.
+# `canarykit` script runs it.
 
 from __future__ import annotations
 
