@@ -259,6 +259,7 @@ class PostgresStore:
                             conn.execute(statement)
                     self._tables_ready = True
             except BaseException:
+                self._forget_fd()
                 conn.close()
                 raise
             self._conn = conn
@@ -268,8 +269,15 @@ class PostgresStore:
         with self._fd_lock:
             self._busy_fd = conn.pgconn.socket
 
+    def _forget_fd(self) -> None:
+        # Before any close: `_interrupt` must never shut down a descriptor number that
+        # the system may already have given to another file.
+        with self._fd_lock:
+            self._busy_fd = None
+
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
+        self._forget_fd()
         if conn is not None:
             try:
                 conn.close()
@@ -290,8 +298,7 @@ class PostgresStore:
                 self._drop()  # broken (restart, partition, timeout): the next call reconnects
                 raise
             finally:
-                with self._fd_lock:
-                    self._busy_fd = None
+                self._forget_fd()
         finally:
             self._conn_lock.release()
 
