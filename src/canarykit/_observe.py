@@ -426,11 +426,3 @@ def _trusted_observation(
     _set_canary(observation, canary)
     _set_split(observation, split)
     return observation
-
-
-def _trusted_set_split(observation: Observation, split: TrafficSplit) -> None:
-    """Give an observation just built, and not yet seen by anyone else, its window's split.
-
-    For the evaluator's hot loop, where `attrs.evolve` would check every field again.
-    """
-    _set_split(observation, split)
