@@ -6,6 +6,8 @@ Also `canarykit.testing.observation`, the one observation builder the tests shar
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
@@ -52,6 +54,18 @@ def test_an_old_name_still_works_for_a_release_with_a_warning_naming_the_new_pla
     with pytest.warns(DeprecationWarning, match=rf"use canarykit\.testing\.lab\.{name}$"):
         old = getattr(testing, name)
     assert old is getattr(canarykit.testing.lab, name)
+
+
+def test_the_lab_loads_when_first_named_without_being_imported() -> None:
+    code = (
+        "import sys, canarykit.testing as t;"
+        "assert 'canarykit.testing._etcd_server' not in sys.modules;"
+        "print(t.lab.EtcdCluster.__module__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stdout.strip()) == (0, "canarykit.testing.lab"), result.stderr
 
 
 def test_a_name_that_never_was_in_testing_is_an_attribute_error() -> None:

@@ -153,6 +153,12 @@ _MOVED = {
 
 
 def __getattr__(name: str) -> Any:
+    # ``canarykit.testing.lab`` loads when first named, as if imported: the fakes' users
+    # never start importing the real servers' modules.
+    if name == "lab":
+        import importlib
+
+        return importlib.import_module(".lab", __name__)
     return _load_moved(globals(), _MOVED, name)
 
 
