@@ -157,6 +157,13 @@ async def faults(lab: dist.Lab, sizes: dict[str, int], lanes: int) -> dict[str, 
         "stale_old_runner_results": dict(Counter(str(t.first_result) for t in stale)),
         "leader_kill_trials": sum(t.kind == "leader-kill" and t.injected for t in trials),
         "postgres_restart_trials": sum(t.injected for t in restarts),
+        # Trials whose runners all stopped short (lost their leases: the etcd leader's
+        # election outlasts a renewal of TTL/3), so a fresh runner finished the rollout.
+        "leader_kill_resumed_by_a_new_runner": sum(
+            t.finishers > 0 for t in trials if t.kind == "leader-kill"
+        ),
+        "postgres_restart_resumed_by_a_new_runner": sum(t.finishers > 0 for t in restarts),
+        "trials_resumed_by_a_new_runner": sum(t.finishers > 0 for t in trials),
         # The first runner lost its lease before the fault (a slow renewal on a busy
         # machine): the rollout was still finished and checked, the fault not counted.
         "faults_not_injected": sum(not t.injected for t in trials),

@@ -234,6 +234,8 @@ class Trial:
     runners: int = 0
     # How the runner the fault hit ended: its result (``lease_lost``...), or None if killed.
     first_result: str | None = None
+    # Runners started because every runner of the rollout stopped short of its end.
+    finishers: int = 0
     # Why the fault could not be injected (None: it was); the rollout is checked anyway.
     setup: str | None = None
 
@@ -388,6 +390,7 @@ class Lab:
             print(f"{trial.key}: not ended by {results}; starting another", file=sys.stderr)
             runners = [self.start(trial.key, trial.backend)]
             trial.runners += 1
+            trial.finishers += 1
         trial.violations.append(f"{trial.key}: no runner ended the rollout")
 
     async def check(self, trial: Trial, stale_from: dict[str, int] | None = None) -> Trial:
