@@ -42,7 +42,7 @@ import anyio
 
 from canarykit import RouterError, TrafficSplit
 from canarykit.routers import FanOutRouter, HAProxyRouter, NginxRouter
-from canarykit.testing import HAProxyServer, NginxServer, find_binary, free_port
+from canarykit.testing.lab import HAProxyServer, NginxServer, find_binary, free_port
 
 SPLITS = (0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
 NGINX_FAULTS = ("deliver", "validate", "reload", "after_reload")

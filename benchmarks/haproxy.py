@@ -45,7 +45,7 @@ import anyio
 
 from canarykit import TrafficSplit
 from canarykit.routers import SplitProbe
-from canarykit.testing import DemoApp, HAProxyServer, find_binary
+from canarykit.testing.lab import DemoApp, HAProxyServer, find_binary
 
 TARGETS = (1, 10, 50)
 # (canary percent before the apply, requests sent at it first): 37, 123 and 61 are not

@@ -34,7 +34,7 @@ from canarykit import TrafficSplit
 from canarykit._binaries import router_binary
 from canarykit.routers import SplitProbe
 from canarykit.routers._nginx import _children, _is_worker, _retiring
-from canarykit.testing import DemoApp, NginxServer, find_binary
+from canarykit.testing.lab import DemoApp, NginxServer, find_binary
 
 
 async def apply_times(server: NginxServer, rounds: int) -> list[float]:

@@ -23,7 +23,7 @@ import anyio
 
 from canarykit import TrafficSplit, Window
 from canarykit.metrics import PrometheusSource
-from canarykit.testing import DemoApp, PrometheusServer
+from canarykit.testing.lab import DemoApp, PrometheusServer
 
 INTERVAL, WINDOW, ROUNDS = 1.0, 15.0, 3
 

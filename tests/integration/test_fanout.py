@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import random
 import sys
-import warnings
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -26,11 +25,7 @@ _spec = importlib.util.spec_from_file_location("fanout_benchmark", _path)
 assert _spec is not None and _spec.loader is not None
 bench = importlib.util.module_from_spec(_spec)
 sys.modules["fanout_benchmark"] = bench
-with warnings.catch_warnings():
-    # Until benchmarks/fanout.py imports its servers from canarykit.testing.lab, where they
-    # moved: the old names warn for a release, and a warning is an error in the tests.
-    warnings.filterwarnings("ignore", r"canarykit\.testing\.\w+ is deprecated", DeprecationWarning)
-    _spec.loader.exec_module(bench)
+_spec.loader.exec_module(bench)
 
 TEN = TrafficSplit(canary_percent=10)
 FIFTY = TrafficSplit(canary_percent=50)
