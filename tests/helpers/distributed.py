@@ -1,20 +1,22 @@
 """Runners on several "hosts" sharing etcd or PostgreSQL: faults, and the invariants they keep.
 
 Shared by tests/integration/test_distributed.py and benchmarks/distributed.py. Every
-runner is a process of its own (`RunnerLane` forks them from a server that imported
-canarykit once, so a runner starts in milliseconds), with its own store object, its own
-holder id and no file shared with the others except the trial's apply log: the runner's
-router appends one JSON line per apply (holder, token, weight, time), and the runner
-appends one line per save it made and one when its rollout ended (see
-`distributed_runner`). The checks read that log and the store:
+runner is a process of its own running tests/helpers/fencing_runner.py (`RunnerLane`
+forks them from runner_server.py, which imported canarykit once, so a runner starts in
+milliseconds), with its own holder id and store object and no file shared with the
+others except the trial's apply log: the runner's router appends one JSON line per
+apply (holder, token, weight, time) and one when its rollout ended. Each trial is a
+rollout key of its own. `check_log` reads the log and the saved record:
 
-- no stale apply: once a holding with a larger token has applied, or once the test saw
-  another holder take over and resumed the old one, the old holding never applies again
-  (`stale_applies`);
-- no state write lost or applied twice: the state in the store is the last one a holder
-  saved, and the splits the saved record confirms were applied, each step once, in the
-  plan's order (`transitions`);
-- every rollout ends exactly once (one ``end`` line with a terminal phase).
+- no stale apply: no apply by a holding whose token is below one already applied, and
+  none by a holder after the test saw another take over and let the old one run again
+  (`stale`);
+- no transition lost or applied twice: each holding applies the plan's steps in order
+  and each once; all holdings together apply every step of the plan and the promotion
+  (a new holding re-applying the step in force after a takeover is not a second
+  transition); and the saved record of the ended rollout is the last holder's: its
+  phase is succeeded and the token it says applied last is the log's (`transitions`);
+- every rollout ends exactly once (one ``end`` line), with nothing applied after it.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import random
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -75,7 +77,7 @@ def percentile(values: Sequence[float], share: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    rank = max(0, min(len(ordered) - 1, round(share * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1))
     return ordered[rank]
 
 
@@ -106,14 +108,6 @@ async def save_latencies(
                 data = {"state": {"phase": "progressing", "step": round_, "i": index}}
                 tg.start_soon(one, stores[index % len(stores)], f"{key_prefix}{index}", data)
     return times, failures
-
-
-def summary_ms(times: Sequence[float]) -> dict[str, float]:
-    """p50 and p99 of `times`, rounded."""
-    return {
-        "p50": round(statistics.median(times), 2) if times else -1,
-        "p99": round(percentile(times, 0.99), 2),
-    }
 
 
 async def poll_until(
