@@ -190,6 +190,57 @@ async def test_a_runner_that_loses_its_lease_stops_at_once_and_says_so(anyio_bac
     assert lease.released  # released what it could (a lease must not free another's)
 
 
+class BlinkingLease(FlakyLease):
+    """Renewals fail `failures` times in a row (a leader election), then work again."""
+
+    def __init__(self, ttl=0.6, failures=2, lost=False):
+        super().__init__(ttl=ttl)
+        self.failures = failures
+        self.lost = lost
+        self.calls = 0
+
+    async def renew(self):
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            if self.lost:
+                raise ck.LeaseLostError("the lease is now other's")
+            raise ConnectionError("no leader yet")
+
+
+async def test_a_renewal_that_fails_for_less_than_the_ttl_is_retried_and_the_rollout_goes_on(
+    anyio_backend, caplog
+):
+    router = FakeRouter()
+    lease = BlinkingLease()
+    rollout = ck.Rollout(
+        ck.Plan(steps=[ck.SetWeight(10), ck.Pause(1.2), ck.SetWeight(50)]),
+        router=router,
+        clock=ck.SystemClock(),
+        lease=lease,
+    )
+    with anyio.fail_after(5):
+        outcome = await rollout.run()
+    assert outcome.phase is ck.Phase.SUCCEEDED
+    assert lease.calls > 2  # the failures, then renewals that worked
+    assert "renewing the lease failed, trying again: ConnectionError: no leader yet" in caplog.text
+
+
+async def test_the_engine_saying_the_lease_is_anothers_loses_it_without_retrying(anyio_backend):
+    router = FakeRouter()
+    lease = BlinkingLease(failures=1, lost=True)
+    rollout = ck.Rollout(
+        ck.Plan(steps=[ck.SetWeight(10), ck.Pause(3600)]),
+        router=router,
+        clock=ck.SystemClock(),
+        lease=lease,
+    )
+    with anyio.fail_after(5), pytest.raises(ck.LeaseLostError, match="now other's"):
+        await rollout.run()
+    assert lease.calls == 1
+    assert [s.canary_percent for s in router.applied] == [10]
+
+
 async def test_a_runner_whose_file_lock_was_replaced_stops(tmp_path):
     router = FakeRouter()
     store = ck.stores.FileStore(tmp_path)

@@ -4,10 +4,12 @@ How this works. Before a `Rollout` touches traffic it acquires a lease on its ke
 second runner on the same key is refused at once (`LeaseHeldError`, naming the holder).
 While it runs, the runner renews the lease every third of its `ttl` (real time, not the
 rollout's clock), and it checks that the last renewal is still within `ttl` before every
-router call and every save. If a renewal fails, or the lease ran out because the process
-was stalled, the runner stops at once: it does not touch traffic or the saved state again
-(another runner may own them now), reports a `LeaseRevoked` event, and `run()` raises
-`LeaseLostError`.
+router call and every save. A renewal that fails with an error of the engine or the
+network (a timeout, an etcd leader election) is tried again while the last good renewal
+lasts. If the engine says the lease is another's (`LeaseLostError`), or the lease ran out
+(failed renewals, a stalled process), the runner stops at once: it does not touch traffic
+or the saved state again (another runner may own them now), reports a `LeaseRevoked`
+event, and `run()` raises `LeaseLostError`.
 
 Fencing. A clock check cannot see a process that was frozen (SIGSTOP, a VM paused, a
 partition) and woke up after another runner took over: between its check and its call,
@@ -86,8 +88,9 @@ class Lease(Protocol):
 
     - `acquire()` takes the lease, or raises `LeaseHeldError` at once when another holder
       has it (an expired lease may be taken over).
-    - `renew()` extends it by `ttl` seconds from now, or raises when it is no longer this
-      holder's (`LeaseLostError`, or any error: the runner treats both as lost).
+    - `renew()` extends it by `ttl` seconds from now, or raises `LeaseLostError` when it is
+      no longer this holder's (the runner stops at once); any other error is taken as a
+      failed attempt and tried again until the last good renewal runs out.
     - `release()` gives it up; it must never release a lease another holder has taken.
 
     The runner renews every ``ttl / 3`` seconds and stops acting once ``ttl`` has passed

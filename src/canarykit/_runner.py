@@ -1406,19 +1406,43 @@ class Rollout:
         self._lease_valid_until = started + lease.ttl
 
     async def _keep_lease(self, lease: Lease, scope: anyio.CancelScope) -> None:
-        """Renew the lease every ttl/3 (real time); on failure, stop the rollout at once."""
+        """Renew the lease every ttl/3 (real time); once it is lost, stop the rollout at once."""
         period = lease.ttl / 3
         with scope:
             while self._lease_lost is None:
                 await anyio.sleep(period)
-                started = anyio.current_time()
-                try:
-                    with anyio.fail_after(period):
-                        await lease.renew()  # await point: lease.renew
-                except Exception as exc:
-                    self._lose_lease(f"renewing it failed: {describe_failure(exc, period)}")
+                lost = await self._renew(lease, period)
+                if lost is not None:
+                    self._lose_lease(lost)
                     return
-                self._lease_valid_until = started + lease.ttl
+
+    async def _renew(self, lease: Lease, period: float) -> str | None:
+        """Renew once, retrying failures while the last renewal lasts; why it is lost, or None.
+
+        `LeaseLostError` (the engine says the lease is another's) loses it at once. Any other
+        failure (a timeout, an etcd leader election, a dropped connection) is tried again
+        until the last successful renewal runs out: the runner acts only while that renewal
+        lasts (and proves a fenced lease before every apply), so retrying never acts on a
+        lease that may be someone else's, and a blip shorter than the ttl no longer hands
+        the rollout to another runner.
+        """
+        failure = "no attempt had time"
+        while (left := self._lease_valid_until - anyio.current_time()) > 0:
+            started = anyio.current_time()
+            budget = min(period, left)
+            try:
+                with anyio.fail_after(budget):
+                    await lease.renew()  # await point: lease.renew
+            except LeaseLostError as exc:
+                return f"renewing it failed: {describe_failure(exc, budget)}"
+            except Exception as exc:
+                failure = describe_failure(exc, budget)
+                logger.warning("%s: renewing the lease failed, trying again: %s", self.key, failure)
+                await anyio.sleep(min(period / 4, max(0.0, left - budget)))
+                continue
+            self._lease_valid_until = started + lease.ttl
+            return None
+        return f"renewing it failed until its {lease.ttl:g} s ran out: {failure}"
 
     async def _release_lease(self) -> None:
         lease = self.lease
