@@ -1,4 +1,4 @@
-"""A local stand-in for the Kubernetes API server, for the Gateway API and Istio router tests.
+"""A local stand-in for the Kubernetes API server, for the Kubernetes routers' and lease's tests.
 
 No API server runs here (no kind, k3s or envtest), so the routers' tests run the real
 lightkube client against this: a threaded HTTP server on 127.0.0.1 that serves the
@@ -23,6 +23,11 @@ custom resources of the CRDs in ``tests/data/schemas`` the way the API server do
   (403, with RBAC's message), TLS with a given certificate.
 - Tests can change objects as "someone else" (`edit`), and make that happen between a
   client's read and its write (`before_writes`), the race a resourceVersion guards.
+- One built-in kind is served beside the CRDs: ``coordination.k8s.io/v1`` ``Lease``
+  (`LEASE`), the object leader election uses, with its fields' types and the API
+  server's checks on them (`_lease_checks`). As for the real server's built-in kinds, a
+  replace without a ``resourceVersion`` is an unconditional update; one with a stale
+  ``resourceVersion`` gets 409 Conflict as for a custom resource.
 
 Every error is a ``Status`` object with ``Content-Type: application/json``, which is what
 lightkube turns into an ``ApiError``.
@@ -69,6 +74,7 @@ class CRD:
     plural: str
     schemas: dict[str, dict[str, Any]]  # served version -> openAPIV3Schema
     storage: str
+    builtin: bool = False  # a kind of the API server's own (a replace may omit resourceVersion)
 
     @property
     def resource(self) -> str:
@@ -223,9 +229,71 @@ def _httproute_cel(obj: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+# ----------------------------------------------------------------- the built-in Lease
+
+_MICRO_TIME = {"type": "string", "format": "date-time"}
+_INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
+
+# coordination.k8s.io/v1 Lease as the API server's OpenAPI document describes it.
+LEASE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "apiVersion": {"type": "string"},
+        "kind": {"type": "string"},
+        "metadata": {"type": "object"},
+        "spec": {
+            "type": "object",
+            "properties": {
+                "acquireTime": _MICRO_TIME,
+                "holderIdentity": {"type": "string"},
+                "leaseDurationSeconds": _INT32,
+                "leaseTransitions": _INT32,
+                "preferredHolder": {"type": "string"},
+                "renewTime": _MICRO_TIME,
+                "strategy": {"type": "string"},
+            },
+        },
+    },
+}
+LEASE = CRD("coordination.k8s.io", "Lease", "leases", {"v1": LEASE_SCHEMA}, "v1", builtin=True)
+
+
+def _lease_checks(obj: Mapping[str, Any]) -> list[str]:
+    """The API server's validation of a Lease (ValidateLeaseSpec) and of its MicroTimes.
+
+    The real server refuses a time it cannot parse as RFC 3339 when it decodes the body
+    (400); here it is a 422 like the other checks, which is enough for a client's tests.
+    """
+    spec = obj.get("spec") or {}
+    errors = []
+    duration = spec.get("leaseDurationSeconds")
+    if isinstance(duration, int) and duration <= 0:
+        errors.append(
+            f"spec.leaseDurationSeconds: Invalid value: {duration}: must be greater than 0"
+        )
+    transitions = spec.get("leaseTransitions")
+    if isinstance(transitions, int) and transitions < 0:
+        errors.append(
+            f"spec.leaseTransitions: Invalid value: {transitions}: "
+            "must be greater than or equal to 0"
+        )
+    for key in ("acquireTime", "renewTime"):
+        value = spec.get(key)
+        if isinstance(value, str):
+            try:
+                datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                errors.append(f'spec.{key}: Invalid value: "{value}": not an RFC 3339 time')
+    return errors
+
+
 # The CEL rules (x-kubernetes-validations) evaluated in Python, by kind; jsonschema skips
 # CEL. Their messages are the schemas' own (a test checks each appears in the files).
-CEL_CHECKS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {"HTTPRoute": _httproute_cel}
+# The built-in Lease's checks are the API server's code, not CEL, but run the same way.
+CEL_CHECKS: dict[str, Callable[[Mapping[str, Any]], list[str]]] = {
+    "HTTPRoute": _httproute_cel,
+    "Lease": _lease_checks,
+}
 CEL_MESSAGES = (
     "Must have port for Service reference",
     "filter.requestMirror must be specified for RequestMirror filter.type",
@@ -409,7 +477,7 @@ class FakeKubeAPI:
     user: str = "system:serviceaccount:deploy:canarykit"
 
     def __post_init__(self) -> None:
-        self.crds = load_crds(self.schemas)
+        self.crds = {**load_crds(self.schemas), (LEASE.group, LEASE.plural): LEASE}
         self.validator = Validator(self.crds)
         self.requests: list[Request] = []
         self._objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
@@ -725,6 +793,8 @@ class FakeKubeAPI:
                 f"the URL ({current['metadata']['name']})",
             )
         wanted = metadata.get("resourceVersion")
+        if not wanted and crd.builtin:
+            return body  # an unconditional update, as built-in kinds allow
         if not wanted:
             raise status(
                 422,
