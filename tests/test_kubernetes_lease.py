@@ -127,27 +127,28 @@ async def test_acquire_creates_a_client_go_lease_a_second_holder_is_refused_and_
 async def test_an_expired_lease_is_taken_over_with_a_larger_token_and_the_stale_holders_lose_it(
     api: FakeKubeAPI, connection: KubernetesConnection
 ) -> None:
-    stale = lease(connection, "runner-a")
-    successor = lease(connection, "runner-b")
-    third = lease(connection, "runner-c")
-    await stale.acquire()
+    a, b, c, d = (lease(connection, f"runner-{name}") for name in "abcd")
+    await a.acquire()
     age(api)  # runner-a stopped renewing (frozen, partitioned) an hour ago
-    await successor.acquire()
-    assert successor.token == 1 and stored(api)["spec"]["holderIdentity"] == "runner-b"
-
+    await b.acquire()
+    assert b.token == 1 and stored(api)["spec"]["holderIdentity"] == "runner-b"
     with pytest.raises(ck.LeaseLostError, match=r"taken over by runner-b \(leaseTransitions 1"):
-        await stale.renew()
-    assert not stale.held
+        await a.check()
+    assert not a.held
+
     age(api)
-    await third.acquire()
-    assert third.token == 2
+    await c.acquire()
+    assert c.token == 2
     with pytest.raises(ck.LeaseLostError, match="taken over by runner-c"):
-        await successor.check()
-    await stale.release()  # a stale holder's release must not free the current holding
-    await successor.release()
-    assert stored(api)["spec"]["holderIdentity"] == "runner-c"
-    assert await third.check() == 2
-    await third.release()
+        await b.renew()
+
+    age(api)
+    await d.acquire()
+    assert d.token == 3
+    await c.release()  # c has not noticed: its release must not free d's holding
+    assert stored(api)["spec"]["holderIdentity"] == "runner-d"
+    assert await d.check() == 3
+    await d.release()
 
 
 async def test_a_holding_that_ran_out_fails_its_check_even_before_anyone_takes_it(
@@ -166,8 +167,7 @@ async def test_a_lease_deleted_and_created_again_is_not_taken_for_ours(
     holder = lease(connection, "runner-a")
     await holder.acquire()
     found = stored(api)
-    with api._lock:  # deleted (kubectl delete lease), then the same holder creates it anew
-        api._objects.clear()
+    api.delete("Lease", NAMESPACE, "web")  # kubectl delete lease; the same holder creates it anew
     again = lease(connection, "runner-a")
     await again.acquire()
     assert again.token == holder.token == 0  # the counter started over ...

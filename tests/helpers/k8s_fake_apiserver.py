@@ -618,6 +618,15 @@ class FakeKubeAPI:
                     return copy.deepcopy(obj)
         return None
 
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Someone else deletes the object of that kind (it must exist)."""
+        with self._lock:
+            for key in list(self._objects):
+                if self.crds[key[:2]].kind == kind and key[2:] == (namespace, name):
+                    del self._objects[key]
+                    return
+        raise AssertionError(f"no {kind} {namespace}/{name}")
+
     def edit(
         self,
         kind: str,

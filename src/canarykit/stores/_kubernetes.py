@@ -174,6 +174,8 @@ class KubernetesLease:
     The fencing is `check` (one GET) before every apply; no write of the rollout's state
     is guarded by the token (see the module's documentation). The service account needs
     ``get``, ``create`` and ``update`` on ``leases`` in the group ``coordination.k8s.io``.
+    Of the connection, `timeout` bounds each whole exchange; `max_response_bytes` is not
+    applied to the lease's answers (a Lease is a few hundred bytes).
     """
 
     def __init__(
