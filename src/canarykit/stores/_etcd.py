@@ -240,19 +240,29 @@ class _Sender:
 
     def __init__(self, client: Any, httpx: Any) -> None:
         self.client = client
+        self.httpx = httpx
         self.body_class = _body_class(httpx)
 
     @contextlib.asynccontextmanager
     async def stream(
-        self, method: str, url: str, *, content: bytes, headers: dict[str, str]
+        self, method: str, url: str, *, content: bytes, headers: dict[str, str], within: float
     ) -> AsyncIterator[Any]:
-        request = self.client.build_request(method, url, content=content, headers=headers)
+        # httpx's own timeouts end a slow connect or TLS handshake a little before the
+        # attempt's deadline would cancel it: a cancelled handshake can leave the socket
+        # to the garbage collector (httpcore on trio), httpx's timeout closes it.
+        timeout = self.httpx.Timeout(max(0.001, within * 0.8))
+        request = self.client.build_request(
+            method, url, content=content, headers=headers, timeout=timeout
+        )
         request.stream = self.body_class(content)
         response = await self.client.send(request, stream=True)
         try:
             yield response
         finally:
-            await response.aclose()
+            # Shielded: the attempt's deadline cancelling the close would leave the
+            # connection open, to be closed by the garbage collector.
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
 
 
 _body_classes: dict[int, type] = {}
@@ -408,15 +418,17 @@ class EtcdStore:
                 endpoint = self.endpoints[self._current]
                 left = give_up_at - anyio.current_time()
                 headers = {} if self._auth_token is None else {"Authorization": self._auth_token}
+                within = max(0.001, min(self.timeout, left))
                 try:
                     answer = await exchange(
                         _Sender(self._client, httpx),
                         "POST",
                         endpoint + path,
-                        deadline=max(0.001, min(self.timeout, left)),
+                        deadline=within,
                         max_bytes=MAX_RESPONSE_BYTES,
                         content=json.dumps(body).encode(),
                         headers=headers,
+                        within=within,
                     )
                 except ResponseTooLarge as exc:
                     raise _Unanswered(f"{what}: {exc}") from None
@@ -466,14 +478,16 @@ class EtcdStore:
             endpoint = self.endpoints[self._current]
             left = give_up_at - anyio.current_time()
             try:
+                within = max(0.001, min(self.timeout, left))
                 answer = await exchange(
                     _Sender(self._client, httpx),
                     "POST",
                     endpoint + "/v3/auth/authenticate",
-                    deadline=max(0.001, min(self.timeout, left)),
+                    deadline=within,
                     max_bytes=64 * 1024,
                     content=json.dumps(body).encode(),
                     headers={},
+                    within=within,
                 )
             except (TimeoutError, OSError, httpx.TransportError) as exc:
                 failures.append(f"{endpoint}: {self._redact(_failure(exc, self.timeout))}")
