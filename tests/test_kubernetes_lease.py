@@ -176,6 +176,38 @@ async def test_a_lease_deleted_and_created_again_is_not_taken_for_ours(
         await holder.check()  # ... but the object is another one
 
 
+async def test_a_runner_restarted_with_the_same_holder_id_takes_a_new_holding(
+    api: FakeKubeAPI, connection: KubernetesConnection
+) -> None:
+    before = lease(connection, "deploy-7")
+    await before.acquire()
+    after = lease(connection, "deploy-7")  # the process restarted: same id, holding unexpired
+    await after.acquire()
+    assert after.token == 1  # a new token, so the old process (if alive) is fenced off
+    with pytest.raises(ck.LeaseLostError, match=r"taken over by deploy-7 \(leaseTransitions 1"):
+        await before.check()
+    await after.release()
+
+
+async def test_a_lease_that_names_a_holder_but_no_times_is_free_to_take(
+    api: FakeKubeAPI, connection: KubernetesConnection
+) -> None:
+    api.put(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "web", "namespace": NAMESPACE},
+            "spec": {"holderIdentity": "hand-written", "leaseTransitions": 4},
+        }
+    )
+    taker = lease(connection, "runner-a")
+    await taker.acquire()
+    assert taker.token == 5
+    spec = stored(api)["spec"]
+    assert spec["holderIdentity"] == "runner-a" and spec["leaseDurationSeconds"] == 15
+    await taker.release()
+
+
 # ------------------------------------------------------------------------ conflicts
 
 
