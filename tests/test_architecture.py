@@ -19,7 +19,11 @@ PACKAGE = SRC / "canarykit"
 
 ADAPTERS = ("deciders", "routers", "metrics", "notify", "exporter", "plot", "presets")
 # The engines' stores are adapters that live beside the core stores they extend.
-ENGINE_STORES = ("canarykit.stores._etcd", "canarykit.stores._postgres")
+ENGINE_STORES = (
+    "canarykit.stores._etcd",
+    "canarykit.stores._kubernetes",
+    "canarykit.stores._postgres",
+)
 # The pure state machine and what it may load: no event loop, no files, no sockets.
 SANS_IO = {
     "canarykit._machine",

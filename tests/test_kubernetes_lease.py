@@ -18,13 +18,9 @@ import pytest
 
 import canarykit as ck
 from canarykit.routers import KubernetesConnection
+from canarykit.stores import KubernetesLease
 from canarykit.testing import FakeRouter, VirtualClock
 from helpers.k8s_fake_apiserver import FakeKubeAPI
-
-try:
-    from canarykit.stores import KubernetesLease
-except ImportError:  # until canarykit.stores exports it
-    from canarykit.stores._kubernetes import KubernetesLease
 
 pytestmark = pytest.mark.anyio
 

@@ -8,6 +8,9 @@
   etcd lease; writes are fenced by the lease's token (``pip install canarykit[etcd]``).
 - `PostgresStore` / `PostgresLease`: in a PostgreSQL table, with the lease a row with an
   expiry and a fencing counter (``pip install canarykit[postgres]``).
+- `KubernetesLease`: a lease only, held as a ``coordination.k8s.io/v1`` Lease the way
+  client-go's leader election holds it; fenced by the check before each apply (the state
+  lives in another store) (``pip install canarykit[kubernetes]``).
 
 A store's ``lease(key)`` gives the lease `canarykit.Rollout` takes by default.
 """
@@ -26,6 +29,7 @@ __all__ = [
     "EtcdStore",
     "FileLease",
     "FileStore",
+    "KubernetesLease",
     "MemoryLease",
     "MemoryStore",
     "PostgresLease",
@@ -35,6 +39,7 @@ __all__ = [
 if TYPE_CHECKING:
     from ._etcd import EtcdLease as EtcdLease
     from ._etcd import EtcdStore as EtcdStore
+    from ._kubernetes import KubernetesLease as KubernetesLease
     from ._postgres import PostgresLease as PostgresLease
     from ._postgres import PostgresStore as PostgresStore
 
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "EtcdLease": "._etcd",
     "EtcdStore": "._etcd",
+    "KubernetesLease": "._kubernetes",
     "PostgresLease": "._postgres",
     "PostgresStore": "._postgres",
 }
