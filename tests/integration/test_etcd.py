@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import secrets
 import time
 import urllib.request
@@ -31,21 +30,10 @@ pytestmark = pytest.mark.anyio
 TTL = 2.0
 
 
-@pytest.fixture(scope="session")
-def etcd_binary() -> str:
-    # As need_binary in conftest.py does for the other servers.
-    try:
-        return find_binary("etcd", "etcd-server")
-    except BinaryNotFound as exc:
-        if os.environ.get("CANARYKIT_REQUIRE_INTEGRATION") == "1":
-            pytest.fail(f"CANARYKIT_REQUIRE_INTEGRATION=1 but {exc}")
-        pytest.skip(str(exc))
-
-
-@pytest.fixture(scope="module")
-def cluster(etcd_binary, tmp_path_factory):
-    with EtcdCluster(tmp_path_factory.mktemp("etcd"), binary=etcd_binary) as running:
-        yield running
+@pytest.fixture
+def cluster(etcd_cluster):
+    """The module's shared cluster (conftest.py); each test works under its own prefix."""
+    return etcd_cluster
 
 
 @pytest.fixture
