@@ -385,6 +385,30 @@ def test_a_bad_setting_is_refused_naming_its_field(arguments: dict[str, Any], fi
     assert caught.value.field == field
 
 
+async def test_an_answer_over_max_response_bytes_is_a_lease_error_naming_the_option(
+    api: FakeKubeAPI, tmp_path: Path
+) -> None:
+    # A Lease someone else wrote with an 8 KiB annotation: its GET answer passes 4 KiB.
+    api.put(
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "web", "namespace": NAMESPACE, "annotations": {"x": "y" * 8192}},
+            "spec": {},
+        }
+    )
+    bounded = KubernetesConnection(
+        kubeconfig=api.kubeconfig(tmp_path / "config"), trust_env=False, max_response_bytes=4096
+    )
+    taker = lease(bounded, "runner-a")
+    with pytest.raises(ck.LeaseError, match=r"larger than max_response_bytes=4096") as caught:
+        await taker.acquire()
+    assert not isinstance(caught.value, ck.LeaseHeldError)
+    assert not taker.held and "holderIdentity" not in stored(api)["spec"]
+    roomy = KubernetesConnection(kubeconfig=bounded.kubeconfig, trust_env=False)
+    await lease(roomy, "runner-a").acquire()  # the same Lease, read within the default 3 MiB
+
+
 async def test_without_lightkube_the_error_says_which_extra_to_install(
     monkeypatch: pytest.MonkeyPatch, connection: KubernetesConnection
 ) -> None:

@@ -36,48 +36,30 @@ its own: keep the runners' clocks synchronised (NTP) and the TTL far above their
 A skewed clock can only let a Lease be taken over early; the old holder's next `check`
 then fails, before its next apply.
 
-lightkube is imported when the lease first talks to the cluster (``pip install
-'canarykit[kubernetes]'``); a client is opened for each operation and closed after it,
-so the lease works the same on asyncio and trio.
+How the lease reaches the API server (`KubernetesConnection`, the kubeconfig or service
+account, a client whose answers stop at ``max_response_bytes``) is ``canarykit._kube``,
+shared with the Kubernetes routers. lightkube is imported when the lease first talks to
+the cluster (``pip install 'canarykit[kubernetes]'``); a client is opened for each
+operation and closed after it, so the lease works the same on asyncio and trio.
 """
 
 from __future__ import annotations
 
 import datetime
-import importlib
 import math
-import os
 import re
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
 from .._errors import ConfigError, LeaseError, LeaseHeldError, LeaseLostError
+from .._kube import Cluster, KubernetesConnection, status_code
 from .._lease import _holder, _ttl
 from .._text import shown
 
-if TYPE_CHECKING:
-    from ..routers import KubernetesConnection
-
 __all__ = ["KubernetesLease"]
 
-_EXTRA = "pip install 'canarykit[kubernetes]'"
-# The KubernetesConnection defaults, for a lease given no connection (the connection's
-# class lives with the routers, which this module may not import).
-_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-_DEFAULTS: dict[str, Any] = {
-    "kubeconfig": None,
-    "context": None,
-    "in_cluster": None,
-    "service_account_dir": _SERVICE_ACCOUNT_DIR,
-    "timeout": 10.0,
-    "field_manager": "canarykit",
-    "trust_env": True,
-}
-_CONNECTION_FIELDS = tuple(_DEFAULTS)
 # A namespace is a DNS-1123 label; a Lease's name a DNS-1123 subdomain.
 _LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -87,20 +69,6 @@ _CONFLICT_BACKOFF = 0.05  # seconds before the second try after a 409
 
 class _Conflict(Exception):
     """The API server answered 409: the Lease changed since it was read, or exists."""
-
-
-def _lightkube() -> Any:
-    try:
-        return importlib.import_module("lightkube")
-    except ImportError:
-        raise ModuleNotFoundError(
-            f"KubernetesLease needs lightkube, which is not installed: {_EXTRA}"
-        ) from None
-
-
-def _module(name: str) -> Any:
-    _lightkube()
-    return importlib.import_module(name)
 
 
 def _micro_time(at: float) -> str:
@@ -151,11 +119,11 @@ def _replacing(lease: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": dict(lease.get("metadata") or {}), "spec": spec}
 
 
-def _connection(value: Any) -> Any:
-    """A `KubernetesConnection` (or None for its defaults), checked by its fields."""
+def _connection(value: Any) -> KubernetesConnection:
+    """`value` if it is a `KubernetesConnection`; None for one with the defaults."""
     if value is None:
-        return None
-    if not all(hasattr(value, name) for name in _CONNECTION_FIELDS):
+        return KubernetesConnection()
+    if not isinstance(value, KubernetesConnection):
         raise ConfigError("connection", value, "must be a KubernetesConnection (canarykit.routers)")
     return value
 
@@ -174,8 +142,8 @@ class KubernetesLease:
     The fencing is `check` (one GET) before every apply; no write of the rollout's state
     is guarded by the token (see the module's documentation). The service account needs
     ``get``, ``create`` and ``update`` on ``leases`` in the group ``coordination.k8s.io``.
-    Of the connection, `timeout` bounds each whole exchange; `max_response_bytes` is not
-    applied to the lease's answers (a Lease is a few hundred bytes).
+    Of the connection, `timeout` bounds each whole exchange and `max_response_bytes` each
+    answer, as for the routers.
     """
 
     def __init__(
@@ -198,12 +166,11 @@ class KubernetesLease:
         if self._ttl > 2**31 - 1:
             raise ConfigError("ttl", ttl, "must fit leaseDurationSeconds (an int32)")
         self.connection = _connection(connection)
-        self._config: Any = None
+        self._cluster = Cluster(
+            self.connection, namespace, error=LeaseError, user="KubernetesLease"
+        )
         self._token: int | None = None
         self._uid: str | None = None
-
-    def _option(self, name: str) -> Any:
-        return _DEFAULTS[name] if self.connection is None else getattr(self.connection, name)
 
     @property
     def holder(self) -> str:
@@ -236,92 +203,30 @@ class KubernetesLease:
 
     # ------------------------------------------------------------------ the API server
 
-    def _load_config(self) -> Any:
-        lightkube = _lightkube()
-        config_errors = _module("lightkube.core.exceptions").ConfigError
-        account = os.fspath(self._option("service_account_dir"))
-        kubeconfig = self._option("kubeconfig")
-        try:
-            in_cluster = self._option("in_cluster")
-            if in_cluster is None:
-                in_cluster = (
-                    kubeconfig is None
-                    and not os.environ.get("KUBECONFIG")
-                    and os.path.isfile(os.path.join(account, "token"))
-                )
-            if in_cluster:
-                try:
-                    config = lightkube.KubeConfig.from_service_account(service_account=account)
-                except KeyError as exc:  # lightkube reads the variables without a check
-                    raise config_errors(f"in-cluster: ${exc.args[0]} is not set") from None
-            else:
-                config = lightkube.KubeConfig.from_file(self._kubeconfig_path(kubeconfig))
-            return config.get(context_name=self._option("context"))
-        except config_errors as exc:
-            raise LeaseError(f"cannot load the Kubernetes configuration: {exc}") from None
-
-    @staticmethod
-    def _kubeconfig_path(kubeconfig: Any) -> str:
-        if kubeconfig is not None:
-            return str(os.fspath(kubeconfig))
-        # $KUBECONFIG may list several files; kubectl merges them, canarykit takes the first.
-        for path in os.environ.get("KUBECONFIG", "").split(os.pathsep):
-            if path:
-                return path
-        return os.path.expanduser("~/.kube/config")
-
-    @asynccontextmanager
-    async def _session(self) -> AsyncIterator[Any]:
-        lightkube = _lightkube()
-        httpx = _module("httpx2")
-        if self._config is None:
-            self._config = self._load_config()
-        try:
-            client = lightkube.AsyncClient(
-                self._config,
-                namespace=self.namespace,
-                timeout=httpx.Timeout(self._option("timeout")),
-                field_manager=self._option("field_manager"),
-                trust_env=self._option("trust_env"),
-            )
-        except Exception as exc:  # a bad certificate path, an unsupported auth provider
-            raise LeaseError(f"cannot set up the Kubernetes client: {_describe(exc)}") from None
-        try:
-            yield client
-        finally:
-            with anyio.CancelScope(shield=True):
-                await client.close()
-
     def _error(self, exc: Exception, verb: str) -> Exception:
-        api_error = _module("lightkube").ApiError
-        httpx = _module("httpx2")
         what = f"could not {verb} {self._what}"
-        if isinstance(exc, TimeoutError):
-            return LeaseError(
-                f"{what}: no answer from the Kubernetes API server within "
-                f"timeout={self._option('timeout'):g} s"
-            )
+        failure = self._cluster.failure(exc, what)
+        if failure is not None:
+            return failure
+        api_error = self._cluster.module("lightkube").ApiError
         if isinstance(exc, api_error):
             code = exc.status.code or exc.response.status_code
             message = shown(exc.status.message or exc.response.text, limit=_MESSAGE)
             if code == 409:
                 return _Conflict(message)
             return LeaseError(f"{what}: {code} {exc.status.reason or ''}: {message}")
-        if isinstance(exc, (httpx.HTTPError, OSError)):
-            return LeaseError(f"{what}: cannot reach the Kubernetes API server: {_describe(exc)}")
         return exc
 
     def _resource(self) -> Any:
-        return _module("lightkube.resources.coordination_v1").Lease
+        return self._cluster.module("lightkube.resources.coordination_v1").Lease
 
     async def _get(self, client: Any) -> dict[str, Any] | None:
         """The Lease as stored, or None when there is none."""
         try:
-            with anyio.fail_after(self._option("timeout")):
+            with anyio.fail_after(self.connection.timeout):
                 found = await client.get(self._resource(), self.name, namespace=self.namespace)
         except Exception as exc:
-            response = getattr(exc, "response", None)
-            if getattr(response, "status_code", None) == 404:
+            if status_code(exc) == 404:
                 return None
             raise self._error(exc, "read") from exc
         return dict(found.to_dict())
@@ -330,7 +235,7 @@ class KubernetesLease:
         """Create the Lease, or replace it (guarded by the resourceVersion in `body`)."""
         obj = self._resource().from_dict(body)
         try:
-            with anyio.fail_after(self._option("timeout")):
+            with anyio.fail_after(self.connection.timeout):
                 if create:
                     done = await client.create(obj, namespace=self.namespace)
                 else:
@@ -397,7 +302,7 @@ class KubernetesLease:
         if self.held:
             await self.renew()
             return
-        async with self._session() as client:
+        async with self._cluster.client() as client:
             for attempt in (1, 2):
                 if attempt == 2:
                     await anyio.sleep(_CONFLICT_BACKOFF)
@@ -435,7 +340,7 @@ class KubernetesLease:
         """Write a new ``renewTime`` if the holding is still ours; else `LeaseLostError`."""
         if self._token is None:
             raise LeaseLostError(f"{self._what}: the lease is not held")
-        async with self._session() as client:
+        async with self._cluster.client() as client:
             for attempt in (1, 2):
                 if attempt == 2:
                     await anyio.sleep(_CONFLICT_BACKOFF)
@@ -460,7 +365,7 @@ class KubernetesLease:
         token = self._token
         if token is None:
             raise LeaseLostError(f"{self._what}: the lease is not held")
-        async with self._session() as client:
+        async with self._cluster.client() as client:
             lease = await self._get(client)
         if lease is None or not self._is_ours(lease):
             raise self._lost(lease)
@@ -474,7 +379,7 @@ class KubernetesLease:
         self._token = self._uid = None
         if token is None:
             return
-        async with self._session() as client:
+        async with self._cluster.client() as client:
             for attempt in (1, 2):
                 if attempt == 2:
                     await anyio.sleep(_CONFLICT_BACKOFF)
@@ -497,8 +402,3 @@ class KubernetesLease:
     def __repr__(self) -> str:
         state = "not held" if self._token is None else f"held, token {self._token}"
         return f"<KubernetesLease {self._what} {self._holder!r} {state}>"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
