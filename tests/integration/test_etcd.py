@@ -84,6 +84,20 @@ async def test_save_load_and_archive_round_trip(cluster, prefix):
     assert raw is not None and json.loads(raw)["format"] == "canarykit-state"
 
 
+async def test_a_burst_of_saves_on_one_store_queues_instead_of_failing(cluster, prefix):
+    # Far more saves at once than the store sends in flight (MAX_IN_FLIGHT): they wait
+    # their turn before their short timeout starts. Without that, calls time out waiting
+    # for one of the HTTP client's connections, fail over, and run out of the deadline.
+    keys = [f"k{number}" for number in range(1000)]
+    endpoints = cluster.endpoints
+    async with EtcdStore(endpoints, prefix=prefix, timeout=0.25, deadline=5) as store:
+        async with anyio.create_task_group() as tg:
+            for key in keys:
+                tg.start_soon(store.save, key, {"key": key})
+        assert [await store.load(key) for key in keys[:5]] == [{"key": k} for k in keys[:5]]
+        assert await store.load(keys[-1]) == {"key": keys[-1]}
+
+
 async def test_a_damaged_record_in_etcd_is_refused(cluster, prefix):
     key = base64.b64encode(f"{prefix}web/state".encode()).decode()
     value = base64.b64encode(b'{"format": "canarykit-state", "version": 1}').decode()

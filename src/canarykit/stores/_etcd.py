@@ -93,6 +93,9 @@ MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MESSAGE_TTL = 3600
 # The most commands one `take` reads.
 MAX_TAKE = 100
+# Calls of one store in flight at once: below the HTTP client's pool of 100 connections,
+# so a queued call waits before its timeout starts (see `EtcdStore._call`).
+MAX_IN_FLIGHT = 64
 # The largest options of a command, as JSON.
 MAX_OPTIONS_BYTES = 64 * 1024
 _MESSAGE_ID = re.compile(r"\d{20}-[0-9a-f]{8}")
@@ -364,6 +367,7 @@ class EtcdStore:
         self._tls = _tls_context(self.ca_file, self.cert_file, self.key_file)
         self._auth_token: str | None = None
         self._client: Any = None
+        self._in_flight: anyio.CapacityLimiter | None = None
         self._current = 0
         # The leases this store holds now, by rollout key: they fence its writes.
         self._held: dict[str, EtcdLease] = {}
@@ -401,6 +405,19 @@ class EtcdStore:
         return httpx
 
     async def _call(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        """POST `body` to `path` on a member and return the JSON answer.
+
+        At most `MAX_IN_FLIGHT` calls of this store are in flight; the others wait their
+        turn before their deadline starts, so a burst (a thousand rollouts saving at once)
+        queues here instead of timing out in the HTTP client's connection pool and failing
+        over to members that are just as busy.
+        """
+        if self._in_flight is None:  # made on first use: it belongs to the running loop
+            self._in_flight = anyio.CapacityLimiter(MAX_IN_FLIGHT)
+        async with self._in_flight:
+            return await self._call_now(path, body, what)
+
+    async def _call_now(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         """POST `body` to `path` on a member and return the JSON answer.
 
         Tries the members in turn as the module's documentation says; `_Unanswered` when
