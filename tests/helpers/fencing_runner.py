@@ -6,7 +6,7 @@ HTTP client) and no file shared with the others except the append-only apply log
 
 Usage::
 
-    python tests/helpers/fencing_runner.py --endpoints URL[,URL...] --holder NAME \\
+    python tests/helpers/fencing_runner.py (--endpoints URL[,URL...] | --dsn DSN) --holder NAME \\
         --log PATH [--prefix canarykit/] [--key web] [--release r1] [--ttl 2] \\
         [--steps 10,20,30] [--hold 0.5] [--wait-for-lease 0] [--call-timeout 5] \\
         [--blind-renewals] [--unfenced-saves] [--backend asyncio|trio]
@@ -54,7 +54,7 @@ import anyio
 import anyio.abc
 
 import canarykit as ck
-from canarykit.stores import EtcdLease, EtcdStore
+from canarykit.stores import EtcdLease, EtcdStore, PostgresStore
 
 
 class RecordingRouter:
@@ -147,7 +147,9 @@ class BlindRenewals:
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--endpoints", required=True, help="etcd client URLs, comma-separated")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--endpoints", help="etcd client URLs, comma-separated")
+    where.add_argument("--dsn", help="a PostgreSQL connection string (tables named --prefix)")
     parser.add_argument("--holder", required=True, help="this runner's lease holder id")
     parser.add_argument("--log", required=True, help="the append-only apply log")
     parser.add_argument("--prefix", default="canarykit/")
@@ -171,13 +173,19 @@ def plan_of(args: argparse.Namespace) -> ck.Plan:
     return ck.Plan(steps=steps)
 
 
+def store_of(args: argparse.Namespace) -> Any:
+    """The runner's store: etcd on ``--endpoints``, or PostgreSQL on ``--dsn``."""
+    if args.dsn is not None:
+        return PostgresStore(args.dsn, table=args.prefix, timeout=5.0)
+    return EtcdStore(args.endpoints.split(","), prefix=args.prefix)
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     router = RecordingRouter(args.log, args.holder)
     give_up_at = time.monotonic() + args.wait_for_lease
-    endpoints = args.endpoints.split(",")
     async with (
-        EtcdStore(endpoints, prefix=args.prefix) as store,
-        EtcdStore(endpoints, prefix=args.prefix) as other_store,
+        store_of(args) as store,
+        store_of(args) as other_store,
         anyio.create_task_group() as tg,
     ):
         # A store that did not hand the lease out does not fence its writes by it.
@@ -212,12 +220,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             return {"result": "stopped", "phase": outcome.phase.value, "reason": outcome.reason}
 
 
-if __name__ == "__main__":
-    arguments = parse(sys.argv[1:])
-    codes = {"ended": 0, "stopped": 0, "lease_lost": 3, "lease_held": 4}
+_CODES = {"ended": 0, "stopped": 0, "lease_lost": 3, "lease_held": 4}
+
+
+def cli(argv: list[str]) -> int:
+    """Run one runner with `argv`; print its JSON result last; the exit status."""
+    arguments = parse(argv)
     try:
         answer = anyio.run(main, arguments, backend=arguments.backend)
     except Exception as exc:  # reported as the result, for the harness
         answer = {"result": "error", "phase": None, "reason": f"{type(exc).__name__}: {exc}"}
     print(json.dumps({"holder": arguments.holder, **answer}), flush=True)
-    sys.exit(codes.get(answer["result"], 1))
+    return _CODES.get(answer["result"], 1)
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))

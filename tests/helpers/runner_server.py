@@ -6,8 +6,8 @@ once, then reads JSON requests, one per line, on stdin and answers each with one
 - ``{"op": "run", "argv": [...], "out": PATH}`` -> ``{"pid": N}``: forks a runner that
   runs ``fencing_runner.py`` with `argv` (its arguments), its stdout and stderr going to
   PATH (the last line is the runner's JSON result). ``"postgres": DSN`` in the request
-  makes the runner's store a `PostgresStore` on DSN with the table named by
-  ``--prefix``, in place of the `EtcdStore` on ``--endpoints`` (which is then ignored).
+  runs it on a `PostgresStore` on DSN (``--dsn``, tables named by ``--prefix``) in place
+  of the `EtcdStore` on ``--endpoints``.
 - ``{"op": "ended"}`` -> ``{"ended": {"<pid>": {"exit": code} | {"signal": number}}}``:
   the runners that ended since the last ``ended`` request (reaped without waiting).
 
@@ -27,20 +27,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import anyio
 import fencing_runner  # the runner the fencing tests use
 
-_CODES = {"ended": 0, "stopped": 0, "lease_lost": 3, "lease_held": 4}
 
-
-def _postgres_store(dsn: str) -> Any:
-    """A stand-in for `EtcdStore(endpoints, prefix=...)` that opens a `PostgresStore`."""
-    from canarykit.stores import PostgresStore
-
-    def make(endpoints: Any, *, prefix: str) -> Any:
-        return PostgresStore(dsn, table=prefix, timeout=5.0)
-
-    return make
+def _without_endpoints(argv: list[str]) -> list[str]:
+    """`argv` without its ``--endpoints URLS`` (a PostgreSQL runner has ``--dsn``)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--endpoints":
+            skip = True
+        elif not arg.startswith("--endpoints="):
+            kept.append(arg)
+    return kept
 
 
 def _child(argv: list[str], out: str, postgres: str | None) -> None:
@@ -50,15 +51,9 @@ def _child(argv: list[str], out: str, postgres: str | None) -> None:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
-        args = fencing_runner.parse(argv)
         if postgres is not None:
-            fencing_runner.EtcdStore = _postgres_store(postgres)  # type: ignore[assignment,misc]
-        try:
-            answer = anyio.run(fencing_runner.main, args, backend=args.backend)
-        except Exception as exc:
-            answer = {"result": "error", "phase": None, "reason": f"{type(exc).__name__}: {exc}"}
-        print(json.dumps({"holder": args.holder, **answer}), flush=True)
-        code = _CODES.get(answer["result"], 1)
+            argv = [*_without_endpoints(argv), "--dsn", postgres]
+        code = fencing_runner.cli(argv)
     except BaseException:
         traceback.print_exc()
     finally:
