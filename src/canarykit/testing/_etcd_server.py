@@ -212,11 +212,7 @@ class EtcdCluster(StartStop):
                 return
             for i in waiting:
                 process = self._processes[i]
-                if (
-                    process is None
-                    or process._process is None
-                    or process._process.poll() is not None
-                ):
+                if process is None or not process.running():
                     raise RuntimeError(
                         f"etcd {self.names[i]} exited; log ends with:\n{self._tail(i)}"
                     )

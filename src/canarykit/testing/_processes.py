@@ -110,6 +110,10 @@ class ManagedProcess(StartStop):
         """The process id while running."""
         return None if self._process is None else self._process.pid
 
+    def running(self) -> bool:
+        """Whether the process was started and has not exited."""
+        return self._process is not None and self._process.poll() is None
+
     def start(self) -> None:
         """Start the process and wait, polling, until it is ready."""
         with self.log_path.open("ab") as log:
