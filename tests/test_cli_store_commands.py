@@ -24,6 +24,8 @@ import anyio
 import pytest
 
 import canarykit as ck
+
+# Imports internals on purpose: the command line (canarykit._cli is private).
 from canarykit._cli._control import StoreCommands
 from canarykit._cli._main import main
 from canarykit._cli._run import EXIT_NOTHING_TO_DO, execute

@@ -11,9 +11,10 @@ import attrs
 import pytest
 
 import canarykit as ck
-from canarykit import ConfigError
+from canarykit import ConfigError, Observation
+
+# Imports internals on purpose: the command line (canarykit._cli is private).
 from canarykit._cli._main import main
-from canarykit._observe import Observation
 from canarykit._verdict import Judgement, Verdict, VerdictKind
 from canarykit.deciders import bound, threshold
 from canarykit.testing._evaluate import (

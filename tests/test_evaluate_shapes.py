@@ -15,9 +15,10 @@ import attrs
 import pytest
 
 import canarykit as ck
-from canarykit import ConfigError
+from canarykit import ConfigError, Observation
+
+# Imports internals on purpose: the latency histogram's bucket layout.
 from canarykit._histogram import MAX_INDEX, bucket_bounds, bucket_index
-from canarykit._observe import Observation
 from canarykit._verdict import Judgement, Verdict, VerdictKind
 from canarykit.testing import Scenario as PublicScenario
 from canarykit.testing._evaluate import (

@@ -18,6 +18,8 @@ from canarykit import (
     Verdict,
     VerdictKind,
 )
+
+# Imports internals on purpose: the judging step is an internal shared by the runner and evaluate.
 from canarykit._judging import WindowJudge
 from canarykit.events import AnalysisFailed, VerdictReached
 from canarykit.machine import AnalysisKind, CollectWindow, RolloutState, WindowFailed, WindowJudged

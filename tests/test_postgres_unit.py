@@ -10,7 +10,7 @@ import time
 import pytest
 
 import canarykit as ck
-from canarykit._lease import FencedLease
+from canarykit import FencedLease
 from canarykit.testing.lab import free_port
 
 psycopg = pytest.importorskip("psycopg")

@@ -496,6 +496,7 @@ def test_recovered_without_a_read_back_forgets_the_confirmation():
 
 
 def test_plan_fingerprints_are_stable_and_tell_plans_apart():
+    # Imports internals on purpose: the plan fingerprint saved records carry.
     from canarykit._state_json import plan_fingerprint
 
     same = ck.Plan(steps=[ck.SetWeight(10), ck.Pause(60), ck.SetWeight(50), ck.Pause(60)])

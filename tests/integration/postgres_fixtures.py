@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+# Imports internals on purpose: where the lab finds PostgreSQL's programs.
 from canarykit.testing._postgres_server import postgres_bin_dir
 from canarykit.testing.lab import BinaryNotFound, PostgresServer
 

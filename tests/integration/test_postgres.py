@@ -16,7 +16,7 @@ import pytest
 from postgres_fixtures import own_postgres, postgres, table  # noqa: F401 (fixtures)
 
 import canarykit as ck
-from canarykit._lease import FencedLease
+from canarykit import FencedLease
 from canarykit.stores import PostgresStore
 from canarykit.testing import FakeRouter
 from canarykit.testing.lab import TcpProxy
