@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import json
 import secrets
 import time
@@ -297,6 +298,22 @@ def tls_cluster(etcd_binary, tmp_path):
         yield running
 
 
+# A connection cut while the HTTP client is connecting or handshaking can be dropped by the
+# client library (httpcore) without being closed: Python then warns of an unclosed socket
+# when it is collected, an error under filterwarnings=error. The leak is the library's, on
+# a path only these tests take (links cut mid-connect); collecting here keeps the warning
+# in this test rather than in whichever test the collector happens to run in.
+_CUT_MID_CONNECT = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture
+def collect_dropped_sockets():
+    yield
+    gc.collect()
+
+
+@_CUT_MID_CONNECT
+@pytest.mark.usefixtures("collect_dropped_sockets")
 async def test_over_tls_with_a_client_certificate(tls_cluster):
     files = tls_cluster.tls_files()
     assert all(url.startswith("https://") for url in tls_cluster.endpoints)
@@ -320,6 +337,8 @@ async def test_over_tls_with_a_client_certificate(tls_cluster):
             await store.load("web")
 
 
+@_CUT_MID_CONNECT
+@pytest.mark.usefixtures("collect_dropped_sockets")
 async def test_a_partitioned_holder_wakes_up_fenced_out(cluster, prefix):
     with contextlib.ExitStack() as stack:
         proxies = [
