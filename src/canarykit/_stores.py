@@ -235,8 +235,7 @@ class FileStore:
         its place; nothing archived gives ``[]``. `StateError` only when the history
         directory itself cannot be used (a link, open to other users).
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigError("limit", limit, "must be an integer >= 0")
+        check_history_limit(limit)
         directory = self.history_dir(key)
         try:
             names = await anyio.to_thread.run_sync(_history_names, directory)
@@ -251,8 +250,7 @@ class FileStore:
             except FileNotFoundError:  # removed meanwhile
                 continue
             except (OSError, StateError) as exc:
-                logger.warning("%s: a history record cannot be read: %s", key, exc)
-                records.append({"damaged": str(exc), "file": name})
+                records.append(damaged_record(key, name, exc))
         return records
 
     def __repr__(self) -> str:
@@ -347,8 +345,24 @@ def _check_directory(directory: Path) -> None:
         private_dir(directory)
 
 
-def _unwrap(path: Path, key: str, raw: bytes) -> dict[str, Any]:
-    """The data inside a FileStore file, or a StateError saying what is wrong with it."""
+def check_history_limit(limit: Any) -> int:
+    """`limit` of a store's ``history``, or ConfigError naming it (every store checks alike)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError("limit", limit, "must be an integer >= 0")
+    return limit
+
+
+def damaged_record(key: str, name: str, exc: BaseException) -> dict[str, Any]:
+    """What a store's ``history`` lists in place of a record it cannot read (and logs)."""
+    logger.warning("%s: a history record cannot be read: %s", key, exc)
+    return {"damaged": str(exc), "file": name}
+
+
+def _unwrap(path: str | Path, key: str, raw: bytes) -> dict[str, Any]:
+    """The data inside a saved envelope, or a StateError saying what is wrong with it.
+
+    `path` names where it was read (a file, an etcd key, a table row) in the messages.
+    """
     try:
         envelope = parse_json(raw, what=str(path))
     except ValueError as exc:

@@ -50,7 +50,6 @@ import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,7 +77,15 @@ from .._http import (
 from .._lease import _holder, _ttl
 from .._retry import backoff_delay, describe_failure
 from .._safe import check_name
-from .._stores import MAX_HISTORY, _envelope, _finish_ns, _release_part, _unwrap
+from .._stores import (
+    MAX_HISTORY,
+    _envelope,
+    _finish_ns,
+    _release_part,
+    _unwrap,
+    check_history_limit,
+    damaged_record,
+)
 from .._text import HIDDEN, MAX_TEXT, Redactor, shown
 
 __all__ = ["EtcdCommands", "EtcdLease", "EtcdStore"]
@@ -633,7 +640,7 @@ class EtcdStore:
             raise StateError(f"{etcd_key}: could not read the saved state: {exc}") from None
         if not kvs:
             return None
-        return _unwrap(Path(f"etcd {etcd_key}"), key, _kv_value(kvs[0]))
+        return _unwrap(f"etcd {etcd_key}", key, _kv_value(kvs[0]))
 
     async def delete(self, key: str) -> None:
         """Forget `key`'s state (fenced like `save`); its history and lease stay."""
@@ -669,9 +676,7 @@ class EtcdStore:
         """`key`'s archived records, newest first, at most `limit`; a damaged one is listed
         as ``{"damaged": why, "file": name}`` in its place.
         """  # noqa: D205 (the summary needs two lines)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigError("limit", limit, "must be an integer >= 0")
-        if limit == 0:
+        if check_history_limit(limit) == 0:
             return []
         base = self.etcd_key(key, "history/")
         try:
@@ -689,10 +694,9 @@ class EtcdStore:
         for kv in kvs:
             name = _unb64(kv.get("key")).decode("utf-8", "replace")
             try:
-                records.append(_unwrap(Path(f"etcd {name}"), key, _kv_value(kv)))
+                records.append(_unwrap(f"etcd {name}", key, _kv_value(kv)))
             except StateError as exc:
-                logger.warning("%s: a history record cannot be read: %s", key, exc)
-                records.append({"damaged": str(exc), "file": name[len(base) :]})
+                records.append(damaged_record(key, name[len(base) :], exc))
         return records
 
     # -- leases -----------------------------------------------------------------------------

@@ -46,7 +46,6 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -67,7 +66,16 @@ from .._errors import (
 from .._files import parse_json
 from .._lease import _holder, _ttl
 from .._safe import check_name
-from .._stores import MAX_HISTORY, MAX_STATE_BYTES, _envelope, _finish_ns, _release_part, _unwrap
+from .._stores import (
+    MAX_HISTORY,
+    MAX_STATE_BYTES,
+    _envelope,
+    _finish_ns,
+    _release_part,
+    _unwrap,
+    check_history_limit,
+    damaged_record,
+)
 from .._text import HIDDEN, MAX_TEXT, Redactor, shown
 
 __all__ = ["PostgresCommands", "PostgresLease", "PostgresStore", "import_psycopg"]
@@ -357,9 +365,9 @@ class PostgresStore:
 
     # ------------------------------------------------------------------ state
 
-    def _label(self, key: str) -> Path:
-        # The name `_unwrap` puts in its messages in place of a file path.
-        return Path(f"{self.table}_state[{key}]")
+    def _label(self, key: str) -> str:
+        # Where a record was read, as `_unwrap`'s messages name it.
+        return f"{self.table}_state[{key}]"
 
     async def save(self, key: str, data: dict[str, Any]) -> None:
         """Replace `key`'s state with `data`; fenced by the lease when this store holds it.
@@ -458,8 +466,7 @@ class PostgresStore:
         A record that cannot be read is listed as ``{"damaged": why, "file": "id N"}``.
         """
         check_name("key", key)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise ConfigError("limit", limit, "must be an integer >= 0")
+        check_history_limit(limit)
         sql = self._sql
 
         def read(conn: Any) -> list[Any]:
@@ -471,8 +478,7 @@ class PostgresStore:
             try:
                 records.append(self._unwrap(key, envelope))
             except StateError as exc:
-                logger.warning("%s: a history record cannot be read: %s", key, exc)
-                records.append({"damaged": str(exc), "file": f"id {ident}"})
+                records.append(damaged_record(key, f"id {ident}", exc))
         return records
 
     # ------------------------------------------------------------------ leases
