@@ -47,7 +47,7 @@ import time
 import zlib
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import anyio.to_thread
@@ -447,18 +447,43 @@ class PostgresStore:
         row = (key, _finish_ns(data), _release_part(data.get("release")), digest, text)
         lease = self._held.get(key)
         fence = None if lease is None else lease._fence()
+        archive = self._sql.archive
+        await self._fenced(
+            key,
+            fence,
+            lambda conn: conn.execute(archive, row),
+            error=StateSaveError,
+            doing=f"archiving {key!r}",
+            refused="state write",
+        )
+
+    async def _fenced(
+        self,
+        key: str,
+        fence: tuple[str, int] | None,
+        work: Callable[[Any], T],
+        *,
+        error: type[CanaryError],
+        doing: str,
+        refused: str,
+    ) -> T:
+        """`work(connection)` in one transaction, once `fence` is shown to hold `key`'s lease.
+
+        With no fence the work runs unchecked. A fence that no longer holds the lease row
+        (taken over, expired) raises `LeaseLostError` naming who holds it now.
+        """
         sql = self._sql
 
-        def write(conn: Any) -> tuple[bool, Any]:
+        def run(conn: Any) -> tuple[bool, Any]:
             with conn.transaction():
                 if fence is not None and not _holds(conn, sql, key, fence):
                     return False, conn.execute(sql.holder, (key,)).fetchone()
-                conn.execute(sql.archive, row)
-            return True, None
+                return True, work(conn)
 
-        saved, now = await self._run(write, error=StateSaveError, doing=f"archiving {key!r}")
-        if not saved:
-            raise LeaseLostError(f"{key}: state write refused: {_now_whose(key, now)}")
+        ok, result = await self._run(run, error=error, doing=doing)
+        if not ok:
+            raise LeaseLostError(f"{key}: {refused} refused: {_now_whose(key, result)}")
+        return cast(T, result)
 
     async def history(self, key: str, *, limit: int = MAX_HISTORY) -> list[dict[str, Any]]:
         """`key`'s archived records, newest first (by finish time), at most `limit`.
@@ -824,19 +849,15 @@ class PostgresCommands:
     async def take(self) -> list[tuple[str, str, dict[str, Any]]]:
         """Remove and return the waiting commands, oldest first: ``(id, command, options)``."""
         fence = self._fence("taking commands")
-        sql, key = self.store._sql, self.key
-
-        def take(conn: Any) -> tuple[bool, Any]:
-            with conn.transaction():
-                if not _holds(conn, sql, key, fence):
-                    return False, conn.execute(sql.holder, (key,)).fetchone()
-                return True, list(conn.execute(sql.take, (key,)).fetchall())
-
-        ok, rows = await self.store._run(
-            take, error=StateError, doing=f"taking the commands of {key!r}"
+        take, key = self.store._sql.take, self.key
+        rows = await self.store._fenced(
+            key,
+            fence,
+            lambda conn: list(conn.execute(take, (key,)).fetchall()),
+            error=StateError,
+            doing=f"taking the commands of {key!r}",
+            refused="taking commands",
         )
-        if not ok:
-            raise LeaseLostError(f"{key}: taking commands refused: {_now_whose(key, rows)}")
         taken = []
         for ident, command, options, _ in sorted(rows, key=lambda row: row[3]):
             try:
@@ -858,17 +879,18 @@ class PostgresCommands:
         sql, key = self.store._sql, self.key
         text = shown(reason, limit=MAX_TEXT)
 
-        def answer(conn: Any) -> tuple[bool, Any]:
-            with conn.transaction():
-                if not _holds(conn, sql, key, fence):
-                    return False, conn.execute(sql.holder, (key,)).fetchone()
-                conn.execute(sql.purge_answers, (_KEEP_SECONDS,))
-                conn.execute(sql.answer, (ident, key, accepted, text, fence[0]))
-            return True, None
+        def answer(conn: Any) -> None:
+            conn.execute(sql.purge_answers, (_KEEP_SECONDS,))
+            conn.execute(sql.answer, (ident, key, accepted, text, fence[0]))
 
-        ok, info = await self.store._run(answer, error=StateError, doing=f"answering {ident}")
-        if not ok:
-            raise LeaseLostError(f"{key}: answering refused: {_now_whose(key, info)}")
+        await self.store._fenced(
+            key,
+            fence,
+            answer,
+            error=StateError,
+            doing=f"answering {ident}",
+            refused="answering",
+        )
 
     async def wait(self, ident: str, timeout: float) -> dict[str, Any] | None:
         """The answer to `ident` (accepted, reason, holder, answered_at); None after `timeout`."""
