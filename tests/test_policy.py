@@ -49,7 +49,7 @@ from canarykit.policy import (
     parse_duration,
     register_decider_kind,
 )
-from canarykit.policy._load import _DECIDER_KINDS
+from canarykit.policy._deciders import _DECIDER_KINDS
 from helpers.policies import LINEAR_PLAN
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "policy.toml"

@@ -62,8 +62,8 @@ from .._runner import Rollout
 from .._safe import check_name
 from .._stores import FileStore
 from .._text import shown
+from ..policy import load_policy
 from ..policy._deployment import Deployment
-from ..policy._load import load_policy
 
 __all__ = [
     "COMMANDS",

@@ -36,7 +36,7 @@ from .._machine import RolloutState
 from .._split import TrafficSplit
 from .._stores import FileStore
 from .._text import shown
-from ..policy._load import load_policy
+from ..policy import load_policy
 from ._control import add_location_arguments, locate
 from ._run import EXIT_NOT_AT_STABLE, _traffic_target
 

@@ -71,13 +71,14 @@ from typing import Any, TextIO
 import attrs
 
 from .. import __version__
+from .._durations import format_duration
 from .._errors import CanaryError, ConfigError
 from .._events import RolloutOutcome, TimelineEntry
 from .._plan import Plan
 from .._text import MAX_TEXT, shown
 from ..deciders import format_value
 from ..plot import add_plot_option, plot_rollout
-from ..policy._load import Policy, format_duration, load_policy
+from ..policy import Policy, load_policy
 from ._control import COMMANDS, add_control_commands, run_control
 from ._init import add_init_command, run_init
 from ._render import add_render_command, run_render

@@ -63,6 +63,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from .._durations import format_duration
 from .._errors import ConfigError, ReleaseFinishedError
 from .._events import RolloutEvent, RolloutOutcome, TimelineEntry
 from .._machine import Phase
@@ -70,8 +71,8 @@ from .._plan import Analyze, Pause, SetHeaderRoutes, SetMirror, SetWeight, WaitF
 from .._runner import Rollout
 from .._stores import FileStore
 from .._text import shown
+from ..policy import Policy, load_policy
 from ..policy._deployment import check_plan_on_router, check_release
-from ..policy._load import Policy, format_duration, load_policy
 from ._control import (
     CommandInbox,
     CommandSource,

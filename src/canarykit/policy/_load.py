@@ -429,11 +429,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     # tomli is a dependency on 3.10 only, so it may be absent where mypy runs.
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 from .._decider_checks import check_full_canary_steps, check_metric_names
-from ._deciders import _DECIDER_KINDS as _DECIDER_KINDS
-from ._deciders import DeciderKind as DeciderKind
 from ._deciders import _build_decider, _dump_decider, declared_gauges
-from ._deciders import decider_kinds as decider_kinds
-from ._deciders import register_decider_kind as register_decider_kind
 from ._deployment import (
     _DEPLOYMENT_TABLES,
     _SUB_TABLES,
@@ -442,22 +438,9 @@ from ._deployment import (
     _read_deployment,
     duration_value,
 )
-from ._table import PolicyTable as PolicyTable
-from ._table import _error, _prefixed, parse_fraction, parse_percent
-from ._table import format_duration as format_duration
-from ._table import parse_duration as parse_duration
+from ._table import PolicyTable, _error, _prefixed, parse_fraction, parse_percent
 
-__all__ = [
-    "DeciderKind",
-    "Policy",
-    "PolicyTable",
-    "SimulationSettings",
-    "decider_kinds",
-    "format_duration",
-    "load_policy",
-    "parse_duration",
-    "register_decider_kind",
-]
+__all__ = ["Policy", "SimulationSettings", "load_policy"]
 # ---------------------------------------------------------------------------------------
 # The plan
 
